@@ -1,0 +1,1 @@
+"""auth layer (see ../shared/DESIGN.md, "Layers")."""

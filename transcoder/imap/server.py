@@ -1,0 +1,101 @@
+"""The IMAP4rev1 server of imap-transcoder and its factory.
+
+:class:`TranscodingIMAP4Server` is Twisted's ``IMAP4Server`` with the defects a
+real client trips over fixed, one concern per mixin module:
+
+* :mod:`.wire` -- line and literal limits, STARTTLS injection, ID, error responses
+* :mod:`.login` -- LOGIN / AUTHENTICATE policy, failed-login slowdown
+* :mod:`.mailboxes` -- SELECT, LIST/LSUB, CREATE/DELETE/RENAME, STATUS, APPEND, COPY, MOVE
+* :mod:`.search` -- SEARCH
+* :mod:`.fetch` -- FETCH, and the view seam later issues plug transcoding into
+* :mod:`.updates` -- multi-session EXPUNGE/EXISTS/FLAGS, IDLE, EXPUNGE, CLOSE, STORE
+
+Each mixin overrides IMAP4Server methods cooperatively (calling ``super()``),
+so the order of the bases below only matters where two mixins override the
+same method; they are listed outermost first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.mail import imap4
+
+from transcoder.imap.fetch import FetchMixin
+from transcoder.imap.login import LoginMixin
+from transcoder.imap.mailboxes import MailboxesMixin
+from transcoder.imap.search import SearchMixin
+from transcoder.imap.settings import ServerSettings
+from transcoder.imap.updates import UpdatesMixin
+from transcoder.imap.wire import WireMixin
+
+
+class TranscodingIMAP4Server(
+    WireMixin,
+    LoginMixin,
+    UpdatesMixin,
+    MailboxesMixin,
+    SearchMixin,
+    FetchMixin,
+    imap4.IMAP4Server,
+):
+    """An IMAP4rev1 server (RFC 3501) that can serve FETCH from a transcoded view."""
+
+    IDENT = b"imap-transcoder IMAP4rev1 ready"
+
+    def __init__(
+        self,
+        settings: ServerSettings | None = None,
+        clock: IReactorTime | None = None,
+        chal: dict[bytes, Any] | None = None,
+        contextFactory: Any = None,
+        scheduler: Any = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor  # type: ignore[assignment]
+        self.settings = settings or ServerSettings()
+        self.clock = clock
+        super().__init__(chal=chal, contextFactory=contextFactory, scheduler=scheduler)
+        self.timeOut = int(self.settings.preauth_timeout)
+        self.POSTAUTH_TIMEOUT = int(self.settings.postauth_timeout)
+
+    def callLater(self, period: float, func: Any, *args: Any, **kw: Any) -> Any:
+        """TimeoutMixin's scheduling hook, bound to the injected clock."""
+        return self.clock.callLater(period, func, *args, **kw)
+
+
+class TranscodingIMAP4Factory(protocol.ServerFactory):
+    """Builds :class:`TranscodingIMAP4Server` protocols sharing one portal and settings.
+
+    ``context_factory`` is the TLS context used for STARTTLS (``None``
+    disables STARTTLS).
+    """
+
+    protocol = TranscodingIMAP4Server
+
+    def __init__(
+        self,
+        portal: Any,
+        settings: ServerSettings | None = None,
+        context_factory: Any = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self.portal = portal
+        self.settings = settings or ServerSettings()
+        self.context_factory = context_factory
+        self.clock = clock
+
+    def buildProtocol(self, addr: Any) -> TranscodingIMAP4Server:
+        """A new server protocol for one connection."""
+        proto = self.protocol(
+            settings=self.settings,
+            clock=self.clock,
+            contextFactory=self.context_factory,
+        )
+        proto.portal = self.portal
+        proto.factory = self
+        return proto

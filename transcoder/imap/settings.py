@@ -1,0 +1,38 @@
+"""Settings of the IMAP front end, as one immutable value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Tunables of :class:`~transcoder.imap.server.TranscodingIMAP4Server`.
+
+    Every limit has a default that a mail hoster can override from the
+    command line of ``twistd transcoder``.
+    """
+
+    #: Largest literal (APPEND message, string argument) accepted; a larger
+    #: one is refused with ``NO [TOOBIG]`` before a single octet is read.
+    max_literal_size: int = 64 * MiB
+    #: Longest command line (excluding literals) accepted; RFC 7162 section 4
+    #: asks servers to accept at least 8192 octets, we accept 64 KiB and more.
+    max_line_length: int = 128 * 1024
+    #: Seconds before an unauthenticated connection is dropped.
+    preauth_timeout: float = 60.0
+    #: Seconds of inactivity before an authenticated connection is dropped
+    #: (RFC 3501 section 5.4: at least 30 minutes).
+    postauth_timeout: float = 30 * 60.0
+    #: Seconds between Maildir re-scans while a client IDLEs.
+    idle_poll_interval: float = 2.0
+    #: Allow LOGIN / AUTHENTICATE PLAIN without TLS from loopback peers.
+    allow_plaintext_loopback: bool = True
+    #: Delay, in seconds, added per failed login on a connection
+    #: (doubling, capped at ``max_login_delay``).
+    login_failure_delay: float = 1.0
+    max_login_delay: float = 8.0
+    #: Failed logins after which the connection is closed with BYE.
+    max_login_failures: int = 5

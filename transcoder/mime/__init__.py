@@ -1,0 +1,1 @@
+"""mime layer (see ../shared/DESIGN.md, "Layers")."""
