@@ -1,7 +1,362 @@
-"""Placeholder: filled in by the login work (see transcoder/imap/server.py)."""
+"""LOGIN and AUTHENTICATE: when plaintext passwords are accepted, and what a failure costs.
+
+Policy (RFC 3501 sections 6.2.2, 6.2.3 and 11.1; RFC 9051 section 6.2):
+
+* Plaintext mechanisms (LOGIN, AUTHENTICATE PLAIN and LOGIN) are offered only
+  over TLS (after STARTTLS, or on an implicit-TLS port) or, when
+  ``settings.allow_plaintext_loopback``, from a loopback peer.  Otherwise the
+  server advertises ``LOGINDISABLED`` and no ``AUTH=PLAIN``/``AUTH=LOGIN``,
+  and LOGIN is answered ``NO [PRIVACYREQUIRED]``.
+* AUTHENTICATE takes an initial response (``SASL-IR``, RFC 4959); a ``*``
+  line cancels the exchange with a tagged BAD (RFC 3501 section 6.2.2);
+  a response that is not base64 is answered BAD.
+* Every failed login is answered ``NO [AUTHENTICATIONFAILED] Authentication
+  failed`` -- the same words and the same delay whether the account exists or
+  not (RFC 5530) -- and logged with the peer and login.  The answer is held
+  back ``login_failure_delay`` seconds, doubling per failure on the
+  connection up to ``max_login_delay``; the ``max_login_failures``-th failure
+  ends the connection with ``* BYE``.
+* From the start of a LOGIN or of the credential check of an AUTHENTICATE
+  until its tagged answer, the server reads no further commands, so a client
+  cannot pipeline around the delay.
+* A successful login answers ``OK [CAPABILITY ...]`` with the post-login
+  capabilities (RFC 3501 section 7.1).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-class LoginMixin:
-    """Mixin for TranscodingIMAP4Server."""
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.address import UNIXAddress
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
+from twisted.logger import Logger
+from twisted.mail.imap4 import IAccount, IllegalClientResponse, LOGINCredentials, PLAINCredentials
+from twisted.python.failure import Failure
+
+from transcoder.errors import (
+    AuthenticationFailed,
+    BadCommand,
+    ClientError,
+    PrivacyRequired,
+    ServerError,
+    TranscoderError,
+)
+from transcoder.imap.responses import error_response
+
+if TYPE_CHECKING:
+    from twisted.mail.imap4 import IMAP4Server as _ServerBase
+else:
+    _ServerBase = object
+
+log = Logger()
+
+#: SASL mechanisms that send the password in the clear.
+PLAINTEXT_MECHANISMS = (b"PLAIN", b"LOGIN")
+
+
+class PlainCredentials(PLAINCredentials):
+    """SASL PLAIN (RFC 4616) that keeps the authorization identity.
+
+    Twisted's PLAINCredentials drops it; we keep it so a request to act as
+    someone else (proxy authorization, which we do not offer) fails.
+    """
+
+    authzid = b""
+
+    def setResponse(self, response: bytes) -> None:
+        """Split ``authzid NUL authcid NUL passwd``; BAD when it has another shape."""
+        super().setResponse(response)
+        self.authzid = response.split(b"\0", 1)[0]
+
+    def acts_as_self(self) -> bool:
+        """Whether the authorization identity is empty or the authentication identity."""
+        return self.authzid in (b"", None) or self.authzid.lower() == (self.username or b"").lower()
+
+
+class LoginCredentials(LOGINCredentials):
+    """The non-standard SASL LOGIN mechanism, with the customary prompts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Popped from the end: username first (draft-murchison-sasl-login).
+        self.challenges = [b"Password:", b"Username:"]
+
+
+def _peer_is_local(peer: object) -> bool:
+    """Whether a peer address is loopback (127/8, ::1, ::ffff:127/104) or a UNIX socket."""
+    if isinstance(peer, UNIXAddress):
+        return True
+    try:
+        ip = ipaddress.ip_address(getattr(peer, "host", ""))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def _decode_sasl(data: bytes) -> bytes | None:
+    """Decode one base64 SASL response (RFC 3501 section 6.2.2); None when it is not base64."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+class LoginMixin(_ServerBase):
+    """LOGIN / AUTHENTICATE policy and the failed-login slowdown for TranscodingIMAP4Server."""
+
+    _login_failures = 0
+    _login_delayed: IDelayedCall | None = None
+    _sasl: tuple[bytes, Any] | None = None  # (tag, challenger) during an AUTHENTICATE exchange
+    _disconnected = False
+
+    # -- policy and capabilities -------------------------------------------
+
+    def plaintext_auth_allowed(self) -> bool:
+        """Whether passwords may be sent: over TLS, or from loopback if the settings allow it."""
+        if self.startedTLS or ISSLTransport(self.transport, None) is not None:
+            return True
+        return self.settings.allow_plaintext_loopback and _peer_is_local(self.transport.getPeer())
+
+    def sasl_mechanisms(self) -> dict[bytes, Callable[[], Any]]:
+        """AUTHENTICATE mechanisms offered now: ours for PLAIN/LOGIN, plus any others configured."""
+        offered: dict[bytes, Callable[[], Any]] = {}
+        if self.plaintext_auth_allowed():
+            offered = {b"PLAIN": PlainCredentials, b"LOGIN": LoginCredentials}
+        for name, factory in (self.challengers or {}).items():
+            if name.upper() not in PLAINTEXT_MECHANISMS:
+                offered.setdefault(name.upper(), factory)
+        return offered
+
+    def capabilities(self) -> dict[bytes, Any]:
+        """Capabilities with LOGINDISABLED / AUTH= / SASL-IR set by the plaintext policy.
+
+        After login, the authentication capabilities (and STARTTLS, valid only
+        in the not-authenticated state, RFC 3501 section 6.2.1) are dropped.
+        """
+        caps: dict[bytes, Any] = super().capabilities()
+        for name in (b"AUTH", b"LOGINDISABLED", b"SASL-IR"):
+            caps.pop(name, None)
+        if self.state != "unauth":
+            caps.pop(b"STARTTLS", None)
+            return caps
+        if not self.plaintext_auth_allowed():
+            caps[b"LOGINDISABLED"] = None
+        mechanisms = list(self.sasl_mechanisms())
+        if mechanisms:
+            caps[b"AUTH"] = mechanisms
+            caps[b"SASL-IR"] = None
+        return caps
+
+    # -- LOGIN ---------------------------------------------------------------
+
+    def do_LOGIN(self, tag: bytes, user: bytes, passwd: bytes) -> None:
+        """LOGIN (RFC 3501 section 6.2.3), refused without TLS, slowed when it fails."""
+        if not self.plaintext_auth_allowed():
+            self._send_error(
+                tag, PrivacyRequired("LOGIN is disabled until TLS is negotiated (STARTTLS)")
+            )
+            return
+        self._check_credentials(tag, user, lambda: self.authenticateLogin(user, passwd))
+
+    # Twisted binds the handler into this tuple, so it is restated to reach our
+    # do_LOGIN; the argument parsers are looked up on self so the wire fixes apply.
+    unauth_LOGIN = (
+        do_LOGIN,
+        lambda self, line: self.arg_astring(line),
+        lambda self, line: self.arg_finalastring(line),
+    )
+
+    # -- AUTHENTICATE ----------------------------------------------------------
+
+    def do_AUTHENTICATE(self, tag: bytes, mechanism: bytes, initial: bytes | None) -> None:
+        """AUTHENTICATE (RFC 3501 section 6.2.2) with an optional initial response (RFC 4959)."""
+        name = mechanism.upper()
+        factory = self.sasl_mechanisms().get(name)
+        if factory is None:
+            if name in PLAINTEXT_MECHANISMS:
+                error: ClientError = PrivacyRequired(
+                    "Plaintext authentication is disabled until TLS is negotiated (STARTTLS)"
+                )
+            else:
+                error = ClientError("Unsupported authentication mechanism", code="CANNOT")
+            self._send_error(tag, error)
+            return
+        challenger = factory()
+        self._sasl = (tag, challenger)
+        if initial is None:
+            self._send_challenge()
+            return
+        # RFC 4959 section 3: the initial response answers the first (implied)
+        # challenge; "=" stands for an empty one.
+        challenger.getChallenge()
+        self._take_response(b"" if initial == b"=" else _decode_sasl(initial))
+
+    def _arg_initial_response(self, line: bytes | None) -> tuple[bytes | None, bytes]:
+        """Parse the optional SASL-IR argument: one base64 token or ``=``."""
+        if not line:
+            return None, b""
+        if b" " in line.strip():
+            raise IllegalClientResponse("Too many arguments for AUTHENTICATE")
+        return line.strip(), b""
+
+    unauth_AUTHENTICATE = (
+        do_AUTHENTICATE,
+        lambda self, line: self.arg_atom(line),
+        _arg_initial_response,
+    )
+
+    def _send_challenge(self) -> None:
+        """Send the next challenge as a continuation and read the answer with parse_sasl."""
+        assert self._sasl is not None
+        challenge = self._sasl[1].getChallenge()
+        self.parseState = "sasl"
+        # "+" SP base64 (RFC 3501 section 7.5), even when the challenge is empty.
+        self.sendLine(b"+ " + base64.b64encode(challenge))
+
+    def parse_sasl(self, line: bytes) -> None:
+        """One client line of an AUTHENTICATE exchange: base64 data, or ``*`` to cancel."""
+        self.parseState = "command"
+        if line.strip() == b"*":
+            self._sasl_abort(BadCommand("AUTHENTICATE cancelled"))
+            return
+        self._take_response(_decode_sasl(line.strip()))
+
+    def _take_response(self, decoded: bytes | None) -> None:
+        """Feed a decoded response to the challenger; challenge again or check the credentials."""
+        assert self._sasl is not None
+        tag, challenger = self._sasl
+        if decoded is None:
+            self._sasl_abort(BadCommand("Malformed AUTHENTICATE response: not base64"))
+            return
+        try:
+            challenger.setResponse(decoded)
+        except IllegalClientResponse as e:
+            self._sasl_abort(BadCommand(f"Malformed AUTHENTICATE response: {e}"))
+            return
+        if challenger.moreChallenges():
+            self._send_challenge()
+            return
+        self._sasl = None
+        self._check_credentials(tag, challenger.username, lambda: self._sasl_login(challenger))
+
+    def _sasl_login(self, challenger: Any) -> Any:
+        """Ask the portal for an IAccount for the credentials the exchange produced."""
+        if self.portal is None:
+            raise UnauthorizedLogin("no portal")
+        if isinstance(challenger, PlainCredentials) and not challenger.acts_as_self():
+            raise UnauthorizedLogin("proxy authorization is not supported")
+        return self.portal.login(challenger, None, IAccount)
+
+    def _sasl_abort(self, error: ClientError) -> None:
+        """End an AUTHENTICATE exchange early with a tagged error."""
+        assert self._sasl is not None
+        tag = self._sasl[0]
+        self._sasl = None
+        self._send_error(tag, error)
+
+    # -- the credential check, success and (slowed) failure ---------------
+
+    def _check_credentials(
+        self, tag: bytes, login: bytes | None, login_call: Callable[[], Any]
+    ) -> None:
+        """Run a portal login, reading no further commands until it has been answered."""
+        self.pauseProducing()
+        d = maybeDeferred(login_call)
+        d.addCallbacks(
+            self._login_succeeded,
+            self._login_failed,
+            callbackArgs=(tag, login),
+            errbackArgs=(tag, login),
+        )
+        d.addErrback(lambda f: log.failure("Login handling failed", f))
+
+    def _login_succeeded(
+        self, result: tuple[Any, Any, Callable[[], None]], tag: bytes, login: bytes | None
+    ) -> None:
+        """Enter the authenticated state and answer with the new capabilities."""
+        iface, avatar, logout = result
+        if self._disconnected:
+            logout()
+            return
+        if iface is not IAccount:
+            self._login_failed(Failure(ServerError(f"realm returned {iface!r}")), tag, login)
+            return
+        self.account = avatar
+        self._onLogout = logout
+        self.state = "auth"
+        self.setTimeout(self.POSTAUTH_TIMEOUT)
+        log.info("Login of {login} from {peer}", login=_printable(login), peer=self._peer_text())
+        caps = b" ".join(self.listCapabilities())
+        self.sendPositiveResponse(tag, b"[CAPABILITY " + caps + b"] Logged in")
+        self.resumeProducing()
+
+    def _login_failed(self, failure: Failure, tag: bytes, login: bytes | None) -> None:
+        """A rejected login gets the delayed, uniform NO; anything else an opaque server error."""
+        if self._disconnected:
+            return
+        if not failure.check(UnauthorizedLogin):
+            log.failure("Login of {login} failed unexpectedly", failure, login=_printable(login))
+            self._send_error(tag, ServerError())
+            self.resumeProducing()
+            return
+        self._login_failures += 1
+        log.warn(
+            "Failed login {count} for {login} from {peer}",
+            count=self._login_failures,
+            login=_printable(login),
+            peer=self._peer_text(),
+        )
+        s = self.settings
+        delay = min(s.login_failure_delay * 2 ** (self._login_failures - 1), s.max_login_delay)
+        self._login_delayed = self.clock.callLater(delay, self._answer_failure, tag)
+
+    def _answer_failure(self, tag: bytes) -> None:
+        """Send the held-back NO; close with BYE after too many failures, else read on."""
+        self._login_delayed = None
+        self._send_error(tag, AuthenticationFailed("Authentication failed"))
+        if self._login_failures >= self.settings.max_login_failures:
+            log.warn(
+                "Closing connection from {peer}: too many failed logins", peer=self._peer_text()
+            )
+            self.sendLine(b"* BYE Too many failed logins")
+            self.transport.loseConnection()
+            return
+        self.resumeProducing()
+
+    # -- helpers -----------------------------------------------------------
+
+    def _send_error(self, tag: bytes, error: TranscoderError) -> None:
+        """A tagged NO or BAD with the error's response code (transcoder.errors)."""
+        status, text = error_response(error)
+        if status == b"BAD":
+            self.sendBadResponse(tag, text)
+        else:
+            self.sendNegativeResponse(tag, text)
+
+    def _peer_text(self) -> str:
+        """The peer address for log lines."""
+        peer = self.transport.getPeer()
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        return f"{host}:{port}" if host is not None else str(peer)
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Drop a held-back answer; a login finishing after this logs straight out."""
+        self._disconnected = True
+        if self._login_delayed is not None and self._login_delayed.active():
+            self._login_delayed.cancel()
+        self._login_delayed = None
+        super().connectionLost(reason)
+
+
+def _printable(login: bytes | None) -> str:
+    """A login for the log: decoded leniently, at most 100 characters."""
+    text = (login or b"").decode("utf-8", "backslashreplace")
+    return text[:100]

@@ -1,7 +1,237 @@
-"""Placeholder: filled in by the updates work (see transcoder/imap/server.py)."""
+"""Mailbox changes reported to every session, IDLE, EXPUNGE, CLOSE, UNSELECT and STORE.
+
+Twisted's server only learns of other sessions' changes through listener
+callbacks that write untagged responses whenever they happen, and has no
+EXPUNGE notification at all, so sequence numbers drift between sessions.
+Here every session owns a snapshot of its mailbox (the store's
+:class:`~transcoder.store.MailboxSession`) and learns what changed only by
+``poll()``, which this mixin calls just before each tagged response -- the
+moment RFC 3501 section 5.2 and 7.4.1 allow -- and periodically during IDLE
+(RFC 2177).  EXPUNGE responses are held back during FETCH, STORE and SEARCH
+(RFC 3501 section 7.4.1), not during their UID forms.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.mail import imap4
+
+from transcoder.errors import MailboxReadOnly
+from transcoder.imap.fetch import format_flags
+from transcoder.store.interfaces import MailboxUpdates
+
+log = Logger()
+
+#: Commands whose tagged response must not be preceded by mailbox updates:
+#: they select, leave or end the mailbox (RFC 3501 6.3.1, 6.4.2; RFC 3691).
+_NO_UPDATES = frozenset({b"SELECT", b"EXAMINE", b"CLOSE", b"UNSELECT", b"LOGOUT"})
+#: Non-UID commands during which EXPUNGE must not be sent (RFC 3501 7.4.1).
+_NO_EXPUNGE = frozenset({b"FETCH", b"STORE", b"SEARCH"})
+
+
+def update_lines(updates: MailboxUpdates) -> list[bytes]:
+    """The untagged responses reporting ``updates``, in the order they must be sent."""
+    lines = [b"%d EXPUNGE" % seq for seq in updates.expunged]
+    if updates.exists is not None:
+        lines.append(b"%d EXISTS" % updates.exists)
+    if updates.recent is not None:
+        lines.append(b"%d RECENT" % updates.recent)
+    lines += [
+        b"%d FETCH (UID %d FLAGS %s)" % (seq, uid, format_flags(flags))
+        for seq, uid, flags in updates.flags
+    ]
+    return lines
+
 
 class UpdatesMixin:
-    """Mixin for TranscodingIMAP4Server."""
+    """Per-session mailbox snapshots kept in step with other sessions."""
+
+    _updates_command: tuple[bytes, bool] | None = None
+    _idle_tag: bytes | None = None
+    _idle_loop: task.LoopingCall | None = None
+
+    def capabilities(self) -> dict[bytes, Any]:
+        """Add IDLE (RFC 2177), UNSELECT (RFC 3691) and UIDPLUS's UID EXPUNGE."""
+        caps: dict[bytes, Any] = super().capabilities()  # type: ignore[misc]
+        caps[b"IDLE"] = None
+        caps[b"UNSELECT"] = None
+        return caps
+
+    def dispatchCommand(self, tag: bytes, cmd: bytes, rest: bytes, uid: Any = None) -> Any:
+        """Remember which command runs, to know what its completion may report."""
+        self._updates_command = (cmd.upper(), bool(uid))
+        return super().dispatchCommand(tag, cmd, rest, uid)  # type: ignore[misc]
+
+    def _respond(self, state: bytes, tag: bytes | None, message: bytes | None) -> None:
+        """Before a tagged completion, report what changed in the selected mailbox."""
+        if tag and state in (b"OK", b"NO", b"BAD"):
+            command, self._updates_command = self._updates_command, None
+            if command is not None and command[0] not in _NO_UPDATES:
+                expunge_ok = command[1] or command[0] not in _NO_EXPUNGE
+                self.send_mailbox_updates(allow_expunge=expunge_ok)
+        super()._respond(state, tag, message)  # type: ignore[misc]
+
+    def send_mailbox_updates(self, allow_expunge: bool = True) -> None:
+        """Poll the selected mailbox and write the untagged responses for its changes."""
+        mbox = getattr(self, "mbox", None)
+        poll = getattr(mbox, "poll", None)
+        if poll is None:
+            return
+        try:
+            updates = poll(allow_expunge=allow_expunge)
+        except Exception:
+            log.failure("polling the selected mailbox failed")
+            return
+        for line in update_lines(updates):
+            super()._respond(line, None, None)  # type: ignore[misc]
+
+    # Twisted's listener callbacks write whenever the store calls them, which
+    # would break RFC 3501 7.4.1's ordering; poll() at command boundaries
+    # reports the same changes, so the callbacks are deliberately inert.
+    def newMessages(self, exists: Any, recent: Any) -> None:
+        """Ignored: changes are reported by :meth:`send_mailbox_updates`."""
+
+    def flagsChanged(self, newFlags: Any) -> None:
+        """Ignored: changes are reported by :meth:`send_mailbox_updates`."""
+
+    # -- IDLE (RFC 2177) -------------------------------------------------------
+
+    def do_IDLE(self, tag: bytes) -> None:
+        """Enter IDLE: report changes as they are found until the client says DONE."""
+        self_: Any = self
+        self._idle_tag = tag
+        self_.sendContinuationRequest(b"idling")
+        self_.parseState = "idle"
+        self.send_mailbox_updates()
+        interval = self_.settings.idle_poll_interval
+        self._idle_loop = task.LoopingCall(self.send_mailbox_updates)
+        self._idle_loop.clock = self_.clock
+        self._idle_loop.start(interval, now=False)
+
+    auth_IDLE = (do_IDLE,)
+    select_IDLE = (do_IDLE,)
+
+    def parse_idle(self, line: bytes) -> None:
+        """The line ending IDLE: ``DONE`` (RFC 2177 section 3), anything else is BAD."""
+        self_: Any = self
+        tag, self._idle_tag = self._idle_tag, None
+        self._stop_idle()
+        self_.parseState = "command"
+        if line.strip().upper() == b"DONE":
+            self_.sendPositiveResponse(tag, b"IDLE terminated")
+        else:
+            self_.sendBadResponse(tag, b"[CLIENTBUG] Expected DONE to end IDLE")
+
+    def _stop_idle(self) -> None:
+        if self._idle_loop is not None and self._idle_loop.running:
+            self._idle_loop.stop()
+        self._idle_loop = None
+
+    def connectionLost(self, reason: Any) -> None:
+        """Stop polling for a client that has gone."""
+        self._stop_idle()
+        mbox = getattr(self, "mbox", None)
+        closer = imap4.ICloseableMailbox(mbox, None)
+        if closer is not None:
+            defer.maybeDeferred(closer.close).addErrback(
+                lambda f: log.failure("closing mailbox", f)
+            )
+        super().connectionLost(reason)  # type: ignore[misc]
+
+    # -- EXPUNGE, UID EXPUNGE (RFC 4315), CLOSE, UNSELECT (RFC 3691) ------------
+
+    def do_EXPUNGE(self, tag: bytes, uids: Any = None) -> None:
+        """EXPUNGE, or UID EXPUNGE of the \\Deleted messages among ``uids``."""
+        self_: Any = self
+        mbox = self_.mbox
+        if not mbox.isWriteable():
+            self_.send_error(tag, MailboxReadOnly("Mailbox is read-only"))
+            return
+        if uids is None:
+            d = defer.maybeDeferred(mbox.expunge)
+        else:
+            d = defer.maybeDeferred(lambda: mbox.uid_expunge(list(_resolve_uids(mbox, uids))))
+
+        def expunged(seqs: list[int]) -> None:
+            for seq in seqs:
+                self_.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+            self_.sendPositiveResponse(tag, b"EXPUNGE completed")
+
+        d.addCallbacks(expunged, lambda f: self_.send_error(tag, _as_error(f)))
+
+    select_EXPUNGE = (do_EXPUNGE,)
+
+    def do_UID(self, tag: bytes, command: bytes, line: bytes) -> Any:
+        """UID EXPUNGE (RFC 4315 section 2.1) besides Twisted's UID COPY/FETCH/STORE/SEARCH."""
+        if command.upper() == b"EXPUNGE":
+            self._updates_command = (b"EXPUNGE", True)
+            uids, rest = imap4.IMAP4Server.arg_seqset(self, line)  # type: ignore[arg-type]
+            if rest.strip():
+                raise imap4.IllegalClientResponse("Too many arguments for UID EXPUNGE")
+            return self.do_EXPUNGE(tag, uids)
+        return super().do_UID(tag, command, line)  # type: ignore[misc]
+
+    select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
+
+    def do_CLOSE(self, tag: bytes) -> None:
+        """Expunge silently (no untagged EXPUNGE, RFC 3501 6.4.2) and deselect."""
+        self_: Any = self
+        mbox = self_.mbox
+        d = defer.maybeDeferred(mbox.expunge) if mbox.isWriteable() else defer.succeed(None)
+        d.addCallback(lambda _: self._deselect(tag, b"CLOSE completed"))
+        d.addErrback(lambda f: self_.send_error(tag, _as_error(f)))
+
+    select_CLOSE = (do_CLOSE,)
+
+    def do_UNSELECT(self, tag: bytes) -> None:
+        """Deselect without expunging (RFC 3691)."""
+        self._deselect(tag, b"UNSELECT completed")
+
+    select_UNSELECT = (do_UNSELECT,)
+
+    def _deselect(self, tag: bytes, text: bytes) -> None:
+        self_: Any = self
+        mbox, self_.mbox = self_.mbox, None
+        self_.state = "auth"
+        mbox.removeListener(self)
+        closer = imap4.ICloseableMailbox(mbox, None)
+        if closer is not None:
+            defer.maybeDeferred(closer.close).addErrback(lambda f: log.failure("close", f))
+        self_.sendPositiveResponse(tag, text)
+
+    # -- STORE (RFC 3501 6.4.6) --------------------------------------------------
+
+    def do_STORE(self, tag: bytes, messages: Any, mode: bytes, flags: Any, uid: int = 0) -> Any:
+        """STORE: refused with NO [READ-ONLY] on an EXAMINEd mailbox (Twisted answers BAD)."""
+        self_: Any = self
+        if not self_.mbox.isWriteable():
+            self_.send_error(tag, MailboxReadOnly("Mailbox is read-only"))
+            return None
+        if mode.upper().lstrip(b"+-") not in (b"FLAGS", b"FLAGS.SILENT"):
+            raise imap4.IllegalClientResponse("STORE expects FLAGS, +FLAGS or -FLAGS")
+        return super().do_STORE(tag, messages, mode, flags, uid)  # type: ignore[misc]
+
+    select_STORE = (
+        do_STORE,
+        imap4.IMAP4Server.arg_seqset,
+        imap4.IMAP4Server.arg_atom,
+        imap4.IMAP4Server.arg_flaglist,
+    )
+
+
+def _resolve_uids(mbox: Any, uids: imap4.MessageSet) -> list[int]:
+    """The UIDs of ``uids`` that exist in the session (``*`` = the highest UID)."""
+    found = mbox.fetch(uids, uid=True)
+    return [message.getUID() for _, message in found]
+
+
+def _as_error(failure: Any) -> Any:
+    from transcoder.errors import ServerError, TranscoderError
+
+    if isinstance(failure.value, TranscoderError):
+        return failure.value
+    log.failure("mailbox operation failed", failure)
+    return ServerError("mailbox operation failed")

@@ -1,0 +1,79 @@
+"""A protocol-level harness: one TranscodingIMAP4Server on a StringTransport over a real Maildir."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from transcoder.imap.server import TranscodingIMAP4Server
+from transcoder.imap.settings import ServerSettings
+
+_TAGGED = re.compile(rb"^(?P<tag>[A-Za-z0-9]+) (?P<status>OK|NO|BAD)\b")
+
+
+class Session:
+    """Drives a server protocol with raw bytes and collects what it writes."""
+
+    def __init__(self, server: TranscodingIMAP4Server, transport: StringTransport, clock: Clock):
+        self.server = server
+        self.transport = transport
+        self.clock = clock
+        self._tags = (b"t%d" % i for i in itertools.count(1))
+
+    def send(self, data: bytes) -> None:
+        """Feed raw bytes to the server as if they arrived from the network."""
+        self.server.dataReceived(data)
+
+    def output(self) -> bytes:
+        """Everything the server wrote since the last call."""
+        out = self.transport.value()
+        self.transport.clear()
+        return out
+
+    def command(self, line: bytes) -> tuple[list[bytes], bytes]:
+        """Send ``<tag> line`` and return (untagged and continuation lines, tagged completion line).
+
+        Literal data inside the response stays in the untagged list as raw lines.
+        """
+        tag = next(self._tags)
+        self.send(tag + b" " + line + b"\r\n")
+        return self.split(self.output(), tag)
+
+    @staticmethod
+    def split(out: bytes, tag: bytes) -> tuple[list[bytes], bytes]:
+        """Split server output into (lines before the tagged response, the tagged response)."""
+        lines = out.split(b"\r\n")
+        for i, ln in enumerate(lines):
+            if ln.startswith(tag + b" "):
+                return lines[:i], ln
+        raise AssertionError(f"no tagged response for {tag!r} in {out!r}")
+
+
+def make_session(
+    tmp_path: Path,
+    address: str = "alice@example.org",
+    state: str = "auth",
+    settings: ServerSettings | None = None,
+    peer: str = "192.0.2.10",
+    portal: object = None,
+) -> Session:
+    """A connected server; in state ``auth`` it is logged in as ``address`` on a Maildir under tmp_path."""
+    from transcoder.store import MaildirStore
+
+    clock = Clock()
+    server = TranscodingIMAP4Server(settings=settings or ServerSettings(), clock=clock)
+    server.portal = portal
+    transport = StringTransport(peerAddress=IPv4Address("TCP", peer, 40000))
+    server.makeConnection(transport)
+    if state in ("auth", "select"):
+        store = MaildirStore(tmp_path / "mail", clock=clock)
+        server.account = store.account(address)
+        server.state = "auth"
+    session = Session(server, transport, clock)
+    session.output()  # drop the greeting
+    return session

@@ -1,0 +1,152 @@
+"""``twistd transcoder``: command-line options and the service that wires the layers.
+
+Layout of ``--data DIR`` (created on first start)::
+
+    DIR/accounts        accounts file (scrypt hashes), see transcoder.auth
+    DIR/mail/<address>/ one Maildir++ per account
+    DIR/tls/            server.crt / server.key (self-signed unless --tls-cert/--tls-key)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service, strports
+from twisted.internet import ssl
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+)
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python import usage
+
+from transcoder.auth import AccountsFile, make_portal
+from transcoder.errors import ConfigurationError
+from transcoder.imap.server import TranscodingIMAP4Factory
+from transcoder.imap.settings import MiB, ServerSettings
+from transcoder.store import MaildirStore
+from transcoder.tls import TLSFiles, ensure_self_signed, load_pem_pair
+
+DEFAULT_IMAP = "tcp:1143:interface=127.0.0.1"
+DEFAULT_IMAPS = "tcp:1993:interface=127.0.0.1"
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+class Options(usage.Options):
+    """Options of ``twistd transcoder``."""
+
+    synopsis = "--data DIR [--imap ENDPOINT] [--imaps ENDPOINT|none] [options]"
+
+    optParameters = [
+        ["data", "d", None, "Data directory (mail, accounts, TLS files); created if missing."],
+        ["imap", None, DEFAULT_IMAP, "Endpoint for IMAP with STARTTLS (a Twisted endpoint string)."],
+        [
+            "imaps",
+            None,
+            DEFAULT_IMAPS,
+            "Stream endpoint for implicit-TLS IMAP (TLS is added by the server), or 'none'.",
+        ],
+        ["tls-cert", None, None, "PEM certificate (chain) to use instead of DIR/tls/server.crt."],
+        ["tls-key", None, None, "PEM private key to use instead of DIR/tls/server.key."],
+        ["max-literal-size", None, str(64 * MiB), "Largest literal (APPEND) accepted, in octets."],
+        ["log-level", None, "info", "Lowest log level written: " + ", ".join(LOG_LEVELS) + "."],
+    ]
+    optFlags = [
+        ["no-plaintext-loopback", None, "Refuse LOGIN before TLS even from loopback clients."],
+    ]
+
+    def postOptions(self) -> None:
+        """Check the combination of options."""
+        if not self["data"]:
+            raise usage.UsageError("--data DIR is required")
+        if self["log-level"] not in LOG_LEVELS:
+            raise usage.UsageError("--log-level must be one of " + ", ".join(LOG_LEVELS))
+        if bool(self["tls-cert"]) != bool(self["tls-key"]):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        try:
+            self["max-literal-size"] = int(self["max-literal-size"])
+        except ValueError:
+            raise usage.UsageError("--max-literal-size must be a number of octets") from None
+        if self["max-literal-size"] < 1024:
+            raise usage.UsageError("--max-literal-size must be at least 1024")
+
+
+def prepare_data_dir(data: Path) -> None:
+    """Create ``data``'s layout with private permissions (idempotent)."""
+    for sub in (data, data / "mail", data / "tls"):
+        sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+    accounts = data / "accounts"
+    if not accounts.exists():
+        fd = os.open(accounts, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+
+
+def tls_context(options: dict[str, Any], data: Path) -> ssl.CertificateOptions:
+    """The server's TLS context: the hoster's files, or a generated self-signed pair."""
+    if options["tls-cert"]:
+        files = TLSFiles(Path(options["tls-cert"]), Path(options["tls-key"]))
+    else:
+        files = ensure_self_signed(data / "tls")
+    pem = load_pem_pair(files)
+    private = ssl.PrivateCertificate.loadPEM(pem)
+    extra = [
+        ssl.Certificate.loadPEM(block).original
+        for block in _pem_blocks(files.certificate.read_bytes())[1:]
+    ]
+    return ssl.CertificateOptions(
+        privateKey=private.privateKey.original,
+        certificate=private.original,
+        extraCertChain=extra,
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+    )
+
+
+def _pem_blocks(pem: bytes) -> list[bytes]:
+    end = b"-----END CERTIFICATE-----"
+    return [block + end for block in pem.split(end) if b"-----BEGIN" in block]
+
+
+def settings_from(options: dict[str, Any]) -> ServerSettings:
+    """The IMAP front end's settings from the command line."""
+    return ServerSettings(
+        max_literal_size=options["max-literal-size"],
+        allow_plaintext_loopback=not options["no-plaintext-loopback"],
+    )
+
+
+def filter_global_log(level: str) -> None:
+    """Drop events below ``level`` from every observer twistd installed.
+
+    twistd has no log-level option of its own; the observers it began
+    logging to are re-registered behind a level filter.
+    """
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    observers = list(getattr(globalLogPublisher, "_observers", []))
+    for observer in observers:
+        globalLogPublisher.removeObserver(observer)
+        globalLogPublisher.addObserver(FilteringLogObserver(observer, [predicate]))
+
+
+def makeService(options: dict[str, Any]) -> service.IService:
+    """Build the transcoder service from parsed :class:`Options`."""
+    data = Path(options["data"]).absolute()
+    try:
+        prepare_data_dir(data)
+        context = tls_context(options, data)
+    except (OSError, ConfigurationError) as e:
+        raise SystemExit(f"transcoder: {e}") from None
+    if options["log-level"] != "debug":
+        filter_global_log(options["log-level"])
+    store = MaildirStore(data / "mail")
+    portal = make_portal(AccountsFile(data / "accounts"), store)
+    factory = TranscodingIMAP4Factory(portal, settings_from(options), context_factory=context)
+    top = service.MultiService()
+    strports.service(options["imap"], factory).setServiceParent(top)
+    if options["imaps"].lower() != "none":
+        tls_factory = TLSMemoryBIOFactory(context, False, factory)
+        strports.service(options["imaps"], tls_factory).setServiceParent(top)
+    return top
