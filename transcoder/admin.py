@@ -21,7 +21,6 @@ a subparser, so later groups (``key``, ``policy``) plug in beside ``user``.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 from collections.abc import Callable, Sequence
@@ -44,16 +43,14 @@ def _accounts(args: argparse.Namespace) -> AccountsFile:
     return AccountsFile(Path(args.data) / "accounts")
 
 
-def _obtain_password(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> str:
-    """The password from stdin's first line, or a generated one printed to stdout."""
+def _obtain_password(args: argparse.Namespace, stdin: TextIO) -> tuple[str, bool]:
+    """``(password, generated)``: stdin's first line, or a fresh random password."""
     if args.generate or stdin.isatty():
-        password = secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
-        print(f"password: {password}", file=stdout)
-        return password
+        return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES), True
     password = stdin.readline().rstrip("\r\n")
     if not password:
         raise AdminError("no password on standard input (or use --generate)")
-    return password
+    return password, False
 
 
 def cmd_user_add(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
@@ -62,10 +59,12 @@ def cmd_user_add(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> Non
     accounts = _accounts(args)
     if accounts.get(address) is not None:
         raise AdminError(f"account {address} already exists")
-    password = _obtain_password(args, stdin, stdout)
+    password, generated = _obtain_password(args, stdin)
     Path(args.data).mkdir(mode=0o700, parents=True, exist_ok=True)
     accounts.add(address, password)
     print(f"added {address}", file=stdout)
+    if generated:
+        print(f"password: {password}", file=stdout)
 
 
 def cmd_user_passwd(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
@@ -74,15 +73,18 @@ def cmd_user_passwd(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     accounts = _accounts(args)
     if accounts.get(address) is None:
         raise AdminError(f"no account {address}")
-    accounts.set_password(address, _obtain_password(args, stdin, stdout))
+    password, generated = _obtain_password(args, stdin)
+    accounts.set_password(address, password)
     print(f"changed the password of {address}", file=stdout)
+    if generated:
+        print(f"password: {password}", file=stdout)
 
 
 def cmd_user_del(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
     """``user del ADDRESS``: delete an account; its mail stays on disk."""
     address = normalize_address(args.address)
     _accounts(args).remove(address)
-    print(f"deleted {address} (its mail is kept in {Path(args.data) / 'mail'})", file=stdout)
+    print(f"deleted {address} (its mail is kept)", file=stdout)
 
 
 def cmd_user_list(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
@@ -116,9 +118,7 @@ def _add_user_commands(groups: argparse._SubParsersAction[argparse.ArgumentParse
     ):
         p = commands.add_parser(name, help=help_text)
         p.add_argument("address", metavar="ADDRESS", help="login (email address)")
-        p.add_argument(
-            "--generate", action="store_true", help="generate and print a password"
-        )
+        p.add_argument("--generate", action="store_true", help="generate and print a password")
         p.set_defaults(func=func)
     p = commands.add_parser("del", help="delete an account (its mail is kept)")
     p.add_argument("address", metavar="ADDRESS")
@@ -160,7 +160,8 @@ def main(
         return 1
     except OSError as e:
         # Permissions, a full disk, a missing directory: the operator's to fix.
-        print(f"transcoder-admin: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"transcoder-admin: {e.strerror or e}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import re
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -23,7 +25,12 @@ class Session:
         self.server = server
         self.transport = transport
         self.clock = clock
+        self.store: Any = None
         self._tags = (b"t%d" % i for i in itertools.count(1))
+
+    def deliver(self, message: bytes, mailbox: str = "INBOX") -> None:
+        """Drop ``message`` into the account's Maildir as an MDA would (seen at the next poll)."""
+        self.store.deliver(self.server.account.address, io.BytesIO(message), mailbox)
 
     def send(self, data: bytes) -> None:
         """Feed raw bytes to the server as if they arrived from the network."""
@@ -75,5 +82,7 @@ def make_session(
         server.account = store.account(address)
         server.state = "auth"
     session = Session(server, transport, clock)
+    if state in ("auth", "select"):
+        session.store = store
     session.output()  # drop the greeting
     return session

@@ -61,7 +61,7 @@ _MAX_ADDRESS = 254
 # IMAP atoms), ':' (our field separator), '/' and '\\' (the address names a
 # Maildir directory), and RFC 5322 specials that only quoted local parts may hold.
 _FORBIDDEN = re.compile(r'[\s\x00-\x1f\x7f:/\\"(),;<>\[\]@]')
-_DOMAIN_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class DuplicateAccountError(ClientError):
@@ -159,7 +159,7 @@ def normalize_address(address: str) -> str:
         raise InvalidAccount(f"invalid local part in {address!r}")
     if local.startswith(".") or local.endswith(".") or ".." in local:
         raise InvalidAccount(f"invalid local part in {address!r}")
-    if not all(_DOMAIN_LABEL.match(label) for label in domain.split(".")):
+    if not all(_DOMAIN_LABEL.fullmatch(label) for label in domain.split(".")):
         raise InvalidAccount(f"invalid domain in {address!r}")
     return lowered
 

@@ -1,0 +1,109 @@
+"""Several sessions on one mailbox: each is told of the others' changes, in RFC 3501 order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+from tests.imap.harness import Session, make_session
+from transcoder.imap.server import TranscodingIMAP4Server
+
+MESSAGE = b"Subject: hello\r\n\r\nbody\r\n"
+
+
+def second_session(first: Session) -> Session:
+    """Another connection logged into the same account of the same store."""
+    server = TranscodingIMAP4Server(settings=first.server.settings, clock=first.clock)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.11", 40001))
+    server.makeConnection(transport)
+    server.account = first.store.account(first.server.account.address)
+    server.state = "auth"
+    session = Session(server, transport, first.clock)
+    session.store = first.store
+    session.output()
+    return session
+
+
+def two_selected(tmp_path: Path, count: int = 3) -> tuple[Session, Session]:
+    a = make_session(tmp_path)
+    for _ in range(count):
+        a.deliver(MESSAGE)
+    a.command(b"SELECT INBOX")
+    b = second_session(a)
+    b.command(b"SELECT INBOX")
+    return a, b
+
+
+def test_expunge_reaches_other_session_at_noop(tmp_path: Path) -> None:
+    """An EXPUNGE in A is reported to B as untagged EXPUNGE at B's next NOOP."""
+    a, b = two_selected(tmp_path)
+    a.command(b"STORE 2 +FLAGS.SILENT (\\Deleted)")
+    lines, done = a.command(b"EXPUNGE")
+    assert b"* 2 EXPUNGE" in lines and b"OK" in done
+    lines, _ = b.command(b"NOOP")
+    assert b"* 2 EXPUNGE" in lines
+
+
+def test_expunge_held_back_during_fetch(tmp_path: Path) -> None:
+    """B's FETCH does not carry the EXPUNGE (RFC 3501 7.4.1); its following NOOP does."""
+    a, b = two_selected(tmp_path)
+    a.command(b"STORE 1 +FLAGS.SILENT (\\Deleted)")
+    a.command(b"EXPUNGE")
+    lines, done = b.command(b"FETCH 3 (FLAGS)")
+    assert not any(b"EXPUNGE" in ln for ln in lines), lines
+    assert any(ln.startswith(b"* 3 FETCH") for ln in lines)
+    lines, _ = b.command(b"NOOP")
+    assert b"* 1 EXPUNGE" in lines
+
+
+def test_uid_fetch_may_carry_expunge(tmp_path: Path) -> None:
+    """UID FETCH is allowed to report EXPUNGE (RFC 3501 7.4.1 note)."""
+    a, b = two_selected(tmp_path)
+    a.command(b"STORE 1 +FLAGS.SILENT (\\Deleted)")
+    a.command(b"EXPUNGE")
+    lines, _ = b.command(b"UID FETCH 1:* (FLAGS)")
+    assert b"* 1 EXPUNGE" in lines
+
+
+def test_append_and_flags_reach_other_session(tmp_path: Path) -> None:
+    """New mail and another session's flag change are reported as EXISTS and FETCH FLAGS."""
+    a, b = two_selected(tmp_path)
+    a.deliver(MESSAGE)
+    a.command(b"NOOP")
+    a.command(b"STORE 1 +FLAGS.SILENT (\\Flagged)")
+    lines, _ = b.command(b"NOOP")
+    assert b"* 4 EXISTS" in lines
+    assert any(ln.startswith(b"* 1 FETCH") and b"\\Flagged" in ln for ln in lines), lines
+
+
+def test_idle_reports_changes_and_ends_with_done(tmp_path: Path) -> None:
+    """During IDLE, changes are pushed when the poll timer fires; DONE ends it with OK."""
+    a, b = two_selected(tmp_path)
+    b.send(b"i1 IDLE\r\n")
+    assert b.output().startswith(b"+ ")
+    a.deliver(MESSAGE)
+    b.clock.advance(b.server.settings.idle_poll_interval)
+    assert b"* 4 EXISTS" in b.output()
+    b.send(b"DONE\r\n")
+    assert b"i1 OK" in b.output()
+
+
+def test_close_expunges_silently(tmp_path: Path) -> None:
+    """CLOSE removes \\Deleted messages without untagged EXPUNGE and deselects."""
+    a, _ = two_selected(tmp_path)
+    a.command(b"STORE 1 +FLAGS.SILENT (\\Deleted)")
+    lines, done = a.command(b"CLOSE")
+    assert b"OK" in done and not any(b"EXPUNGE" in ln for ln in lines)
+    lines, _ = a.command(b"SELECT INBOX")
+    assert b"* 2 EXISTS" in lines
+
+
+def test_store_on_examined_mailbox_is_no(tmp_path: Path) -> None:
+    """STORE on an EXAMINEd mailbox answers NO [READ-ONLY] (Twisted answers BAD)."""
+    a = make_session(tmp_path)
+    a.deliver(MESSAGE)
+    a.command(b"EXAMINE INBOX")
+    _, done = a.command(b"STORE 1 +FLAGS (\\Seen)")
+    assert b"NO [READ-ONLY]" in done
