@@ -95,12 +95,12 @@ def cmd_user_list(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> No
 
 def cmd_deliver(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
     """``deliver ADDRESS [--mailbox NAME]``: store the message on stdin in an account's mailbox."""
-    # Imported here so that the ``user`` commands do not load the Twisted-based store.
-    from transcoder.store import MaildirStore
-
     address = normalize_address(args.address)
     if _accounts(args).get(address) is None:
         raise AdminError(f"no account {address}; create it with: user add {address}")
+    # Imported here so that the ``user`` commands do not load the Twisted-based store.
+    from transcoder.store import MaildirStore
+
     MaildirStore(Path(args.data) / "mail").deliver(address, stdin.buffer, args.mailbox)
     print(f"delivered to {address} ({args.mailbox})", file=stdout)
 

@@ -237,7 +237,7 @@ def _cost(accounts: AccountsFile, address: str) -> float:
 
 
 def test_unknown_account_costs_a_scrypt_too(accounts: AccountsFile) -> None:
-    """Verifying an unknown or invalid login costs about as much as a known one (no timing oracle)."""
+    """Verifying an unknown or invalid login costs about as much as a known one (no oracle)."""
     accounts.add("a@example.org", "pw")
     known = _cost(accounts, "a@example.org")
     assert _cost(accounts, "nobody@example.org") > known / 3

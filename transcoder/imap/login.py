@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.address import UNIXAddress
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.logger import Logger
 from twisted.mail.imap4 import IAccount, IllegalClientResponse, LOGINCredentials, PLAINCredentials
@@ -47,6 +47,7 @@ from transcoder.errors import (
     ServerError,
     TranscoderError,
 )
+from transcoder.imap.mailbox_syntax import LiteralAhead, split_string_argument
 from transcoder.imap.responses import error_response
 
 if TYPE_CHECKING:
@@ -114,7 +115,6 @@ class LoginMixin(_ServerBase):
 
     _login_failures = 0
     _login_delayed: IDelayedCall | None = None
-    _sasl: tuple[bytes, Any] | None = None  # (tag, challenger) during an AUTHENTICATE exchange
     _disconnected = False
 
     # -- policy and capabilities -------------------------------------------
@@ -166,13 +166,23 @@ class LoginMixin(_ServerBase):
             return
         self._check_credentials(tag, user, lambda: self.authenticateLogin(user, passwd))
 
-    # Twisted binds the handler into this tuple, so it is restated to reach our
-    # do_LOGIN; the argument parsers are looked up on self so the wire fixes apply.
-    unauth_LOGIN = (
-        do_LOGIN,
-        lambda self, line: self.arg_astring(line),
-        lambda self, line: self.arg_finalastring(line),
-    )
+    def arg_login_string(self, line: bytes | None) -> Any:
+        """A LOGIN argument: an astring with RFC 3501 section 4.3 escapes and literals.
+
+        Twisted's arg_astring does not undo ``\\"`` and ``\\\\`` escapes, which
+        clients such as imaplib use for passwords holding those characters.
+        """
+        try:
+            parsed = split_string_argument(line or b"")
+        except BadCommand as e:
+            raise IllegalClientResponse(e.text) from None
+        if not isinstance(parsed, LiteralAhead):
+            return parsed
+        d = self._stringLiteral(parsed.size)  # the literal machinery, with its size cap
+        return d.addCallback(lambda result: (result[0], result[1].removeprefix(b" ")))
+
+    # Twisted binds the handler into this tuple, so it is restated to reach our do_LOGIN.
+    unauth_LOGIN = (do_LOGIN, arg_login_string, arg_login_string)
 
     # -- AUTHENTICATE ----------------------------------------------------------
 
@@ -190,14 +200,13 @@ class LoginMixin(_ServerBase):
             self._send_error(tag, error)
             return
         challenger = factory()
-        self._sasl = (tag, challenger)
         if initial is None:
-            self._send_challenge()
+            self._send_challenge(tag, challenger)
             return
         # RFC 4959 section 3: the initial response answers the first (implied)
         # challenge; "=" stands for an empty one.
         challenger.getChallenge()
-        self._take_response(b"" if initial == b"=" else _decode_sasl(initial))
+        self._take_response(tag, challenger, b"" if initial == b"=" else _decode_sasl(initial))
 
     def _arg_initial_response(self, line: bytes | None) -> tuple[bytes | None, bytes]:
         """Parse the optional SASL-IR argument: one base64 token or ``=``."""
@@ -213,38 +222,41 @@ class LoginMixin(_ServerBase):
         _arg_initial_response,
     )
 
-    def _send_challenge(self) -> None:
-        """Send the next challenge as a continuation and read the answer with parse_sasl."""
-        assert self._sasl is not None
-        challenge = self._sasl[1].getChallenge()
-        self.parseState = "sasl"
+    def _send_challenge(self, tag: bytes, challenger: Any) -> None:
+        """Send the next challenge as a continuation request and await the client's line.
+
+        The line arrives through Twisted's ``pending`` parse state, as the
+        continuation of the command, so the wire rules (line length) apply.
+        """
+        challenge = challenger.getChallenge()
+        answer: Deferred[bytes] = Deferred()
+        answer.addCallback(self._sasl_line, tag, challenger)
+        answer.addErrback(self._login_handling_broke)
+        self._pendingLiteral = answer
+        self.parseState = "pending"
         # "+" SP base64 (RFC 3501 section 7.5), even when the challenge is empty.
         self.sendLine(b"+ " + base64.b64encode(challenge))
 
-    def parse_sasl(self, line: bytes) -> None:
+    def _sasl_line(self, line: bytes, tag: bytes, challenger: Any) -> None:
         """One client line of an AUTHENTICATE exchange: base64 data, or ``*`` to cancel."""
-        self.parseState = "command"
         if line.strip() == b"*":
-            self._sasl_abort(BadCommand("AUTHENTICATE cancelled"))
+            self._send_error(tag, BadCommand("AUTHENTICATE cancelled"))
             return
-        self._take_response(_decode_sasl(line.strip()))
+        self._take_response(tag, challenger, _decode_sasl(line.strip()))
 
-    def _take_response(self, decoded: bytes | None) -> None:
+    def _take_response(self, tag: bytes, challenger: Any, decoded: bytes | None) -> None:
         """Feed a decoded response to the challenger; challenge again or check the credentials."""
-        assert self._sasl is not None
-        tag, challenger = self._sasl
         if decoded is None:
-            self._sasl_abort(BadCommand("Malformed AUTHENTICATE response: not base64"))
+            self._send_error(tag, BadCommand("Malformed AUTHENTICATE response: not base64"))
             return
         try:
             challenger.setResponse(decoded)
         except IllegalClientResponse as e:
-            self._sasl_abort(BadCommand(f"Malformed AUTHENTICATE response: {e}"))
+            self._send_error(tag, BadCommand(f"Malformed AUTHENTICATE response: {e}"))
             return
         if challenger.moreChallenges():
-            self._send_challenge()
+            self._send_challenge(tag, challenger)
             return
-        self._sasl = None
         self._check_credentials(tag, challenger.username, lambda: self._sasl_login(challenger))
 
     def _sasl_login(self, challenger: Any) -> Any:
@@ -254,13 +266,6 @@ class LoginMixin(_ServerBase):
         if isinstance(challenger, PlainCredentials) and not challenger.acts_as_self():
             raise UnauthorizedLogin("proxy authorization is not supported")
         return self.portal.login(challenger, None, IAccount)
-
-    def _sasl_abort(self, error: ClientError) -> None:
-        """End an AUTHENTICATE exchange early with a tagged error."""
-        assert self._sasl is not None
-        tag = self._sasl[0]
-        self._sasl = None
-        self._send_error(tag, error)
 
     # -- the credential check, success and (slowed) failure ---------------
 
@@ -276,7 +281,12 @@ class LoginMixin(_ServerBase):
             callbackArgs=(tag, login),
             errbackArgs=(tag, login),
         )
-        d.addErrback(lambda f: log.failure("Login handling failed", f))
+        d.addErrback(self._login_handling_broke)
+
+    def _login_handling_broke(self, failure: Failure) -> None:
+        """A bug while answering a login: the session state is unknown, so log and hang up."""
+        log.failure("Login handling failed", failure)
+        self.transport.loseConnection()
 
     def _login_succeeded(
         self, result: tuple[Any, Any, Callable[[], None]], tag: bytes, login: bytes | None

@@ -10,7 +10,7 @@ still waiting on the store wait their turn (RFC 3501 section 5.5).
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -34,7 +34,7 @@ else:
 log = Logger()
 
 #: What a command parser returns: ``(value, rest of line)`` or a Deferred of it.
-Parsed = tuple[Any, bytes] | defer.Deferred[tuple[Any, bytes]]
+Parsed: TypeAlias = "tuple[Any, bytes] | defer.Deferred[tuple[Any, bytes]]"
 
 
 def syntax_checked(parse: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,6 +61,9 @@ def syntax_checked(parse: Callable[..., Any]) -> Callable[..., Any]:
 
 class MailboxCommandMixin(_ServerBase):
     """Argument parsers and the run/refuse helpers the mailbox mixins share."""
+
+    #: Twisted's queue of command lines held back while a command completes.
+    blocked: list[bytes] | None
 
     # -- argument parsers (Twisted's command tables call them as plain functions) --
 
@@ -150,6 +153,15 @@ class MailboxCommandMixin(_ServerBase):
         if self.mbox is None or self.state != "select":
             return None
         return self.selected_name
+
+
+def close_session(session: Any) -> None:
+    """Close a mailbox session (ICloseableMailbox), logging rather than raising a failure."""
+    closer = imap4.ICloseableMailbox(session, None)
+    if closer is None:
+        return
+    d = defer.maybeDeferred(closer.close)
+    d.addErrback(lambda failure: log.failure("closing a mailbox session failed", failure))
 
 
 def _as_syntax_error(failure: Failure) -> None:

@@ -133,6 +133,10 @@ def decode_mailbox_name(raw: bytes) -> str:
         name = raw.decode("imap4-utf-7")
     except (UnicodeDecodeError, ValueError):
         raise InvalidMailboxName("Mailbox name is not valid modified UTF-7") from None
+    # Control characters are never part of a name (and Twisted's encoder
+    # mangles CR, LF and TAB, so they could not be sent back either).
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+        raise InvalidMailboxName("Control character in mailbox name")
     if name.encode("imap4-utf-7") != raw:
         raise InvalidMailboxName("Mailbox name is not canonical modified UTF-7")
     if name.upper() == "INBOX":

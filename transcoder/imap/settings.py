@@ -21,6 +21,10 @@ class ServerSettings:
     #: Longest command line (excluding literals) accepted; RFC 7162 section 4
     #: asks servers to accept at least 8192 octets, we accept 64 KiB and more.
     max_line_length: int = 128 * 1024
+    #: Largest literal accepted for a string argument (a mailbox name, a LOGIN
+    #: password, an XKEY PUT key: up to 256 KiB); such a literal is held in
+    #: memory, unlike an APPEND message.  Larger: ``NO [TOOBIG]``.
+    max_astring_literal_size: int = 256 * 1024
     #: Seconds before an unauthenticated connection is dropped.
     preauth_timeout: float = 60.0
     #: Seconds of inactivity before an authenticated connection is dropped

@@ -45,7 +45,9 @@ def _b64(chars: str) -> str:
 
 
 def encode_mutf7(text: str, escape: str = "") -> str:
-    """``text`` in modified UTF-7 (RFC 3501 section 5.1.3); chars in ``escape`` are base64-encoded too.
+    """``text`` in modified UTF-7 (RFC 3501 section 5.1.3).
+
+    Characters in ``escape`` are base64-encoded even if printable ASCII.
 
     Raises UnicodeEncodeError for lone surrogates.
     """

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import contextlib
 import re
 from collections.abc import Generator
 from typing import BinaryIO, Protocol
@@ -33,8 +34,11 @@ _QP_LINE_LIMIT = 64 * 1024
 # RFC 2047 section 2: encoded-word = "=?" charset "?" encoding "?" encoded-text "?="
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 # Octets outside the base64 alphabet are ignored by decoders (RFC 2045 section 6.8).
-_NOT_BASE64 = bytes(b for b in range(256) if b not in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                    b"abcdefghijklmnopqrstuvwxyz0123456789+/=")
+_NOT_BASE64 = bytes(
+    b
+    for b in range(256)
+    if b not in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+)
 
 
 def fold(text: str) -> str:
@@ -53,7 +57,7 @@ def text_decoder(charset: str | None) -> codecs.IncrementalDecoder:
             decoder = codecs.getincrementaldecoder(charset.strip().strip('"'))(errors="replace")
             if isinstance(decoder.decode(b""), str):
                 return decoder
-        except (LookupError, TypeError, ValueError):
+        except Exception:  # any codec may refuse errors="replace" or bytes input
             pass
     return codecs.getincrementaldecoder("utf-8")(errors="replace")
 
@@ -64,7 +68,7 @@ def _decode_word(charset: str, encoding: str, payload: str) -> str | None:
     data = payload.encode("ascii", "replace")
     try:
         if encoding in "bB":
-            raw = binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+            raw = binascii.a2b_base64(data + b"=" * (-len(data) % 4), strict_mode=True)
         else:
             raw = binascii.a2b_qp(data, header=True)
     except (binascii.Error, ValueError):
@@ -128,14 +132,28 @@ class _Base64:
         data = self._carry + data.translate(None, _NOT_BASE64)
         whole = len(data) // 4 * 4
         self._carry = data[whole:]
-        try:
-            return binascii.a2b_base64(data[:whole])
-        except binascii.Error:
-            return b""
+        return _decode_quanta(data[:whole])
 
     def flush(self) -> bytes:
         tail, self._carry = self._carry, b""
         return self.decode(tail + b"=" * (-len(tail) % 4)) if tail.strip(b"=") else b""
+
+
+def _decode_quanta(data: bytes) -> bytes:
+    """Decode whole base64 quanta, also when padded quanta occur mid-stream.
+
+    Some encoders pad every line; a plain decoder stops at the first ``=``.
+    """
+    out = []
+    start = 0
+    while start < len(data):
+        pad = data.find(b"=", start)
+        end = len(data) if pad == -1 else start + ((pad - start) // 4 + 1) * 4
+        # A malformed quantum decodes to nothing; the rest still counts.
+        with contextlib.suppress(binascii.Error):
+            out.append(binascii.a2b_base64(data[start:end]))
+        start = end
+    return b"".join(out)
 
 
 class _QuotedPrintable:

@@ -1,0 +1,271 @@
+"""Commands that put messages into a mailbox: APPEND, COPY, MOVE and their UID forms.
+
+Twisted's APPEND refuses a date-time without a flag list, keeps the date as
+an unparsed string, sends the continuation request before checking that the
+mailbox exists and never says ``[TRYCREATE]`` for COPY; its COPY reports
+partial failures as a bare ``NO`` after leaving the copies behind.  Here:
+
+* APPEND (RFC 3501 6.3.11) parses ``mailbox [flag-list] [date-time] literal``
+  with any of the optional parts, and refuses a missing mailbox with
+  ``NO [TRYCREATE]`` *before* the continuation request, as Dovecot does for
+  synchronizing literals, so the client never sends the message for nothing.
+  Success answers ``OK [APPENDUID validity uid]`` (RFC 4315).
+* COPY (RFC 3501 6.4.7) copies message by message through the target's
+  IMessageCopier; on any failure the copies already made are removed again
+  and the command is refused, so a ``NO`` means nothing was copied.  Success
+  answers ``OK [COPYUID validity source-uids target-uids]`` (RFC 4315).
+* MOVE (RFC 6851) is COPY followed by removing exactly the moved messages
+  from the selected mailbox: untagged ``OK [COPYUID ...]``, the untagged
+  EXPUNGEs, then the tagged OK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.mail import imap4
+
+from transcoder.errors import (
+    ClientError,
+    MailboxError,
+    MailboxNotFound,
+    MailboxNotFoundTryCreate,
+    MailboxReadOnly,
+)
+from transcoder.imap.mailbox_base import MailboxCommandMixin, Parsed, close_session, syntax_checked
+from transcoder.imap.mailbox_syntax import (
+    decode_mailbox_name,
+    format_uid_set,
+    parse_date_time,
+    parse_literal_spec,
+    split_flag_list,
+    split_quoted,
+)
+from transcoder.imap.responses import status_text
+
+log = Logger()
+
+_arg_mailbox = MailboxCommandMixin.arg_mailbox
+_arg_seqset = imap4.IMAP4Server.arg_seqset
+
+
+@dataclass(frozen=True)
+class AppendRequest:
+    """A parsed APPEND: where to, with which flags and internal date, and the message."""
+
+    name: str
+    flags: tuple[str, ...] = ()
+    internal_date: datetime | None = None
+    message: BinaryIO | None = None
+
+
+def message_set(uids: list[int]) -> imap4.MessageSet:
+    """A MessageSet holding exactly ``uids``."""
+    result = imap4.MessageSet()
+    for uid in uids:
+        result.add(uid)
+    return result
+
+
+class TransferMixin(MailboxCommandMixin):
+    """APPEND, COPY, MOVE, UID COPY and UID MOVE."""
+
+    # -- APPEND -------------------------------------------------------------------
+
+    @syntax_checked
+    def arg_append(self, line: bytes) -> Parsed:
+        """``mailbox [SP flag-list] [SP date-time] SP literal``; the value is an
+        :class:`AppendRequest`, or the :class:`ClientError` to refuse it with."""
+        first = self._string_argument(line or b"")
+        if isinstance(first, defer.Deferred):
+            return first.addCallback(lambda result: self._append_options(*result))
+        return self._append_options(*first)
+
+    def _append_options(self, raw_name: bytes, rest: bytes) -> Parsed:
+        flags: list[str] = []
+        date = None
+        if rest[:1] == b"(":
+            flags, rest = split_flag_list(rest)
+        if rest[:1] == b'"':
+            raw_date, rest = split_quoted(rest)
+            date = parse_date_time(raw_date)
+        literal = parse_literal_spec(rest)
+        request = AppendRequest("", tuple(flags), date)
+        try:
+            request = replace(request, name=decode_mailbox_name(raw_name))
+            self._check_append_target(request.name, literal.size)
+        except ClientError as refusal:
+            if not literal.non_synchronizing:
+                # Answer before the continuation request: the client then
+                # sends no message at all (RFC 3501 section 7.5).
+                return refusal, b""
+            error: ClientError | None = refusal
+        else:
+            error = None
+        d: defer.Deferred[tuple[BinaryIO, bytes]] = self.arg_literal(rest)
+        return d.addCallback(
+            lambda result: (error or replace(request, message=result[0]), result[1])
+        )
+
+    def _check_append_target(self, name: str, size: int) -> None:
+        """Refuse an APPEND that cannot succeed, before its message is read."""
+        if size == 0:
+            raise MailboxError("An empty message cannot be appended")
+        if name not in self.account.mailbox_names():
+            raise MailboxNotFoundTryCreate("No such mailbox")
+
+    def do_APPEND(self, tag: bytes, request: AppendRequest | ClientError) -> None:
+        """Store the message; do not report it as EXISTS here (the updates mixin does)."""
+        self.run_command(tag, self._append, request)
+
+    auth_APPEND = (do_APPEND, arg_append)
+    select_APPEND = auth_APPEND
+
+    async def _append(self, tag: bytes, request: AppendRequest | ClientError) -> None:
+        if isinstance(request, ClientError):
+            raise request
+        assert request.message is not None
+        try:
+            uid = await defer.maybeDeferred(
+                self.account.append,
+                request.name,
+                request.message,
+                request.flags,
+                request.internal_date,
+            )
+        finally:
+            request.message.close()
+        validity = await self._uid_validity(request.name)
+        code = None if validity is None else f"APPENDUID {validity} {int(uid)}"
+        self.sendPositiveResponse(tag, status_text(code, "APPEND completed"))
+
+    async def _uid_validity(self, name: str) -> int | None:
+        """UIDVALIDITY of ``name`` for APPENDUID; ``None`` (no code) if it cannot be had.
+
+        The message is stored by then: failing the APPEND would invite the
+        client to store it twice.
+        """
+        try:
+            if name == self.selected_mailbox_name():
+                return int(self.mbox.getUIDValidity())
+            session = await defer.maybeDeferred(self.account.select, name, False)
+            if session is None:
+                return None
+            try:
+                return int(session.getUIDValidity())
+            finally:
+                close_session(session)
+        except Exception:
+            log.failure("reading UIDVALIDITY after APPEND failed")
+            return None
+
+    # -- COPY / MOVE --------------------------------------------------------------
+
+    def do_COPY(
+        self, tag: bytes, messages: imap4.MessageSet, raw_name: bytes, uid: int = 0
+    ) -> None:
+        """COPY / UID COPY into another (or the same) mailbox."""
+        self.run_command(tag, self._copy, messages, raw_name, bool(uid), False)
+
+    select_COPY = (do_COPY, _arg_seqset, _arg_mailbox)
+
+    def do_MOVE(
+        self, tag: bytes, messages: imap4.MessageSet, raw_name: bytes, uid: int = 0
+    ) -> None:
+        """MOVE / UID MOVE (RFC 6851): copy, then expunge exactly the moved messages."""
+        self.run_command(tag, self._copy, messages, raw_name, bool(uid), True)
+
+    select_MOVE = (do_MOVE, _arg_seqset, _arg_mailbox)
+
+    def do_UID(self, tag: bytes, command: bytes, line: bytes) -> Any:
+        """UID MOVE besides the UID commands handled further down the chain."""
+        if command.upper() == b"MOVE":
+            return self.dispatchCommand(tag, b"MOVE", line, uid=1)
+        return super().do_UID(tag, command, line)
+
+    select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
+
+    async def _copy(
+        self, tag: bytes, messages: imap4.MessageSet, raw_name: bytes, uid: bool, move: bool
+    ) -> None:
+        name = decode_mailbox_name(raw_name)
+        source = self.mbox
+        if move and not source.isWriteable():
+            raise MailboxReadOnly("Mailbox is read-only")
+        target = await self._open_copy_target(name)
+        expunged: list[int] = []
+        try:
+            found = list(await defer.maybeDeferred(source.fetch, messages, uid))
+            source_uids = [int(message.getUID()) for _, message in found]
+            new_uids = await self._copy_messages(found, target)
+            if move:
+                expunged = await self._expunge_moved(source, target, source_uids, new_uids)
+            validity = int(target.getUIDValidity())
+        finally:
+            close_session(target)
+        code = None
+        if found:
+            sources = format_uid_set(source_uids).decode("ascii")
+            copies = format_uid_set(new_uids).decode("ascii")
+            code = f"COPYUID {validity} {sources} {copies}"
+        if not move:
+            self.sendPositiveResponse(tag, status_text(code, "COPY completed"))
+            return
+        if code is not None:
+            self.sendUntaggedResponse(b"OK " + status_text(code, "Moved"))
+        for seq in expunged:
+            self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+        self.sendPositiveResponse(tag, b"MOVE completed")
+
+    async def _open_copy_target(self, name: str) -> Any:
+        """A read-write session on the target mailbox; ``NO [TRYCREATE]`` when missing."""
+        try:
+            target = await defer.maybeDeferred(self.account.select, name, True)
+        except MailboxNotFound:
+            target = None
+        if target is None:
+            raise MailboxNotFoundTryCreate("No such mailbox")
+        return target
+
+    async def _copy_messages(self, found: list[tuple[int, Any]], target: Any) -> list[int]:
+        """Copy ``found`` into ``target`` in order; the new UIDs, in the same order.
+
+        On failure the copies made so far are removed before re-raising.
+        """
+        new_uids: list[int] = []
+        try:
+            for _, message in found:
+                new_uids.append(int(await defer.maybeDeferred(target.copy, message)))
+        except BaseException:
+            await self._discard_copies(target, new_uids)
+            raise
+        return new_uids
+
+    async def _expunge_moved(
+        self, source: Any, target: Any, uids: list[int], copies: list[int]
+    ) -> list[int]:
+        """Remove the moved messages from the selected mailbox; the EXPUNGE sequence numbers.
+
+        If that fails the copies are removed again: a refused MOVE moved nothing.
+        """
+        if not uids:
+            return []
+        try:
+            return list(await defer.maybeDeferred(source.uid_expunge, uids))
+        except BaseException:
+            await self._discard_copies(target, copies)
+            raise
+
+    async def _discard_copies(self, target: Any, uids: list[int]) -> None:
+        """Best effort: expunge the copies a failed COPY/MOVE made."""
+        if not uids:
+            return
+        try:
+            await defer.maybeDeferred(target.store, message_set(uids), ["\\Deleted"], 1, True)
+            await defer.maybeDeferred(target.uid_expunge, uids)
+        except Exception:
+            log.failure("removing partial copies failed")

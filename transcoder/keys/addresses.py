@@ -1,0 +1,49 @@
+"""Matching the addresses a key names against the logged-in account.
+
+One rule for both formats: the local parts must be equal octet for octet
+(RFC 5321 section 2.4: the local part is case-sensitive; RFC 5280 section
+7.5 compares rfc822Name local parts exactly) and the domains equal ignoring
+ASCII case (RFC 5321 section 2.4, RFC 5280 section 7.5).  Domains are compared
+in the form given; an internationalized domain must appear in its ``xn--``
+form on both sides.
+"""
+
+from __future__ import annotations
+
+import re
+
+# An OpenPGP user ID is conventionally "Name (comment) <addr>" (RFC 9580
+# section 5.11); some carry the bare address.
+_ANGLE = re.compile(r"<([^<>\s]+@[^<>\s]+)>\s*$")
+_BARE = re.compile(r"[^\s<>()\"]+@[^\s<>()\"]+")
+
+
+def split_address(address: str) -> tuple[str, str] | None:
+    """``(local, domain)`` of ``local@domain``, or ``None`` when it is not of that shape."""
+    local, sep, domain = address.rpartition("@")
+    if not sep or not local or not domain:
+        return None
+    return local, domain
+
+
+def address_matches(candidate: str, account: str) -> bool:
+    """Whether the key's ``candidate`` address is the ``account`` address (rule above)."""
+    mine = split_address(account)
+    theirs = split_address(candidate.strip())
+    if mine is None or theirs is None:
+        return False
+    return theirs[0] == mine[0] and theirs[1].lower() == mine[1].lower()
+
+
+def user_id_address(user_id: str) -> str | None:
+    """The email address in an OpenPGP user ID, or ``None`` when it holds none."""
+    angle = _ANGLE.search(user_id)
+    if angle:
+        return angle.group(1)
+    stripped = user_id.strip()
+    return stripped if _BARE.fullmatch(stripped) else None
+
+
+def unique(addresses: list[str]) -> tuple[str, ...]:
+    """``addresses`` without repeats, first occurrence kept, order preserved."""
+    return tuple(dict.fromkeys(addresses))

@@ -1,0 +1,237 @@
+"""Messages of a Maildir mailbox, read lazily from their files.
+
+:class:`MaildirMessage` serves Twisted's IMessage/IMessagePart/IMessageFile
+and our :class:`~transcoder.store.interfaces.IParsedMessage`.  Nothing is read
+until asked for; the MIME structure comes from
+:func:`transcoder.mime.entity.parse_message` (offsets only, bodies stay on
+disk) and is cached per mailbox.  Because intake made the file CRLF-canonical,
+the file's octets are the wire octets: ``size`` is RFC822.SIZE.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
+
+from twisted.mail import imap4
+from zope.interface import implementer
+
+from transcoder.mime.entity import parse_message
+from transcoder.store.flags import RECENT
+from transcoder.store.interfaces import IParsedMessage
+
+if TYPE_CHECKING:
+    from transcoder.mime.entity import Entity
+    from transcoder.store.mailbox import MailboxState, MessageRecord
+
+
+class FileSlice(io.RawIOBase):
+    """The octets ``start``..``end`` of an open file, as a seekable read-only file."""
+
+    def __init__(self, fp: IO[bytes], start: int, end: int) -> None:
+        super().__init__()
+        self._fp = fp
+        self._start = start
+        self._end = max(start, end)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        """Always True."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always True."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into ``buffer`` without passing the slice's end."""
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self._end - self._start - self._pos)
+        if want <= 0:
+            return 0
+        self._fp.seek(self._start + self._pos)
+        data = self._fp.read(want)
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move within the slice (positions are relative to its start)."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end - self._start}
+        self._pos = max(0, base[whence] + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        """The position relative to the slice's start."""
+        return self._pos
+
+    def close(self) -> None:
+        """Close the slice and the file under it."""
+        if not self.closed:
+            self._fp.close()
+        super().close()
+
+
+def _slice(fp: IO[bytes], start: int, end: int) -> BinaryIO:
+    return io.BufferedReader(FileSlice(fp, start, end))
+
+
+def _headers(entity: Entity, negate: bool, names: tuple[str | bytes, ...]) -> dict[str, str]:
+    wanted = {(n.decode("latin-1") if isinstance(n, bytes) else n).lower() for n in names}
+    out: dict[str, str] = {}
+    for field in entity.header:
+        key = field.name.lower()
+        if key and (key in wanted) != negate:  # "" = a line that is not a field
+            out.setdefault(key, field.value)
+    return out
+
+
+def _is_multipart(entity: Entity) -> bool:
+    return entity.content_type.maintype == "multipart"
+
+
+def _subpart_entity(entity: Entity, part: int) -> Entity:
+    """Part ``part`` (from 0) of ``entity``, numbered as IMAP does (RFC 3501 section 6.4.5).
+
+    The parts of a ``message/rfc822`` entity are those of the message it
+    encloses (that message's body, if it is not multipart).
+    """
+    if _is_multipart(entity):
+        children = entity.children
+    elif entity.children:
+        inner = entity.children[0]
+        children = inner.children if _is_multipart(inner) else (inner,)
+    else:
+        raise TypeError("not a multipart entity")
+    if not 0 <= part < len(children):
+        raise IndexError(f"no part {part + 1}")
+    return children[part]
+
+
+@implementer(imap4.IMessagePart)
+class MessagePart:
+    """A MIME part of a stored message (IMessagePart), read from the message file."""
+
+    def __init__(self, message: MaildirMessage, entity: Entity) -> None:
+        self._message = message
+        self._entity = entity
+
+    def getHeaders(self, negate: bool, *names: str | bytes) -> dict[str, str]:
+        """The part's header fields, lowercase name -> unfolded value."""
+        return _headers(self._entity, negate, names)
+
+    def getBodyFile(self) -> BinaryIO:
+        """The part's body octets."""
+        return _slice(self._message.open(), self._entity.body_start, self._entity.end)
+
+    def getSize(self) -> int:
+        """Octets of the part's body (what BODYSTRUCTURE reports for a part)."""
+        return self._entity.body_size
+
+    def isMultipart(self) -> bool:
+        """True for a multipart part."""
+        return _is_multipart(self._entity)
+
+    def getSubPart(self, part: int) -> MessagePart:
+        """Sub-part ``part`` (from 0); IndexError if missing, TypeError if not multipart."""
+        return MessagePart(self._message, _subpart_entity(self._entity, part))
+
+
+@implementer(imap4.IMessage, imap4.IMessageFile, IParsedMessage)
+class MaildirMessage:
+    """A message file in ``cur/`` (see the module docstring)."""
+
+    def __init__(self, state: MailboxState, record: MessageRecord, recent: bool = False) -> None:
+        self._state = state
+        self._record = record
+        self._recent = recent
+        self._entity: Entity | None = None
+        self.uid = record.uid
+        self.size = record.size
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The message's flags now, ``\\Recent`` included when it is recent for the session."""
+        rec = self._state.records.get(self.uid, self._record)
+        flags = self._state.keywords.flags(rec.info)
+        return (*flags, RECENT) if self._recent else flags
+
+    @property
+    def internal_date(self) -> datetime:
+        """INTERNALDATE: the file's mtime (RFC 3501 section 2.3.3)."""
+        return datetime.fromtimestamp(self._record.mtime, UTC)
+
+    def path(self) -> str:
+        """Where the message file is now."""
+        current = self._state.file_of(self.uid)
+        return str(current if current is not None else self._state.cur / self._record.filename)
+
+    def open(self) -> BinaryIO:
+        """The message octets from position 0; FileNotFoundError if it was expunged."""
+        try:
+            return open(self.path(), "rb")
+        except FileNotFoundError:
+            self._state.refresh(force=True)  # renamed (flags) by another program?
+            if self._state.file_of(self.uid) is None:
+                raise
+            return open(self.path(), "rb")
+
+    def link_to(self, target: Path) -> None:
+        """Hard-link the message file as ``target`` (COPY); FileNotFoundError if it was expunged."""
+        try:
+            os.link(self.path(), target)
+        except FileNotFoundError:
+            self._state.refresh(force=True)
+            if self._state.file_of(self.uid) is None:
+                raise
+            os.link(self.path(), target)
+
+    def entity(self) -> Entity:
+        """The MIME structure of the message (cached)."""
+        if self._entity is None:
+            cached = self._state.entities.get(self.uid)
+            if cached is None:
+                with self.open() as fp:
+                    cached = parse_message(fp)
+                self._state.entities[self.uid] = cached
+                while len(self._state.entities) > 32:
+                    self._state.entities.popitem(last=False)
+            self._entity = cached
+        return self._entity
+
+    def getUID(self) -> int:
+        """The message's UID."""
+        return self.uid
+
+    def getFlags(self) -> list[str]:
+        """The message's flags (see :attr:`flags`)."""
+        return list(self.flags)
+
+    def getInternalDate(self) -> str:
+        """INTERNALDATE as an RFC 2822 date string."""
+        return format_datetime(self.internal_date)
+
+    def getHeaders(self, negate: bool, *names: str | bytes) -> dict[str, str]:
+        """Top-level header fields, lowercase name -> unfolded value (first occurrence)."""
+        return _headers(self.entity(), negate, names)
+
+    def getBodyFile(self) -> BinaryIO:
+        """The body octets (after the header's blank line)."""
+        entity = self.entity()
+        return _slice(self.open(), entity.body_start, entity.end)
+
+    def getSize(self) -> int:
+        """RFC822.SIZE: octets of the whole message."""
+        return self.size
+
+    def isMultipart(self) -> bool:
+        """True for a multipart message."""
+        return _is_multipart(self.entity())
+
+    def getSubPart(self, part: int) -> MessagePart:
+        """Sub-part ``part`` (from 0); IndexError if missing, TypeError if not multipart."""
+        return MessagePart(self, _subpart_entity(self.entity(), part))
