@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.cred.portal import Portal
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import maybeDeferred
@@ -18,7 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
 from tests.imap.harness import Session, make_session
-from transcoder.auth import AccountsFile, make_portal
+from transcoder.auth import AccountsFile, MailRealm, make_portal
 from transcoder.imap.login import _peer_is_local
 from transcoder.imap.settings import ServerSettings
 from transcoder.store import MaildirStore
@@ -241,6 +242,15 @@ def test_failed_login_is_logged_with_peer_and_login(tmp_path: Path) -> None:
         globalLogPublisher.removeObserver(events.append)
     failed = [e for e in events if e.get("login") == "nobody@example.org"]
     assert failed and failed[0]["peer"] == "127.0.0.1:40000"
+
+
+def test_misconfigured_portal_is_a_server_error_not_a_failure(tmp_path: Path) -> None:
+    """A portal that cannot check passwords answers NO [SERVERBUG] at once, not a failed login."""
+    portal = Portal(MailRealm(MaildirStore(tmp_path / "mail")), [])
+    session = make_session(tmp_path, state="unauth", peer=LOOPBACK, portal=portal)
+    _, tagged = session.command(b"LOGIN alice@example.org pw")
+    assert tagged.startswith(b"t1 NO [SERVERBUG] ")
+    assert session.server.state == "unauth"
 
 
 def test_disconnect_during_delay_cancels_the_answer(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from transcoder.imap.mailbox_syntax import (
     split_flag_list,
     split_status_items,
     split_string_argument,
-    subscribed_parents,
 )
 
 
@@ -131,10 +130,3 @@ def test_status_items() -> None:
         split_status_items(b"(MESSAGES SIZE)")
     with pytest.raises(BadCommand):
         split_status_items(b"()")
-
-
-def test_subscribed_parents() -> None:
-    """An unsubscribed matched name with an unmatched subscribed inferior is a parent."""
-    assert subscribed_parents(["news", "mail"], ["news/comp"]) == ["news"]
-    assert subscribed_parents(["news", "news/comp"], ["news/comp"]) == []
-    assert subscribed_parents(["news"], ["newsletter"]) == []

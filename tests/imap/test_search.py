@@ -281,3 +281,18 @@ async def test_large_message_parsed_in_a_thread(tmp_path: Path) -> None:
         if b"s1 " in out:
             break
     assert out == b"* SEARCH 1\r\ns1 OK SEARCH completed\r\n"
+
+
+def test_non_synchronizing_literal(imap: Session) -> None:
+    """A LITERAL+ literal (RFC 7888) in the criteria is read without a continuation request."""
+    imap.send("s1 SEARCH CHARSET UTF-8 SUBJECT {5+}\r\nüber FROM {5+}\r\nalice\r\n".encode())
+    assert imap.output() == b"* SEARCH 1\r\ns1 OK SEARCH completed\r\n"
+
+
+def test_oversized_non_synchronizing_literal_is_skipped(imap: Session) -> None:
+    """An oversized LITERAL+ literal is refused and its octets discarded, never run as commands."""
+    octets = b"x1 LOGOUT\r\n" * (SEARCH_LITERAL_LIMIT // 11 + 1)
+    imap.send(b"s1 SEARCH SUBJECT {%d+}\r\n" % len(octets) + octets + b"\r\n")
+    out = imap.output()
+    assert out.startswith(b"s1 NO [TOOBIG]") and b"BYE" not in out, out[:200]
+    assert found(imap, b"ALL") == b"* SEARCH 1 2 3"

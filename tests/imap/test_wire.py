@@ -162,7 +162,7 @@ def check_unknown_command(server_class: type, tmp_path: Path) -> None:
 def check_command_in_wrong_state(server_class: type, tmp_path: Path) -> None:
     """FETCH before SELECT, or LIST before LOGIN, is BAD with a text naming the state."""
     session = open_session(server_class, tmp_path)
-    _, done = session.command(b"LIST \"\" *")
+    _, done = session.command(b'LIST "" *')
     assert b" BAD [CLIENTBUG] " in done and b"not authenticated state" in done, done
     session = open_session(server_class, tmp_path, state="auth")
     _, done = session.command(b"FETCH 1 FLAGS")

@@ -110,7 +110,9 @@ def open_session(
     transport = TLSStringTransport() if tls else StringTransport(IPv4Address("TCP", REMOTE, 1))
     context = object() if tls else None
     if is_ours(server_class):
-        server = server_class(settings=settings or ServerSettings(), clock=clock, contextFactory=context)
+        server = server_class(
+            settings=settings or ServerSettings(), clock=clock, contextFactory=context
+        )
     else:
         server = server_class(contextFactory=context)
         server.callLater = clock.callLater
@@ -128,7 +130,7 @@ def open_session(
 
 
 def _account(tmp_path: Path) -> Any:
-    """Alice's account on a real Maildir (it provides Twisted's IAccount, so both servers use it)."""
+    """Alice's account on a real Maildir; it provides Twisted's IAccount, for either server."""
     from transcoder.store import MaildirStore
 
     return MaildirStore(tmp_path / "mail", clock=Clock()).account("alice@example.org")

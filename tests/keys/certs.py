@@ -50,7 +50,7 @@ def _name(common_name: str, email: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
-def _hash_for(signer: Any) -> hashes.HashAlgorithm | None:
+def _hash_for(signer: Any) -> hashes.SHA256 | None:
     if isinstance(signer, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return None
     return hashes.SHA256()

@@ -12,6 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -298,3 +299,12 @@ def test_corrupted_certificates_only_ever_give_client_errors(position: int, valu
 _SAMPLE = der(
     make_cert(ec.generate_private_key(ec.SECP256R1()), eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION])
 )
+
+
+def test_pkcs12_refused_as_secret_material(rsa2048: rsa.RSAPrivateKey) -> None:
+    """A PKCS#12 export (certificate with its private key) is refused as secret material."""
+    data = pkcs12.serialize_key_and_certificates(
+        b"alice", rsa2048, make_cert(rsa2048), None, serialization.NoEncryption()
+    )
+    with pytest.raises(KeyInvalid, match="PKCS#12 holds secret key material"):
+        validate_certificate(data, ALICE, NOW)

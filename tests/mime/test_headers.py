@@ -87,9 +87,12 @@ def test_rfc2231_form_wins_over_plain_fallback() -> None:
     assert parsed[2] == (("filename", "EUR.txt"), ("filename*", "utf-8''%E2%82%AC.txt"))
 
 
-def test_unknown_rfc2231_charset_does_not_raise() -> None:
-    """An unknown charset falls back to UTF-8 with replacement."""
-    parsed = parse_media_type("text/plain; name*=x-nonsense''%C3%A9")
+@pytest.mark.parametrize(
+    "charset", ["x-nonsense", "", "base64", "zlib", "idna", "punycode", "undefined"]
+)
+def test_unusable_rfc2231_charset_falls_back_to_utf8(charset: str) -> None:
+    """Unknown charsets and Python codecs that are not text encodings decode as UTF-8."""
+    parsed = parse_media_type(f"text/plain; name*={charset}''%C3%A9")
     assert parsed is not None
     assert parsed[2][0] == ("name", "\xe9")
 
@@ -161,3 +164,11 @@ def test_agrees_with_email_getaddresses_on_plain_lists(value: str) -> None:
     """Without groups or routes, names and addresses match email.utils.getaddresses."""
     ours = [(a.name or "", f"{a.mailbox}@{a.host}") for a in parse_address_list(value)]
     assert ours == getaddresses([value])
+
+
+def test_rfc2231_value_never_holds_lone_surrogates() -> None:
+    """A codec that can produce lone surrogates (raw_unicode_escape) yields encodable text."""
+    parsed = parse_media_type("multipart/mixed; boundary*=raw_unicode_escape''%5Cud800x")
+    assert parsed is not None
+    value = dict(parsed[2])["boundary"]
+    assert value.encode("utf-8") and value.endswith("x")

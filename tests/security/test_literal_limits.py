@@ -62,7 +62,7 @@ def check_string_literal_of_64k_accepted(server_class: type, tmp_path: Path) -> 
 def check_huge_octet_count_refused(server_class: type, tmp_path: Path) -> None:
     """An absurd octet count is refused as too big, not sent a continuation."""
     session = open_session(server_class, tmp_path)
-    session.send(b"a LOGIN {99999999999999999999999999}\r\n")
+    session.send(b"a LOGIN {99999999999999999999}\r\n")  # 20 digits
     out = session.output()
     assert out.startswith(b"a NO [TOOBIG] "), out
     assert_usable(session)
@@ -143,7 +143,9 @@ def test_nonsync_literal_over_limit_discarded(tmp_path: Path) -> None:
 
 def test_append_limit_is_configurable(tmp_path: Path) -> None:
     """max_literal_size caps APPEND: one octet over it is refused before the continuation."""
-    session = open_session(OURS, tmp_path, state="auth", settings=ServerSettings(max_literal_size=10))
+    session = open_session(
+        OURS, tmp_path, state="auth", settings=ServerSettings(max_literal_size=10)
+    )
     session.send(b"a APPEND INBOX {11}\r\n")
     assert session.output().startswith(b"a NO [TOOBIG] ")
     assert_usable(session)

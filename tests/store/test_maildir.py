@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from twisted.mail.imap4 import MessageSet
 
 from tests.store.helpers import (
     ADDRESS,
+    NOW,
     append,
     deliver_like_postfix,
     make_store,
@@ -297,3 +299,61 @@ def test_failed_append_leaves_nothing(store: MaildirStore, account: MaildirAccou
         result_of(account.append("INBOX", Broken()))
     for sub in ("tmp", "new", "cur"):
         assert os.listdir(inbox_dir(store) / sub) == []
+
+
+def test_base_name_clash_never_replaces_a_message(
+    tmp_path: Path, clock: Clock, account: MaildirAccount
+) -> None:
+    """Two writers that pick the same base name both keep their message (no overwrite)."""
+    twin = make_store(tmp_path / "mail", clock).account(ADDRESS)  # same names as `account`
+    append(account, message("first"))
+    append(twin, message("second"))
+    session = account.select("INBOX")
+    assert session is not None
+    bodies = []
+    for _, msg in session.fetch(MessageSet(1, None), uid=True):
+        with msg.open() as f:
+            bodies.append(f.read())
+    assert bodies == [message("first"), message("second")]
+
+
+def test_same_tick_change_is_not_missed(store: MaildirStore, account: MaildirAccount) -> None:
+    """A delivery right after a scan is found even if new/ keeps the same mtime (same tick)."""
+    clock = Clock()
+    clock.advance(time.time())  # "now": the directories changed within the last second
+    live = make_store(store.root, clock, seed=2).account(ADDRESS)
+    session = live.select("INBOX")
+    assert session is not None
+    new = inbox_dir(store) / "new"
+    before = os.stat(new)
+    deliver_like_postfix(inbox_dir(store), "1.same.tick", message("tick", eol="\n"))
+    os.utime(new, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert session.poll().exists == 1
+
+
+def test_unchanged_settled_mailbox_is_not_rescanned(store: MaildirStore) -> None:
+    """Once the directories are older than a second, a poll only stats them (no listing)."""
+    clock = Clock()
+    clock.advance(time.time() + 10)
+    live = make_store(store.root, clock, seed=3).account(ADDRESS)
+    session = live.select("INBOX")
+    assert session is not None
+    new = inbox_dir(store) / "new"
+    before = os.stat(new)
+    deliver_like_postfix(inbox_dir(store), "1.hidden", message("hidden", eol="\n"))
+    os.utime(new, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert session.poll().exists is None  # directory "unchanged": not listed again
+    os.utime(new)
+    assert session.poll().exists == 1
+
+
+def test_stale_tmp_files_are_cleaned(store: MaildirStore, account: MaildirAccount) -> None:
+    """Files left in tmp/ for more than 36 hours are removed when a mailbox is opened."""
+    tmp = inbox_dir(store) / "tmp"
+    old, fresh = tmp / "old.crash", tmp / "fresh.writing"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(old, (NOW - 37 * 3600, NOW - 37 * 3600))
+    os.utime(fresh, (NOW - 60, NOW - 60))
+    assert account.select("INBOX") is not None
+    assert os.listdir(tmp) == ["fresh.writing"]

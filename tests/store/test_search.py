@@ -289,7 +289,7 @@ def test_vanished_message_does_not_match(box: Mailbox, tmp_path: Path) -> None:
     box.add(msg("Subject: a", "needle\r\n"))
     box.add(msg("Subject: b", "needle\r\n"))
     run = SearchRun(box.session(), parse_search_arguments(b"BODY needle"))
-    first = run.candidates[0].message
+    first = run.messages[0][1]
     os.unlink(first.path())
     list(run.steps())
     assert run.sequence_numbers == [2]

@@ -45,10 +45,8 @@ from transcoder.errors import (
     ClientError,
     PrivacyRequired,
     ServerError,
-    TranscoderError,
 )
 from transcoder.imap.mailbox_syntax import LiteralAhead, split_string_argument
-from transcoder.imap.responses import error_response
 
 if TYPE_CHECKING:
     from twisted.mail.imap4 import IMAP4Server as _ServerBase
@@ -113,6 +111,9 @@ def _decode_sasl(data: bytes) -> bytes | None:
 class LoginMixin(_ServerBase):
     """LOGIN / AUTHENTICATE policy and the failed-login slowdown for TranscodingIMAP4Server."""
 
+    # Provided by WireMixin (transcoder.imap.wire): a tagged NO/BAD for any error.
+    send_error: Callable[[bytes | None, BaseException | Failure], None]
+
     _login_failures = 0
     _login_delayed: IDelayedCall | None = None
     _disconnected = False
@@ -160,7 +161,7 @@ class LoginMixin(_ServerBase):
     def do_LOGIN(self, tag: bytes, user: bytes, passwd: bytes) -> None:
         """LOGIN (RFC 3501 section 6.2.3), refused without TLS, slowed when it fails."""
         if not self.plaintext_auth_allowed():
-            self._send_error(
+            self.send_error(
                 tag, PrivacyRequired("LOGIN is disabled until TLS is negotiated (STARTTLS)")
             )
             return
@@ -197,7 +198,7 @@ class LoginMixin(_ServerBase):
                 )
             else:
                 error = ClientError("Unsupported authentication mechanism", code="CANNOT")
-            self._send_error(tag, error)
+            self.send_error(tag, error)
             return
         challenger = factory()
         if initial is None:
@@ -240,19 +241,19 @@ class LoginMixin(_ServerBase):
     def _sasl_line(self, line: bytes, tag: bytes, challenger: Any) -> None:
         """One client line of an AUTHENTICATE exchange: base64 data, or ``*`` to cancel."""
         if line.strip() == b"*":
-            self._send_error(tag, BadCommand("AUTHENTICATE cancelled"))
+            self.send_error(tag, BadCommand("AUTHENTICATE cancelled"))
             return
         self._take_response(tag, challenger, _decode_sasl(line.strip()))
 
     def _take_response(self, tag: bytes, challenger: Any, decoded: bytes | None) -> None:
         """Feed a decoded response to the challenger; challenge again or check the credentials."""
         if decoded is None:
-            self._send_error(tag, BadCommand("Malformed AUTHENTICATE response: not base64"))
+            self.send_error(tag, BadCommand("Malformed AUTHENTICATE response: not base64"))
             return
         try:
             challenger.setResponse(decoded)
         except IllegalClientResponse as e:
-            self._send_error(tag, BadCommand(f"Malformed AUTHENTICATE response: {e}"))
+            self.send_error(tag, BadCommand(f"Malformed AUTHENTICATE response: {e}"))
             return
         if challenger.moreChallenges():
             self._send_challenge(tag, challenger)
@@ -297,6 +298,7 @@ class LoginMixin(_ServerBase):
             logout()
             return
         if iface is not IAccount:
+            logout()
             self._login_failed(Failure(ServerError(f"realm returned {iface!r}")), tag, login)
             return
         self.account = avatar
@@ -313,8 +315,7 @@ class LoginMixin(_ServerBase):
         if self._disconnected:
             return
         if not failure.check(UnauthorizedLogin):
-            log.failure("Login of {login} failed unexpectedly", failure, login=_printable(login))
-            self._send_error(tag, ServerError())
+            self.send_error(tag, failure)  # logged, answered NO [SERVERBUG]
             self.resumeProducing()
             return
         self._login_failures += 1
@@ -331,7 +332,7 @@ class LoginMixin(_ServerBase):
     def _answer_failure(self, tag: bytes) -> None:
         """Send the held-back NO; close with BYE after too many failures, else read on."""
         self._login_delayed = None
-        self._send_error(tag, AuthenticationFailed("Authentication failed"))
+        self.send_error(tag, AuthenticationFailed("Authentication failed"))
         if self._login_failures >= self.settings.max_login_failures:
             log.warn(
                 "Closing connection from {peer}: too many failed logins", peer=self._peer_text()
@@ -342,14 +343,6 @@ class LoginMixin(_ServerBase):
         self.resumeProducing()
 
     # -- helpers -----------------------------------------------------------
-
-    def _send_error(self, tag: bytes, error: TranscoderError) -> None:
-        """A tagged NO or BAD with the error's response code (transcoder.errors)."""
-        status, text = error_response(error)
-        if status == b"BAD":
-            self.sendBadResponse(tag, text)
-        else:
-            self.sendNegativeResponse(tag, text)
 
     def _peer_text(self) -> str:
         """The peer address for log lines."""
@@ -367,6 +360,6 @@ class LoginMixin(_ServerBase):
 
 
 def _printable(login: bytes | None) -> str:
-    """A login for the log: decoded leniently, at most 100 characters."""
-    text = (login or b"").decode("utf-8", "backslashreplace")
-    return text[:100]
+    """A login for the log: at most 100 characters, controls escaped (no forged log lines)."""
+    text = (login or b"")[:100].decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)

@@ -10,7 +10,7 @@ valid modified UTF-7 raises :class:`~transcoder.errors.InvalidMailboxName`
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -241,26 +241,6 @@ def split_status_items(line: bytes) -> tuple[list[str], bytes]:
     return items, _after_argument(line[end + 1 :])
 
 
-def child_prefix(name: str, delimiter: str = "/") -> str:
-    """The prefix every inferior of ``name`` starts with."""
-    return name + delimiter
-
-
 def is_same_or_inferior(name: str, ancestor: str, delimiter: str = "/") -> bool:
     """``name`` is ``ancestor`` or lies below it in the hierarchy."""
-    return name == ancestor or name.startswith(child_prefix(ancestor, delimiter))
-
-
-def subscribed_parents(
-    matched: Sequence[str], subscribed: Iterable[str], delimiter: str = "/"
-) -> list[str]:
-    """Names in ``matched`` that are not subscribed but have a subscribed inferior
-    that ``matched`` does not hold (RFC 3501 section 6.3.9: LSUB with ``%``)."""
-    subs = set(subscribed)
-    shown = set(matched)
-    return [
-        name
-        for name in matched
-        if name not in subs
-        and any(s.startswith(child_prefix(name, delimiter)) and s not in shown for s in subs)
-    ]
+    return name == ancestor or name.startswith(ancestor + delimiter)

@@ -36,7 +36,6 @@ from transcoder.imap.mailbox_syntax import (
     format_mailbox,
     format_string,
     is_same_or_inferior,
-    subscribed_parents,
 )
 from transcoder.imap.responses import status_text
 from transcoder.imap.transfer import TransferMixin
@@ -135,7 +134,7 @@ class MailboxesMixin(TransferMixin, MailboxCommandMixin):
     # -- LIST / LSUB (RFC 3501 6.3.8, 6.3.9) ---------------------------------------
 
     def do_LIST(self, tag: bytes, raw_ref: bytes, raw_pattern: bytes, command: bytes) -> None:
-        """LIST or LSUB: the store matches the pattern; subscriptions filter LSUB."""
+        """LIST or LSUB: the store matches the pattern and knows the subscriptions."""
         self.run_command(tag, self._list, raw_ref, raw_pattern, command)
 
     auth_LIST = (do_LIST, _arg_mailbox, _arg_list_mailbox, b"LIST")
@@ -151,28 +150,18 @@ class MailboxesMixin(TransferMixin, MailboxCommandMixin):
             # root of the reference; every name here lives under root "".
             self.sendUntaggedResponse(list_line(command, "", ["\\Noselect"], DELIMITER))
         else:
-            entries = await defer.maybeDeferred(self.account.listMailboxes, ref, pattern)
-            rows = [(n, list(i.getFlags()), i.getHierarchicalDelimiter()) for n, i in entries]
-            if command == b"LSUB":
-                rows = self._subscribed_rows(rows)
-            for name, attributes, delimiter in rows:
-                self.sendUntaggedResponse(list_line(command, name, attributes, delimiter))
+            # LSUB (RFC 3501 6.3.9) lists the subscription list, which may
+            # name mailboxes that no longer exist; the store applies the
+            # \Noselect-parent rule for "%".
+            lister = (
+                self.account.list_subscribed if command == b"LSUB" else self.account.listMailboxes
+            )
+            entries = await defer.maybeDeferred(lister, ref, pattern)
+            for name, info in entries:
+                attributes = list(info.getFlags())
+                line = list_line(command, name, attributes, info.getHierarchicalDelimiter())
+                self.sendUntaggedResponse(line)
         self.sendPositiveResponse(tag, command + b" completed")
-
-    def _subscribed_rows(
-        self, rows: list[tuple[str, list[str], str | None]]
-    ) -> list[tuple[str, list[str], str | None]]:
-        """LSUB's rows: subscribed names, and (RFC 3501 6.3.9) an unsubscribed
-        name matched by ``%`` whose inferior is subscribed, as ``\\Noselect``."""
-        subscribed = [n for n in self.account.mailbox_names() if self.account.isSubscribed(n)]
-        parents = set(subscribed_parents([row[0] for row in rows], subscribed, DELIMITER))
-        out = []
-        for name, attributes, delimiter in rows:
-            if name in subscribed:
-                out.append((name, attributes, delimiter))
-            elif name in parents:
-                out.append((name, ["\\Noselect"], delimiter))
-        return out
 
     # -- CREATE / DELETE / RENAME (RFC 3501 6.3.3 - 6.3.5) -------------------------
 

@@ -29,21 +29,17 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task, threads
-from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
-from transcoder.errors import ClientError, LiteralTooLarge, ServerError, TranscoderError
+from transcoder.errors import ClientError, LiteralTooLarge
 from transcoder.imap.fetch import THREAD_PARSE_LIMIT
-from transcoder.imap.responses import error_response
 from transcoder.store.search import SearchRun, parse_search_arguments, pending_literal
 
 if TYPE_CHECKING:
     from twisted.mail.imap4 import IMAP4Server as _ServerBase
 else:
     _ServerBase = object
-
-log = Logger()
 
 #: Largest literal accepted inside SEARCH criteria (a search string, not a message).
 SEARCH_LITERAL_LIMIT = 64 * 1024
@@ -75,8 +71,8 @@ class SearchMixin(_ServerBase):
         Returns ``(criteria bytes, b"")`` -- or a Deferred of it while a
         literal is awaited.  A refusal found here (a literal over the cap,
         input that can never parse) is returned as the value, a
-        :class:`ClientError`, for :meth:`do_SEARCH` to answer: an exception
-        would reach Twisted's dispatcher, which answers without our codes.
+        :class:`ClientError` that :meth:`do_SEARCH` answers, so the answer
+        is the same whether it comes before or after a literal.
         """
         return self._collect_criteria(line or b"")
 
@@ -87,14 +83,16 @@ class SearchMixin(_ServerBase):
             return error, b""
         if size is None:
             return data, b""
-        limit = min(SEARCH_LITERAL_LIMIT, self.settings.max_literal_size)
+        limit = min(SEARCH_LITERAL_LIMIT, self.settings.max_astring_literal_size)
         too_large = LiteralTooLarge(f"Search literals are limited to {limit} octets")
         # Refused before a single octet is read: the client waits for "+".
         if size > limit or len(data) + size > SEARCH_CRITERIA_LIMIT:
             return too_large, b""
         try:
             literal: defer.Deferred[tuple[bytes, bytes]] = self._stringLiteral(size)
-        except imap4.IllegalClientResponse:  # above Twisted's own string literal cap
+        except ClientError as error:  # the wire mixin's own refusal
+            return error, b""
+        except imap4.IllegalClientResponse:  # stock Twisted's cap on string literals
             return too_large, b""
         # The literal's octets and the rest of its command line.
         return literal.addCallback(
@@ -106,43 +104,30 @@ class SearchMixin(_ServerBase):
     def do_SEARCH(self, tag: bytes, criteria: bytes | ClientError, uid: int = 0) -> None:
         """SEARCH / UID SEARCH: ``* SEARCH n ...`` then a tagged OK."""
         if isinstance(criteria, ClientError):
-            self._refuse_search(tag, criteria)
+            self.send_error(tag, criteria)
             return
         try:
             query = parse_search_arguments(criteria)
         except ClientError as error:
-            self._refuse_search(tag, error)
+            self.send_error(tag, error)
             return
         try:
             run = SearchRun(self.mbox, query)
         except Exception:
-            log.failure("SEARCH could not read the mailbox")
-            self._refuse_search(tag, ServerError())
+            self.send_error(tag, Failure())  # logged, answered NO [SERVERBUG]
             return
         self._run_search(tag, run, bool(uid))
 
     select_SEARCH = (do_SEARCH, arg_search_criteria)
 
-    def _refuse_search(self, tag: bytes, error: TranscoderError) -> None:
-        """The tagged NO/BAD for ``error``.
-
-        Local stand-in for the wire mixin's ``send_error`` until that exists.
-        """
-        status, text = error_response(error)
-        if status == b"BAD":
-            self.sendBadResponse(tag, text)
-        else:
-            self.sendNegativeResponse(tag, text)
-
     # -- running the evaluation ------------------------------------------------------
 
     def _search_steps(self, run: SearchRun) -> Iterator[defer.Deferred[Any] | None]:
         """``run``'s steps, with large messages' MIME trees parsed off the reactor thread."""
-        for candidate in run.candidates:
-            message = candidate.message
+        for seq, message in run.messages:
             if run.query.reads_messages and message.size > THREAD_PARSE_LIMIT:
                 yield threads.deferToThread(message.entity).addErrback(_ignore_vanished)
-            yield from run.check(candidate)
+            yield from run.check(run.candidate(seq, message))
             yield None
 
     def _run_search(self, tag: bytes, run: SearchRun, uid: bool) -> None:
@@ -189,8 +174,7 @@ class SearchMixin(_ServerBase):
     def _search_failed(self, failure: Failure, tag: bytes) -> None:
         if failure.check(task.TaskStopped):
             return  # the connection went away
-        log.failure("SEARCH failed", failure)
-        self._refuse_search(tag, ServerError())
+        self.send_error(tag, failure)  # logged, answered NO [SERVERBUG]
 
     def _search_finished(self, result: object) -> None:
         stopped = self._search_task is None

@@ -3,12 +3,14 @@
 RFC 3501 section 7.4.2 and the ``body``/``envelope`` rules of section 9.
 Pure: no twisted import; every function returns octets ready for the wire.
 
-Conventions (each is free in the grammar, chosen to match the RFC's examples):
+Conventions (each is free in the grammar; all these tokens are case-insensitive):
 
-* Media type, subtype, parameter names, the transfer encoding and the
-  disposition type are upper-cased (``("TEXT" "PLAIN" ("CHARSET" "us-ascii")
-  ...``); they are case-insensitive tokens.  Parameter *values* are sent as
-  written: a boundary keeps its case.
+* Media type, subtype and the known transfer encodings are upper-cased, as
+  in RFC 3501's examples (``("TEXT" "PLAIN" ...``).  Parameter names and the
+  disposition type are sent lowercased, as the MIME layer normalises them
+  (``("charset" "us-ascii")``, ``("attachment" ("filename" "a.pdf"))``, the
+  form Dovecot sends).  Parameter *values* are sent as written: a boundary
+  keeps its case.
 * Strings go out as quoted strings when they are 7-bit without CR/LF, else as
   literals (``{n}\\r\\n...``); NUL octets, which neither may carry, are dropped.
   Header values are sent raw (RFC 2047 encoded-words are not decoded).
@@ -40,7 +42,7 @@ def _octets(value: str | bytes) -> bytes:
     try:
         return value.encode("latin-1")  # header text is latin-1 decoded: this restores it
     except UnicodeEncodeError:
-        return value.encode("utf-8")
+        return value.encode("utf-8", "replace")
 
 
 def string(value: str | bytes) -> bytes:
@@ -57,10 +59,10 @@ def nstring(value: str | bytes | None) -> bytes:
 
 
 def _params(pairs: Sequence[tuple[str, str]]) -> bytes:
-    """``body-fld-param``: ``("NAME" "value" ...)`` or ``NIL``."""
+    """``body-fld-param``: ``("name" "value" ...)`` or ``NIL``."""
     if not pairs:
         return NIL
-    return b"(" + b" ".join(string(k.upper()) + b" " + string(v) for k, v in pairs) + b")"
+    return b"(" + b" ".join(string(k) + b" " + string(v) for k, v in pairs) + b")"
 
 
 def _disposition(entity: Entity) -> bytes:
@@ -70,7 +72,7 @@ def _disposition(entity: Entity) -> bytes:
     if parsed is None:
         return NIL
     kind, _, wire = parsed
-    return b"(" + string(kind.upper()) + b" " + _params(wire) + b")"
+    return b"(" + string(kind) + b" " + _params(wire) + b")"
 
 
 def _language(entity: Entity) -> bytes:

@@ -30,13 +30,14 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 
 from transcoder.errors import (
+    BadCommand,
     ClientError,
     MailboxError,
     MailboxNotFound,
     MailboxNotFoundTryCreate,
     MailboxReadOnly,
 )
-from transcoder.imap.mailbox_base import MailboxCommandMixin, Parsed, close_session, syntax_checked
+from transcoder.imap.mailbox_base import MailboxCommandMixin, Parsed, close_session
 from transcoder.imap.mailbox_syntax import (
     decode_mailbox_name,
     format_uid_set,
@@ -71,13 +72,19 @@ def message_set(uids: list[int]) -> imap4.MessageSet:
     return result
 
 
+def check_sequence_numbers(messages: imap4.MessageSet, exists: int) -> None:
+    """Refuse sequence numbers beyond the mailbox (RFC 3501 section 9, ``seq-number``)."""
+    for low, high in messages.ranges:
+        if any(bound is not None and int(bound) > exists for bound in (low, high)):
+            raise BadCommand("Message sequence number out of range")
+
+
 class TransferMixin(MailboxCommandMixin):
     """APPEND, COPY, MOVE, UID COPY and UID MOVE."""
 
     # -- APPEND -------------------------------------------------------------------
 
-    @syntax_checked
-    def arg_append(self, line: bytes) -> Parsed:
+    def arg_append(self, line: bytes | None) -> Parsed:
         """``mailbox [SP flag-list] [SP date-time] SP literal``; the value is an
         :class:`AppendRequest`, or the :class:`ClientError` to refuse it with."""
         first = self._string_argument(line or b"")
@@ -99,17 +106,12 @@ class TransferMixin(MailboxCommandMixin):
             request = replace(request, name=decode_mailbox_name(raw_name))
             self._check_append_target(request.name, literal.size)
         except ClientError as refusal:
-            if not literal.non_synchronizing:
-                # Answer before the continuation request: the client then
-                # sends no message at all (RFC 3501 section 7.5).
-                return refusal, b""
-            error: ClientError | None = refusal
-        else:
-            error = None
+            # Answered before the continuation request, so the client sends
+            # no message (RFC 3501 section 7.5); the wire mixin skips the
+            # octets of a non-synchronizing literal nobody read.
+            return refusal, b""
         d: defer.Deferred[tuple[BinaryIO, bytes]] = self.arg_literal(rest)
-        return d.addCallback(
-            lambda result: (error or replace(request, message=result[0]), result[1])
-        )
+        return d.addCallback(lambda result: (replace(request, message=result[0]), result[1]))
 
     def _check_append_target(self, name: str, size: int) -> None:
         """Refuse an APPEND that cannot succeed, before its message is read."""
@@ -196,6 +198,8 @@ class TransferMixin(MailboxCommandMixin):
         source = self.mbox
         if move and not source.isWriteable():
             raise MailboxReadOnly("Mailbox is read-only")
+        if not uid:
+            check_sequence_numbers(messages, source.getMessageCount())
         target = await self._open_copy_target(name)
         expunged: list[int] = []
         try:
@@ -255,6 +259,10 @@ class TransferMixin(MailboxCommandMixin):
         if not uids:
             return []
         try:
+            # The store's UID EXPUNGE removes only \Deleted messages (RFC 4315),
+            # so the moved ones are marked first (RFC 6851 section 3.3).
+            marked = message_set(uids)
+            await defer.maybeDeferred(source.store, marked, ["\\Deleted"], 1, True)
             return list(await defer.maybeDeferred(source.uid_expunge, uids))
         except BaseException:
             await self._discard_copies(target, copies)
@@ -265,6 +273,9 @@ class TransferMixin(MailboxCommandMixin):
         if not uids:
             return
         try:
+            # The copies joined the mailbox after the target session opened:
+            # bring them into its snapshot before addressing them by UID.
+            target.poll()
             await defer.maybeDeferred(target.store, message_set(uids), ["\\Deleted"], 1, True)
             await defer.maybeDeferred(target.uid_expunge, uids)
         except Exception:

@@ -33,25 +33,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer
 from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from transcoder import __version__
-from transcoder.errors import (
-    BadCommand,
-    ClientError,
-    InvalidMailboxName,
-    LineTooLong,
-    LiteralTooLarge,
-    MailboxExists,
-    MailboxNotFound,
-    MailboxReadOnly,
-    ServerError,
-    TranscoderError,
-)
+from transcoder.errors import BadCommand, ClientError, LineTooLong, LiteralTooLarge
+from transcoder.imap.command_guard import CommandGuard, as_transcoder_error
 from transcoder.imap.responses import error_response
 from transcoder.imap.settings import ServerSettings
 from transcoder.imap.wire_syntax import (
@@ -79,95 +68,6 @@ _STATE_NAMES = {
     "select": "selected",
     "logout": "logout",
 }
-#: Twisted's exceptions, as the client errors they stand for.
-_TWISTED_ERRORS: tuple[tuple[Any, type[ClientError]], ...] = (
-    (imap4.IllegalMailboxEncoding, InvalidMailboxName),
-    (imap4.NoSuchMailbox, MailboxNotFound),
-    (imap4.MailboxCollision, MailboxExists),
-    (imap4.ReadOnlyMailbox, MailboxReadOnly),
-    (
-        (
-            imap4.IllegalClientResponse,
-            imap4.IllegalQueryError,
-            imap4.IllegalIdentifierError,
-            imap4.MismatchedNesting,
-            imap4.MismatchedQuoting,
-        ),
-        BadCommand,
-    ),
-)
-
-
-def as_transcoder_error(error: BaseException) -> TranscoderError:
-    """The error of our hierarchy that answers ``error`` (Twisted's own mapped to client errors)."""
-    if isinstance(error, TranscoderError):
-        return error
-    for kinds, client_error in _TWISTED_ERRORS:
-        if isinstance(error, kinds):
-            return client_error(str(error)[:200])
-    if isinstance(error, imap4.IllegalOperation):
-        return ClientError(str(error)[:200], code="CANNOT")
-    return ServerError()
-
-
-class _CommandGuard:
-    """Wraps one command's handler and argument parsers so every failure is answered.
-
-    Twisted calls the parsers in turn, then the handler; exceptions there
-    reach the client as untagged text or not at all.  Here the first failure
-    is kept, later parsers are skipped, and the handler wrapper answers it
-    with :meth:`WireMixin.send_error` instead of running the command.
-    """
-
-    def __init__(self) -> None:
-        self.failure: Failure | None = None
-
-    def wrap(self, entry: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The command-table entry ``(handler, *parsers)`` with every callable guarded."""
-        handler, *rest = entry
-        parsers = [self._parser(p) if callable(p) else p for p in rest]
-        return (self._handler(handler), *parsers, self._parser(_end_of_arguments))
-
-    def _failed(self, failure: Failure) -> tuple[None, bytes]:
-        self.failure = failure
-        return (None, b"")
-
-    def _parser(self, parse: Callable[..., Any]) -> Callable[..., Any]:
-        def guarded(server: Any, line: bytes | None) -> Any:
-            if self.failure is not None:
-                return (None, b"")
-            try:
-                result = parse(server, line)
-            except Exception:
-                return self._failed(Failure())
-            if isinstance(result, defer.Deferred):
-                result.addErrback(self._failed)
-            return result
-
-        return guarded
-
-    def _handler(self, handle: Callable[..., Any]) -> Callable[..., Any]:
-        def guarded(server: Any, tag: bytes, *args: Any, **kwargs: Any) -> Any:
-            if self.failure is not None:
-                server.send_error(tag, self.failure)
-                return None
-            try:
-                result = handle(server, tag, *args[:-1], **kwargs)  # drop the end marker
-            except Exception:
-                server.send_error(tag, Failure())
-                return None
-            if isinstance(result, defer.Deferred):
-                result.addErrback(lambda failure: server.send_error(tag, failure))
-            return result
-
-        return guarded
-
-
-def _end_of_arguments(server: Any, line: bytes | None) -> tuple[None, bytes]:
-    """The last parser of every command: nothing may follow its arguments."""
-    if line and line.strip():
-        raise BadCommand("Too many arguments")
-    return (None, b"")
 
 
 class WireMixin(_ServerBase):
@@ -367,7 +267,7 @@ class WireMixin(_ServerBase):
         if command_name(cmd) is None:
             return None  # e.g. 8-bit octets, which Twisted's lookup would choke on
         entry = super().lookupCommand(cmd)
-        return None if entry is None else _CommandGuard().wrap(entry)
+        return None if entry is None else CommandGuard().wrap(entry)
 
     def _unavailable(self, name: bytes) -> BadCommand:
         """Why ``name`` cannot run: unknown, or not valid in this state (RFC 3501 section 3)."""

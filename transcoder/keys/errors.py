@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from transcoder.errors import ClientError
+from transcoder.errors import ClientError, ServerError
 
 #: Default cap on key material (one certificate with its chain, or one
 #: transferable public key); checked before anything is parsed.
@@ -39,6 +39,10 @@ class NoUsableKey(ClientError):  # noqa: N818 (names fixed by the XKEY design)
     """No usable key for the request (unknown fingerprint, or policy ALWAYS without a key)."""
 
     code = "XKEY-NOKEY"
+
+
+class KeyStoreError(ServerError):
+    """The keystore database could not complete an operation (nothing was changed)."""
 
 
 def check_key_size(data: bytes, max_bytes: int = MAX_KEY_BYTES) -> None:

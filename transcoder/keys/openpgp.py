@@ -130,7 +130,7 @@ def evaluate_listing(listing: ColonListing, account: str, now: datetime) -> Eval
         raise KeyInvalid(SECRET_MESSAGE)
     reason = unusable_reason(primary, now) or weakness(primary)
     if reason:
-        raise KeyInvalid(f"primary key {reason}")
+        raise KeyInvalid(printable(f"primary key {reason}", 160))
     addresses = unique(
         [
             address
@@ -168,7 +168,7 @@ def encryption_keys(listing: ColonListing, now: datetime) -> list[ColonKey]:
         else:
             usable.append(key)
     if not usable:
-        raise KeyInvalid(printable(f"no usable encryption key: {reasons[-1]}", 120))
+        raise KeyInvalid(printable(f"no usable encryption key: {reasons[-1]}", 160))
     return sorted(usable, key=lambda k: k.created.timestamp() if k.created else 0, reverse=True)
 
 

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeVar
 
+from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -155,7 +156,19 @@ def load_certificates(data: bytes) -> tuple[x509.Certificate, tuple[x509.Certifi
     try:
         return end_entity(pkcs7.load_der_pkcs7_certificates(data))
     except ValueError:
-        raise KeyInvalid("not an X.509 certificate or PKCS#7 certificate bundle") from None
+        pass
+    if _is_pkcs12(data):
+        raise KeyInvalid("PKCS#12 holds secret key material: send the certificate only")
+    raise KeyInvalid("not an X.509 certificate or PKCS#7 certificate bundle")
+
+
+def _is_pkcs12(data: bytes) -> bool:
+    """Whether ``data`` is a PKCS#12 (PFX, RFC 7292) file -- a common wrong upload."""
+    try:
+        pfx = asn1_pkcs12.Pfx.load(data, strict=True)
+        return bool(pfx["version"].native == "v3" and pfx["auth_safe"]["content_type"].native)
+    except (ValueError, TypeError, KeyError):
+        return False
 
 
 def end_entity(

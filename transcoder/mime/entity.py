@@ -217,7 +217,7 @@ def _boundary(ct: ContentType) -> bytes | None:
     try:
         return value.encode("latin-1")
     except UnicodeEncodeError:
-        return value.encode("utf-8")
+        return value.encode("utf-8", "replace")
 
 
 def _encapsulates(ct: ContentType, entity_header: list[HeaderField]) -> bool:

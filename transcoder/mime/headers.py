@@ -19,7 +19,6 @@ or spaces, as Python's :mod:`email` accepts them) and never raises.
 
 from __future__ import annotations
 
-import codecs
 import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
@@ -117,12 +116,18 @@ def _raw_parameters(segments: list[str]) -> list[tuple[str, str]]:
 
 
 def _decode_text(data: bytes, charset: str) -> str:
-    """``data`` decoded with an RFC 2231 charset; unknown or empty charsets read as UTF-8."""
+    """``data`` decoded with an RFC 2231 charset; unknown, empty or unusable ones read as UTF-8.
+
+    The charset comes from the message: Python codecs that are not text
+    encodings ("base64", "zlib") or that refuse error handling ("idna",
+    "punycode") raise, and must not take the parser down.
+    """
     try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"
-    return data.decode(charset or "utf-8", "replace")
+        text = data.decode(charset, "replace")
+    except (LookupError, UnicodeError, ValueError):
+        return data.decode("utf-8", "replace")
+    # "raw_unicode_escape" and friends can yield lone surrogates: replace them.
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _join_rfc2231(base: str, sections: dict[int | None, tuple[str, bool]]) -> tuple[str, str, str]:

@@ -6,8 +6,9 @@ is a Twisted ``IAccount``; :class:`MailboxSession` is one SELECT/EXAMINE
 message read lazily from its file.
 """
 
-from transcoder.store.account import MailboxInfo, MaildirAccount
+from transcoder.store.account import MaildirAccount
 from transcoder.store.interfaces import IParsedMessage, MailboxUpdates
+from transcoder.store.listing import MailboxInfo
 from transcoder.store.maildir import MaildirStore
 from transcoder.store.message import MaildirMessage
 from transcoder.store.session import MailboxSession

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -41,6 +40,13 @@ from transcoder.errors import (
 from transcoder.store import names as mbnames
 from transcoder.store.flags import parse_flags
 from transcoder.store.intake import parse_date, write_new_file
+from transcoder.store.listing import (
+    MailboxInfo,
+    attributes,
+    is_selectable,
+    listing_order,
+    scan_hierarchy,
+)
 from transcoder.store.mailbox import MailboxState
 from transcoder.store.message import MaildirMessage
 from transcoder.store.names import DELIMITER, INBOX, is_inferior, normalize, parents
@@ -55,22 +61,6 @@ ACCOUNT_LOCK = "transcoder-mailboxes.lock"
 _TRASH_PREFIX = "..transcoder-trash."
 
 
-@implementer(imap4.IMailboxInfo)
-@dataclass(frozen=True)
-class MailboxInfo:
-    """What LIST/LSUB report of a name: its attributes (RFC 3501 section 7.2.2, RFC 3348)."""
-
-    attributes: tuple[str, ...] = ()
-
-    def getFlags(self) -> list[str]:
-        """The mailbox attributes (``\\Noselect``, ``\\HasChildren``...), never message flags."""
-        return list(self.attributes)
-
-    def getHierarchicalDelimiter(self) -> str:
-        """``/``."""
-        return DELIMITER
-
-
 def _text(name: str | bytes) -> str:
     if isinstance(name, str):
         return name
@@ -78,10 +68,6 @@ def _text(name: str | bytes) -> str:
         return mbnames.decode_mutf7(name.decode("ascii"))
     except ValueError as e:  # UnicodeDecodeError included
         raise InvalidMailboxName("Mailbox name is not modified UTF-7") from e
-
-
-def _listing_order(name: str) -> tuple[bool, str]:
-    return (name != INBOX and not name.startswith(INBOX + DELIMITER), name)
 
 
 @implementer(imap4.IAccount, imap4.INamespacePresenter)
@@ -101,14 +87,10 @@ class MaildirAccount:
         """The directory of mailbox ``name`` (whether or not it exists); InvalidMailboxName."""
         return self.root / mbnames.dirname(mbnames.split_name(name))
 
-    @staticmethod
-    def _selectable(path: Path) -> bool:
-        return (path / "cur").is_dir()
-
     def _state(self, name: str | bytes) -> MailboxState | None:
         canonical = normalize(_text(name))
         path = self.mailbox_path(canonical)
-        if not self._selectable(path):
+        if not is_selectable(path):
             return None
         return self.store.mailbox_state(self, path, canonical)
 
@@ -126,31 +108,9 @@ class MaildirAccount:
             return None
         return None if state is None else MailboxSession(state, self, rw)
 
-    def _universe(self) -> dict[str, bool]:
-        """Every name in the hierarchy -> selectable; implied superiors are not selectable."""
-        found = {INBOX: True}
-        with os.scandir(self.root) as entries:
-            for entry in entries:
-                name = mbnames.name_of_dir(entry.name)
-                if name is not None and entry.is_dir():
-                    found[name] = self._selectable(Path(entry.path))
-        for name in list(found):
-            for parent in parents(name):
-                found.setdefault(parent, False)
-        return found
-
-    @staticmethod
-    def _attributes(universe: dict[str, bool]) -> dict[str, tuple[str, ...]]:
-        with_children = {parent for name in universe for parent in parents(name)}
-        return {
-            name: (() if selectable else ("\\Noselect",))
-            + (("\\HasChildren",) if name in with_children else ("\\HasNoChildren",))
-            for name, selectable in universe.items()
-        }
-
     def mailbox_names(self) -> list[str]:
         """The selectable mailboxes, INBOX first."""
-        return sorted((n for n, sel in self._universe().items() if sel), key=_listing_order)
+        return sorted((n for n, sel in scan_hierarchy(self.root).items() if sel), key=listing_order)
 
     def listMailboxes(
         self, ref: str | bytes, wildcard: str | bytes
@@ -159,9 +119,9 @@ class MaildirAccount:
         pattern = _text(wildcard)
         if pattern == "":
             return [("", MailboxInfo(("\\Noselect",)))]  # the root name and the delimiter
-        attributes = self._attributes(self._universe())
-        names = mbnames.match_names(_text(ref), pattern, sorted(attributes, key=_listing_order))
-        return [(name, MailboxInfo(attributes[name])) for name in names]
+        attrs = attributes(scan_hierarchy(self.root))
+        names = mbnames.match_names(_text(ref), pattern, sorted(attrs, key=listing_order))
+        return [(name, MailboxInfo(attrs[name])) for name in names]
 
     def list_subscribed(
         self, ref: str | bytes, wildcard: str | bytes
@@ -172,13 +132,13 @@ class MaildirAccount:
         that matches is returned as ``\\Noselect``.
         """
         subscribed = self._subscriptions.names()
-        attributes = self._attributes(self._universe())
-        found = {name: attributes.get(name, ()) for name in subscribed}
+        attrs = attributes(scan_hierarchy(self.root))
+        found = {name: attrs.get(name, ()) for name in subscribed}
         if (_text(ref) + _text(wildcard)).endswith("%"):
             for name in subscribed:
                 for parent in parents(name):
                     found.setdefault(parent, ("\\Noselect",))
-        names = mbnames.match_names(_text(ref), _text(wildcard), sorted(found, key=_listing_order))
+        names = mbnames.match_names(_text(ref), _text(wildcard), sorted(found, key=listing_order))
         return [(name, MailboxInfo(found[name])) for name in names]
 
     # -- hierarchy ---------------------------------------------------------------
@@ -207,7 +167,7 @@ class MaildirAccount:
         with self._lock.held():
             self._make_parents(canonical)
             path = self.mailbox_path(canonical)
-            if self._selectable(path):
+            if is_selectable(path):
                 raise MailboxExists(f"Mailbox {canonical} already exists")
             self._make(path)
         return True
@@ -239,7 +199,7 @@ class MaildirAccount:
         if canonical == INBOX:
             raise MailboxError("INBOX cannot be deleted")
         with self._lock.held():
-            universe = self._universe()
+            universe = scan_hierarchy(self.root)
             if canonical not in universe:
                 raise MailboxNotFound(f"No mailbox {canonical}")
             has_children = any(is_inferior(other, canonical) for other in universe)
@@ -263,7 +223,7 @@ class MaildirAccount:
         if new == old or is_inferior(new, old):
             raise MailboxError("Cannot rename a mailbox into itself")
         with self._lock.held():
-            universe = self._universe()
+            universe = scan_hierarchy(self.root)
             if not self.mailbox_path(old).is_dir():
                 raise MailboxNotFound(f"No mailbox {old}")
             if new in universe:
@@ -281,7 +241,7 @@ class MaildirAccount:
 
     def _rename_inbox(self, new: str) -> bool:
         with self._lock.held():
-            if new in self._universe():
+            if new in scan_hierarchy(self.root):
                 raise MailboxExists(f"Mailbox {new} already exists")
             self._make_parents(new)
             dest = self.mailbox_path(new)
@@ -371,11 +331,11 @@ class MaildirAccount:
         d: defer.Deferred[Any] = self.store.run_blocking(writer, state.tmp / tmp_name)
         d.addCallback(lambda _: state.add_file(tmp_name, flags))
 
-        def failed(failure: Any) -> Any:
+        def _discard(failure: Any) -> Any:
             state.discard_tmp(tmp_name)
             return failure
 
-        d.addErrback(failed)
+        d.addErrback(_discard)
         return d
 
     def copy_to(self, state: MailboxState, message: Any) -> defer.Deferred[int]:
@@ -402,11 +362,11 @@ class MaildirAccount:
         except OSError:  # no hard links across file systems (EXDEV) or here at all
             mtime = message.internal_date.timestamp()
 
-            def copy(path: Path) -> int:
+            def _copy_octets(path: Path) -> int:
                 with message.open() as src:
                     return write_new_file(path, src, canonical=False, mtime=mtime)
 
-            return self._add(state, copy, flags)
+            return self._add(state, _copy_octets, flags)
         try:
             return defer.succeed(state.add_file(tmp_name, flags))
         except Exception:

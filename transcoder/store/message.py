@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from transcoder.mime.entity import parse_message
 from transcoder.store.flags import RECENT
+from transcoder.store.index import ENTITY_CACHE
 from transcoder.store.interfaces import IParsedMessage
 
 if TYPE_CHECKING:
@@ -198,7 +199,7 @@ class MaildirMessage:
                 with self.open() as fp:
                     cached = parse_message(fp)
                 self._state.entities[self.uid] = cached
-                while len(self._state.entities) > 32:
+                while len(self._state.entities) > ENTITY_CACHE:
                     self._state.entities.popitem(last=False)
             self._entity = cached
         return self._entity

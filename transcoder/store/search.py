@@ -86,24 +86,26 @@ def message_flags(message: Any) -> frozenset[str]:
 class SearchRun:
     """One evaluation of a query over a session's messages, advanced by :meth:`steps`.
 
-    The message list, flags and the meaning of ``*`` are captured when the
-    run is created, on the thread that owns the session; :meth:`steps` then
-    only reads message files, so a search answers for the mailbox as the
-    client knew it when it sent the command.
+    The message list and the meaning of ``*`` are captured when the run is
+    created; each message's flags are read when its turn comes.  Both
+    happen on the thread that owns the session; the steps in between only
+    read message files.
     """
 
     def __init__(self, session: SearchableSession, query: SearchQuery) -> None:
         self.query = query
         count = session.getMessageCount()
         found = session.fetch(MessageSet(1, count), uid=False) if count else []
-        messages = sorted(found, key=lambda pair: pair[0])
+        #: ``(sequence number, message)`` pairs to evaluate, ascending.
+        self.messages: list[tuple[int, SearchableMessage]] = sorted(found, key=lambda p: p[0])
         # UID "*" is the UID of the session's last message (RFC 3501 section 9, seq-number).
-        facts = MailboxFacts(count, session.getUID(count) if count else 0)
-        self.candidates = [
-            Candidate(seq, message, message_flags(message), facts) for seq, message in messages
-        ]
+        self.facts = MailboxFacts(count, session.getUID(count) if count else 0)
         #: (sequence number, UID) of each matching message, ascending.
         self.matches: list[tuple[int, int]] = []
+
+    def candidate(self, seq: int, message: SearchableMessage) -> Candidate:
+        """The message as the query sees it, with its flags as of now."""
+        return Candidate(seq, message, message_flags(message), self.facts)
 
     @property
     def sequence_numbers(self) -> list[int]:
@@ -117,8 +119,8 @@ class SearchRun:
 
     def steps(self) -> Iterator[None]:
         """Evaluate every candidate, yielding between messages and between body chunks."""
-        for candidate in self.candidates:
-            yield from self.check(candidate)
+        for seq, message in self.messages:
+            yield from self.check(self.candidate(seq, message))
             yield None
 
     def check(self, candidate: Candidate) -> Steps:

@@ -14,7 +14,8 @@ Grammar (RFC 3501 section 9)::
 
 Leniencies, each harmless: runs of spaces count as one; 8-bit octets are
 accepted in quoted strings and atoms (read as UTF-8, as clients that
-forget CHARSET mean them); KEYWORD also takes a system flag (``\\Seen``).
+forget CHARSET mean them); KEYWORD also takes a system flag (``\\Seen``);
+a non-synchronizing literal ``{n+}`` (RFC 7888) reads as ``{n}``.
 
 No twisted import here.
 """
@@ -95,9 +96,7 @@ def _literal(data: bytes, pos: int) -> tuple[Token, int]:
     match = _LITERAL.match(data, pos)
     if match is None:
         raise SearchSyntaxError("Malformed literal")
-    if match.group(2):
-        raise SearchSyntaxError("Non-synchronizing literals are not supported")
-    end = match.end()
+    end = match.end()  # "{n+}" (LITERAL+, RFC 7888) reads the same as "{n}"
     if end == len(data):
         return Token("pending", match.group(1)), end
     if data[end : end + 2] != b"\r\n":

@@ -10,11 +10,12 @@ UIDs (RFC 3501 section 2.3.1.1)::
 It is only ever replaced whole (temporary file, fsync, rename, fsync of the
 directory) while holding ``transcoder-uidlist.lock`` with ``flock``, so two
 server processes or an admin tool never assign the same UID twice.  ``G``
-grows with every write, which tells a process cheaply whether another one
-changed the list.  A missing or unreadable list gets a new UIDVALIDITY from
-the account's ``transcoder-uidvalidity`` counter, which only ever grows, so
-UIDs are never reused under one UIDVALIDITY -- not even when a mailbox is
-deleted and created again within the same second.
+grows with every write; with ``V`` it tells a process cheaply whether another
+one changed the list (a reset starts ``G`` again, but under a new ``V``).  A
+missing or unreadable list gets a new UIDVALIDITY from the account's
+``transcoder-uidvalidity`` counter, which only ever grows, so UIDs are never
+reused under one UIDVALIDITY -- not even when a mailbox is deleted and
+created again within the same second.
 """
 
 from __future__ import annotations
@@ -167,14 +168,19 @@ def read_uidlist(path: Path) -> UidList | None:
         raise CorruptUidListError("uid list is not UTF-8") from e
 
 
-def read_generation(path: Path) -> int | None:
-    """The ``G`` field of the uid list at ``path`` (reads the first line only)."""
+def read_version(path: Path) -> tuple[int, int] | None:
+    """``(UIDVALIDITY, generation)`` of the uid list at ``path`` (reads the first line only).
+
+    The pair changes with every write, also across a reset that restarts
+    the generation count (the UIDVALIDITY is new then).
+    """
     try:
         with open(path, "rb") as f:
             line = f.readline(256).decode("utf-8", "replace")
-        return _parse_header(line)["G"]
+        head = _parse_header(line)
     except (FileNotFoundError, CorruptUidListError):
         return None
+    return head["V"], head["G"]
 
 
 def salvage_validity(path: Path) -> int:

@@ -1,0 +1,71 @@
+"""ValidatedKey values for keystore tests (the keystore stores values; it does not validate)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from transcoder.keys.keystore import KeyStore
+from transcoder.keys.model import (
+    KeyFormat,
+    KeyUsage,
+    OpenPgpDetails,
+    SmimeDetails,
+    ValidatedKey,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+ALICE = "alice@example.org"
+BOB = "bob@example.org"
+ENCRYPT_SIGN = frozenset({KeyUsage.ENCRYPT, KeyUsage.SIGN})
+
+
+def later(minutes: int) -> datetime:
+    """``T0`` plus ``minutes``."""
+    return T0 + timedelta(minutes=minutes)
+
+
+def key(
+    name: str,
+    key_format: KeyFormat = KeyFormat.SMIME,
+    *,
+    usages: frozenset[KeyUsage] = ENCRYPT_SIGN,
+    not_after: datetime | None = T0 + timedelta(days=365),
+    address: str = ALICE,
+) -> ValidatedKey:
+    """A distinct key named ``name`` (its fingerprint derives from the name)."""
+    fingerprint = hashlib.sha256(name.encode()).hexdigest()
+    details: SmimeDetails | OpenPgpDetails
+    if key_format is KeyFormat.SMIME:
+        details = SmimeDetails(
+            issuer=b"0\x00",
+            serial_number=2**150 + len(name),
+            subject_key_identifier=name.encode(),
+            chain=(b"chain-1:" + name.encode(), b"chain-2"),
+        )
+    else:
+        fingerprint = fingerprint[:40]
+        details = OpenPgpDetails(encryption_subkeys=(fingerprint[::-1],))
+    return ValidatedKey(
+        format=key_format,
+        fingerprint=fingerprint,
+        addresses=(address,),
+        not_after=not_after,
+        usages=usages,
+        material=b"material of " + name.encode(),
+        key_algorithm="RSA-3072" if key_format is KeyFormat.SMIME else "Curve25519",
+        details=details,
+    )
+
+
+def statuses(store: KeyStore, account: str, now: datetime = T0) -> dict[str, str]:
+    """``{fingerprint[:8]: status}`` of every key of ``account``."""
+    return {k.fingerprint[:8]: k.status.value for k in store.list_keys(account, now)}
+
+
+def snapshot(store: KeyStore) -> list[Any]:
+    """Everything the store holds, for before/after comparisons."""
+    keys = store.list_keys(None, T0)
+    policies = [store.get_policy(account, T0) for account in (ALICE, BOB)]
+    return [*keys, *policies]

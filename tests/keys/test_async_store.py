@@ -1,0 +1,76 @@
+"""The keystore's thread-pool front: Deferreds on the reactor, work in the pool."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.python.threadpool import ThreadPool
+from zope.interface.verify import verifyObject
+
+from tests.keys.factories import ALICE, T0, key
+from transcoder.keys.async_store import AsyncKeyStore, clock_now
+from transcoder.keys.errors import NoUsableKey
+from transcoder.keys.interfaces import IAsyncKeyStore
+from transcoder.keys.keystore import KeyStore
+from transcoder.keys.model import KeyFormat, PolicyMode
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPool]:
+    """A started two-thread pool, stopped after the test."""
+    pool = ThreadPool(minthreads=1, maxthreads=2, name="test-keystore")
+    pool.start()
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture
+def async_store(tmp_path: Path, pool: ThreadPool) -> AsyncKeyStore:
+    """An AsyncKeyStore over a real keystore file."""
+    return AsyncKeyStore(KeyStore(tmp_path / "keys.db"), reactor, pool)
+
+
+def test_provides_interface(async_store: AsyncKeyStore) -> None:
+    """AsyncKeyStore provides IAsyncKeyStore."""
+    assert verifyObject(IAsyncKeyStore, async_store)
+
+
+@pytest_twisted.inlineCallbacks
+def test_operations_run_off_the_reactor_thread(async_store: AsyncKeyStore) -> Any:
+    """Keystore calls return Deferreds; the work happens on a pool thread."""
+    reactor_thread = threading.get_ident()
+    worker_thread = yield async_store.run(threading.get_ident)
+    assert worker_thread != reactor_thread
+    d = async_store.put(ALICE, key("k"), T0)
+    stored = yield d
+    assert stored.fingerprint == key("k").fingerprint
+    listed = yield async_store.list_keys(ALICE, T0)
+    assert [k.fingerprint for k in listed] == [stored.fingerprint]
+    policy = yield async_store.set_policy(ALICE, T0, mode=PolicyMode.ALWAYS)
+    assert policy.format is KeyFormat.SMIME
+    active = yield async_store.active_key(ALICE, None, T0)
+    assert active.fingerprint == stored.fingerprint
+
+
+@pytest_twisted.inlineCallbacks
+def test_refusals_arrive_as_failures(async_store: AsyncKeyStore) -> Any:
+    """A NoUsableKey raised in the pool fails the Deferred with that error."""
+    with pytest.raises(NoUsableKey):
+        yield async_store.retire(ALICE, "00" * 32, T0)
+
+
+def test_clock_now_reads_the_injected_clock() -> None:
+    """clock_now converts the reactor clock's seconds to an aware UTC datetime."""
+    clock = Clock()
+    clock.advance(T0.timestamp())
+    assert clock_now(clock) == T0
+    assert clock_now(clock).tzinfo is UTC
+    assert clock_now(Clock()) == datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,0 +1,49 @@
+"""The per-account transcoding policy: parsing its words and resolving its format.
+
+A policy is a MODE (``ALWAYS`` or ``OFF``, default ``OFF``) and a FORMAT
+(``SMIME`` or ``OPENPGP``).  A format never set explicitly defaults to the
+format of the account's most recently activated usable encryption key
+(issue 3, "Keystore"); with no such key it is ``None``.
+
+``MODE ALWAYS`` requires a usable key of the effective format when it is
+set (``NO [XKEY-NOKEY]`` otherwise).  Later events -- the key expiring, the
+user retiring it -- do not switch the mode off: FETCH then fails closed
+(DESIGN.md invariant 3) until a key is provisioned or the mode set to OFF.
+"""
+
+from __future__ import annotations
+
+from transcoder.errors import BadCommand
+from transcoder.keys.model import KeyFormat, Policy, PolicyMode
+
+
+def parse_mode(word: str) -> PolicyMode:
+    """``ALWAYS`` or ``OFF`` (any case) as a PolicyMode; BadCommand otherwise."""
+    try:
+        return PolicyMode(word.upper())
+    except ValueError:
+        raise BadCommand("POLICY MODE takes ALWAYS or OFF") from None
+
+
+def parse_format(word: str) -> KeyFormat:
+    """``SMIME`` or ``OPENPGP`` (any case) as a KeyFormat; BadCommand otherwise."""
+    try:
+        return KeyFormat(word.upper())
+    except ValueError:
+        raise BadCommand("POLICY FORMAT takes SMIME or OPENPGP") from None
+
+
+def resolve_policy(
+    mode: PolicyMode, explicit_format: KeyFormat | None, newest_key_format: KeyFormat | None
+) -> Policy:
+    """The effective policy from what is stored and the newest usable key's format."""
+    if explicit_format is not None:
+        return Policy(mode, explicit_format, format_is_explicit=True)
+    return Policy(mode, newest_key_format, format_is_explicit=False)
+
+
+def missing_key_message(policy: Policy) -> str:
+    """The NO [XKEY-NOKEY] text for ``MODE ALWAYS`` without a usable key."""
+    if policy.format is None:
+        return "no usable encryption key; provision one with XKEY PUT first"
+    return f"no usable {policy.format.value} encryption key; provision one with XKEY PUT first"

@@ -1,0 +1,300 @@
+"""What is in one Maildir mailbox: the scan of its directories and its uid list.
+
+:class:`MailboxIndex` maps UIDs to message files and keeps them in step with
+the disk, the truth.  :meth:`MailboxIndex.refresh` re-scans only when
+``cur/`` or ``new/`` changed (directory mtimes; a change within the last
+second keeps the mailbox "unsettled" so a same-tick modification is not
+missed).  A scan runs under the uid list lock (see :mod:`.uidlist`) and:
+
+1. moves files from ``new/`` into ``cur/`` (CRLF-canonical, see
+   :mod:`.intake`); a ``new/`` file whose base name is already in ``cur/`` is
+   what a crash between rename and unlink left behind and is deleted;
+2. drops messages whose file is gone (expunged elsewhere) and notes flag
+   changes other programs made by renaming files;
+3. gives files nobody numbered yet fresh UIDs, in arrival order, so UIDs
+   grow strictly (RFC 3501 section 2.3.1.1).
+
+It also keeps the two change logs sessions read when they poll:
+
+* ``flag_log`` -- ``uid -> (modseq, changer)`` in modseq order: the last flag
+  change of each message and which session made it (0 = another process).
+* ``expunge_count`` -- grows with every message that disappears; a session
+  that saw a different count looks for its vanished UIDs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from transcoder.store import intake
+from transcoder.store.flags import KEYWORDS_FILE, Keywords, split_filename
+from transcoder.store.uidlist import (
+    UIDLIST_FILE,
+    UIDLIST_LOCK,
+    CorruptUidListError,
+    FileLock,
+    UidList,
+    fsync_dir,
+    read_uidlist,
+    read_version,
+    salvage_validity,
+    write_atomically,
+)
+
+log = Logger()
+#: Changer id of flag changes made by another process (found by a re-scan).
+EXTERNAL = 0
+#: Parsed MIME trees kept per mailbox (see MaildirMessage.entity).
+ENTITY_CACHE = 32
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """One message file: its UID, base name, ``:2,`` info letters, size and mtime."""
+
+    uid: int
+    base: str
+    info: str
+    size: int
+    mtime: float
+
+    @property
+    def filename(self) -> str:
+        """The file's name in ``cur/``."""
+        return f"{self.base}:2,{self.info}"
+
+
+def _arrival_key(name: str) -> tuple[int, str]:
+    head = name.split(".", 1)[0]
+    return (int(head) if head.isdigit() else 0, name)
+
+
+def _listing(directory: Path) -> dict[str, str]:
+    """``base -> file name`` of the message files in ``directory`` (missing dir = empty)."""
+    found: dict[str, str] = {}
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if name.startswith(".") or "\n" in name:
+            continue
+        base, _ = split_filename(name)
+        found.setdefault(base, name)  # a duplicate base is ignored, the first kept
+    return found
+
+
+class MailboxIndex:
+    """The messages of one mailbox and their files; see the module docstring."""
+
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        clock: IReactorTime,
+        allocate_validity: Callable[[int], int],
+    ) -> None:
+        self.path = path
+        self.name = name
+        self.clock = clock
+        self._allocate_validity = allocate_validity
+        self.records: dict[int, MessageRecord] = {}
+        self.uids: list[int] = []
+        self._by_base: dict[str, int] = {}
+        self._uid_of_base: dict[str, int] = {}
+        self.validity = 0
+        self.next_uid = 1
+        self.recent_upto = 0
+        self._generation = 0
+        self._version: tuple[int, int] | None = None
+        self.keywords = Keywords(path / KEYWORDS_FILE)
+        self.modseq = 0
+        self.flag_log: dict[int, tuple[int, int]] = {}
+        self.expunge_count = 0
+        self.deleted = False
+        self.entities: OrderedDict[int, Any] = OrderedDict()
+        self._stamp: tuple[int, int] | None = None
+        self._lock = FileLock(path / UIDLIST_LOCK)
+        self._next_session = 1
+        intake.remove_stale_tmp(path / "tmp", clock.seconds())
+        self.refresh(force=True)
+
+    # -- paths ---------------------------------------------------------------
+
+    @property
+    def cur(self) -> Path:
+        """The ``cur/`` directory."""
+        return self.path / "cur"
+
+    @property
+    def tmp(self) -> Path:
+        """The ``tmp/`` directory."""
+        return self.path / "tmp"
+
+    def file_of(self, uid: int) -> Path | None:
+        """The current path of message ``uid``'s file, or None if it is gone."""
+        rec = self.records.get(uid)
+        return None if rec is None else self.cur / rec.filename
+
+    def flags_of(self, uid: int) -> tuple[str, ...]:
+        """The stored flags of message ``uid`` (empty if gone)."""
+        rec = self.records.get(uid)
+        return () if rec is None else self.keywords.flags(rec.info)
+
+    def relocate(self, path: Path, name: str) -> None:
+        """The mailbox's directory was renamed (RENAME): follow it."""
+        self.path, self.name = path, name
+        self.keywords = Keywords(path / KEYWORDS_FILE)
+        self._lock = FileLock(path / UIDLIST_LOCK)
+        self._stamp = None
+
+    def mark_deleted(self) -> None:
+        """The mailbox was deleted: every message is gone for every session."""
+        for uid in list(self.uids):
+            self._forget(uid)
+        self.deleted = True
+
+    # -- scanning ------------------------------------------------------------
+
+    def _dir_stamp(self) -> tuple[int, int] | None:
+        try:
+            return (os.stat(self.cur).st_mtime_ns, os.stat(self.path / "new").st_mtime_ns)
+        except FileNotFoundError:
+            return None
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-scan the disk if ``cur/`` or ``new/`` changed since the last scan (or ``force``)."""
+        if self.deleted:
+            return
+        stamp = self._dir_stamp()
+        if stamp is None and not self.cur.is_dir():
+            self.mark_deleted()  # removed (or made \Noselect) behind our back
+            return
+        if not force and stamp is not None and stamp == self._stamp:
+            return
+        with self._lock.held():
+            self._rescan()
+        settled = self.clock.seconds() - 1.0
+        # A directory changed within the last second may change again within
+        # the same mtime tick; keep it unsettled so the next refresh looks again.
+        if stamp is not None and max(stamp) < settled * 1e9:
+            self._stamp = stamp
+        else:
+            self._stamp = None
+
+    def _rescan(self) -> None:
+        self.keywords.load()
+        dirty = self._sync_uidlist()
+        cur_files = _listing(self.cur)
+        self._pickup_new(cur_files)
+        for uid in list(self.uids):
+            rec = self.records[uid]
+            name = cur_files.pop(rec.base, None)
+            if name is None or self._uid_of_base.get(rec.base) != uid:
+                self._forget(uid)
+            elif split_filename(name)[1] != rec.info:
+                self._set_info(uid, split_filename(name)[1], EXTERNAL)
+        for base in [b for b in self._uid_of_base if b not in cur_files and b not in self._by_base]:
+            del self._uid_of_base[base]
+            dirty = True
+        for base, name in sorted(cur_files.items(), key=lambda item: _arrival_key(item[1])):
+            dirty = self._adopt(base, name) or dirty
+        if dirty:
+            self._write_uidlist()
+
+    def _pickup_new(self, cur_files: dict[str, str]) -> None:
+        new = self.path / "new"
+        moved = False
+        for base, name in sorted(_listing(new).items(), key=lambda item: _arrival_key(item[1])):
+            src = new / name
+            try:
+                if base in cur_files:
+                    os.unlink(src)  # already moved before a crash; never twice
+                    continue
+                target = f"{base}:2,{split_filename(name)[1]}"
+                intake.rewrite_canonical(src, self.tmp / (base + ".intake"), self.cur / target)
+            except FileNotFoundError:
+                continue  # another program took it first
+            cur_files[base] = target
+            moved = True
+        if moved:
+            fsync_dir(self.cur)
+
+    def _adopt(self, base: str, name: str) -> bool:
+        """Take file ``name`` of ``cur/`` into the records; True if it needed a new UID."""
+        path = self.cur / name
+        uid = self._uid_of_base.get(base)
+        try:
+            if uid is None:
+                intake.rewrite_canonical(path, self.tmp / (base + ".intake"), path)
+            st = os.stat(path)
+        except FileNotFoundError:
+            return False
+        fresh = uid is None
+        if uid is None:
+            uid = self.next_uid
+            self.next_uid += 1
+            self._uid_of_base[base] = uid
+        rec = MessageRecord(uid, base, split_filename(name)[1], st.st_size, st.st_mtime)
+        self.records[uid] = rec
+        self._by_base[base] = uid
+        bisect.insort(self.uids, uid)
+        return fresh
+
+    def _forget(self, uid: int) -> None:
+        rec = self.records.pop(uid)
+        del self.uids[bisect.bisect_left(self.uids, uid)]
+        self._by_base.pop(rec.base, None)
+        self.flag_log.pop(uid, None)
+        self.entities.pop(uid, None)
+        self.expunge_count += 1
+
+    def _set_info(self, uid: int, info: str, changer: int) -> None:
+        self.records[uid] = dataclasses.replace(self.records[uid], info=info)
+        self.modseq += 1
+        self.flag_log.pop(uid, None)
+        self.flag_log[uid] = (self.modseq, changer)
+
+    # -- the uid list --------------------------------------------------------
+
+    def _sync_uidlist(self) -> bool:
+        """Load the uid list if another writer changed it; True if it must be rewritten."""
+        path = self.path / UIDLIST_FILE
+        version = read_version(path)
+        if version is not None and version == self._version:
+            return False
+        try:
+            uidlist = read_uidlist(path)
+        except CorruptUidListError:
+            log.warn("uid list of {path} is damaged; new UIDVALIDITY", path=str(path))
+            uidlist = self._fresh_uidlist(salvage_validity(path))
+        if uidlist is None:
+            uidlist = self._fresh_uidlist(0)
+        if uidlist.validity != self.validity:
+            for uid in list(self.uids):  # UIDs of another UIDVALIDITY mean nothing now
+                self._forget(uid)
+        self.validity, self.next_uid = uidlist.validity, uidlist.next_uid
+        self.recent_upto, self._generation = uidlist.recent_upto, uidlist.generation
+        self._version = (uidlist.validity, uidlist.generation)
+        self._uid_of_base = {base: uid for uid, base in uidlist.entries}
+        return uidlist.generation == 0
+
+    def _fresh_uidlist(self, above: int) -> UidList:
+        return UidList(self._allocate_validity(above), 1, 0, 0, ())
+
+    def _write_uidlist(self) -> None:
+        self._generation += 1
+        self._version = (self.validity, self._generation)
+        entries = tuple(sorted((uid, base) for base, uid in self._uid_of_base.items()))
+        uidlist = UidList(self.validity, self.next_uid, self.recent_upto, self._generation, entries)
+        write_atomically(self.path / UIDLIST_FILE, uidlist.render())
