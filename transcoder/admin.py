@@ -62,6 +62,11 @@ def cmd_user_add(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> Non
     password, generated = _obtain_password(args, stdin)
     Path(args.data).mkdir(mode=0o700, parents=True, exist_ok=True)
     accounts.add(address, password)
+    # Create the Maildir now, so an MDA (Postfix, procmail) can deliver before
+    # the first login.  Imported here: the other ``user`` commands stay Twisted-free.
+    from transcoder.store import MaildirStore
+
+    MaildirStore(Path(args.data) / "mail").account(address)
     print(f"added {address}", file=stdout)
     if generated:
         print(f"password: {password}", file=stdout)

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -78,7 +79,7 @@ def make_session(
     transport = StringTransport(peerAddress=IPv4Address("TCP", peer, 40000))
     server.makeConnection(transport)
     if state in ("auth", "select"):
-        store = MaildirStore(tmp_path / "mail", clock=clock)
+        store = MaildirStore(tmp_path / "mail", clock=clock, run_blocking=defer.maybeDeferred)
         server.account = store.account(address)
         server.state = "auth"
     session = Session(server, transport, clock)

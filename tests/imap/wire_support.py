@@ -23,6 +23,7 @@ from typing import Any
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import IRealm, Portal
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ISSLTransport, ITLSTransport
 from twisted.internet.task import Clock
@@ -133,7 +134,9 @@ def _account(tmp_path: Path) -> Any:
     """Alice's account on a real Maildir; it provides Twisted's IAccount, for either server."""
     from transcoder.store import MaildirStore
 
-    return MaildirStore(tmp_path / "mail", clock=Clock()).account("alice@example.org")
+    # File copies run synchronously, so a StringTransport session needs no reactor.
+    store = MaildirStore(tmp_path / "mail", clock=Clock(), run_blocking=defer.maybeDeferred)
+    return store.account("alice@example.org")
 
 
 def tagged(out: bytes, tag: bytes) -> list[bytes]:

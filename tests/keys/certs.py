@@ -70,6 +70,7 @@ def make_cert(
     ca: bool | None = None,
     path_length: int | None = None,
     signer: Any = None,
+    serial: int | None = None,
 ) -> x509.Certificate:
     """A certificate for ``key``; self-signed (by ``signer`` or ``key``) unless ``issuer``."""
     subject = _name(common_name, subject_email)
@@ -78,7 +79,7 @@ def make_cert(
         .subject_name(subject)
         .issuer_name(issuer.cert.subject if issuer else subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial or x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)

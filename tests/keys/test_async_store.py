@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,11 +13,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
+from twisted.logger import Logger, eventAsJSON, formatEvent
 from twisted.python.threadpool import ThreadPool
 from zope.interface.verify import verifyObject
 
 from tests.keys.factories import ALICE, T0, key
-from transcoder.keys.async_store import AsyncKeyStore, clock_now
+from transcoder.keys.async_store import AsyncKeyStore, audit_to_logger, clock_now
 from transcoder.keys.errors import NoUsableKey
 from transcoder.keys.interfaces import IAsyncKeyStore
 from transcoder.keys.keystore import KeyStore
@@ -74,3 +76,16 @@ def test_clock_now_reads_the_injected_clock() -> None:
     assert clock_now(clock) == T0
     assert clock_now(clock).tzinfo is UTC
     assert clock_now(Clock()) == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def test_audit_records_become_logger_events(tmp_path: Path) -> None:
+    """audit_to_logger turns each keystore audit record into a twisted.logger event."""
+    events: list[dict[str, Any]] = []
+    log = Logger(namespace="test.audit", observer=events.append)
+    store = KeyStore(tmp_path / "keys.db", audit=audit_to_logger(log))
+    store.put(ALICE, key("k"), T0, {"peer": "tcp:192.0.2.1:5000"})
+    (event,) = events
+    assert event["audit"]["event"] == "key.stored"
+    assert event["audit"]["peer"] == "tcp:192.0.2.1:5000"
+    assert formatEvent(event) == "key.stored alice@example.org"
+    assert json.loads(eventAsJSON(event))["audit"]["fingerprint"] == key("k").fingerprint

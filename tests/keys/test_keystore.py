@@ -323,3 +323,12 @@ def test_unopenable_path_is_a_keystore_error(tmp_path: Path) -> None:
     """A keystore path in a missing directory fails with KeyStoreError, not a traceback."""
     with pytest.raises(KeyStoreError, match="cannot open keystore"):
         KeyStore(tmp_path / "missing" / "keys.db")
+
+
+def test_not_a_database_is_a_keystore_error(tmp_path: Path) -> None:
+    """A keystore path holding something else fails with KeyStoreError and is left as it was."""
+    path = tmp_path / "keys.db"
+    path.write_bytes(b"this is not an SQLite database, just text" * 100)
+    with pytest.raises(KeyStoreError, match="cannot open keystore"):
+        KeyStore(path)
+    assert path.read_bytes().startswith(b"this is not an SQLite database")

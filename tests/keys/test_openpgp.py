@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import stat
 import subprocess
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -15,6 +15,7 @@ from transcoder.errors import ConfigurationError
 from transcoder.keys.errors import KeyAddressMismatch, KeyInvalid, KeyTooBig
 from transcoder.keys.model import KeyFormat, KeyUsage, OpenPgpDetails
 from transcoder.keys.openpgp import validate_openpgp_key
+from transcoder.keys.openpgp_gpg import isolated_gpg
 
 ALICE = "alice@example.org"
 
@@ -22,10 +23,6 @@ ALICE = "alice@example.org"
 def _now() -> datetime:
     # gpg judges revocation and expiry at the real time, so these tests do too.
     return datetime.now(UTC)
-
-
-def _scratch_homes() -> set[str]:
-    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("transcoder-gpg-")}
 
 
 def _listing(material: bytes) -> str:
@@ -151,13 +148,14 @@ def test_key_without_encryption_capability_refused(pgp_keys: PgpKeys) -> None:
 
 
 @pytest.mark.parametrize("name", ["alice_25519_secret", "alice_25519_secret_armored"])
-def test_secret_key_refused_and_nothing_left_behind(pgp_keys: PgpKeys, name: str) -> None:
-    """A secret key export (binary or armored) is refused; no scratch home remains."""
-    before = _scratch_homes()
+def test_secret_key_refused_and_nothing_left_behind(
+    pgp_keys: PgpKeys, name: str, tmp_path: Path
+) -> None:
+    """A secret key export (binary or armored) is refused; nothing is left on disk."""
     with pytest.raises(KeyInvalid, match="secret key material") as info:
-        validate_openpgp_key(getattr(pgp_keys, name), ALICE, _now())
+        validate_openpgp_key(getattr(pgp_keys, name), ALICE, _now(), scratch_dir=tmp_path)
     assert info.value.code == "XKEY-INVALID"
-    assert _scratch_homes() == before
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_two_keys_refused(pgp_keys: PgpKeys) -> None:
@@ -187,11 +185,21 @@ def test_oversize_refused(pgp_keys: PgpKeys) -> None:
         validate_openpgp_key(pgp_keys.alice_rsa, ALICE, _now(), max_bytes=100)
 
 
-def test_scratch_home_removed_after_success(pgp_keys: PgpKeys) -> None:
-    """A successful validation leaves no temporary GNUPGHOME behind."""
-    before = _scratch_homes()
-    validate_openpgp_key(pgp_keys.alice_25519, ALICE, _now())
-    assert _scratch_homes() == before
+def test_scratch_home_removed_after_success_and_failure(pgp_keys: PgpKeys, tmp_path: Path) -> None:
+    """Validation, accepted or refused after import, leaves no GNUPGHOME and no agent socket."""
+    validate_openpgp_key(pgp_keys.alice_25519, ALICE, _now(), scratch_dir=tmp_path)
+    with pytest.raises(KeyAddressMismatch):
+        validate_openpgp_key(pgp_keys.bob, ALICE, _now(), scratch_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gpg_home_is_private_while_in_use(tmp_path: Path) -> None:
+    """The temporary GNUPGHOME is mode 0700 while gpg works in it, and gone afterwards."""
+    with isolated_gpg("gpg", tmp_path) as gpg:
+        home = Path(gpg.gnupghome)
+        assert home.parent == tmp_path
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert not home.exists()
 
 
 def test_user_gnupg_home_untouched(

@@ -286,6 +286,7 @@ def test_arbitrary_bytes_only_ever_give_client_errors(data: bytes) -> None:
         validate_certificate(data, ALICE, NOW)
 
 
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
 @settings(max_examples=150, deadline=None)
 @given(position=st.integers(min_value=0), value=st.integers(min_value=0, max_value=255))
 def test_corrupted_certificates_only_ever_give_client_errors(position: int, value: int) -> None:
@@ -308,3 +309,13 @@ def test_pkcs12_refused_as_secret_material(rsa2048: rsa.RSAPrivateKey) -> None:
     )
     with pytest.raises(KeyInvalid, match="PKCS#12 holds secret key material"):
         validate_certificate(data, ALICE, NOW)
+
+
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
+def test_zero_serial_number_refused(rsa2048: rsa.RSAPrivateKey) -> None:
+    """A certificate whose serial number is 0 is refused (RFC 5280 section 4.1.2.2)."""
+    data = der(make_cert(rsa2048, serial=1))
+    marker = bytes.fromhex("a003020102020101")  # version v3, then INTEGER 1
+    assert data.count(marker) == 1
+    with pytest.raises(KeyInvalid, match="serial number is not positive"):
+        validate_certificate(data.replace(marker, marker[:-1] + b"\x00"), ALICE, NOW)

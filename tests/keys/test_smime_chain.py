@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.keys.certs import ALICE, NOW, Issued, der, key_usage, make_ca, make_cert, pem
+from transcoder.errors import ConfigurationError
 from transcoder.keys.errors import KeyInvalid
 from transcoder.keys.smime import validate_certificate
+from transcoder.keys.smime_chain import load_trust_anchors
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +106,25 @@ def test_chain_message_is_short_and_names_no_objects(root: Issued) -> None:
         validate_certificate(der(make_cert(_leaf_key())), ALICE, NOW, [root.cert])
     assert "<Certificate" not in info.value.text
     assert len(info.value.text) <= 140
+
+
+def test_trust_anchors_loaded_from_pem_file(root: Issued, tmp_path: Path) -> None:
+    """--smime-ca FILE: every PEM certificate in the file is an anchor."""
+    other = make_ca("Other")
+    path = tmp_path / "cas.pem"
+    path.write_bytes(pem(other.cert, root.cert))
+    anchors = load_trust_anchors(path)
+    leaf = make_cert(_leaf_key(), issuer=root)
+    assert validate_certificate(der(leaf), ALICE, NOW, anchors).material == der(leaf)
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not pem"])
+def test_unusable_anchor_file_is_a_configuration_error(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    """A missing, empty or non-PEM anchor file is the operator's error."""
+    path = tmp_path / "cas.pem"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigurationError):
+        load_trust_anchors(path)

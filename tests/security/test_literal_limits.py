@@ -202,6 +202,31 @@ def test_nonsync_skip_spans_reads_and_chained_literals(tmp_path: Path) -> None:
     assert tagged(out, b"b")[0].startswith(b"b OK"), out
 
 
+MESSAGE = b"From: a@example.org\r\nSubject: hi\r\n\r\nx DELETE INBOX\r\n"
+
+
+def test_append_with_nonsync_literal(tmp_path: Path) -> None:
+    """APPEND with a non-synchronizing literal stores the message without a continuation."""
+    session = open_session(OURS, tmp_path, state="auth")
+    session.send(b"a APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\nb NOOP\r\n")
+    out = session.output()
+    assert out.split(b"\r\n")[0].startswith(b"a OK"), out
+    assert tagged(out, b"x") == [] and tagged(out, b"b")[0].startswith(b"b OK"), out
+    untagged, _ = session.command(b"SELECT INBOX")
+    assert b"* 1 EXISTS" in untagged
+
+
+def test_append_nonsync_to_missing_mailbox_skips_message(tmp_path: Path) -> None:
+    """A refused APPEND's non-synchronizing message is skipped, never run as commands."""
+    session = open_session(OURS, tmp_path, state="auth")
+    session.send(b"a APPEND Nope {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\nb NOOP\r\n")
+    out = session.output()
+    assert out.split(b"\r\n")[0].startswith(b"a NO [TRYCREATE]"), out
+    assert tagged(out, b"x") == [] and tagged(out, b"b")[0].startswith(b"b OK"), out
+    untagged, done = session.command(b"SELECT INBOX")
+    assert b" OK " in done and b"* 0 EXISTS" in untagged
+
+
 class SlowServer(TranscodingIMAP4Server):
     """Our server with a command that holds later ones back, as FETCH and APPEND do."""
 

@@ -20,6 +20,7 @@ then describe a mailbox that is gone; CLOSE or UNSELECT first.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from twisted.internet import defer
@@ -81,7 +82,7 @@ def list_line(command: bytes, name: str, attributes: list[str], delimiter: str |
     return command + b" (" + attrs + b") " + delim + b" " + format_mailbox(name)
 
 
-class MailboxesMixin(TransferMixin, MailboxCommandMixin):
+class MailboxesMixin(TransferMixin):
     """Mailbox-level commands of TranscodingIMAP4Server."""
 
     def capabilities(self) -> dict[bytes, Any]:
@@ -128,7 +129,8 @@ class MailboxesMixin(TransferMixin, MailboxCommandMixin):
         if mbox is None:
             return
         self.state = "auth"
-        mbox.removeListener(self)
+        with contextlib.suppress(ValueError):  # already removed: nothing to undo
+            mbox.removeListener(self)
         close_session(mbox)
 
     # -- LIST / LSUB (RFC 3501 6.3.8, 6.3.9) ---------------------------------------

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -26,6 +27,23 @@ from transcoder.keys.keystore import KeyStore
 from transcoder.keys.model import KeyFormat, Policy, PolicyMode, StoredKey, ValidatedKey
 
 _T = TypeVar("_T")
+
+
+def audit_to_logger(log: Logger | None = None) -> Callable[[dict[str, Any]], None]:
+    """An audit hook for :class:`KeyStore` emitting each record as a twisted.logger event.
+
+    Events carry the record under ``audit`` (and the namespace
+    ``transcoder.keys.audit`` by default), so an observer can select them and
+    write them as JSON lines (``twisted.logger.jsonFileLogObserver``).
+    Records are emitted from pool threads; Twisted's log publisher is
+    thread-safe, but observers writing files should be too.
+    """
+    logger = log if log is not None else Logger(namespace="transcoder.keys.audit")
+
+    def emit(record: dict[str, Any]) -> None:
+        logger.info("{audit[event]} {audit[account]}", audit=dict(record))
+
+    return emit
 
 
 def clock_now(clock: IReactorTime) -> datetime:

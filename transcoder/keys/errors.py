@@ -17,25 +17,25 @@ from transcoder.errors import ClientError, ServerError
 MAX_KEY_BYTES = 256 * 1024
 
 
-class KeyInvalid(ClientError):  # noqa: N818 (names fixed by the XKEY design)
+class KeyInvalid(ClientError):
     """The key material is unusable: unparsable, expired, weak or without encryption capability."""
 
     code = "XKEY-INVALID"
 
 
-class KeyAddressMismatch(ClientError):  # noqa: N818 (names fixed by the XKEY design)
+class KeyAddressMismatch(ClientError):
     """No address of the key is the logged-in account's."""
 
     code = "XKEY-ADDRESS"
 
 
-class KeyTooBig(ClientError):  # noqa: N818 (names fixed by the XKEY design)
+class KeyTooBig(ClientError):
     """The key material exceeds the size limit."""
 
     code = "XKEY-TOOBIG"
 
 
-class NoUsableKey(ClientError):  # noqa: N818 (names fixed by the XKEY design)
+class NoUsableKey(ClientError):
     """No usable key for the request (unknown fingerprint, or policy ALWAYS without a key)."""
 
     code = "XKEY-NOKEY"

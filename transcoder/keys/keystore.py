@@ -62,6 +62,7 @@ from transcoder.keys.model import (
     PolicyMode,
     StoredKey,
     ValidatedKey,
+    normalize_fingerprint,
     require_aware,
 )
 from transcoder.keys.policy import missing_key_message, resolve_policy
@@ -73,11 +74,6 @@ _ENCRYPTS = "instr(usages, 'ENCRYPT') > 0"
 
 def _no_audit(record: dict[str, Any]) -> None:
     """The default audit hook: records go nowhere."""
-
-
-def normalize_fingerprint(fingerprint: str) -> str:
-    """Lowercase hex without spaces or colons, as fingerprints are stored."""
-    return fingerprint.strip().lower().replace(" ", "").replace(":", "")
 
 
 @implementer(IKeyStore)
@@ -96,12 +92,18 @@ class KeyStore:
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
+        except (OSError, sqlite3.Error) as error:
+            raise KeyStoreError(f"cannot open keystore {self.path}: {error}") from error
+        try:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
             self.schema_version = migrate(self._db, MIGRATIONS)
-        except (OSError, sqlite3.Error) as error:
-            raise KeyStoreError(f"cannot open keystore {self.path}: {error}") from error
+        except BaseException as error:
+            self._db.close()
+            if isinstance(error, sqlite3.Error):
+                raise KeyStoreError(f"cannot open keystore {self.path}: {error}") from error
+            raise
 
     def close(self) -> None:
         """Close the database connection."""
@@ -126,7 +128,8 @@ class KeyStore:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException as error:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 if isinstance(error, sqlite3.Error):
                     raise KeyStoreError(f"keystore operation failed: {error}") from error
                 raise

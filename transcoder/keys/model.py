@@ -152,6 +152,11 @@ def require_aware(moment: datetime, what: str = "now") -> datetime:
     return moment.astimezone(UTC)
 
 
+def normalize_fingerprint(fingerprint: str) -> str:
+    """Lowercase hex without spaces or colons, the form fingerprints are stored and compared in."""
+    return fingerprint.strip().lower().replace(" ", "").replace(":", "")
+
+
 def format_date(moment: datetime) -> str:
     """``YYYY-MM-DD`` of ``moment`` in UTC, as used in messages to the client."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from transcoder.keys.addresses import address_matches, unique, user_id_address
 from transcoder.keys.errors import (
@@ -83,17 +84,19 @@ def validate_openpgp_key(
     gpg_binary: str = "gpg",
     *,
     max_bytes: int = MAX_KEY_BYTES,
+    scratch_dir: str | Path | None = None,
 ) -> ValidatedKey:
     """Validate ``data`` as the OpenPGP public key of ``account`` at ``now``.
 
     Raises :class:`KeyTooBig`, :class:`KeyInvalid` or :class:`KeyAddressMismatch`
     for bad keys; :class:`~transcoder.errors.ConfigurationError` when gpg
-    cannot be run.  Blocks on gpg subprocesses.
+    cannot be run.  Blocks on gpg subprocesses.  gpg's temporary home is
+    made under ``scratch_dir`` (default: the system temporary directory).
     """
     check_key_size(data, max_bytes)
     now = require_aware(now)
     check_public_key_data(data)
-    with isolated_gpg(gpg_binary) as gpg:
+    with isolated_gpg(gpg_binary, scratch_dir) as gpg:
         fingerprint = import_one_key(gpg, data)
         listings = parse_colon_listing(list_key(gpg, fingerprint))
         if len(listings) != 1:

@@ -50,9 +50,13 @@ _KEY_PROBLEM = re.compile(r"^gpg: key [0-9A-F]+: (.+)$", re.MULTILINE)
 
 
 @contextmanager
-def isolated_gpg(gpg_binary: str = "gpg") -> Iterator[Any]:
-    """A :class:`gnupg.GPG` working in a fresh temporary home, wiped on exit."""
-    home = tempfile.mkdtemp(prefix="transcoder-gpg-")
+def isolated_gpg(gpg_binary: str = "gpg", scratch_dir: str | Path | None = None) -> Iterator[Any]:
+    """A :class:`gnupg.GPG` working in a fresh temporary home, wiped on exit.
+
+    The home is created under ``scratch_dir`` (default: the system's
+    temporary directory).
+    """
+    home = tempfile.mkdtemp(prefix="transcoder-gpg-", dir=scratch_dir)
     try:
         env = {
             "PATH": os.environ.get("PATH", os.defpath),

@@ -78,7 +78,14 @@ _KEY_NAMES = {
 _WANTED = "RSA of at least 2048 bits or EC P-256/P-384/P-521 required"
 
 # What cryptography raises on malformed certificates and extensions.
-_PARSE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension)
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 
 def validate_certificate(
@@ -111,6 +118,8 @@ def _validate(
     trust_anchors: Sequence[x509.Certificate],
 ) -> ValidatedKey:
     check_validity(leaf, now)
+    if leaf.serial_number <= 0:
+        raise KeyInvalid("certificate serial number is not positive (RFC 5280 4.1.2.2)")
     algorithm, is_rsa = check_public_key(leaf)
     usages = certificate_usages(leaf, is_rsa)
     check_extended_key_usage(leaf)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.verification import (
@@ -35,6 +36,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from transcoder.errors import ConfigurationError
 from transcoder.keys.errors import KeyInvalid, printable
 
 #: Longest path accepted: end entity, up to six intermediates, anchor.
@@ -82,3 +84,17 @@ def verify_chain(
         if not reason or "no interior errors" in reason:
             reason = "issuer not among the trusted CAs or the certificates sent"
         raise KeyInvalid(f"no valid chain to a trusted CA: {printable(reason, 100)}") from None
+
+
+def load_trust_anchors(path: str | Path) -> list[x509.Certificate]:
+    """The CA certificates in the PEM file ``path`` (``--smime-ca FILE``).
+
+    ConfigurationError when the file cannot be read or holds no certificate.
+    """
+    try:
+        anchors = x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(
+            f"cannot load S/MIME trust anchors from {path}: {error}"
+        ) from error
+    return anchors

@@ -17,7 +17,7 @@ class IParsedMessage(IMessageIMAPFile):
 
     size = Attribute("Octets of the message, == len(open().read()).")
 
-    def entity():
+    def entity():  # type: ignore[misc]  # zope.interface methods take no self
         """The :class:`transcoder.mime.entity.Entity` tree of the message's bytes (cached)."""
 
 
@@ -29,7 +29,8 @@ class MailboxUpdates:
     responses must be sent, each relative to the state after the previous one.
     ``exists``/``recent`` are the new counts, ``None`` when unchanged.
     ``flags`` holds ``(sequence number, uid, flags)`` for messages whose flags
-    another session changed.
+    another session changed; those sequence numbers are counted after this
+    same update's expunges and new messages, the order the responses go out.
     """
 
     expunged: tuple[int, ...] = ()
