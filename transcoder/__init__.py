@@ -1,3 +1,3 @@
-"""imap-transcoder: an IMAP4 server that encrypts each user's mail to their own key at FETCH time."""
+"""imap-transcoder: an IMAP4 server encrypting each user's mail to their own key at FETCH time."""
 
 __version__ = "0.1.0"

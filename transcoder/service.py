@@ -43,7 +43,12 @@ class Options(usage.Options):
 
     optParameters = [
         ["data", "d", None, "Data directory (mail, accounts, TLS files); created if missing."],
-        ["imap", None, DEFAULT_IMAP, "Endpoint for IMAP with STARTTLS (a Twisted endpoint string)."],
+        [
+            "imap",
+            None,
+            DEFAULT_IMAP,
+            "Endpoint for IMAP with STARTTLS (a Twisted endpoint string).",
+        ],
         [
             "imaps",
             None,

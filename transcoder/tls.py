@@ -55,21 +55,30 @@ def ensure_self_signed(
     when = (now or (lambda: datetime.datetime.now(datetime.UTC)))()
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _self_signed(key, host, when)
-    _write_private(files.private_key, key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
+    _write_private(
+        files.private_key,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
     _write_private(files.certificate, cert.public_bytes(serialization.Encoding.PEM))
     return files
 
 
-def _self_signed(key: ec.EllipticCurvePrivateKey, host: str, when: datetime.datetime) -> x509.Certificate:
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, host),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "imap-transcoder self-signed"),
-    ])
-    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys([host, "localhost"])]
+def _self_signed(
+    key: ec.EllipticCurvePrivateKey, host: str, when: datetime.datetime
+) -> x509.Certificate:
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, host),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "imap-transcoder self-signed"),
+        ]
+    )
+    alt_names: list[x509.GeneralName] = [
+        x509.DNSName(n) for n in dict.fromkeys([host, "localhost"])
+    ]
     alt_names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
     return (
         x509.CertificateBuilder()

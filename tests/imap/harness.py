@@ -70,7 +70,7 @@ def make_session(
     peer: str = "192.0.2.10",
     portal: object = None,
 ) -> Session:
-    """A connected server; in state ``auth`` it is logged in as ``address`` on a Maildir under tmp_path."""
+    """A connected server; in state ``auth``, logged in as ``address`` on a Maildir in tmp_path."""
     from transcoder.store import MaildirStore
 
     clock = Clock()

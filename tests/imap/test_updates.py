@@ -51,7 +51,7 @@ def test_expunge_held_back_during_fetch(tmp_path: Path) -> None:
     a, b = two_selected(tmp_path)
     a.command(b"STORE 1 +FLAGS.SILENT (\\Deleted)")
     a.command(b"EXPUNGE")
-    lines, done = b.command(b"FETCH 3 (FLAGS)")
+    lines, _ = b.command(b"FETCH 3 (FLAGS)")
     assert not any(b"EXPUNGE" in ln for ln in lines), lines
     assert any(ln.startswith(b"* 3 FETCH") for ln in lines)
     lines, _ = b.command(b"NOOP")

@@ -175,7 +175,8 @@ def check_untagged_code_has_text(server_class: type, tmp_path: Path) -> None:
     """An untagged OK carrying only a response code gets text after it."""
     session = open_session(server_class, tmp_path)
     session.server.sendPositiveResponse(None, b"[UIDVALIDITY 5]")
-    session.server.modeChanged(True)
+    # Twisted's own way of saying the mode changed: a bare untagged code.
+    session.server.sendUntaggedResponse(b"[READ-WRITE]")
     lines = session.output().split(b"\r\n")
     assert lines[0] == b"* OK [UIDVALIDITY 5] UIDs valid", lines
     assert lines[1] == b"* OK [READ-WRITE] Mailbox is read-write", lines

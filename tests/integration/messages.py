@@ -29,9 +29,9 @@ MULTIPART = (
     b"\r\n"
     b"See attached.\r\n"
     b"--=_MiXeD_CaSe\r\n"
-    b"Content-Type: application/octet-stream; name=\"Photo.JPG\"\r\n"
+    b'Content-Type: application/octet-stream; name="Photo.JPG"\r\n'
     b"Content-Transfer-Encoding: base64\r\n"
-    b"Content-Disposition: attachment; filename=\"Photo.JPG\"\r\n"
+    b'Content-Disposition: attachment; filename="Photo.JPG"\r\n'
     b"\r\n"
     b"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\r\n"
     b"--=_MiXeD_CaSe--\r\n"

@@ -33,7 +33,12 @@ def test_embedded_server_with_own_realm(tmp_path: Path) -> None:
     """examples/embed_server.py serves a Maildir through the hoster's own realm and checker."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "examples" / "embed_server.py"), str(tmp_path / "mail"), str(port)],
+        [
+            sys.executable,
+            str(REPO / "examples" / "embed_server.py"),
+            str(tmp_path / "mail"),
+            str(port),
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

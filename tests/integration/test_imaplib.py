@@ -52,7 +52,9 @@ def test_starttls_login_append_fetch(server: RunningServer) -> None:
 
 def test_implicit_tls_port(server: RunningServer) -> None:
     """The imaps port speaks TLS from the first octet and accepts LOGIN."""
-    client = imaplib.IMAP4_SSL("127.0.0.1", server.imaps_port, ssl_context=tls_context(), timeout=30)
+    client = imaplib.IMAP4_SSL(
+        "127.0.0.1", server.imaps_port, ssl_context=tls_context(), timeout=30
+    )
     typ, _ = client.login("alice@example.org", PASSWORD)
     assert typ == "OK"
     client.logout()

@@ -43,7 +43,7 @@ INLINE_LIMIT = 64 * 1024
 #: Messages larger than this are parsed in a worker thread.
 THREAD_PARSE_LIMIT = 1024 * 1024
 
-_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 #: FETCH items whose data is the message's content: they come from the view.
 _SETS_SEEN = ("rfc822", "rfc822text")
 
@@ -113,16 +113,17 @@ def as_parsed_message(message: Any) -> defer.Deferred[Any]:
     parsed = IParsedMessage(message, None)
     if parsed is not None:
         return defer.succeed(parsed)
-    spool = tempfile.SpooledTemporaryFile(max_size=INLINE_LIMIT)
+    # The spool backs the returned view and outlives this function.
+    spool = tempfile.SpooledTemporaryFile(max_size=INLINE_LIMIT)  # noqa: SIM115
     file_message = imap4.IMessageFile(message, None)
     if file_message is not None:
         src = file_message.open()
         for chunk in iter(lambda: src.read(2**16), b""):
             spool.write(chunk)
-        return defer.succeed(SpooledMessage(spool, spool.tell()))  # type: ignore[arg-type]
+        return defer.succeed(SpooledMessage(spool, spool.tell()))
     producer = imap4.MessageProducer(message, spool)
     d = producer.beginProducing(None)
-    return d.addCallback(lambda _: SpooledMessage(spool, spool.tell()))  # type: ignore[arg-type]
+    return d.addCallback(lambda _: SpooledMessage(spool, spool.tell()))
 
 
 def internal_date(message: Any) -> bytes:
@@ -205,6 +206,10 @@ class _Response:
 class FetchMixin:
     """FETCH and UID FETCH for TranscodingIMAP4Server."""
 
+    # Twisted's attributes this mixin reads (declared for the type checker only).
+    mbox: Any
+    transport: Any
+
     def fetch_view(self, message: Any) -> defer.Deferred[Any]:
         """The message whose content FETCH serves for ``message``: the seam.
 
@@ -269,7 +274,7 @@ class FetchMixin:
 
         Fires with the new flags when they changed, else ``None``.
         """
-        mbox: Any = getattr(self, "mbox")
+        mbox: Any = self.mbox
         wants_seen = any(
             i.type in _SETS_SEEN or (i.type == "body" and _is_section(i) and not i.peek)
             for i in items
@@ -306,7 +311,9 @@ class FetchMixin:
         if kind == "uid":
             response.atom(b"UID %d" % message.getUID())
         elif kind == "flags":
-            response.atom(b"FLAGS " + format_flags(flags if flags is not None else message.getFlags()))
+            response.atom(
+                b"FLAGS " + format_flags(flags if flags is not None else message.getFlags())
+            )
         elif kind == "internaldate":
             response.atom(b"INTERNALDATE " + internal_date(message))
         elif kind == "rfc822size":
@@ -340,7 +347,7 @@ class FetchMixin:
 
     def _write_response(self, response: _Response) -> defer.Deferred[None]:
         """Write the pieces in order, streaming large file windows with a producer."""
-        transport: Any = getattr(self, "transport")
+        transport: Any = self.transport
         pieces = iter(response.pieces)
 
         def write_more(_: object = None) -> defer.Deferred[None] | None:
@@ -371,7 +378,9 @@ _UID_ITEM = _UIDItem()
 
 def _is_section(item: Any) -> bool:
     """A ``BODY[...]`` item, as opposed to the bare ``BODY`` structure item."""
-    return bool(item.empty or item.header is not None or item.text is not None or item.mime is not None)
+    return bool(
+        item.empty or item.header is not None or item.text is not None or item.mime is not None
+    )
 
 
 def _needs_structure(item: Any) -> bool:

@@ -6,7 +6,7 @@ from transcoder.errors import ClientError, ServerError, TranscoderError
 
 
 def _clean(text: str) -> bytes:
-    """Text for a status response: one line, 7-bit, never a CR or LF (RFC 3501 section 9, ``text``)."""
+    """Text for a status response: one 7-bit line, no CR or LF (RFC 3501 section 9, ``text``)."""
     out = text.replace("\r", " ").replace("\n", " ")
     return out.encode("ascii", "replace")
 

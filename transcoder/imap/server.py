@@ -32,6 +32,12 @@ from transcoder.imap.updates import UpdatesMixin
 from transcoder.imap.wire import WireMixin
 
 
+def _dispatch_uid(self: Any, tag: bytes, command: bytes, line: bytes) -> Any:
+    """The UID command's table entry: dispatch through ``self.do_UID`` so every
+    mixin's cooperative override (UID MOVE, UID EXPUNGE) is in the chain."""
+    return self.do_UID(tag, command, line)
+
+
 class TranscodingIMAP4Server(
     WireMixin,
     LoginMixin,
@@ -45,6 +51,8 @@ class TranscodingIMAP4Server(
 
     IDENT = b"imap-transcoder IMAP4rev1 ready"
 
+    select_UID = (_dispatch_uid, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
+
     def __init__(
         self,
         settings: ServerSettings | None = None,
@@ -56,7 +64,7 @@ class TranscodingIMAP4Server(
         if clock is None:
             from twisted.internet import reactor
 
-            clock = reactor  # type: ignore[assignment]
+            clock = reactor
         self.settings = settings or ServerSettings()
         self.clock = clock
         super().__init__(chal=chal, contextFactory=contextFactory, scheduler=scheduler)

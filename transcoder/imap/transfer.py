@@ -189,10 +189,6 @@ class TransferMixin(MailboxCommandMixin):
             return self.dispatchCommand(tag, b"MOVE", line, uid=1)
         return super().do_UID(tag, command, line)
 
-    # Annotated loosely: the updates mixin's table for UID EXPUNGE takes precedence
-    # in the MRO and reaches this do_UID through super().
-    select_UID: tuple[Any, ...] = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
-
     async def _copy(
         self, tag: bytes, messages: imap4.MessageSet, raw_name: bytes, uid: bool, move: bool
     ) -> None:

@@ -27,7 +27,7 @@ log = Logger()
 
 #: Commands whose tagged response must not be preceded by mailbox updates:
 #: they select, leave or end the mailbox (RFC 3501 6.3.1, 6.4.2; RFC 3691).
-_NO_UPDATES = frozenset({b"SELECT", b"EXAMINE", b"CLOSE", b"UNSELECT", b"LOGOUT"})
+_NO_UPDATES = frozenset({None, b"SELECT", b"EXAMINE", b"CLOSE", b"UNSELECT", b"LOGOUT"})
 #: Non-UID commands during which EXPUNGE must not be sent (RFC 3501 7.4.1).
 _NO_EXPUNGE = frozenset({b"FETCH", b"STORE", b"SEARCH"})
 
@@ -49,7 +49,6 @@ def update_lines(updates: MailboxUpdates) -> list[bytes]:
 class UpdatesMixin:
     """Per-session mailbox snapshots kept in step with other sessions."""
 
-    _updates_command: tuple[bytes, bool] | None = None
     _idle_tag: bytes | None = None
     _idle_loop: task.LoopingCall | None = None
 
@@ -60,18 +59,12 @@ class UpdatesMixin:
         caps[b"UNSELECT"] = None
         return caps
 
-    def dispatchCommand(self, tag: bytes, cmd: bytes, rest: bytes, uid: Any = None) -> Any:
-        """Remember which command runs, to know what its completion may report."""
-        self._updates_command = (cmd.upper(), bool(uid))
-        return super().dispatchCommand(tag, cmd, rest, uid)  # type: ignore[misc]
-
     def _respond(self, state: bytes, tag: bytes | None, message: bytes | None) -> None:
         """Before a tagged completion, report what changed in the selected mailbox."""
-        if tag and state in (b"OK", b"NO", b"BAD"):
-            command, self._updates_command = self._updates_command, None
-            if command is not None and command[0] not in _NO_UPDATES:
-                expunge_ok = command[1] or command[0] not in _NO_EXPUNGE
-                self.send_mailbox_updates(allow_expunge=expunge_ok)
+        # WireMixin.current_command names the command completing ("UID FETCH").
+        command = getattr(self, "current_command", None)
+        if tag and state in (b"OK", b"NO", b"BAD") and command not in _NO_UPDATES:
+            self.send_mailbox_updates(allow_expunge=command not in _NO_EXPUNGE)
         super()._respond(state, tag, message)  # type: ignore[misc]
 
     def send_mailbox_updates(self, allow_expunge: bool = True) -> None:
@@ -96,6 +89,9 @@ class UpdatesMixin:
 
     def flagsChanged(self, newFlags: Any) -> None:
         """Ignored: changes are reported by :meth:`send_mailbox_updates`."""
+
+    def modeChanged(self, writeable: Any) -> None:
+        """Ignored: a session's read-write mode is fixed when it is selected."""
 
     # -- IDLE (RFC 2177) -------------------------------------------------------
 
@@ -167,14 +163,11 @@ class UpdatesMixin:
     def do_UID(self, tag: bytes, command: bytes, line: bytes) -> Any:
         """UID EXPUNGE (RFC 4315 section 2.1) besides Twisted's UID COPY/FETCH/STORE/SEARCH."""
         if command.upper() == b"EXPUNGE":
-            self._updates_command = (b"EXPUNGE", True)
-            uids, rest = imap4.IMAP4Server.arg_seqset(self, line)  # type: ignore[arg-type]
+            uids, rest = imap4.IMAP4Server.arg_seqset(self, line)
             if rest.strip():
                 raise imap4.IllegalClientResponse("Too many arguments for UID EXPUNGE")
             return self.do_EXPUNGE(tag, uids)
         return super().do_UID(tag, command, line)  # type: ignore[misc]
-
-    select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
 
     def do_CLOSE(self, tag: bytes) -> None:
         """Expunge silently (no untagged EXPUNGE, RFC 3501 6.4.2) and deselect."""

@@ -134,9 +134,10 @@ class WireMixin(_ServerBase):
     def _respond(self, state: bytes, tag: bytes | None, message: bytes | None) -> None:
         """Give every status response its text (RFC 3501 section 9); track the command."""
         state, message = complete_status(state, tag, message)
+        super()._respond(state, tag, message)
+        # Cleared only after the mixins below have seen which command completes.
         if tag is not None and tag == self.current_tag and state in (b"OK", b"NO", b"BAD"):
             self.current_command = self.current_tag = None
-        super()._respond(state, tag, message)
 
     # -- receiving lines ----------------------------------------------------
 

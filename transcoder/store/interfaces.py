@@ -39,4 +39,6 @@ class MailboxUpdates:
     flags: tuple[tuple[int, int, tuple[str, ...]], ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.expunged or self.flags) or self.exists is not None or self.recent is not None
+        return (
+            bool(self.expunged or self.flags) or self.exists is not None or self.recent is not None
+        )
