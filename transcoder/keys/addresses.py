@@ -1,11 +1,14 @@
 """Matching the addresses a key names against the logged-in account.
 
-One rule for both formats: the local parts must be equal octet for octet
-(RFC 5321 section 2.4: the local part is case-sensitive; RFC 5280 section
-7.5 compares rfc822Name local parts exactly) and the domains equal ignoring
-ASCII case (RFC 5321 section 2.4, RFC 5280 section 7.5).  Domains are compared
-in the form given; an internationalized domain must appear in its ``xn--``
-form on both sides.
+One rule for both formats: the domains are equal ignoring ASCII case
+(RFC 5321 section 2.4, RFC 5280 section 7.5), and so are the local parts.
+RFC 5321 lets a server treat local parts case-sensitively, but this server
+does not: account logins are case-insensitive (``normalize_address``
+lowercases them), so ``Alice@example.org`` and ``alice@example.org`` are one
+mailbox, and a certificate naming either is the account's own.  Accepting
+it cannot let one account claim another's address.  Domains are compared in
+the form given; an internationalized domain must appear in its ``xn--`` form
+on both sides.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def address_matches(candidate: str, account: str) -> bool:
     theirs = split_address(candidate.strip())
     if mine is None or theirs is None:
         return False
-    return theirs[0] == mine[0] and theirs[1].lower() == mine[1].lower()
+    return theirs[0].lower() == mine[0].lower() and theirs[1].lower() == mine[1].lower()
 
 
 def user_id_address(user_id: str) -> str | None:

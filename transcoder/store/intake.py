@@ -77,10 +77,12 @@ def _safe_hostname(name: str) -> str:
 
 
 class UniqueNames:
-    """Maildir base names ``<seconds>.R<random>Q<counter>.<host>``.
+    """Maildir base names ``<seconds>.M<microseconds>Q<counter>R<random>.<host>``.
 
     Time comes from the injected clock, randomness from the injected
-    ``random_bytes``; the counter belongs to this object.
+    ``random_bytes``; the counter belongs to this object.  Microseconds and
+    counter are zero-padded so that, within one second, names sort in
+    arrival order -- new/ files get their UIDs in that order.
     """
 
     def __init__(
@@ -96,8 +98,10 @@ class UniqueNames:
 
     def next(self) -> str:
         """A new base name, unique among this host's deliveries."""
-        seconds = int(self._clock.seconds())
-        return f"{seconds}.R{self._random(8).hex()}Q{next(self._counter)}.{self._host}"
+        now = self._clock.seconds()
+        seconds, micros = int(now), int((now % 1) * 1_000_000)
+        counter = next(self._counter)
+        return f"{seconds}.M{micros:06d}Q{counter:08d}R{self._random(8).hex()}.{self._host}"
 
 
 def write_new_file(

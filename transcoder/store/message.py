@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from twisted.mail import imap4
+from twisted.python import threadable
 from zope.interface import implementer
 
 from transcoder.mime.entity import parse_message
@@ -113,6 +115,13 @@ def _subpart_entity(entity: Entity, part: int) -> Entity:
     return children[part]
 
 
+
+def _on_reactor_thread() -> bool:
+    """True on the thread that owns the mailbox state (the reactor's)."""
+    if threadable.ioThread is None:  # no reactor registered yet: tests, tools
+        return threading.current_thread() is threading.main_thread()
+    return bool(threadable.isInIOThread())
+
 @implementer(imap4.IMessagePart)
 class MessagePart:
     """A MIME part of a stored message (IMessagePart), read from the message file."""
@@ -176,6 +185,10 @@ class MaildirMessage:
         try:
             return open(self.path(), "rb")
         except FileNotFoundError:
+            # The mailbox state belongs to the reactor thread; a worker thread
+            # (large-message parse, search) must not re-scan it.
+            if not _on_reactor_thread():
+                raise
             self._state.refresh(force=True)  # renamed (flags) by another program?
             if self._state.file_of(self.uid) is None:
                 raise
