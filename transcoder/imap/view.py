@@ -1,0 +1,198 @@
+"""The transcoded view of a message and the on-disk cache that keeps it byte-stable.
+
+Encryption is randomised, yet an IMAP message must never change under a
+client (DESIGN.md, invariant 1): every FETCH of a message -- whole, in
+partial slices, its size and structure, in this session and the next -- must
+describe the same octets.  So a view is transcoded once, written to
+``DIR/views/`` atomically, and served from there until its key or the
+transcoder's settings change:
+
+* the cache key is (account, mailbox UIDVALIDITY, UID, key fingerprint,
+  transcoder name and settings); a new key or new settings simply name a
+  different entry;
+* entries live in one directory per account, so a key or policy change
+  drops them all with one ``rmtree`` (:meth:`ViewCache.invalidate_account`);
+* the cache is size-capped and evicts the least recently used entries;
+* two FETCHes racing for the same cold entry share one transcoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from transcoder.mime.entity import Entity, parse_message
+from transcoder.store.interfaces import IParsedMessage
+
+log = Logger()
+
+GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class ViewKey:
+    """Everything that determines a transcoded view's octets."""
+
+    account: str
+    uidvalidity: int
+    uid: int
+    fingerprint: str
+    transcoder: str
+    settings_id: str
+
+    def relative_path(self) -> Path:
+        """Where the entry lives below the cache root: one directory per account."""
+        account = hashlib.sha256(self.account.encode()).hexdigest()[:32]
+        entry = hashlib.sha256(
+            "\0".join(
+                (str(self.uidvalidity), str(self.uid), self.fingerprint, self.transcoder, self.settings_id)
+            ).encode()
+        ).hexdigest()
+        return Path(account[:2], account, entry[:2], entry + ".eml")
+
+
+@implementer(IParsedMessage)
+class TranscodedView:
+    """A transcoded message on disk: what FETCH serves under policy ALWAYS."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+        self._entity: Entity | None = None
+
+    def open(self) -> BinaryIO:
+        """The view's octets from position 0 (a fresh handle each call)."""
+        return open(self.path, "rb")
+
+    def entity(self) -> Entity:
+        """The MIME structure of the view (parsed once, cached)."""
+        if self._entity is None:
+            with self.open() as fp:
+                self._entity = parse_message(fp)
+        return self._entity
+
+
+Transcode = Callable[[BinaryIO], int]
+
+
+class ViewCache:
+    """Size-capped, LRU, restart-surviving cache of transcoded views under ``root``.
+
+    ``run_blocking(f, *args)`` runs transcoding off the reactor thread
+    (``deferToThreadPool`` in the service; synchronous in protocol tests).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        run_blocking: Callable[..., defer.Deferred[Any]],
+        max_bytes: int = GiB,
+    ) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self._run_blocking = run_blocking
+        self._inflight: dict[Path, list[defer.Deferred[TranscodedView]]] = {}
+        self._lru: OrderedDict[Path, int] = OrderedDict()
+        self._total = 0
+        self._load_index()
+
+    def _load_index(self) -> None:
+        """Rebuild the LRU order from the files a previous run left (oldest use first)."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        found = []
+        for path in self.root.rglob("*.eml"):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            found.append((st.st_mtime, path, st.st_size))
+        for stale in self.root.rglob("*.tmp"):
+            stale.unlink(missing_ok=True)  # a transcoding a crash interrupted
+        for _, path, size in sorted(found):
+            self._lru[path] = size
+            self._total += size
+
+    @property
+    def total_bytes(self) -> int:
+        """Octets held by the cache now."""
+        return self._total
+
+    def get(self, key: ViewKey, transcode: Transcode) -> defer.Deferred[TranscodedView]:
+        """The view for ``key``: from disk, or made by ``transcode(out) -> size`` once."""
+        path = self.root / key.relative_path()
+        size = self._lru.get(path)
+        if size is not None and path.exists():
+            self._touch(path)
+            return defer.succeed(TranscodedView(path, size))
+        result: defer.Deferred[TranscodedView] = defer.Deferred()
+        waiters = self._inflight.get(path)
+        if waiters is not None:  # another FETCH is transcoding this entry: share it
+            waiters.append(result)
+            return result
+        self._inflight[path] = [result]
+        work = self._run_blocking(_materialize, path, transcode)
+        work.addBoth(self._landed, path)
+        return result
+
+    def _landed(self, outcome: Any, path: Path) -> None:
+        waiters = self._inflight.pop(path)
+        if isinstance(outcome, TranscodedView):
+            self._lru[path] = outcome.size
+            self._total += outcome.size
+            self._evict(keep=path)
+            for waiter in waiters:
+                waiter.callback(outcome)
+        else:
+            for waiter in waiters:
+                waiter.errback(outcome)
+
+    def _touch(self, path: Path) -> None:
+        self._lru.move_to_end(path)
+        try:
+            os.utime(path)  # so the order survives a restart
+        except FileNotFoundError:
+            pass
+
+    def _evict(self, keep: Path) -> None:
+        while self._total > self.max_bytes and len(self._lru) > 1:
+            oldest, size = next(iter(self._lru.items()))
+            if oldest == keep:
+                self._lru.move_to_end(oldest)
+                continue
+            del self._lru[oldest]
+            self._total -= size
+            oldest.unlink(missing_ok=True)
+
+    def invalidate_account(self, account: str) -> None:
+        """Drop every view of ``account`` (its key or policy changed)."""
+        probe = ViewKey(account, 0, 0, "", "", "").relative_path()
+        account_dir = self.root / probe.parts[0] / probe.parts[1]
+        for path in [p for p in self._lru if account_dir in p.parents]:
+            self._total -= self._lru.pop(path)
+        shutil.rmtree(account_dir, ignore_errors=True)
+
+
+def _materialize(path: Path, transcode: Transcode) -> TranscodedView:
+    """Run ``transcode`` into a temporary file and publish it atomically (worker thread)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(path)}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            size = transcode(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return TranscodedView(path, size)
