@@ -7,28 +7,47 @@ Usage::
     transcoder-admin --data DIR user del ADDRESS
     transcoder-admin --data DIR user list
     transcoder-admin --data DIR deliver ADDRESS [--mailbox NAME] < message.eml
+    transcoder-admin --data DIR key import ADDRESS FILE [--smime-ca FILE] [--gpg PATH]
+    transcoder-admin --data DIR key list [ADDRESS]
+    transcoder-admin --data DIR key retire FINGERPRINT
+    transcoder-admin --data DIR key purge FINGERPRINT
+    transcoder-admin --data DIR policy ADDRESS [--mode always|off] [--format smime|openpgp]
 
 ``user add`` and ``user passwd`` read the password from the first line of
 standard input when it is not a terminal; on a terminal (or with
 ``--generate``) they generate one and print it.  Changes to ``DIR/accounts``
 take effect on a running server without a restart.
 
+``key import`` validates exactly as ``XKEY PUT`` does (one code path,
+:func:`transcoder.keys.provisioning.provision`); give it the server's
+``--smime-ca`` and ``--gpg`` so that it accepts what the server would.  The
+key commands work on ``DIR/keys.db`` beside a running server and append
+their audit records to ``DIR/audit.jsonl``, marked ``"via":
+"transcoder-admin"``.
+
 Exit status: 0 on success, 1 when the request is refused (one line on
 stderr says why), 2 for a command-line syntax error.  Each command group is
-a subparser, so later groups (``key``, ``policy``) plug in beside ``user``.
+a subparser.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from transcoder.auth.accounts import AccountsFile, normalize_address
-from transcoder.errors import TranscoderError
+from transcoder.errors import ClientError, TranscoderError
+
+if TYPE_CHECKING:
+    from transcoder.keys.keystore import KeyStore
+    from transcoder.keys.model import StoredKey
 
 #: Length, in bytes of randomness, of generated passwords (~24 characters).
 GENERATED_PASSWORD_BYTES = 18
@@ -110,6 +129,150 @@ def cmd_deliver(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None
     print(f"delivered to {address} ({args.mailbox})", file=stdout)
 
 
+# -- keys and policy ------------------------------------------------------------
+# The key layer is imported inside the commands: the ``user`` commands stay
+# free of cryptography and Twisted.
+
+
+def _existing_account(args: argparse.Namespace, address: str) -> str:
+    """``address`` normalized; AdminError when the data directory has no such account."""
+    normalized = normalize_address(address)
+    if _accounts(args).get(normalized) is None:
+        raise AdminError(f"no account {normalized}")
+    return normalized
+
+
+def _origin() -> dict[str, str]:
+    """Who is asking, for the audit records."""
+    try:
+        operator = getpass.getuser()
+    except (KeyError, OSError):
+        operator = "unknown"
+    return {"via": "transcoder-admin", "operator": operator}
+
+
+@contextmanager
+def _keystore(args: argparse.Namespace) -> Iterator[KeyStore]:
+    """``DIR/keys.db``, auditing to ``DIR/audit.jsonl`` as the server does."""
+    from twisted.logger import Logger
+
+    from transcoder.keys.async_store import audit_to_logger
+    from transcoder.keys.keystore import KeyStore
+    from transcoder.service import AUDIT_NAMESPACE, audit_file_observer, open_audit_log
+
+    data = Path(args.data)
+    if not (data / "accounts").exists():
+        raise AdminError(f"{data} is not a transcoder data directory (no accounts file)")
+    with open_audit_log(data / "audit.jsonl") as out:
+        logger = Logger(namespace=AUDIT_NAMESPACE, observer=audit_file_observer(out))
+        with KeyStore(data / "keys.db", audit=audit_to_logger(logger)) as store:
+            yield store
+
+
+def _describe(key: StoredKey) -> str:
+    """One line per key: account, format, fingerprint, status, usage, expiry, algorithm."""
+    from transcoder.keys.model import KeyUsage, format_timestamp
+
+    usage = ",".join(u.value for u in KeyUsage if u in key.usages)
+    not_after = format_timestamp(key.not_after) if key.not_after else "never"
+    return (
+        f"{key.account} {key.format.value} {key.fingerprint} {key.status.value}"
+        f" {usage} {not_after} {key.key_algorithm}"
+    )
+
+
+def _read_key_file(name: str, stdin: TextIO, limit: int) -> bytes:
+    """The octets of ``name`` (``-``: standard input), at most ``limit`` of them."""
+    if name == "-":
+        data = stdin.buffer.read(limit + 1)
+    else:
+        with open(name, "rb") as f:
+            data = f.read(limit + 1)
+    if len(data) > limit:
+        raise AdminError(f"key refused [XKEY-TOOBIG]: {name} is over {limit} octets")
+    return data
+
+
+def cmd_key_import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
+    """``key import ADDRESS FILE``: validate and store a key, as XKEY PUT does."""
+    from transcoder.keys.errors import MAX_KEY_BYTES
+    from transcoder.keys.provisioning import provision
+    from transcoder.keys.smime_chain import load_trust_anchors
+
+    address = _existing_account(args, args.address)
+    data = _read_key_file(args.file, stdin, MAX_KEY_BYTES)
+    anchors = tuple(load_trust_anchors(args.smime_ca)) if args.smime_ca else ()
+    with _keystore(args) as store:
+        try:
+            stored = provision(
+                store,
+                address,
+                data,
+                args.clock(),
+                trust_anchors=anchors,
+                gpg_binary=args.gpg,
+                origin=_origin(),
+            )
+        except ClientError as e:
+            raise AdminError(f"key refused [{e.code}]: {e.text}") from None
+    print(f"stored {_describe(stored)}", file=stdout)
+
+
+def cmd_key_list(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
+    """``key list [ADDRESS]``: every key (of ADDRESS), one line each, oldest first."""
+    address = _existing_account(args, args.address) if args.address else None
+    with _keystore(args) as store:
+        keys = store.list_keys(address, args.clock())
+    for key in keys:
+        print(_describe(key), file=stdout)
+
+
+def _owned(store: KeyStore, fingerprint: str, now: datetime) -> list[StoredKey]:
+    """Every account's copy of the key ``fingerprint``; AdminError when there is none."""
+    from transcoder.keys.model import normalize_fingerprint
+
+    wanted = normalize_fingerprint(fingerprint)
+    owned = [key for key in store.list_keys(None, now) if key.fingerprint == wanted]
+    if not owned:
+        raise AdminError(f"no key with fingerprint {wanted}")
+    return owned
+
+
+def cmd_key_retire(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
+    """``key retire FINGERPRINT``: retire the key for the account(s) holding it."""
+    now = args.clock()
+    with _keystore(args) as store:
+        for key in _owned(store, args.fingerprint, now):
+            retired = store.retire(key.account, key.fingerprint, now, _origin())
+            print(f"retired {_describe(retired)}", file=stdout)
+
+
+def cmd_key_purge(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
+    """``key purge FINGERPRINT``: erase every stored copy of the key, history included."""
+    now = args.clock()
+    with _keystore(args) as store:
+        owners = sorted({key.account for key in _owned(store, args.fingerprint, now)})
+        store.purge(args.fingerprint, now, _origin())
+    print(f"purged {args.fingerprint.lower()} ({', '.join(owners)})", file=stdout)
+
+
+def cmd_policy(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
+    """``policy ADDRESS [--mode M] [--format F]``: show, or change then show, the policy."""
+    from transcoder.keys.policy import parse_format, parse_mode
+
+    address = _existing_account(args, args.address)
+    mode = parse_mode(args.mode) if args.mode else None
+    fmt = parse_format(args.format) if args.format else None
+    with _keystore(args) as store:
+        if mode is None and fmt is None:
+            policy = store.get_policy(address, args.clock())
+        else:
+            policy = store.set_policy(address, args.clock(), mode, fmt, _origin())
+    shown = policy.format.value if policy.format else "NIL"
+    source = "" if policy.format is None or policy.format_is_explicit else " (newest key's)"
+    print(f"{address} MODE {policy.mode.value} FORMAT {shown}{source}", file=stdout)
+
+
 Command = Callable[[argparse.Namespace, TextIO, TextIO], None]
 
 
@@ -140,6 +303,37 @@ def _add_deliver_command(groups: argparse._SubParsersAction[argparse.ArgumentPar
     p.set_defaults(func=cmd_deliver)
 
 
+def _add_key_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``key`` group: import, list, retire, purge."""
+    key = groups.add_parser("key", help="manage users' keys (DIR/keys.db)")
+    commands = key.add_subparsers(dest="key_command", required=True, metavar="COMMAND")
+    p = commands.add_parser("import", help="validate and store a certificate or OpenPGP key")
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("file", metavar="FILE", help="PEM/DER certificate or OpenPGP key; - for stdin")
+    p.add_argument("--smime-ca", metavar="FILE", help="the server's --smime-ca trust anchors")
+    p.add_argument("--gpg", default="gpg", metavar="PATH", help="the gpg binary (default: gpg)")
+    p.set_defaults(func=cmd_key_import)
+    p = commands.add_parser("list", help="list the keys (of one account)")
+    p.add_argument("address", metavar="ADDRESS", nargs="?")
+    p.set_defaults(func=cmd_key_list)
+    for name, func, help_text in (
+        ("retire", cmd_key_retire, "retire a key (kept in the history, no longer used)"),
+        ("purge", cmd_key_purge, "erase a key, history included"),
+    ):
+        p = commands.add_parser(name, help=help_text)
+        p.add_argument("fingerprint", metavar="FINGERPRINT")
+        p.set_defaults(func=func)
+
+
+def _add_policy_command(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``policy`` command."""
+    p = groups.add_parser("policy", help="show or change an account's transcoding policy")
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("--mode", type=str.lower, choices=("always", "off"))
+    p.add_argument("--format", type=str.lower, choices=("smime", "openpgp"))
+    p.set_defaults(func=cmd_policy)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser; each command group is a subparser."""
     parser = argparse.ArgumentParser(
@@ -149,14 +343,27 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     _add_user_commands(groups)
     _add_deliver_command(groups)
+    _add_key_commands(groups)
+    _add_policy_command(groups)
     return parser
 
 
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
 def main(
-    argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None
+    argv: Sequence[str] | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    clock: Callable[[], datetime] = _system_clock,
 ) -> int:
-    """Run ``transcoder-admin``; returns the exit status."""
+    """Run ``transcoder-admin``; returns the exit status.
+
+    ``clock`` gives the time keys are validated and stored at (tests inject one).
+    """
     args = build_parser().parse_args(argv)
+    args.clock = clock
     func: Command = args.func
     try:
         func(args, stdin or sys.stdin, stdout or sys.stdout)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.keys.conftest import PgpKeys
+from tests.keyfactory import PgpKeys
 from transcoder.errors import ConfigurationError
 from transcoder.keys.errors import KeyAddressMismatch, KeyInvalid, KeyTooBig
 from transcoder.keys.model import KeyFormat, KeyUsage, OpenPgpDetails

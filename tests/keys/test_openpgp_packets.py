@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.keys.conftest import PgpKeys
+from tests.keyfactory import PgpKeys
 from transcoder.errors import ClientError
 from transcoder.keys.errors import KeyInvalid
 from transcoder.keys.openpgp_packets import check_public_key_data, dearmor, packet_tags

@@ -8,8 +8,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.keyfactory import PgpKeys
 from tests.keys import certs
-from tests.keys.conftest import PgpKeys
 from transcoder.keys.errors import KeyInvalid, KeyTooBig
 from transcoder.keys.model import KeyFormat
 from transcoder.keys.validate import sniff_format, validate_key

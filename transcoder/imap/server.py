@@ -9,6 +9,7 @@ real client trips over fixed, one concern per mixin module:
 * :mod:`.search` -- SEARCH
 * :mod:`.fetch` -- FETCH, and the view seam later issues plug transcoding into
 * :mod:`.updates` -- multi-session EXPUNGE/EXISTS/FLAGS, IDLE, EXPUNGE, CLOSE, STORE
+* :mod:`.xkey` -- XKEY: key provisioning and the transcoding policy (docs/xkey.md)
 
 Each mixin overrides IMAP4Server methods cooperatively (calling ``super()``),
 so the order of the bases below only matters where two mixins override the
@@ -30,6 +31,7 @@ from transcoder.imap.search import SearchMixin
 from transcoder.imap.settings import ServerSettings
 from transcoder.imap.updates import UpdatesMixin
 from transcoder.imap.wire import WireMixin
+from transcoder.imap.xkey import KeyAccess, XKeyMixin
 
 
 def _dispatch_uid(self: Any, tag: bytes, command: bytes, line: bytes) -> Any:
@@ -41,6 +43,7 @@ def _dispatch_uid(self: Any, tag: bytes, command: bytes, line: bytes) -> Any:
 class TranscodingIMAP4Server(
     WireMixin,
     LoginMixin,
+    XKeyMixin,
     UpdatesMixin,
     MailboxesMixin,
     SearchMixin,
@@ -60,6 +63,7 @@ class TranscodingIMAP4Server(
         chal: dict[bytes, Any] | None = None,
         contextFactory: Any = None,
         scheduler: Any = None,
+        keys: KeyAccess | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -67,6 +71,7 @@ class TranscodingIMAP4Server(
             clock = reactor
         self.settings = settings or ServerSettings()
         self.clock = clock
+        self.keys = keys
         super().__init__(chal=chal, contextFactory=contextFactory, scheduler=scheduler)
         self.timeOut = int(self.settings.preauth_timeout)
         self.POSTAUTH_TIMEOUT = int(self.settings.postauth_timeout)
@@ -80,7 +85,8 @@ class TranscodingIMAP4Factory(protocol.ServerFactory):
     """Builds :class:`TranscodingIMAP4Server` protocols sharing one portal and settings.
 
     ``context_factory`` is the TLS context used for STARTTLS (``None``
-    disables STARTTLS).
+    disables STARTTLS); ``keys`` the key layer XKEY works on (``None``: no
+    XKEY).
     """
 
     protocol = TranscodingIMAP4Server
@@ -91,11 +97,13 @@ class TranscodingIMAP4Factory(protocol.ServerFactory):
         settings: ServerSettings | None = None,
         context_factory: Any = None,
         clock: IReactorTime | None = None,
+        keys: KeyAccess | None = None,
     ) -> None:
         self.portal = portal
         self.settings = settings or ServerSettings()
         self.context_factory = context_factory
         self.clock = clock
+        self.keys = keys
 
     def buildProtocol(self, addr: Any) -> TranscodingIMAP4Server:
         """A new server protocol for one connection."""
@@ -103,6 +111,7 @@ class TranscodingIMAP4Factory(protocol.ServerFactory):
             settings=self.settings,
             clock=self.clock,
             contextFactory=self.context_factory,
+            keys=self.keys,
         )
         proto.portal = self.portal
         proto.factory = self

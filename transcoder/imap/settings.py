@@ -25,6 +25,10 @@ class ServerSettings:
     #: password, an XKEY PUT key: up to 256 KiB); such a literal is held in
     #: memory, unlike an APPEND message.  Larger: ``NO [TOOBIG]``.
     max_astring_literal_size: int = 256 * 1024
+    #: Largest key (certificate with its chain, or OpenPGP key) XKEY PUT
+    #: accepts; a larger literal is refused with ``NO [XKEY-TOOBIG]`` before a
+    #: single octet is read.  Held in memory while it is validated.
+    max_key_size: int = 256 * 1024
     #: Seconds before an unauthenticated connection is dropped.
     preauth_timeout: float = 60.0
     #: Seconds of inactivity before an authenticated connection is dropped

@@ -1,0 +1,108 @@
+"""The values and errors of the XKEY client library (frozen dataclasses, one error class).
+
+Everything the library hands back is immutable: :class:`KeyInfo` for each
+``* XKEY (...)`` key response, :class:`PolicyInfo` for ``* XKEY POLICY (...)``
+(DESIGN.md, "Protocol: XKEY").  Every failure is an :class:`XKeyError`
+carrying the response code the server sent (``XKEY-ADDRESS``, ...) or one of
+the client's own codes listed on the class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from transcoder.errors import ClientError
+
+#: Policy modes (``XKEY POLICY MODE ...``).
+MODES = ("ALWAYS", "OFF")
+#: Key formats (``FORMAT`` of a key, ``XKEY POLICY FORMAT ...``).
+FORMATS = ("SMIME", "OPENPGP")
+
+
+class XKeyError(ClientError):
+    """The server refused an XKEY request, or the exchange went wrong.
+
+    ``code`` is the response code of the server's tagged NO/BAD
+    (``XKEY-INVALID``, ``XKEY-ADDRESS``, ``XKEY-TOOBIG``, ``XKEY-NOKEY``,
+    ``CLIENTBUG``, ...; ``None`` when it sent none) or one of the client's own:
+    ``PROTOCOL`` (the server's response was malformed) and ``UNSUPPORTED``
+    (the server does not advertise XKEY).  ``response`` is ``NO`` or ``BAD``;
+    ``text`` is the human-readable explanation.
+    """
+
+    def __init__(self, code: str | None, text: str, *, response: str = "NO") -> None:
+        super().__init__(text or "(no explanation given)", code=code)
+        self.response = response
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.text}" if self.code else self.text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.code, self.text), {"response": self.response})
+
+
+class XKeyConnectionError(XKeyError):
+    """Connecting, TLS or logging in failed, or the connection broke mid-command.
+
+    Codes: ``CONNECT`` (no connection), ``TLS`` (handshake or certificate
+    verification failed, or STARTTLS refused), ``PRIVACYREQUIRED`` (the client
+    refused to send a password unencrypted to a non-loopback peer),
+    ``AUTHENTICATIONFAILED`` (or the server's own code for a refused login),
+    ``CONNECTION`` (the connection broke).
+    """
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One stored key, as ``XKEY LIST`` describes it.
+
+    ``format`` is ``SMIME`` or ``OPENPGP``; ``fingerprint`` is hex as the
+    server sent it (pass it back to :meth:`XKeyClient.retire`); ``not_after``
+    is timezone-aware UTC, or ``None`` when the key never expires; ``usage``
+    holds ``ENCRYPT`` and/or ``SIGN``; ``status`` is ``ACTIVE``, ``RETIRED``
+    or ``EXPIRED``.
+    """
+
+    format: str
+    fingerprint: str
+    addresses: tuple[str, ...]
+    not_after: datetime | None
+    usage: tuple[str, ...]
+    status: str
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready mapping (``not_after`` as ``YYYY-MM-DDTHH:MM:SSZ`` or null)."""
+        return {
+            "format": self.format,
+            "fingerprint": self.fingerprint,
+            "addresses": list(self.addresses),
+            "not_after": format_timestamp(self.not_after),
+            "usage": list(self.usage),
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """The account's transcoding policy, as ``XKEY POLICY`` reports it.
+
+    ``mode`` is ``ALWAYS`` or ``OFF``; ``format`` is ``SMIME``, ``OPENPGP``,
+    or ``None`` when the server has none to report (no key stored yet).
+    """
+
+    mode: str
+    format: str | None
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready mapping."""
+        return {"mode": self.mode, "format": self.format}
+
+
+def format_timestamp(when: datetime | None) -> str | None:
+    """``when`` as the protocol writes it (``2027-01-31T00:00:00Z``), or ``None``."""
+    if when is None:
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,242 @@
+"""Recipients of an enveloped message and their RecipientInfo (RFC 5652 section 6.2).
+
+* RSA keys get a KeyTransRecipientInfo (RFC 5652 section 6.2.1): the CEK
+  encrypted with RSAES-PKCS1-v1_5 or RSAES-OAEP (SHA-256, MGF1-SHA-256;
+  RFC 8017 section 7.1, parameters as RFC 4055 section 4.1 encodes them).
+* EC keys (P-256, P-384, P-521) get a KeyAgreeRecipientInfo (RFC 5652
+  section 6.2.2) with ephemeral-static ECDH (RFC 5753 section 3.1, see
+  :mod:`transcoder.cms.ecdh`).
+
+Every RecipientInfo is built by one function from its variable parts (the
+encrypted key, the ephemeral point).  Those parts have a length fixed by the
+key and the settings, so calling the same function with placeholders of the
+right length gives the exact size without doing any public-key operation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from asn1crypto import algos, cms, keys, x509
+from cryptography import x509 as cx509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from transcoder.cms.ecdh import (
+    KEY_WRAP_OVERHEAD,
+    PROFILES,
+    CurveProfile,
+    EphemeralFactory,
+    agree_and_wrap,
+    key_encryption_algorithm,
+)
+from transcoder.cms.errors import UnsupportedRecipient
+from transcoder.cms.settings import CmsSettings
+
+#: Smallest RSA modulus we encrypt to; the keys layer admits nothing smaller.
+MIN_RSA_BITS = 2048
+
+RecipientKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Someone a message is encrypted to, as identified by their certificate.
+
+    ``issuer`` (DER of the issuer Name, byte-exact from the certificate) and
+    ``serial_number`` form the IssuerAndSerialNumber; with
+    ``use_key_identifier`` the recipient is named by ``subject_key_identifier``
+    instead (RFC 5652 sections 6.2.1 and 6.2.2).  ``public_key_info`` is the
+    DER SubjectPublicKeyInfo.  Construction checks the key is one we support.
+    """
+
+    issuer: bytes
+    serial_number: int
+    public_key_info: bytes
+    subject_key_identifier: bytes | None = None
+    use_key_identifier: bool = False
+
+    def __post_init__(self) -> None:
+        if self.use_key_identifier and not self.subject_key_identifier:
+            raise UnsupportedRecipient("no subject key identifier to name the recipient by")
+        _ = self.public_key  # validates
+
+    @classmethod
+    def from_certificate(cls, cert_der: bytes, *, use_key_identifier: bool = False) -> Recipient:
+        """The recipient that owns the DER certificate ``cert_der``.
+
+        Raises :class:`UnsupportedRecipient` for an unparsable certificate, a
+        key that is neither RSA (>= 2048 bits) nor EC on P-256/P-384/P-521, or
+        ``use_key_identifier`` without a subjectKeyIdentifier extension.
+        """
+        try:
+            cert = cx509.load_der_x509_certificate(cert_der)
+            issuer = cert.issuer.public_bytes()
+            key_info = _spki_der(cert)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise UnsupportedRecipient(f"unusable certificate: {exc}") from exc
+        return cls(
+            issuer=issuer,
+            serial_number=cert.serial_number,
+            public_key_info=key_info,
+            subject_key_identifier=_subject_key_identifier(cert),
+            use_key_identifier=use_key_identifier,
+        )
+
+    @cached_property
+    def public_key(self) -> RecipientKey:
+        """The recipient's public key (checked to be a supported type)."""
+        try:
+            key = serialization.load_der_public_key(self.public_key_info)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise UnsupportedRecipient(f"unusable public key: {exc}") from exc
+        if isinstance(key, rsa.RSAPublicKey):
+            if key.key_size < MIN_RSA_BITS:
+                raise UnsupportedRecipient(f"RSA key of {key.key_size} bits is too small")
+            return key
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            if key.curve.name not in PROFILES:
+                raise UnsupportedRecipient(f"EC curve {key.curve.name} is not supported")
+            return key
+        raise UnsupportedRecipient(f"{type(key).__name__} keys cannot be encrypted to")
+
+    @property
+    def version(self) -> int:
+        """CMSVersion of this recipient's RecipientInfo (RFC 5652 sections 6.2.1, 6.2.2)."""
+        if isinstance(self.public_key, ec.EllipticCurvePublicKey):
+            return 3
+        return 2 if self.use_key_identifier else 0
+
+
+def _spki_der(cert: cx509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _subject_key_identifier(cert: cx509.Certificate) -> bytes | None:
+    try:
+        ext = cert.extensions.get_extension_for_class(cx509.SubjectKeyIdentifier)
+    except cx509.ExtensionNotFound:
+        return None
+    return ext.value.digest
+
+
+def recipient_info(
+    recipient: Recipient,
+    cek: bytes,
+    settings: CmsSettings,
+    ephemeral_factory: EphemeralFactory,
+) -> cms.RecipientInfo:
+    """The RecipientInfo that gives ``recipient`` the content-encryption key ``cek``."""
+    key = recipient.public_key
+    if isinstance(key, rsa.RSAPublicKey):
+        return _ktri(recipient, settings, key.encrypt(cek, _rsa_padding(settings)))
+    profile = PROFILES[key.curve.name]
+    point, wrapped = agree_and_wrap(key, profile, cek, ephemeral_factory)
+    return _kari(recipient, settings, profile, point, wrapped)
+
+
+def placeholder_info(recipient: Recipient, settings: CmsSettings) -> cms.RecipientInfo:
+    """A RecipientInfo of exactly the size :func:`recipient_info` produces, with zero octets.
+
+    The RSA encrypted key is always as long as the modulus (RFC 8017 section
+    7.1.1 and 7.2.1: I2OSP to k octets); the ephemeral point is uncompressed,
+    so its length is fixed by the curve; the wrapped key is the CEK plus 8.
+    """
+    key = recipient.public_key
+    if isinstance(key, rsa.RSAPublicKey):
+        return _ktri(recipient, settings, bytes((key.key_size + 7) // 8))
+    profile = PROFILES[key.curve.name]
+    point = b"\x04" + bytes(profile.point_size - 1)
+    return _kari(recipient, settings, profile, point, bytes(settings.key_size + KEY_WRAP_OVERHEAD))
+
+
+def _rsa_padding(settings: CmsSettings) -> padding.AsymmetricPadding:
+    if settings.rsa_padding == "oaep":
+        sha256 = hashes.SHA256()
+        return padding.OAEP(mgf=padding.MGF1(sha256), algorithm=sha256, label=None)
+    return padding.PKCS1v15()
+
+
+def _rsa_algorithm(settings: CmsSettings) -> cms.KeyEncryptionAlgorithm:
+    """rsaEncryption with NULL parameters, or id-RSAES-OAEP with explicit SHA-256 parameters.
+
+    RFC 4055 section 4.1: hashFunc and maskGenFunc are given explicitly (the
+    defaults are SHA-1); pSourceFunc keeps its default (empty label) and is
+    omitted, as DER requires for a DEFAULT value.
+    """
+    if settings.rsa_padding == "oaep":
+        params = algos.RSAESOAEPParams(
+            {
+                "hash_algorithm": {"algorithm": "sha256"},
+                "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha256"}},
+            }
+        )
+        return cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": params})
+    return cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"})
+
+
+def _issuer_and_serial(recipient: Recipient) -> cms.IssuerAndSerialNumber:
+    return cms.IssuerAndSerialNumber(
+        {"issuer": x509.Name.load(recipient.issuer), "serial_number": recipient.serial_number}
+    )
+
+
+def _ktri(recipient: Recipient, settings: CmsSettings, encrypted_key: bytes) -> cms.RecipientInfo:
+    """KeyTransRecipientInfo (RFC 5652 section 6.2.1): version 0 with
+    issuerAndSerialNumber, version 2 with subjectKeyIdentifier."""
+    if recipient.use_key_identifier:
+        rid = cms.RecipientIdentifier(
+            name="subject_key_identifier", value=recipient.subject_key_identifier
+        )
+    else:
+        rid = cms.RecipientIdentifier(
+            name="issuer_and_serial_number", value=_issuer_and_serial(recipient)
+        )
+    ktri = cms.KeyTransRecipientInfo(
+        {
+            "version": recipient.version,
+            "rid": rid,
+            "key_encryption_algorithm": _rsa_algorithm(settings),
+            "encrypted_key": encrypted_key,
+        }
+    )
+    return cms.RecipientInfo(name="ktri", value=ktri)
+
+
+def _kari(
+    recipient: Recipient,
+    settings: CmsSettings,
+    profile: CurveProfile,
+    point: bytes,
+    wrapped_key: bytes,
+) -> cms.RecipientInfo:
+    """KeyAgreeRecipientInfo, version 3 (RFC 5652 section 6.2.2; RFC 5753 section 3.1.1).
+
+    originator is the ephemeral public key (originatorKey) with id-ecPublicKey
+    and absent parameters, which RFC 5753 section 7.1.2 says senders SHOULD
+    generate (the curve is the recipient's); ukm is absent.
+    """
+    if recipient.use_key_identifier:
+        # A dict, not cms.RecipientKeyIdentifier: asn1crypto rebinds that name
+        # to a different structure (the one of SMIMEEncryptionKeyPreference).
+        rid = cms.KeyAgreementRecipientIdentifier(
+            name="r_key_id", value={"subject_key_identifier": recipient.subject_key_identifier}
+        )
+    else:
+        rid = cms.KeyAgreementRecipientIdentifier(
+            name="issuer_and_serial_number", value=_issuer_and_serial(recipient)
+        )
+    originator = keys.PublicKeyInfo({"algorithm": {"algorithm": "ec"}, "public_key": point})
+    kari = cms.KeyAgreeRecipientInfo(
+        {
+            "version": 3,
+            "originator": cms.OriginatorIdentifierOrKey(name="originator_key", value=originator),
+            "key_encryption_algorithm": key_encryption_algorithm(profile, settings.key_size),
+            "recipient_encrypted_keys": [{"rid": rid, "encrypted_key": wrapped_key}],
+        }
+    )
+    return cms.RecipientInfo(name="kari", value=kari)

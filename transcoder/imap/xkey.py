@@ -1,0 +1,208 @@
+"""XKEY: users provision their keys and set their policy over IMAP (DESIGN.md, "Protocol: XKEY").
+
+The reference for client authors is ``docs/xkey.md``; the grammar lives in
+:mod:`transcoder.imap.xkey_syntax`.  What :class:`XKeyMixin` guarantees:
+
+* XKEY runs in the authenticated and selected states only; before login the
+  wire mixin answers ``BAD`` (RFC 3501 section 3).  ``XKEY`` is advertised
+  in CAPABILITY from login on -- only when the server has a keystore
+  (:class:`KeyAccess`) and the logged-in account has an ``address``.
+  Otherwise XKEY is answered ``NO [CANNOT]``, before any literal is read.
+* A session only ever reads and changes the keys and policy of its own
+  account, ``self.account.address``: no request names an account.
+* ``PUT``'s key arrives as raw octets, from a quoted string or a literal.  A
+  literal over ``settings.max_key_size`` is refused ``NO [XKEY-TOOBIG]``
+  before the continuation request, so nothing of it is read (a
+  non-synchronizing one is discarded by the wire mixin, RFC 7888 section 4).
+* Validation (gpg subprocesses, certificate parsing) and every keystore call
+  run in the keystore's thread pool, never on the reactor thread; commands
+  pipelined behind an XKEY wait for its answer (RFC 3501 section 5.5).
+* Failures: ``NO [XKEY-INVALID|XKEY-ADDRESS|XKEY-TOOBIG|XKEY-NOKEY] <why>``,
+  ``BAD`` for syntax.  Nothing is stored on any failure.  Every operation,
+  refusals included, is audited by the keystore with the peer address.
+* Successful requests answer their result before the tagged ``OK``: PUT and
+  DELETE the key's ``* XKEY (...)``, LIST one per key, POLICY (shown or
+  changed) ``* XKEY POLICY (...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography import x509
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.mail import imap4
+
+from transcoder.errors import ClientError
+from transcoder.imap.mailbox_base import MailboxCommandMixin
+from transcoder.imap.settings import ServerSettings
+from transcoder.imap.xkey_syntax import (
+    DeleteKey,
+    KeyListing,
+    KeyLiteralAhead,
+    ListKeys,
+    PolicyListing,
+    PutKey,
+    SetPolicy,
+    ShowPolicy,
+    XKeyRequest,
+    key_response,
+    parse_arguments,
+    policy_response,
+)
+from transcoder.keys.async_store import AsyncKeyStore, clock_now
+from transcoder.keys.errors import KeyTooBig
+from transcoder.keys.model import Policy, StoredKey
+from transcoder.keys.provisioning import provision
+
+_REQUEST_NAMES: dict[type, bytes] = {
+    PutKey: b"PUT",
+    ListKeys: b"LIST",
+    DeleteKey: b"DELETE",
+    ShowPolicy: b"POLICY",
+    SetPolicy: b"POLICY",
+}
+
+
+@dataclass(frozen=True)
+class KeyAccess:
+    """What XKEY needs of the key layer: the keystore, how to validate, and the time.
+
+    ``store`` runs every call in its thread pool.  ``trust_anchors`` (from
+    ``--smime-ca``) make certificates need a chain to one of them; empty, any
+    certificate passing the other checks is accepted, self-signed included.
+    ``clock`` is the reactor (a :class:`~twisted.internet.task.Clock` in tests).
+    """
+
+    store: AsyncKeyStore
+    clock: IReactorTime
+    trust_anchors: tuple[x509.Certificate, ...] = ()
+    gpg_binary: str = "gpg"
+
+    def now(self) -> datetime:
+        """The clock's time, as the keystore takes it."""
+        return clock_now(self.clock)
+
+    def provision(
+        self,
+        account: str,
+        data: bytes,
+        *,
+        max_bytes: int,
+        origin: Mapping[str, str] | None = None,
+    ) -> Deferred[StoredKey]:
+        """Validate and store ``data`` as ``account``'s key, in the pool (see ``provision``)."""
+        return self.store.run(
+            provision,
+            self.store.store,
+            account,
+            data,
+            self.now(),
+            trust_anchors=self.trust_anchors,
+            gpg_binary=self.gpg_binary,
+            max_bytes=max_bytes,
+            origin=origin,
+        )
+
+
+class XKeyMixin(MailboxCommandMixin):
+    """The XKEY command and capability for TranscodingIMAP4Server (see the module doc)."""
+
+    #: The key layer; ``None``: XKEY is not offered.
+    keys: KeyAccess | None = None
+
+    # Provided by the other mixins (declared for the type checker only).
+    settings: ServerSettings
+    _peer_text: Callable[[], str]
+    _begin_literal: Callable[[int, int, Callable[[int], Any]], Any]
+
+    def capabilities(self) -> dict[bytes, Any]:
+        """Add ``XKEY`` once logged in, when this account can use it."""
+        caps: dict[bytes, Any] = super().capabilities()
+        if self.state in ("auth", "select") and self._xkey_address() is not None:
+            caps[b"XKEY"] = None
+        return caps
+
+    def _xkey_address(self) -> str | None:
+        """The account's address when XKEY is available to it, else ``None``."""
+        address = getattr(self.account, "address", None)
+        if self.keys is None or not isinstance(address, str) or not address:
+            return None
+        return address
+
+    def _xkey_access(self) -> tuple[KeyAccess, str]:
+        """The key layer and the account's address; NO [CANNOT] when XKEY is unavailable."""
+        address = self._xkey_address()
+        if self.keys is None or address is None:
+            raise ClientError("XKEY is not available for this account", code="CANNOT")
+        return self.keys, address
+
+    # -- parsing -----------------------------------------------------------------
+
+    def arg_xkey(self, line: bytes | None) -> Any:
+        """XKEY's arguments as an XKeyRequest, reading PUT's literal (raw octets) if any."""
+        self._xkey_access()  # refuse before a literal is read
+        parsed = parse_arguments(line or b"")
+        if not isinstance(parsed, KeyLiteralAhead):
+            return parsed, b""
+        limit = self.settings.max_key_size
+        if parsed.size > limit:
+            # Before the continuation request: the client sends nothing more.
+            raise KeyTooBig(f"key material of {parsed.size} octets; at most {limit} accepted")
+        d = self._begin_literal(parsed.size, limit, self._start_key_literal)
+        return d.addCallback(lambda read: (PutKey(read[0]), read[1]))
+
+    def _start_key_literal(self, size: int) -> Deferred[tuple[bytes, bytes]]:
+        """Read the literal's octets into memory as they are (Twisted's LiteralString).
+
+        The wire mixin's string-literal reader is capped by
+        ``max_astring_literal_size``; a key has its own cap, checked above.
+        """
+        d: Deferred[tuple[bytes, bytes]] = Deferred()
+        self.parseState = "pending"
+        self._pendingLiteral = imap4.LiteralString(size, d)
+        self.sendContinuationRequest(b"Ready for %d octets of key material" % size)
+        self.setRawMode()
+        return d
+
+    # -- running -----------------------------------------------------------------
+
+    def do_XKEY(self, tag: bytes, request: XKeyRequest) -> Deferred[None]:
+        """Run one XKEY request off the reactor thread; later commands wait for it."""
+        return self.run_command(tag, self._xkey, request)
+
+    auth_XKEY = (do_XKEY, arg_xkey)
+    select_XKEY = auth_XKEY
+
+    async def _xkey(self, tag: bytes, request: XKeyRequest) -> None:
+        """Carry out ``request`` for the session's account and answer it."""
+        keys, account = self._xkey_access()
+        origin = {"peer": self._peer_text(), "via": "imap"}
+        store = keys.store
+        if isinstance(request, PutKey):
+            limit = self.settings.max_key_size
+            data = request.material
+            self._send_keys([await keys.provision(account, data, max_bytes=limit, origin=origin)])
+        elif isinstance(request, ListKeys):
+            self._send_keys(await store.list_keys(account, keys.now()))
+        elif isinstance(request, DeleteKey):
+            fingerprint = request.fingerprint
+            self._send_keys([await store.retire(account, fingerprint, keys.now(), origin)])
+        elif isinstance(request, ShowPolicy):
+            self._send_policy(await store.get_policy(account, keys.now()))
+        else:
+            mode, fmt = request.mode, request.format
+            changed = store.set_policy(account, keys.now(), mode, fmt, origin)
+            self._send_policy(await changed)
+        self.sendPositiveResponse(tag, b"XKEY " + _REQUEST_NAMES[type(request)] + b" completed")
+
+    def _send_keys(self, keys: list[StoredKey]) -> None:
+        for key in keys:
+            self.sendUntaggedResponse(key_response(KeyListing.of(key)))
+
+    def _send_policy(self, policy: Policy) -> None:
+        self.sendUntaggedResponse(policy_response(PolicyListing.of(policy)))

@@ -1,0 +1,146 @@
+"""What a transcoder is: :class:`ITranscoder` and the values it takes and returns.
+
+A transcoder is a pure, synchronous, blocking function from a stored message
+(and the user's keys) to the transcoded view (DESIGN.md, "The transcoded
+view").  The server runs it in a worker thread; it gets the time and its
+randomness from the request, never from module globals, so tests can pin
+both.  Third-party transcoders implement the same interface and register
+through the ``transcoder.transcoders`` entry-point group
+(:mod:`transcoder.transcoders.registry`); :mod:`transcoder.testing` checks
+them.
+
+Two spellings of one contract: :class:`ITranscoder` is the zope.interface
+declaration (``@implementer``, ``verifyObject``, ``providedBy``);
+:class:`Transcoder` mirrors it as a :class:`typing.Protocol` so type hints
+and mypy can check callers (mypy does not understand zope interfaces).
+
+No twisted import here.
+"""
+
+# zope.interface declares methods without ``self``:
+# ruff: noqa: N805
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+from zope.interface import Attribute, Interface
+
+from transcoder.keys.model import KeyFormat, StoredKey, require_aware
+
+
+@dataclass(frozen=True)
+class TranscodeRequest:
+    """One message to transcode for one user.
+
+    ``source`` is the stored message (CRLF line ends) of ``size`` octets; a
+    transcoder may seek and read it but never writes or closes it.
+    ``keys`` are the user's active keys of the transcoder's format, newest
+    first.  ``now`` (timezone-aware) is the moment to judge key validity at;
+    ``random_bytes(n)`` is the only source of randomness a transcoder may
+    use.  ``obscure_subject`` asks for RFC 9788 ``hcp_baseline`` on the
+    outer header.
+    """
+
+    source: BinaryIO
+    size: int
+    keys: tuple[StoredKey, ...]
+    now: datetime
+    random_bytes: Callable[[int], bytes]
+    obscure_subject: bool = False
+
+    def __post_init__(self) -> None:
+        require_aware(self.now)
+        if self.size < 0:
+            raise ValueError("size must not be negative")
+        if not isinstance(self.keys, tuple):
+            object.__setattr__(self, "keys", tuple(self.keys))
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    """What :meth:`ITranscoder.transcode` wrote: ``size`` octets of ``media_type``."""
+
+    size: int
+    media_type: str
+
+
+class ITranscoder(Interface):
+    """Turns a stored message into the encrypted view one user is served.
+
+    Implementations must be safe to call from several worker threads at
+    once: keep per-call state in locals, not on the instance.
+    """
+
+    name = Attribute("Unique short name, e.g. 'smime' or 'pgp-mime' (str).")
+    media_type = Attribute("Media type of the output's top level, e.g. 'application/pkcs7-mime'.")
+    key_format = Attribute("The transcoder.keys.KeyFormat of the keys it encrypts to.")
+    settings_id = Attribute(
+        "Stable str naming every setting that changes the output; part of the view-cache key."
+    )
+
+    def can_serve(keys):
+        """Whether at least one of the StoredKeys ``keys`` is one this transcoder can encrypt to."""
+
+    def transcode(request, out):
+        """Write the view of TranscodeRequest ``request`` to binary file ``out``.
+
+        Writes from ``out``'s current position and returns a TranscodeResult.
+        Synchronous and blocking; memory stays bounded whatever the message
+        size.  Raises :class:`~transcoder.transcoders.errors.TranscodeFailed`
+        when no key can be used or the message cannot be transcoded; what was
+        already written to ``out`` must then be discarded by the caller.
+        """
+
+
+class ISizePredictor(Interface):
+    """A transcoder that knows its output size without encrypting (optional)."""
+
+    def predicted_size(request):
+        """Octets :meth:`ITranscoder.transcode` would write for ``request``; reads headers only."""
+
+
+class Transcoder(Protocol):
+    """The static-typing mirror of :class:`ITranscoder` (see the module docstring)."""
+
+    @property
+    def name(self) -> str:
+        """See :class:`ITranscoder`."""
+
+    @property
+    def media_type(self) -> str:
+        """See :class:`ITranscoder`."""
+
+    @property
+    def key_format(self) -> KeyFormat:
+        """See :class:`ITranscoder`."""
+
+    @property
+    def settings_id(self) -> str:
+        """See :class:`ITranscoder`."""
+
+    def can_serve(self, keys: Sequence[StoredKey]) -> bool:
+        """See :meth:`ITranscoder.can_serve`."""
+
+    def transcode(self, request: TranscodeRequest, out: BinaryIO) -> TranscodeResult:
+        """See :meth:`ITranscoder.transcode`."""
+
+
+class SizePredictor(Protocol):
+    """The static-typing mirror of :class:`ISizePredictor`."""
+
+    def predicted_size(self, request: TranscodeRequest) -> int:
+        """See :meth:`ISizePredictor.predicted_size`."""
+
+
+__all__ = [
+    "ISizePredictor",
+    "ITranscoder",
+    "SizePredictor",
+    "TranscodeRequest",
+    "TranscodeResult",
+    "Transcoder",
+]
