@@ -61,7 +61,8 @@ def smime_message(body: bytes, settings: CmsSettings) -> bytes:
     """A complete application/pkcs7-mime message around ``body`` (RFC 8551 section 3.3)."""
     header = (
         "MIME-Version: 1.0\r\n"
-        f'Content-Type: application/pkcs7-mime; smime-type={smime_type(settings)}; name="smime.p7m"\r\n'
+        f"Content-Type: application/pkcs7-mime; smime-type={smime_type(settings)};"
+        ' name="smime.p7m"\r\n'
         "Content-Transfer-Encoding: base64\r\n"
         'Content-Disposition: attachment; filename="smime.p7m"\r\n'
         "\r\n"
@@ -83,8 +84,10 @@ def openssl_decrypt(tmp_path: Path, der: bytes, party: Party, *, inform: str = "
     dst = tmp_path / f"plain-{party.name}.bin"
     src.write_bytes(der)
     result = subprocess.run(
-        [openssl, "cms", "-decrypt", "-binary", "-inform", inform, "-in", str(src)]
-        + ["-recip", str(party.cert_path), "-inkey", str(party.key_path), "-out", str(dst)],
+        [
+            *(openssl, "cms", "-decrypt", "-binary", "-inform", inform, "-in", str(src)),
+            *("-recip", str(party.cert_path), "-inkey", str(party.key_path), "-out", str(dst)),
+        ],
         capture_output=True,
         timeout=60,
     )
@@ -120,8 +123,10 @@ class GpgsmHome:
         # Loopback pinentry: the passphrase comes on stdin (--passphrase-fd 0),
         # both to open the PKCS#12 and to unlock the imported key.
         result = subprocess.run(
-            [gpgsm, "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0"]
-            + ["--disable-crl-checks", "--disable-policy-checks", *args],
+            [
+                *(gpgsm, "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0"),
+                *("--disable-crl-checks", "--disable-policy-checks", *args),
+            ],
             input=self.PASSPHRASE + b"\n",
             capture_output=True,
             env=self.env,

@@ -14,6 +14,7 @@ import signal
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.integration.conftest import PASSWORD, RunningServer, admin, free_port
 from tests.keyfactory import PgpKeys
-from tests.keys.certs import der, key_usage, make_cert, pem
+from tests.keys.certs import der, key_usage, make_ca, make_cert, pem
 from transcoder.imap.xkey_syntax import KeyListing, PolicyListing, parse_response
 from transcoder.keys.model import KeyFormat, KeyStatus, KeyUsage, PolicyMode
 
@@ -345,3 +346,37 @@ def test_server_exits_cleanly_after_key_work(server: RunningServer, pgp_keys: Pg
     log = server.log.read_text()
     assert "Server Shut Down." in log and "Traceback" not in log
     assert (server.data / "audit.jsonl").stat().st_mode & 0o077 == 0
+
+
+def test_smime_ca_option_requires_a_chain(tmp_path: Path) -> None:
+    """With --smime-ca, a self-signed certificate is XKEY-INVALID and a CA-issued one stored."""
+    data = tmp_path / "data"
+    assert admin(data, "user", "add", ALICE, stdin=PASSWORD + "\n").returncode == 0
+    ca = make_ca()
+    (tmp_path / "ca.pem").write_bytes(pem(ca.cert))
+    server = RunningServer(
+        data, free_port(), free_port(), extra_args=("--smime-ca", str(tmp_path / "ca.pem"))
+    )
+    server.start()
+    try:
+        key = ec.generate_private_key(ec.SECP256R1())
+        assert "chain" in refused(server, der(fresh_cert(key)), "XKEY-INVALID")
+        client = connect(server)
+        typ, text, _ = xkey(client, "PUT", literal=pem(fresh_cert(key, issuer=ca)))
+        assert typ == "OK", text
+        client.logout()
+    finally:
+        server.stop()
+
+
+def test_unreadable_smime_ca_stops_the_start(tmp_path: Path) -> None:
+    """A --smime-ca file without certificates is reported and the server does not start."""
+    (tmp_path / "empty.pem").write_text("no certificates here\n")
+    server = RunningServer(
+        tmp_path / "data",
+        free_port(),
+        free_port(),
+        extra_args=("--smime-ca", str(tmp_path / "empty.pem")),
+    )
+    with pytest.raises(RuntimeError, match="S/MIME trust anchors"):
+        server.start()

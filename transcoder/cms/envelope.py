@@ -124,7 +124,7 @@ def frame(
     plain_len: int,
 ) -> Framing:
     """The framing of a message of ``plain_len`` plaintext octets to ``recipient_infos``."""
-    versions = [info.chosen["version"].native for info in recipient_infos]
+    versions = [int(info.chosen["version"]) for info in recipient_infos]
     version = cms.CMSVersion(envelope_version(versions, settings)).dump()
     # DER sorts the components of a SET OF by their encodings (X.690 section 11.6);
     # asn1crypto's SetOf does that when it serializes.

@@ -18,6 +18,7 @@ transcoder's settings change:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -29,6 +30,7 @@ from typing import Any, BinaryIO
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from transcoder.mime.entity import Entity, parse_message
@@ -55,7 +57,13 @@ class ViewKey:
         account = hashlib.sha256(self.account.encode()).hexdigest()[:32]
         entry = hashlib.sha256(
             "\0".join(
-                (str(self.uidvalidity), str(self.uid), self.fingerprint, self.transcoder, self.settings_id)
+                (
+                    str(self.uidvalidity),
+                    str(self.uid),
+                    self.fingerprint,
+                    self.transcoder,
+                    self.settings_id,
+                )
             ).encode()
         ).hexdigest()
         return Path(account[:2], account, entry[:2], entry + ".eml")
@@ -85,6 +93,47 @@ class TranscodedView:
 Transcode = Callable[[BinaryIO], int]
 
 
+class SharedResult:
+    """One Deferred's result handed to any number of later waiters.
+
+    The source Deferred's chain ends here, so a failure is never left
+    unhandled; each :meth:`fork` gets the outcome, now or when it comes.
+    """
+
+    _pending = object()
+
+    def __init__(self, source: defer.Deferred[Any]) -> None:
+        self._result: Any = self._pending
+        self._waiters: list[defer.Deferred[Any]] = []
+        source.addBoth(self._arrived)
+
+    def _arrived(self, result: Any) -> None:
+        self._result = result
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            self._deliver(waiter)
+
+    def _deliver(self, waiter: defer.Deferred[Any]) -> None:
+        if isinstance(self._result, Failure):
+            waiter.errback(self._result)
+        else:
+            waiter.callback(self._result)
+
+    @property
+    def done(self) -> bool:
+        """Whether the outcome has arrived."""
+        return self._result is not self._pending
+
+    def fork(self) -> defer.Deferred[Any]:
+        """A new Deferred firing with the shared outcome."""
+        waiter: defer.Deferred[Any] = defer.Deferred()
+        if self._result is self._pending:
+            self._waiters.append(waiter)
+        else:
+            self._deliver(waiter)
+        return waiter
+
+
 class ViewCache:
     """Size-capped, LRU, restart-surviving cache of transcoded views under ``root``.
 
@@ -101,7 +150,7 @@ class ViewCache:
         self.root = root
         self.max_bytes = max_bytes
         self._run_blocking = run_blocking
-        self._inflight: dict[Path, list[defer.Deferred[TranscodedView]]] = {}
+        self._inflight: dict[Path, SharedResult] = {}
         self._lru: OrderedDict[Path, int] = OrderedDict()
         self._total = 0
         self._load_index()
@@ -134,34 +183,26 @@ class ViewCache:
         if size is not None and path.exists():
             self._touch(path)
             return defer.succeed(TranscodedView(path, size))
-        result: defer.Deferred[TranscodedView] = defer.Deferred()
-        waiters = self._inflight.get(path)
-        if waiters is not None:  # another FETCH is transcoding this entry: share it
-            waiters.append(result)
-            return result
-        self._inflight[path] = [result]
-        work = self._run_blocking(_materialize, path, transcode)
-        work.addBoth(self._landed, path)
-        return result
+        shared = self._inflight.get(path)
+        if shared is None:  # else another FETCH is transcoding this entry: share it
+            work = self._run_blocking(_materialize, path, transcode)
+            shared = SharedResult(work.addBoth(self._landed, path))
+            if not shared.done:
+                self._inflight[path] = shared
+        return shared.fork()
 
-    def _landed(self, outcome: Any, path: Path) -> None:
-        waiters = self._inflight.pop(path)
+    def _landed(self, outcome: Any, path: Path) -> Any:
+        self._inflight.pop(path, None)
         if isinstance(outcome, TranscodedView):
             self._lru[path] = outcome.size
             self._total += outcome.size
             self._evict(keep=path)
-            for waiter in waiters:
-                waiter.callback(outcome)
-        else:
-            for waiter in waiters:
-                waiter.errback(outcome)
+        return outcome
 
     def _touch(self, path: Path) -> None:
         self._lru.move_to_end(path)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.utime(path)  # so the order survives a restart
-        except FileNotFoundError:
-            pass
 
     def _evict(self, keep: Path) -> None:
         while self._total > self.max_bytes and len(self._lru) > 1:

@@ -181,6 +181,17 @@ def encrypt_armored(
     :class:`GpgFailed` on any failure; ``dst`` then holds a partial,
     useless output.  ValueError for a malformed fingerprint.
     """
+    targets, extra = command_arguments(recipients, keyrings)
+    sink = ArmorSink(dst, crlf)
+    result = _run(gpg_handle(gpg_binary, str(homedir)), src, targets, extra, sink)
+    check_result(result)
+    return sink.written
+
+
+def command_arguments(
+    recipients: Sequence[str], keyrings: Sequence[str | Path] = ()
+) -> tuple[list[str], list[str]]:
+    """The ``-r`` values (``<fpr>!``) and the other options of one encryption."""
     if not recipients:
         raise ValueError("no recipients")
     targets = [f"{check_fingerprint(fpr)}!" for fpr in recipients]
@@ -189,8 +200,12 @@ def encrypt_armored(
         extra.append("--no-default-keyring")
         for keyring in keyrings:
             extra += ["--keyring", str(Path(keyring).absolute())]
-    gpg = copy.copy(gpg_handle(gpg_binary, str(homedir)))
-    sink = ArmorSink(dst, crlf)
+    return targets, extra
+
+
+def _run(base: Any, src: Readable, targets: list[str], extra: list[str], sink: ArmorSink) -> Any:
+    """One ``gpg --encrypt`` through python-gnupg; its result (GpgFailed if it broke)."""
+    gpg = copy.copy(base)  # on_data is per call; the shared handle stays untouched
     gpg.on_data = sink
     gpg.buffer_size = CHUNK_SIZE
     # python-gnupg raises an error of its stdin feeder (gpg died, src failed)
@@ -198,15 +213,14 @@ def encrypt_armored(
     results: list[Any] = []
     gpg.result_map = {**gpg.result_map, "crypt": lambda handle: _kept(results, handle)}
     try:
-        result = gpg.encrypt_file(src, targets, armor=True, extra_args=extra)
+        return gpg.encrypt_file(src, targets, armor=True, extra_args=extra)
     except GpgFailed:
         raise
     except Exception as error:
         if not results or results[0].returncode is None:
             raise GpgFailed(f"running gpg failed: {error!r}") from error
-        check_result(results[0], feed_error=error)
-    check_result(result)
-    return sink.written
+        check_result(results[0], feed_error=error)  # raises: a feed error is fatal
+        raise GpgFailed(f"feeding gpg failed: {error!r}") from error
 
 
 def _kept(results: list[Any], handle: Any) -> Any:

@@ -1,0 +1,157 @@
+"""FETCH served from the transcoded view: the seam of :mod:`.fetch` filled in.
+
+For each FETCH command the account's policy and keys are read once (in the
+key layer's thread pool) and :func:`~transcoder.transcoders.selection.select_transcoder`
+decides: policy OFF serves the stored message; policy ALWAYS serves the view
+from :class:`~transcoder.imap.view.ViewCache`, transcoding it in a worker
+thread on first use.  Failing closed (DESIGN.md invariant 3): no usable key
+is ``NO [XKEY-NOKEY]``; any transcoding error is ``NO [TRANSCODE-FAILED]``
+with the detail in the log -- never the plaintext.  COPY, SEARCH, STORE and
+APPEND never come here (invariant 4).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from transcoder.errors import ClientError
+from transcoder.imap.fetch import as_parsed_message
+from transcoder.imap.view import SharedResult, ViewCache, ViewKey
+from transcoder.keys.model import Policy
+from transcoder.mime.protect import is_encrypted, parse_top_level
+from transcoder.transcoders.errors import TranscodeFailed
+from transcoder.transcoders.interfaces import TranscodeRequest
+from transcoder.transcoders.registry import TranscoderRegistry
+from transcoder.transcoders.selection import Selection, select_transcoder
+
+log = Logger()
+
+_COPY_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TranscodingConfig:
+    """What the server needs to serve transcoded views.
+
+    ``run_blocking(f, *args)`` runs transcoding off the reactor thread (a
+    thread pool sized to the CPUs in the service).
+    """
+
+    registry: TranscoderRegistry
+    cache: ViewCache
+    obscure_subject: bool = False
+    random_bytes: Callable[[int], bytes] = field(default=os.urandom)
+
+
+def select_for_account(store: Any, account: str, now: Any, registry: TranscoderRegistry) -> Any:
+    """Policy and keys of ``account`` from the keystore, and the selection (blocking)."""
+    policy: Policy = store.get_policy(account, now)
+    return select_transcoder(policy, store.list_keys(account, now), registry, now)
+
+
+def transcode_into(
+    message: Any, selection: Selection, request_args: dict[str, Any], out: BinaryIO
+) -> int:
+    """Write ``message``'s view into ``out`` (worker thread); its size.
+
+    A message that is already encrypted is its own view: it is copied as it
+    is, never encrypted twice.
+    """
+    with message.open() as source:
+        if is_encrypted(parse_top_level(source, message.size), source):
+            source.seek(0)
+            copied = 0
+            for chunk in iter(lambda: source.read(_COPY_CHUNK), b""):
+                out.write(chunk)
+                copied += len(chunk)
+            return copied
+        source.seek(0)
+        request = TranscodeRequest(
+            source=source, size=message.size, keys=selection.keys, **request_args
+        )
+        return selection.transcoder.transcode(request, out).size
+
+
+class TranscodingMixin:
+    """Fills :meth:`FetchMixin.fetch_view` with the account's transcoded view."""
+
+    # Set by the factory; attributes of Twisted's and the other mixins, for the type checker.
+    transcoding: TranscodingConfig | None = None
+    keys: Any
+    account: Any
+    mbox: Any
+    current_tag: bytes | None
+    _selection_for: tuple[bytes | None, SharedResult] | None = None
+
+    def fetch_view(self, message: Any) -> defer.Deferred[Any]:
+        """The transcoded view of ``message`` under policy ALWAYS, else the stored message."""
+        address = getattr(self.account, "address", None)
+        if self.transcoding is None or getattr(self, "keys", None) is None or address is None:
+            return super().fetch_view(message)  # type: ignore[misc]
+        d = self._selection(address)
+        d.addCallback(self._view_for, message, address)
+        d.addErrback(self._fail_closed)
+        return d
+
+    def _selection(self, address: str) -> defer.Deferred[Selection | None]:
+        """The selection for this FETCH command, read once per command."""
+        tag = self.current_tag
+        if self._selection_for is None or self._selection_for[0] != tag:
+            now = self.keys.now()
+            registry = self.transcoding.registry  # type: ignore[union-attr]
+            shared = self.keys.store.run(
+                select_for_account, self.keys.store.store, address, now, registry
+            )
+            self._selection_for = (tag, SharedResult(shared))
+        return self._selection_for[1].fork()
+
+    def _view_for(self, selection: Selection | None, message: Any, address: str) -> Any:
+        if selection is None:
+            return as_parsed_message(message)
+        config: TranscodingConfig = self.transcoding  # type: ignore[assignment]
+        return as_parsed_message(message).addCallback(
+            self._cached_view, message, selection, address, config
+        )
+
+    def _cached_view(
+        self,
+        stored: Any,
+        message: Any,
+        selection: Selection,
+        address: str,
+        config: TranscodingConfig,
+    ) -> defer.Deferred[Any]:
+        obscure = "|obscure-subject" if config.obscure_subject else ""
+        key = ViewKey(
+            account=address,
+            uidvalidity=self.mbox.getUIDValidity(),
+            uid=message.getUID(),
+            fingerprint=selection.key_id,
+            transcoder=selection.transcoder.name,
+            settings_id=selection.transcoder.settings_id + obscure,
+        )
+        request_args = {
+            "now": self.keys.now(),
+            "random_bytes": config.random_bytes,
+            "obscure_subject": config.obscure_subject,
+        }
+        return config.cache.get(
+            key, lambda out: transcode_into(stored, selection, request_args, out)
+        )
+
+    def _fail_closed(self, failure: Any) -> Any:
+        """Client errors pass through (with their code); anything else becomes TRANSCODE-FAILED."""
+        error = failure.value
+        if isinstance(error, TranscodeFailed):
+            log.error("transcoding failed: {detail}", detail=error.detail)
+            return failure
+        if isinstance(error, ClientError):
+            return failure
+        log.failure("transcoding failed", failure)
+        raise TranscodeFailed(f"{type(error).__name__}: {error}")
