@@ -39,12 +39,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transcoder.keys.model import KeyStatus, OpenPgpDetails, StoredKey  # noqa: E402
-from transcoder.keys.openpgp import validate_openpgp_key  # noqa: E402
-from transcoder.openpgp.keyring import Keyring  # noqa: E402
-from transcoder.openpgp.pool import GpgPool  # noqa: E402
-from transcoder.transcoders.interfaces import TranscodeRequest  # noqa: E402
-from transcoder.transcoders.pgpmime import PgpMimeTranscoder  # noqa: E402
+from transcoder.keys.model import KeyStatus, OpenPgpDetails, StoredKey
+from transcoder.keys.openpgp import validate_openpgp_key
+from transcoder.openpgp.keyring import Keyring
+from transcoder.openpgp.pool import GpgPool
+from transcoder.transcoders.interfaces import TranscodeRequest
+from transcoder.transcoders.pgpmime import PgpMimeTranscoder
 
 ACCOUNT = "bench@example.org"
 MB = 1_000_000
@@ -79,6 +79,14 @@ def make_key(work: Path, kind: str) -> tuple[StoredKey, Path]:
         **values, account=ACCOUNT, status=KeyStatus.ACTIVE, created_at=now, activated_at=now
     )
     return key, plain
+
+
+def gpg_command_line(home: Path, fingerprint: str) -> list[str]:
+    """The reference: the issue's plain gpg invocation, in a home holding the public key."""
+    return [
+        *("gpg", "--homedir", str(home), "--batch", "--encrypt", "--armor"),
+        *("--compress-algo", "none", "--trust-model", "always", "-r", fingerprint),
+    ]
 
 
 @contextmanager
@@ -139,8 +147,7 @@ def large(work: Path, key: StoredKey, plain_home: Path, size: int, repeat: int) 
     def baseline() -> None:
         with source.open("rb") as src, out.open("wb") as dst:
             subprocess.run(
-                ["gpg", "--homedir", str(plain_home), "--batch", "--encrypt", "--armor"]
-                + ["--compress-algo", "none", "--trust-model", "always", "-r", key.fingerprint],
+                gpg_command_line(plain_home, key.fingerprint),
                 stdin=src,
                 stdout=dst,
                 check=True,
@@ -184,14 +191,13 @@ def small(work: Path, key: StoredKey, plain_home: Path, count: int) -> None:
         )
         return transcoder.transcode(request, io.BytesIO()).size
 
-    def bare(_: int) -> None:
-        subprocess.run(
-            ["gpg", "--homedir", str(plain_home), "--batch", "--encrypt", "--armor"]
-            + ["--compress-algo", "none", "--trust-model", "always", "-r", key.fingerprint],
+    def bare(_: int) -> int:
+        return subprocess.run(
+            gpg_command_line(plain_home, key.fingerprint),
             input=message,
             capture_output=True,
             check=True,
-        )
+        ).returncode
 
     one(0)  # warm: python-gnupg's handle, the keyring file
     sequential = timed(lambda: [one(i) for i in range(count)])

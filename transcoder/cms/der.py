@@ -1,18 +1,23 @@
 """DER length arithmetic for the parts of the message we frame ourselves.
 
-Everything small (recipient infos, algorithm identifiers) is built with
-asn1crypto.  The few constructed values that enclose the encrypted content are
+The components (identifiers, algorithm identifiers, versions) are built with
+asn1crypto.  The constructed values that enclose the encrypted content are
 framed here, because their lengths must be known before the content exists:
 we write their headers from the plaintext length alone and stream the content
-after them (definite-length DER throughout, X.690 section 8.1.3).
+after them (definite-length DER throughout, X.690 section 8.1.3).  The few
+SEQUENCEs around per-message values (encrypted keys, ephemeral points) are
+framed here too, around components asn1crypto built once per recipient.
 """
 
 from __future__ import annotations
 
 #: Identifier octets used by the enveloping structures (X.690 section 8.1.2).
 SEQUENCE = 0x30
+SET = 0x31
 OCTET_STRING = 0x04
+BIT_STRING = 0x03
 CONTEXT_0_CONSTRUCTED = 0xA0
+CONTEXT_1_CONSTRUCTED = 0xA1
 #: ``[0] IMPLICIT OCTET STRING``, primitive: encryptedContent (RFC 5652 section 6.1).
 CONTEXT_0_PRIMITIVE = 0x80
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from asn1crypto import cms
 from cryptography.hazmat.primitives import hashes, keywrap, serialization
@@ -85,6 +86,7 @@ def key_encryption_algorithm(profile: CurveProfile, key_size: int) -> cms.KeyEnc
     )
 
 
+@lru_cache(maxsize=4)
 def shared_info(key_size: int) -> bytes:
     """DER of ``ECC-CMS-SharedInfo`` for a KEK of ``key_size`` octets, without ukm.
 

@@ -39,11 +39,15 @@ from transcoder.cms.asn1 import (
     GcmParameters,
 )
 from transcoder.cms.errors import CmsError
-from transcoder.cms.recipients import Recipient, placeholder_info
+from transcoder.cms.recipients import EncodedInfo, Recipient, placeholder_info
 from transcoder.cms.settings import CmsSettings
 
 #: AES block size in octets; also the CBC IV size (RFC 3565 section 2.2).
 AES_BLOCK = 16
+
+_DATA_TYPE = cms.ContentType(DATA).dump()
+_ENVELOPED_TYPE = cms.ContentType(ENVELOPED_DATA).dump()
+_AUTH_ENVELOPED_TYPE = cms.ContentType(AUTH_ENVELOPED_DATA).dump()
 
 
 def iv_length(settings: CmsSettings) -> int:
@@ -118,29 +122,43 @@ def envelope_version(recipient_versions: Sequence[int], settings: CmsSettings) -
 
 
 def frame(
-    recipient_infos: Sequence[cms.RecipientInfo],
+    recipient_infos: Sequence[EncodedInfo],
     algorithm: algos.EncryptionAlgorithm,
     settings: CmsSettings,
     plain_len: int,
 ) -> Framing:
     """The framing of a message of ``plain_len`` plaintext octets to ``recipient_infos``."""
-    versions = [int(info.chosen["version"]) for info in recipient_infos]
-    version = cms.CMSVersion(envelope_version(versions, settings)).dump()
-    # DER sorts the components of a SET OF by their encodings (X.690 section 11.6);
-    # asn1crypto's SetOf does that when it serializes.
-    infos = cms.RecipientInfos(list(recipient_infos)).dump()
-    content_length = encrypted_length(plain_len, settings)
-    eci_body = (
-        cms.ContentType(DATA).dump()
-        + algorithm.dump()
-        + der.header(der.CONTEXT_0_PRIMITIVE, content_length)
+    return frame_der(
+        _recipient_infos(recipient_infos),
+        envelope_version([info.version for info in recipient_infos], settings),
+        algorithm.dump(),
+        settings,
+        plain_len,
     )
+
+
+def _recipient_infos(infos: Sequence[EncodedInfo]) -> bytes:
+    """``RecipientInfos ::= SET SIZE (1..MAX) OF RecipientInfo`` in DER.
+
+    X.690 section 11.6: the components of a SET OF appear in ascending order
+    of their encodings (no valid encoding is a proper prefix of another, so
+    plain octet-string order is that order).
+    """
+    content = b"".join(sorted(info.der for info in infos))
+    return der.header(der.SET, len(content)) + content
+
+
+def frame_der(
+    infos: bytes, version: int, algorithm: bytes, settings: CmsSettings, plain_len: int
+) -> Framing:
+    """:func:`frame` from the DER of the RecipientInfos SET and of the content algorithm."""
+    content_length = encrypted_length(plain_len, settings)
+    eci_body = _DATA_TYPE + algorithm + der.header(der.CONTEXT_0_PRIMITIVE, content_length)
     eci_length = len(eci_body) + content_length
     mac_length = der.tlv_size(GCM_ICV_LENGTH) if settings.authenticated else 0
-    envelope_length = len(version) + len(infos) + der.tlv_size(eci_length) + mac_length
-    outer_type = cms.ContentType(
-        AUTH_ENVELOPED_DATA if settings.authenticated else ENVELOPED_DATA
-    ).dump()
+    version_der = cms.CMSVersion(version).dump()
+    envelope_length = len(version_der) + len(infos) + der.tlv_size(eci_length) + mac_length
+    outer_type = _AUTH_ENVELOPED_TYPE if settings.authenticated else _ENVELOPED_TYPE
     explicit_length = der.tlv_size(envelope_length)
     info_length = len(outer_type) + der.tlv_size(explicit_length)
     prefix = b"".join(
@@ -149,7 +167,7 @@ def frame(
             outer_type,
             der.header(der.CONTEXT_0_CONSTRUCTED, explicit_length),
             der.header(der.SEQUENCE, envelope_length),
-            version,
+            version_der,
             infos,
             der.header(der.SEQUENCE, eci_length),
             eci_body,
@@ -159,10 +177,17 @@ def frame(
 
 
 @lru_cache(maxsize=256)
-def _placeholder_infos(
+def _size_parts(
     recipients: tuple[Recipient, ...], settings: CmsSettings
-) -> tuple[cms.RecipientInfo, ...]:
-    return tuple(placeholder_info(r, settings) for r in recipients)
+) -> tuple[bytes, int, bytes]:
+    """(RecipientInfos DER, version, algorithm DER) of the right sizes, with placeholder values."""
+    infos = [placeholder_info(r, settings) for r in recipients]
+    algorithm = content_algorithm(settings, bytes(iv_length(settings)))
+    return (
+        _recipient_infos(infos),
+        envelope_version([info.version for info in infos], settings),
+        algorithm.dump(),
+    )
 
 
 def check_recipients(recipients: Sequence[Recipient]) -> tuple[Recipient, ...]:
@@ -179,6 +204,5 @@ def enveloped_size(plain_len: int, recipients: Sequence[Recipient], settings: Cm
     Computed without encrypting: every variable part of the message has a
     length fixed by the plaintext length, the recipients' keys and the settings.
     """
-    infos = _placeholder_infos(check_recipients(recipients), settings)
-    algorithm = content_algorithm(settings, bytes(iv_length(settings)))
-    return frame(infos, algorithm, settings, plain_len).size
+    infos, version, algorithm = _size_parts(check_recipients(recipients), settings)
+    return frame_der(infos, version, algorithm, settings, plain_len).size

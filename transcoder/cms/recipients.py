@@ -16,7 +16,7 @@ right length gives the exact size without doing any public-key operation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from asn1crypto import algos, cms, keys, x509
 from cryptography import x509 as cx509
@@ -24,10 +24,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from transcoder.cms import der
 from transcoder.cms.ecdh import (
     KEY_WRAP_OVERHEAD,
     PROFILES,
-    CurveProfile,
     EphemeralFactory,
     agree_and_wrap,
     key_encryption_algorithm,
@@ -124,34 +124,41 @@ def _subject_key_identifier(cert: cx509.Certificate) -> bytes | None:
     return ext.value.digest
 
 
+@dataclass(frozen=True)
+class EncodedInfo:
+    """One RecipientInfo in DER, with its CMSVersion (the EnvelopedData version depends on it)."""
+
+    version: int
+    der: bytes
+
+
 def recipient_info(
     recipient: Recipient,
     cek: bytes,
     settings: CmsSettings,
     ephemeral_factory: EphemeralFactory,
-) -> cms.RecipientInfo:
+) -> EncodedInfo:
     """The RecipientInfo that gives ``recipient`` the content-encryption key ``cek``."""
     key = recipient.public_key
     if isinstance(key, rsa.RSAPublicKey):
         return _ktri(recipient, settings, key.encrypt(cek, _rsa_padding(settings)))
     profile = PROFILES[key.curve.name]
     point, wrapped = agree_and_wrap(key, profile, cek, ephemeral_factory)
-    return _kari(recipient, settings, profile, point, wrapped)
+    return _kari(recipient, settings, point, wrapped)
 
 
-def placeholder_info(recipient: Recipient, settings: CmsSettings) -> cms.RecipientInfo:
+def placeholder_info(recipient: Recipient, settings: CmsSettings) -> EncodedInfo:
     """A RecipientInfo of exactly the size :func:`recipient_info` produces, with zero octets.
 
-    The RSA encrypted key is always as long as the modulus (RFC 8017 section
+    The RSA encrypted key is always as long as the modulus (RFC 8017 sections
     7.1.1 and 7.2.1: I2OSP to k octets); the ephemeral point is uncompressed,
     so its length is fixed by the curve; the wrapped key is the CEK plus 8.
     """
     key = recipient.public_key
     if isinstance(key, rsa.RSAPublicKey):
         return _ktri(recipient, settings, bytes((key.key_size + 7) // 8))
-    profile = PROFILES[key.curve.name]
-    point = b"\x04" + bytes(profile.point_size - 1)
-    return _kari(recipient, settings, profile, point, bytes(settings.key_size + KEY_WRAP_OVERHEAD))
+    point = b"\x04" + bytes(PROFILES[key.curve.name].point_size - 1)
+    return _kari(recipient, settings, point, bytes(settings.key_size + KEY_WRAP_OVERHEAD))
 
 
 def _rsa_padding(settings: CmsSettings) -> padding.AsymmetricPadding:
@@ -185,9 +192,19 @@ def _issuer_and_serial(recipient: Recipient) -> cms.IssuerAndSerialNumber:
     )
 
 
-def _ktri(recipient: Recipient, settings: CmsSettings, encrypted_key: bytes) -> cms.RecipientInfo:
-    """KeyTransRecipientInfo (RFC 5652 section 6.2.1): version 0 with
-    issuerAndSerialNumber, version 2 with subjectKeyIdentifier."""
+# The fixed parts of each RecipientInfo are built once per recipient and
+# settings with asn1crypto and kept as DER; per message only the two
+# innermost SEQUENCEs around the fresh values are framed (with der.py), which
+# keeps a small message's cost down to its public-key operation.
+
+
+@lru_cache(maxsize=256)
+def _ktri_parts(recipient: Recipient, settings: CmsSettings) -> bytes:
+    """DER of version, rid and keyEncryptionAlgorithm of a KeyTransRecipientInfo.
+
+    RFC 5652 section 6.2.1: version 0 with issuerAndSerialNumber, version 2
+    with the subjectKeyIdentifier [0] alternative.
+    """
     if recipient.use_key_identifier:
         rid = cms.RecipientIdentifier(
             name="subject_key_identifier", value=recipient.subject_key_identifier
@@ -196,30 +213,19 @@ def _ktri(recipient: Recipient, settings: CmsSettings, encrypted_key: bytes) -> 
         rid = cms.RecipientIdentifier(
             name="issuer_and_serial_number", value=_issuer_and_serial(recipient)
         )
-    ktri = cms.KeyTransRecipientInfo(
-        {
-            "version": recipient.version,
-            "rid": rid,
-            "key_encryption_algorithm": _rsa_algorithm(settings),
-            "encrypted_key": encrypted_key,
-        }
-    )
-    return cms.RecipientInfo(name="ktri", value=ktri)
+    return cms.CMSVersion(recipient.version).dump() + rid.dump() + _rsa_algorithm(settings).dump()
 
 
-def _kari(
-    recipient: Recipient,
-    settings: CmsSettings,
-    profile: CurveProfile,
-    point: bytes,
-    wrapped_key: bytes,
-) -> cms.RecipientInfo:
-    """KeyAgreeRecipientInfo, version 3 (RFC 5652 section 6.2.2; RFC 5753 section 3.1.1).
+def _ktri(recipient: Recipient, settings: CmsSettings, encrypted_key: bytes) -> EncodedInfo:
+    """KeyTransRecipientInfo ::= SEQUENCE { version, rid, keyEncryptionAlgorithm,
+    encryptedKey OCTET STRING } -- the ktri alternative of RecipientInfo is untagged."""
+    body = _ktri_parts(recipient, settings) + _tlv(der.OCTET_STRING, encrypted_key)
+    return EncodedInfo(recipient.version, _tlv(der.SEQUENCE, body))
 
-    originator is the ephemeral public key (originatorKey) with id-ecPublicKey
-    and absent parameters, which RFC 5753 section 7.1.2 says senders SHOULD
-    generate (the curve is the recipient's); ukm is absent.
-    """
+
+@lru_cache(maxsize=256)
+def _kari_parts(recipient: Recipient, settings: CmsSettings) -> tuple[bytes, bytes, bytes]:
+    """DER of (version, keyEncryptionAlgorithm, rid) of a KeyAgreeRecipientInfo."""
     if recipient.use_key_identifier:
         # A dict, not cms.RecipientKeyIdentifier: asn1crypto rebinds that name
         # to a different structure (the one of SMIMEEncryptionKeyPreference).
@@ -230,13 +236,40 @@ def _kari(
         rid = cms.KeyAgreementRecipientIdentifier(
             name="issuer_and_serial_number", value=_issuer_and_serial(recipient)
         )
-    originator = keys.PublicKeyInfo({"algorithm": {"algorithm": "ec"}, "public_key": point})
-    kari = cms.KeyAgreeRecipientInfo(
-        {
-            "version": 3,
-            "originator": cms.OriginatorIdentifierOrKey(name="originator_key", value=originator),
-            "key_encryption_algorithm": key_encryption_algorithm(profile, settings.key_size),
-            "recipient_encrypted_keys": [{"rid": rid, "encrypted_key": wrapped_key}],
-        }
+    key = recipient.public_key
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise UnsupportedRecipient("key agreement needs an EC key")
+    algorithm = key_encryption_algorithm(PROFILES[key.curve.name], settings.key_size)
+    return cms.CMSVersion(3).dump(), algorithm.dump(), rid.dump()
+
+
+#: id-ecPublicKey with absent parameters: RFC 5753 section 7.1.2 says senders
+#: SHOULD omit them in originatorKey (the curve is the recipient's).
+_EC_PUBLIC_KEY = keys.PublicKeyAlgorithm({"algorithm": "ec"}).dump()
+
+
+def _kari(
+    recipient: Recipient, settings: CmsSettings, point: bytes, wrapped_key: bytes
+) -> EncodedInfo:
+    """KeyAgreeRecipientInfo, version 3 (RFC 5652 section 6.2.2; RFC 5753 section 3.1.1)::
+
+    kari [1] IMPLICIT SEQUENCE {
+      version 3,
+      originator [0] EXPLICIT originatorKey [1] IMPLICIT SEQUENCE {
+        algorithm id-ecPublicKey, publicKey BIT STRING (the ephemeral point) },
+      -- ukm absent
+      keyEncryptionAlgorithm dhSinglePass-stdDH-sha*kdf-scheme (aes*-wrap),
+      recipientEncryptedKeys SEQUENCE OF SEQUENCE { rid, encryptedKey OCTET STRING } }
+    """
+    version, algorithm, rid = _kari_parts(recipient, settings)
+    public_key = _tlv(der.BIT_STRING, b"\x00" + point)  # no unused bits
+    originator = _tlv(
+        der.CONTEXT_0_CONSTRUCTED, _tlv(der.CONTEXT_1_CONSTRUCTED, _EC_PUBLIC_KEY + public_key)
     )
-    return cms.RecipientInfo(name="kari", value=kari)
+    encrypted = _tlv(der.SEQUENCE, _tlv(der.SEQUENCE, rid + _tlv(der.OCTET_STRING, wrapped_key)))
+    body = version + originator + algorithm + encrypted
+    return EncodedInfo(3, _tlv(der.CONTEXT_1_CONSTRUCTED, body))
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    return der.header(tag, len(content)) + content

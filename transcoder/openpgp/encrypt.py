@@ -126,11 +126,6 @@ def gpg_handle(gpg_binary: str, homedir: str) -> Any:
     return gpg
 
 
-def forget_gpg_handles() -> None:
-    """Drop the cached python-gnupg handles (after replacing the gpg binary, in tests)."""
-    gpg_handle.cache_clear()
-
-
 class ArmorSink:
     """python-gnupg ``on_data`` callback: writes gpg's armored output to ``dst`` with CRLF.
 
