@@ -158,7 +158,7 @@ def _keystore(args: argparse.Namespace) -> Iterator[KeyStore]:
 
     from transcoder.keys.async_store import audit_to_logger
     from transcoder.keys.keystore import KeyStore
-    from transcoder.service import AUDIT_NAMESPACE, audit_file_observer, open_audit_log
+    from transcoder.layers import AUDIT_NAMESPACE, audit_file_observer, open_audit_log
 
     data = Path(args.data)
     if not (data / "accounts").exists():

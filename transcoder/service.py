@@ -12,47 +12,32 @@ Layout of ``--data DIR`` (created on first start)::
 from __future__ import annotations
 
 import os
-import shutil
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any
 
 from twisted.application import service, strports
 from twisted.internet import ssl
 from twisted.logger import (
     FilteringLogObserver,
-    LogEvent,
-    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     globalLogPublisher,
-    jsonFileLogObserver,
 )
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
-from twisted.python.threadpool import ThreadPool
 
 from transcoder.auth import AccountsFile, make_portal
-from transcoder.errors import TranscoderError
+from transcoder.cms.settings import CmsSettings
+from transcoder.errors import ConfigurationError, TranscoderError
 from transcoder.imap.server import TranscodingIMAP4Factory
 from transcoder.imap.settings import MiB, ServerSettings
-from transcoder.imap.xkey import KeyAccess
-from transcoder.keys.async_store import AsyncKeyStore, audit_to_logger
-from transcoder.keys.keystore import KeyStore
-from transcoder.keys.smime_chain import load_trust_anchors
+from transcoder.layers import key_layer, transcoding_layer
 from transcoder.store import MaildirStore
 from transcoder.tls import TLSFiles, ensure_self_signed, load_pem_pair
 
 DEFAULT_IMAP = "tcp:1143:interface=127.0.0.1"
 DEFAULT_IMAPS = "tcp:1993:interface=127.0.0.1"
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
-#: The twisted.logger namespace of key audit events (see transcoder.keys.keystore).
-AUDIT_NAMESPACE = "transcoder.keys.audit"
-#: Threads validating keys (gpg subprocesses) and running keystore statements.
-KEY_THREADS = (1, 4)
-
-log = Logger()
 
 
 class Options(usage.Options):
@@ -85,10 +70,20 @@ class Options(usage.Options):
             "PEM file of CA certificates: S/MIME certificates must chain to one of them"
             " (default: any valid certificate is accepted, self-signed included).",
         ],
-        ["gpg", None, "gpg", "The gpg binary (GnuPG 2.1 or later) used to inspect OpenPGP keys."],
+        ["gpg", None, "gpg", "The gpg binary (GnuPG 2.1 or later) for OpenPGP keys and mail."],
+        [
+            "smime-cipher",
+            None,
+            "aes256-cbc",
+            "S/MIME content cipher: aes256-cbc, aes128-cbc, aes256-gcm or aes128-gcm.",
+        ],
+        ["smime-rsa-padding", None, "pkcs1v15", "RSA key transport: pkcs1v15 or oaep."],
+        ["view-cache-size", None, "1024", "Size cap of the transcoded-view cache, in MiB."],
+        ["gpg-processes", None, "0", "Concurrent gpg encryptions (0: one per CPU)."],
     ]
     optFlags = [
         ["no-plaintext-loopback", None, "Refuse LOGIN before TLS even from loopback clients."],
+        ["obscure-subject", None, "Replace the outer Subject of transcoded mail with [...]."],
     ]
 
     def postOptions(self) -> None:
@@ -99,12 +94,24 @@ class Options(usage.Options):
             raise usage.UsageError("--log-level must be one of " + ", ".join(LOG_LEVELS))
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
             raise usage.UsageError("--tls-cert and --tls-key go together")
+        self["max-literal-size"] = _number(self, "max-literal-size", 1024)
+        self["view-cache-size"] = _number(self, "view-cache-size", 1)
+        self["gpg-processes"] = _number(self, "gpg-processes", 0)
         try:
-            self["max-literal-size"] = int(self["max-literal-size"])
-        except ValueError:
-            raise usage.UsageError("--max-literal-size must be a number of octets") from None
-        if self["max-literal-size"] < 1024:
-            raise usage.UsageError("--max-literal-size must be at least 1024")
+            CmsSettings(self["smime-cipher"], self["smime-rsa-padding"])
+        except ConfigurationError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def _number(options: usage.Options, name: str, minimum: int) -> int:
+    """Option ``name`` as an integer of at least ``minimum``."""
+    try:
+        value = int(options[name])
+    except ValueError:
+        raise usage.UsageError(f"--{name} must be a whole number") from None
+    if value < minimum:
+        raise usage.UsageError(f"--{name} must be at least {minimum}")
+    return value
 
 
 def prepare_data_dir(data: Path) -> None:
@@ -163,76 +170,6 @@ def filter_global_log(level: str) -> None:
         globalLogPublisher.addObserver(FilteringLogObserver(observer, [predicate]))
 
 
-def open_audit_log(path: Path) -> TextIO:
-    """``path`` opened for appending audit lines, created private (0600)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    return open(fd, "a", encoding="utf-8")
-
-
-def audit_file_observer(out: IO[str]) -> Callable[[LogEvent], None]:
-    """A log observer writing the key audit events, and only those, to ``out`` as JSON lines.
-
-    Audit events come from the keystore's pool threads: writes are
-    serialised so that lines never interleave.
-    """
-    write = jsonFileLogObserver(out, recordSeparator="")
-    lock = threading.Lock()
-
-    def observe(event: LogEvent) -> None:
-        if event.get("log_namespace") == AUDIT_NAMESPACE and "audit" in event:
-            with lock:
-                write(event)
-
-    return observe
-
-
-class KeyService(service.Service):
-    """The key layer's thread pool and audit log file, started and stopped with the server.
-
-    Stopping waits for the pool's threads (an XKEY in progress finishes), so
-    that twistd can exit; then the keystore is closed.
-    """
-
-    def __init__(self, store: KeyStore, pool: ThreadPool, audit_path: Path) -> None:
-        self.store = store
-        self.pool = pool
-        self.audit_path = audit_path
-        self._audit: TextIO | None = None
-        self._observer: Callable[[LogEvent], None] | None = None
-
-    def startService(self) -> None:
-        """Open the audit log, then start the pool."""
-        super().startService()
-        self._audit = open_audit_log(self.audit_path)
-        self._observer = audit_file_observer(self._audit)
-        globalLogPublisher.addObserver(self._observer)
-        self.pool.start()
-
-    def stopService(self) -> Any:
-        """Stop the pool (joining its threads), then close the audit log and the keystore."""
-        self.pool.stop()
-        if self._observer is not None:
-            globalLogPublisher.removeObserver(self._observer)
-        if self._audit is not None:
-            self._audit.close()
-        self.store.close()
-        return super().stopService()
-
-
-def key_layer(options: dict[str, Any], data: Path) -> tuple[KeyAccess, KeyService]:
-    """The keystore at ``DIR/keys.db`` behind a thread pool, and the service running them."""
-    from twisted.internet import reactor
-
-    anchors = tuple(load_trust_anchors(options["smime-ca"])) if options["smime-ca"] else ()
-    if shutil.which(options["gpg"]) is None:
-        log.warn("{gpg} not found: OpenPGP keys cannot be provisioned", gpg=options["gpg"])
-    audit = audit_to_logger(Logger(namespace=AUDIT_NAMESPACE))
-    store = KeyStore(data / "keys.db", audit=audit)
-    pool = ThreadPool(*KEY_THREADS, name="transcoder-keys")
-    access = KeyAccess(AsyncKeyStore(store, reactor, pool), reactor, anchors, options["gpg"])
-    return access, KeyService(store, pool, data / "audit.jsonl")
-
-
 def makeService(options: dict[str, Any]) -> service.IService:
     """Build the transcoder service from parsed :class:`Options`."""
     data = Path(options["data"]).absolute()
@@ -240,6 +177,7 @@ def makeService(options: dict[str, Any]) -> service.IService:
         prepare_data_dir(data)
         context = tls_context(options, data)
         keys, key_service = key_layer(options, data)
+        transcoding, transcoding_service = transcoding_layer(options, data)
     except (OSError, TranscoderError) as e:
         raise SystemExit(f"transcoder: {e}") from None
     if options["log-level"] != "debug":
@@ -247,11 +185,16 @@ def makeService(options: dict[str, Any]) -> service.IService:
     store = MaildirStore(data / "mail")
     portal = make_portal(AccountsFile(data / "accounts"), store)
     factory = TranscodingIMAP4Factory(
-        portal, settings_from(options), context_factory=context, keys=keys
+        portal,
+        settings_from(options),
+        context_factory=context,
+        keys=keys,
+        transcoding=transcoding,
     )
     top = service.MultiService()
     # First in, last out: the listeners stop before the key threads do.
     key_service.setServiceParent(top)
+    transcoding_service.setServiceParent(top)
     strports.service(options["imap"], factory).setServiceParent(top)
     if options["imaps"].lower() != "none":
         tls_factory = TLSMemoryBIOFactory(context, False, factory)

@@ -287,12 +287,18 @@ def test_refused_non_synchronizing_literal_is_discarded(tmp_path: Path, keystore
     assert b"BYE" not in out and b"\r\nx " not in out
 
 
-def test_key_cap_independent_of_string_cap(tmp_path: Path, keystore: KeyStore) -> None:
-    """max_key_size above max_astring_literal_size: the key's literal is still read."""
-    settings = ServerSettings(max_key_size=8192, max_astring_literal_size=1024)
+def test_key_cap_cannot_exceed_string_cap() -> None:
+    """Settings refuse a key cap above the string-literal cap the key literal is read under."""
+    with pytest.raises(ValueError, match="max_key_size"):
+        ServerSettings(max_key_size=8192, max_astring_literal_size=1024)
+
+
+def test_key_cap_below_string_cap_applies(tmp_path: Path, keystore: KeyStore) -> None:
+    """A key literal over max_key_size is refused even when strings may be longer."""
+    settings = ServerSettings(max_key_size=1024, max_astring_literal_size=8192)
     session = keyed_session(tmp_path, keystore, settings=settings)
     session.send(b"a XKEY PUT {4096}\r\n")
-    assert session.output().startswith(b"+ ")
+    assert session.output().startswith(b"a NO [XKEY-TOOBIG]")
 
 
 def test_arguments_after_literal_are_bad(alice: Session, keystore: KeyStore) -> None:

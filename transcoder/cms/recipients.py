@@ -72,18 +72,20 @@ class Recipient:
         ``use_key_identifier`` without a subjectKeyIdentifier extension.
         """
         try:
-            cert = cx509.load_der_x509_certificate(cert_der)
-            issuer = cert.issuer.public_bytes()
-            key_info = _spki_der(cert)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            # cryptography parses strictly; asn1crypto then hands out the
+            # fields exactly as the certificate encodes them, so that peers
+            # that compare the IssuerAndSerialNumber (RFC 5652 section 10.2.4)
+            # octet for octet find their certificate.
+            cx509.load_der_x509_certificate(cert_der)
+            cert = x509.Certificate.load(cert_der)
+            tbs = cert["tbs_certificate"]
+            issuer: bytes = tbs["issuer"].dump()
+            serial_number: int = tbs["serial_number"].native
+            key_info: bytes = tbs["subject_public_key_info"].dump()
+            key_identifier: bytes | None = cert.key_identifier
+        except (ValueError, TypeError) as exc:
             raise UnsupportedRecipient(f"unusable certificate: {exc}") from exc
-        return cls(
-            issuer=issuer,
-            serial_number=cert.serial_number,
-            public_key_info=key_info,
-            subject_key_identifier=_subject_key_identifier(cert),
-            use_key_identifier=use_key_identifier,
-        )
+        return cls(issuer, serial_number, key_info, key_identifier, use_key_identifier)
 
     @cached_property
     def public_key(self) -> RecipientKey:
@@ -108,20 +110,6 @@ class Recipient:
         if isinstance(self.public_key, ec.EllipticCurvePublicKey):
             return 3
         return 2 if self.use_key_identifier else 0
-
-
-def _spki_der(cert: cx509.Certificate) -> bytes:
-    return cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _subject_key_identifier(cert: cx509.Certificate) -> bytes | None:
-    try:
-        ext = cert.extensions.get_extension_for_class(cx509.SubjectKeyIdentifier)
-    except cx509.ExtensionNotFound:
-        return None
-    return ext.value.digest
 
 
 @dataclass(frozen=True)

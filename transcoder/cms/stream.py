@@ -15,6 +15,7 @@ Memory is a few buffers of :data:`CHUNK` octets, whatever the message size.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
@@ -65,7 +66,9 @@ def encrypt_to_smime_body(
     the IV/nonce; ``ec_ephemeral`` the ephemeral key of each EC recipient.
     Returns the octets written, always ``smime_body_size(...)``.  Raises
     :class:`InputTooShort` if ``src`` ends early (``dst`` then holds a partial,
-    useless body).
+    useless body).  Exactly ``plain_len`` octets are read from ``src``; from
+    :data:`PARALLEL_THRESHOLD` octets on, the reads and writes happen on a
+    helper thread (one at a time, in order), which is gone when this returns.
     """
     found = check_recipients(recipients)
     if plain_len < 0:
@@ -79,12 +82,12 @@ def encrypt_to_smime_body(
     writer.write(framing.prefix)
     if settings.authenticated:
         gcm = Cipher(algorithms.AES(cek), modes.GCM(iv)).encryptor()
-        _encrypt_into(src, plain_len, gcm, writer)
+        _encrypt_into(src, plain_len, gcm, writer, dst)
         gcm.finalize()
         writer.write(framing.suffix(gcm.tag))
     else:
         cbc = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
-        _encrypt_into(src, plain_len, cbc, writer)
+        _encrypt_into(src, plain_len, cbc, writer, dst)
         # PKCS#7 padding (RFC 5652 section 6.3): 1..16 octets, each the pad length.
         pad = AES_BLOCK - plain_len % AES_BLOCK
         writer.write(cbc.update(bytes((pad,)) * pad) + cbc.finalize())
@@ -138,14 +141,19 @@ def _new_buffer() -> memoryview:
 
 
 def _encrypt_into(
-    src: BinaryIO, plain_len: int, encryptor: CipherContext, writer: Base64LineWriter
+    src: BinaryIO,
+    plain_len: int,
+    encryptor: CipherContext,
+    writer: Base64LineWriter,
+    dst: BinaryIO,
 ) -> None:
-    """Encrypt exactly ``plain_len`` octets of ``src`` into ``writer``.
+    """Encrypt exactly ``plain_len`` octets of ``src`` into ``writer`` (which writes to ``dst``).
 
-    Large messages run the reading and AES on a helper thread, one chunk ahead
-    of the base64 encoding on this one: cryptography releases the GIL while it
-    encrypts, binascii and struct do not, so the two overlap on two cores.
-    The chunks are processed strictly in order; the output is the same octets.
+    Large messages run the reading, the AES and the writing on a helper
+    thread while this one encodes base64: cryptography and file I/O release
+    the GIL, binascii and struct do not, so on two cores the two overlap.  The
+    helper runs its tasks one at a time in submission order, which keeps the
+    output in order and tells us when a buffer is free again (see below).
     """
     source = _ChunkSource(src, plain_len, encryptor)
     if plain_len < PARALLEL_THRESHOLD:
@@ -154,12 +162,19 @@ def _encrypt_into(
             writer.write_chunk(buffer, source.fill(buffer))
         return
     buffers = (_new_buffer(), _new_buffer())
+    writes: deque[Future[int]] = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cms-encrypt") as pool:
         pending: Future[int] | None = pool.submit(source.fill, buffers[0])
         turn = 0
         while pending is not None:
             end = pending.result()
-            # Submit the next chunk before encoding this one, into the other buffer.
+            # Tasks run in order: with this fill done, so is every write
+            # submitted before it -- among them the one of the row buffer the
+            # next encode_chunk reuses.  Raise any error they had.
+            while writes and writes[0].done():
+                writes.popleft().result()
             pending = pool.submit(source.fill, buffers[1 - turn]) if source.remaining else None
-            writer.write_chunk(buffers[turn], end)
+            writes.append(pool.submit(dst.write, writer.encode_chunk(buffers[turn], end)))
             turn = 1 - turn
+    for write in writes:
+        write.result()

@@ -7,7 +7,8 @@ real client trips over fixed, one concern per mixin module:
 * :mod:`.login` -- LOGIN / AUTHENTICATE policy, failed-login slowdown
 * :mod:`.mailboxes` -- SELECT, LIST/LSUB, CREATE/DELETE/RENAME, STATUS, APPEND, COPY, MOVE
 * :mod:`.search` -- SEARCH
-* :mod:`.fetch` -- FETCH, and the view seam later issues plug transcoding into
+* :mod:`.transcoding` -- what FETCH serves: the stored message or its transcoded view
+* :mod:`.fetch` -- FETCH, with the view seam (``fetch_view``) transcoding fills in
 * :mod:`.updates` -- multi-session EXPUNGE/EXISTS/FLAGS, IDLE, EXPUNGE, CLOSE, STORE
 * :mod:`.xkey` -- XKEY: key provisioning and the transcoding policy (docs/xkey.md)
 
@@ -29,6 +30,7 @@ from transcoder.imap.login import LoginMixin
 from transcoder.imap.mailboxes import MailboxesMixin
 from transcoder.imap.search import SearchMixin
 from transcoder.imap.settings import ServerSettings
+from transcoder.imap.transcoding import TranscodingConfig, TranscodingMixin
 from transcoder.imap.updates import UpdatesMixin
 from transcoder.imap.wire import WireMixin
 from transcoder.imap.xkey import KeyAccess, XKeyMixin
@@ -47,6 +49,7 @@ class TranscodingIMAP4Server(
     UpdatesMixin,
     MailboxesMixin,
     SearchMixin,
+    TranscodingMixin,
     FetchMixin,
     imap4.IMAP4Server,
 ):
@@ -64,6 +67,7 @@ class TranscodingIMAP4Server(
         contextFactory: Any = None,
         scheduler: Any = None,
         keys: KeyAccess | None = None,
+        transcoding: TranscodingConfig | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -72,6 +76,7 @@ class TranscodingIMAP4Server(
         self.settings = settings or ServerSettings()
         self.clock = clock
         self.keys = keys
+        self.transcoding = transcoding
         super().__init__(chal=chal, contextFactory=contextFactory, scheduler=scheduler)
         self.timeOut = int(self.settings.preauth_timeout)
         self.POSTAUTH_TIMEOUT = int(self.settings.postauth_timeout)
@@ -86,7 +91,8 @@ class TranscodingIMAP4Factory(protocol.ServerFactory):
 
     ``context_factory`` is the TLS context used for STARTTLS (``None``
     disables STARTTLS); ``keys`` the key layer XKEY works on (``None``: no
-    XKEY).
+    XKEY); ``transcoding`` the transcoders and view cache FETCH serves views
+    from (``None``: FETCH always serves the stored message).
     """
 
     protocol = TranscodingIMAP4Server
@@ -98,12 +104,14 @@ class TranscodingIMAP4Factory(protocol.ServerFactory):
         context_factory: Any = None,
         clock: IReactorTime | None = None,
         keys: KeyAccess | None = None,
+        transcoding: TranscodingConfig | None = None,
     ) -> None:
         self.portal = portal
         self.settings = settings or ServerSettings()
         self.context_factory = context_factory
         self.clock = clock
         self.keys = keys
+        self.transcoding = transcoding
 
     def buildProtocol(self, addr: Any) -> TranscodingIMAP4Server:
         """A new server protocol for one connection."""
@@ -112,6 +120,7 @@ class TranscodingIMAP4Factory(protocol.ServerFactory):
             clock=self.clock,
             contextFactory=self.context_factory,
             keys=self.keys,
+            transcoding=self.transcoding,
         )
         proto.portal = self.portal
         proto.factory = self

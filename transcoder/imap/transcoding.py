@@ -89,6 +89,11 @@ class TranscodingMixin:
     current_tag: bytes | None
     _selection_for: tuple[bytes | None, SharedResult] | None = None
 
+    def keys_changed(self, account: str) -> None:
+        """XKEY changed ``account``'s keys or policy: its cached views are obsolete."""
+        if self.transcoding is not None:
+            self.transcoding.cache.invalidate_account(account)
+
     def fetch_view(self, message: Any) -> defer.Deferred[Any]:
         """The transcoded view of ``message`` under policy ALWAYS, else the stored message."""
         address = getattr(self.account, "address", None)

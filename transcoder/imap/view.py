@@ -153,11 +153,14 @@ class ViewCache:
         self._inflight: dict[Path, SharedResult] = {}
         self._lru: OrderedDict[Path, int] = OrderedDict()
         self._total = 0
+        self._trash_count = 0
         self._load_index()
 
     def _load_index(self) -> None:
         """Rebuild the LRU order from the files a previous run left (oldest use first)."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for trash in self.root.glob("*/*.trash*"):
+            shutil.rmtree(trash, ignore_errors=True)  # an invalidation a crash interrupted
         found = []
         for path in self.root.rglob("*.eml"):
             try:
@@ -215,12 +218,22 @@ class ViewCache:
             oldest.unlink(missing_ok=True)
 
     def invalidate_account(self, account: str) -> None:
-        """Drop every view of ``account`` (its key or policy changed)."""
+        """Drop every view of ``account`` (its key or policy changed).
+
+        The account's directory is renamed aside at once and removed off the
+        reactor thread, so a large cache does not stall other clients.
+        """
         probe = ViewKey(account, 0, 0, "", "", "").relative_path()
         account_dir = self.root / probe.parts[0] / probe.parts[1]
         for path in [p for p in self._lru if account_dir in p.parents]:
             self._total -= self._lru.pop(path)
-        shutil.rmtree(account_dir, ignore_errors=True)
+        self._trash_count += 1
+        trash = account_dir.with_name(f"{account_dir.name}.trash{self._trash_count}")
+        try:
+            account_dir.rename(trash)
+        except FileNotFoundError:
+            return
+        self._run_blocking(shutil.rmtree, trash, True)
 
 
 def _materialize(path: Path, transcode: Transcode) -> TranscodedView:

@@ -35,7 +35,6 @@ from typing import Any
 from cryptography import x509
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.mail import imap4
 
 from transcoder.errors import ClientError
 from transcoder.imap.mailbox_base import MailboxCommandMixin
@@ -153,21 +152,10 @@ class XKeyMixin(MailboxCommandMixin):
         if parsed.size > limit:
             # Before the continuation request: the client sends nothing more.
             raise KeyTooBig(f"key material of {parsed.size} octets; at most {limit} accepted")
-        d = self._begin_literal(parsed.size, limit, self._start_key_literal)
+        # Twisted's string-literal reader keeps the octets as they are; its own
+        # cap (max_astring_literal_size) is never below max_key_size (ServerSettings).
+        d = self._begin_literal(parsed.size, limit, super()._stringLiteral)
         return d.addCallback(lambda read: (PutKey(read[0]), read[1]))
-
-    def _start_key_literal(self, size: int) -> Deferred[tuple[bytes, bytes]]:
-        """Read the literal's octets into memory as they are (Twisted's LiteralString).
-
-        The wire mixin's string-literal reader is capped by
-        ``max_astring_literal_size``; a key has its own cap, checked above.
-        """
-        d: Deferred[tuple[bytes, bytes]] = Deferred()
-        self.parseState = "pending"
-        self._pendingLiteral = imap4.LiteralString(size, d)
-        self.sendContinuationRequest(b"Ready for %d octets of key material" % size)
-        self.setRawMode()
-        return d
 
     # -- running -----------------------------------------------------------------
 
@@ -198,6 +186,11 @@ class XKeyMixin(MailboxCommandMixin):
             mode, fmt = request.mode, request.format
             changed = store.set_policy(account, keys.now(), mode, fmt, origin)
             self._send_policy(await changed)
+        if not isinstance(request, ListKeys | ShowPolicy):
+            # The transcoding mixin drops views made for the old keys or policy.
+            keys_changed = getattr(self, "keys_changed", None)
+            if keys_changed is not None:
+                keys_changed(account)
         self.sendPositiveResponse(tag, b"XKEY " + _REQUEST_NAMES[type(request)] + b" completed")
 
     def _send_keys(self, keys: list[StoredKey]) -> None:

@@ -115,12 +115,12 @@ def _subpart_entity(entity: Entity, part: int) -> Entity:
     return children[part]
 
 
-
 def _on_reactor_thread() -> bool:
     """True on the thread that owns the mailbox state (the reactor's)."""
     if threadable.ioThread is None:  # no reactor registered yet: tests, tools
         return threading.current_thread() is threading.main_thread()
     return bool(threadable.isInIOThread())
+
 
 @implementer(imap4.IMessagePart)
 class MessagePart:

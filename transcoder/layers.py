@@ -1,0 +1,162 @@
+"""The key layer and the transcoding layer, built for ``makeService``.
+
+Each builder returns what the IMAP factory needs plus the service that owns
+the layer's threads, so that ``twistd`` starts them before the listeners and
+stops them after.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from twisted.application import service
+from twisted.internet import threads
+from twisted.logger import LogEvent, Logger, globalLogPublisher, jsonFileLogObserver
+from twisted.python.threadpool import ThreadPool
+
+from transcoder.cms.settings import CmsSettings
+from transcoder.imap.transcoding import TranscodingConfig
+from transcoder.imap.view import ViewCache
+from transcoder.imap.xkey import KeyAccess
+from transcoder.keys.async_store import AsyncKeyStore, audit_to_logger
+from transcoder.keys.keystore import KeyStore
+from transcoder.keys.smime_chain import load_trust_anchors
+from transcoder.openpgp.errors import GpgFailed
+from transcoder.openpgp.keyring import Keyring
+from transcoder.openpgp.pool import GpgPool
+from transcoder.transcoders.interfaces import Transcoder
+from transcoder.transcoders.pgpmime import PgpMimeTranscoder
+from transcoder.transcoders.registry import TranscoderRegistry
+from transcoder.transcoders.smime import SmimeTranscoder
+
+#: The twisted.logger namespace of key audit events (see transcoder.keys.keystore).
+AUDIT_NAMESPACE = "transcoder.keys.audit"
+#: Threads validating keys (gpg subprocesses) and running keystore statements.
+KEY_THREADS = (1, 4)
+MiB = 1024 * 1024
+
+log = Logger()
+
+
+class ThreadPoolService(service.Service):
+    """Starts a thread pool with the server and joins its threads when it stops."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        """Start the pool."""
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Any:
+        """Stop the pool: work in progress finishes, then its threads are joined."""
+        self.pool.stop()
+        return super().stopService()
+
+
+def open_audit_log(path: Path) -> TextIO:
+    """``path`` opened for appending audit lines, created private (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return open(fd, "a", encoding="utf-8")
+
+
+def audit_file_observer(out: IO[str]) -> Callable[[LogEvent], None]:
+    """A log observer writing the key audit events, and only those, to ``out`` as JSON lines.
+
+    Audit events come from the keystore's pool threads: writes are
+    serialised so that lines never interleave.
+    """
+    write = jsonFileLogObserver(out, recordSeparator="")
+    lock = threading.Lock()
+
+    def observe(event: LogEvent) -> None:
+        if event.get("log_namespace") == AUDIT_NAMESPACE and "audit" in event:
+            with lock:
+                write(event)
+
+    return observe
+
+
+class KeyService(ThreadPoolService):
+    """The key layer's thread pool and audit log file, started and stopped with the server.
+
+    Stopping waits for the pool's threads (an XKEY in progress finishes), so
+    that twistd can exit; then the keystore is closed.
+    """
+
+    def __init__(self, store: KeyStore, pool: ThreadPool, audit_path: Path) -> None:
+        super().__init__(pool)
+        self.store = store
+        self.audit_path = audit_path
+        self._audit: TextIO | None = None
+        self._observer: Callable[[LogEvent], None] | None = None
+
+    def startService(self) -> None:
+        """Open the audit log, then start the pool."""
+        self._audit = open_audit_log(self.audit_path)
+        self._observer = audit_file_observer(self._audit)
+        globalLogPublisher.addObserver(self._observer)
+        super().startService()
+
+    def stopService(self) -> Any:
+        """Stop the pool (joining its threads), then close the audit log and the keystore."""
+        stopped = super().stopService()
+        if self._observer is not None:
+            globalLogPublisher.removeObserver(self._observer)
+        if self._audit is not None:
+            self._audit.close()
+        self.store.close()
+        return stopped
+
+
+def key_layer(options: dict[str, Any], data: Path) -> tuple[KeyAccess, KeyService]:
+    """The keystore at ``DIR/keys.db`` behind a thread pool, and the service running them."""
+    from twisted.internet import reactor
+
+    anchors = tuple(load_trust_anchors(options["smime-ca"])) if options["smime-ca"] else ()
+    if shutil.which(options["gpg"]) is None:
+        log.warn("{gpg} not found: OpenPGP keys cannot be provisioned", gpg=options["gpg"])
+    audit = audit_to_logger(Logger(namespace=AUDIT_NAMESPACE))
+    store = KeyStore(data / "keys.db", audit=audit)
+    pool = ThreadPool(*KEY_THREADS, name="transcoder-keys")
+    access = KeyAccess(AsyncKeyStore(store, reactor, pool), reactor, anchors, options["gpg"])
+    return access, KeyService(store, pool, data / "audit.jsonl")
+
+
+def transcoding_layer(
+    options: dict[str, Any], data: Path
+) -> tuple[TranscodingConfig, ThreadPoolService]:
+    """The transcoders (built-in and plugins), the view cache and the transcoding threads."""
+    from twisted.internet import reactor
+
+    cms = CmsSettings(cipher=options["smime-cipher"], rsa_padding=options["smime-rsa-padding"])
+    keyring = Keyring(data / "gnupg", gpg_binary=options["gpg"])
+    try:
+        keyring.check_gpg()
+    except GpgFailed as e:
+        log.warn("OpenPGP transcoding unavailable (fails closed): {why}", why=e.log_detail())
+    gpg_processes = options["gpg-processes"] or os.cpu_count() or 2
+    builtins: list[Transcoder] = [
+        SmimeTranscoder(cms),
+        PgpMimeTranscoder(keyring, GpgPool(gpg_processes)),
+    ]
+    registry, failures = TranscoderRegistry.from_entry_points(builtins)
+    for failure in failures:
+        log.error(
+            "transcoder plugin {name} skipped: {why}", name=failure.entry_point, why=failure.reason
+        )
+    # Enough threads to keep every gpg process slot and the CPUs busy.
+    pool = ThreadPool(1, max(4, 2 * gpg_processes), name="transcoder-views")
+
+    def run_blocking(f: Callable[..., Any], *args: Any) -> Any:
+        return threads.deferToThreadPool(reactor, pool, f, *args)
+
+    cache = ViewCache(data / "views", run_blocking, max_bytes=options["view-cache-size"] * MiB)
+    config = TranscodingConfig(registry, cache, obscure_subject=bool(options["obscure-subject"]))
+    return config, ThreadPoolService(pool)
