@@ -215,8 +215,10 @@ class TranscoderConformance:
         predictor = cast(SizePredictor, transcoder)
         for name, message in sample_messages(plaintext_marker(4)).items():
             predicted = predictor.predicted_size(self.make_request(message, (self.make_key(),)))
-            result, _ = self._run(self.make_request(message, (self.make_key(),)))
+            header = predictor.predicted_header(self.make_request(message, (self.make_key(),)))
+            result, output = self._run(self.make_request(message, (self.make_key(),)))
             assert predicted == result.size, name
+            assert output.startswith(header) and header.endswith(b"\r\n\r\n"), name
 
     def test_output_never_contains_plaintext_marker(self) -> None:
         """No body text, raw or base64-encoded, reaches the output."""

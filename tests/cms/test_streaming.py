@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -165,3 +166,37 @@ def test_injected_randomness_makes_the_output_reproducible(parties: dict[str, Pa
     }
     assert len(bodies) == 1
     assert encrypt(plaintext, recipients, CmsSettings("aes256-gcm")) not in bodies
+
+
+class FailingSink(io.RawIOBase):
+    """A write-only stream that fails once ``limit`` octets have been written."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def writable(self) -> bool:
+        """This stream accepts writes."""
+        return True
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def,override]
+        """Count ``data``; raise OSError past the limit."""
+        self.count += len(data)
+        if self.count > self.limit:
+            raise OSError(28, "No space left on device")
+        return len(data)
+
+
+@pytest.mark.parametrize("length", [200_000, 6 * 1024 * 1024])
+def test_write_errors_propagate_and_leave_no_thread(parties: dict[str, Party], length: int) -> None:
+    """A failing destination raises its OSError to the caller; no helper thread survives."""
+    before = threading.active_count()
+    with pytest.raises(OSError, match="No space"):
+        encrypt_to_smime_body(
+            io.BytesIO(bytes(length)),
+            length,
+            FailingSink(length // 2),
+            [parties["p256"].recipient()],
+            CmsSettings(),
+        )
+    assert threading.active_count() == before

@@ -120,7 +120,7 @@ def test_large_message_streams_exactly(tmp_path: Path) -> None:
 class RefusingServer(TranscodingIMAP4Server):
     """A server whose view refuses every message, as a transcoder that cannot encrypt would."""
 
-    def fetch_view(self, message: Any) -> defer.Deferred[Any]:
+    def fetch_view(self, message: Any, content: bool = True) -> defer.Deferred[Any]:
         class Refused(ClientError):
             code = "TRANSCODE-FAILED"
 

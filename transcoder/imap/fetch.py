@@ -21,6 +21,7 @@ import datetime
 import email.utils
 import io
 import tempfile
+from collections import deque
 from typing import Any, BinaryIO
 
 from twisted.internet import defer, threads
@@ -40,6 +41,10 @@ log = Logger()
 #: Sections up to this size are read and written in one go; larger ones are
 #: streamed by a producer so the transport's buffer, not RAM, paces them.
 INLINE_LIMIT = 64 * 1024
+#: How many messages' views a FETCH asks for ahead of the one it writes.
+PREFETCH = 8
+#: Items answered from the stored message alone, without its view.
+_NO_VIEW = frozenset({"uid", "flags", "internaldate"})
 #: Messages larger than this are parsed in a worker thread.
 THREAD_PARSE_LIMIT = 1024 * 1024
 
@@ -181,7 +186,7 @@ def _section_of(item: Any, entity: Entity) -> Section:
 class _Response:
     """The pieces of one ``* n FETCH (...)`` response: bytes and file windows."""
 
-    def __init__(self, fp: BinaryIO) -> None:
+    def __init__(self, fp: BinaryIO | None) -> None:
         self.fp = fp
         self.pieces: list[bytes | tuple[int, int]] = []
 
@@ -210,13 +215,15 @@ class FetchMixin:
     mbox: Any
     transport: Any
 
-    def fetch_view(self, message: Any) -> defer.Deferred[Any]:
+    def fetch_view(self, message: Any, content: bool = True) -> defer.Deferred[Any]:
         """The message whose content FETCH serves for ``message``: the seam.
 
         Returns a Deferred firing with an :class:`IParsedMessage`.  The stored
         message itself by default; a transcoding server returns the encrypted
-        view.  Errback with a :class:`~transcoder.errors.ClientError` to refuse
-        the FETCH (its response code reaches the client).
+        view.  With ``content`` false the FETCH only needs the view's size and
+        structure, so ``open()`` may be unavailable on what is returned.
+        Errback with a :class:`~transcoder.errors.ClientError` to refuse the
+        FETCH (its response code reaches the client).
         """
         return as_parsed_message(message)
 
@@ -253,20 +260,26 @@ class FetchMixin:
         items = list(query)
         if uid and not any(i.type == "uid" for i in items):
             items.insert(0, _UID_ITEM)
+        content = any(_needs_content(i) for i in items)
+        views = _ViewWindow(self, found, content, any(i.type not in _NO_VIEW for i in items))
         vanished = False
-        for seq, message in found:
-            flags = yield self._mark_seen(message, items)
-            view = yield self.fetch_view(message)
-            try:
-                fp = view.open()
-            except FileNotFoundError:
-                vanished = True  # expunged by another session, file already gone
-                continue
-            try:
-                response = yield self._build_response(seq, message, view, fp, items, flags)
-                yield self._write_response(response)
-            finally:
-                fp.close()
+        try:
+            for seq, message in found:
+                flags = yield self._mark_seen(message, items)
+                view = yield views.next()
+                try:
+                    fp = view.open() if content else None
+                    response = yield self._build_response(seq, message, view, fp, items, flags)
+                except FileNotFoundError:
+                    vanished = True  # expunged by another session, file already gone
+                    continue
+                try:
+                    yield self._write_response(response)
+                finally:
+                    if fp is not None:
+                        fp.close()
+        finally:
+            views.abandon()
         return vanished
 
     def _mark_seen(self, message: Any, items: list[Any]) -> defer.Deferred[Any]:
@@ -288,7 +301,13 @@ class FetchMixin:
 
     @defer.inlineCallbacks
     def _build_response(
-        self, seq: int, message: Any, view: Any, fp: BinaryIO, items: list[Any], new_flags: Any
+        self,
+        seq: int,
+        message: Any,
+        view: Any,
+        fp: BinaryIO | None,
+        items: list[Any],
+        new_flags: Any,
     ) -> Any:
         entity = None
         if any(_needs_structure(i) for i in items):
@@ -356,6 +375,7 @@ class FetchMixin:
                     transport.write(piece)
                     continue
                 start, end = piece
+                assert response.fp is not None  # content items always open the view
                 if end - start <= INLINE_LIMIT:
                     response.fp.seek(start)
                     transport.write(response.fp.read(end - start))
@@ -365,6 +385,42 @@ class FetchMixin:
             return None
 
         return defer.maybeDeferred(write_more)
+
+
+class _ViewWindow:
+    """The views of a FETCH's messages, requested up to :data:`PREFETCH` ahead.
+
+    Transcoding runs in worker threads; asking for the next views while the
+    current one is written keeps those threads (and the CPUs) busy.  Views
+    are handed out in message order.
+    """
+
+    def __init__(self, server: Any, found: list[tuple[int, Any]], content: bool, wanted: bool):
+        self._server = server
+        self._messages = iter(found) if wanted else iter(())
+        self._content = content
+        self._pending: deque[defer.Deferred[Any]] = deque()
+        for _ in range(PREFETCH):
+            self._request_one()
+
+    def _request_one(self) -> None:
+        for _, message in self._messages:
+            self._pending.append(self._server.fetch_view(message, self._content))
+            return
+
+    def next(self) -> defer.Deferred[Any]:
+        """The next message's view (``None`` when the items need no view)."""
+        if not self._pending:
+            return defer.succeed(None)
+        view = self._pending.popleft()
+        self._request_one()
+        return view
+
+    def abandon(self) -> None:
+        """The FETCH ended early: views still coming are not wanted (nor their errors)."""
+        for pending in self._pending:
+            pending.addErrback(lambda _: None)
+        self._pending.clear()
 
 
 class _UIDItem:
@@ -380,6 +436,13 @@ def _is_section(item: Any) -> bool:
     """A ``BODY[...]`` item, as opposed to the bare ``BODY`` structure item."""
     return bool(
         item.empty or item.header is not None or item.text is not None or item.mime is not None
+    )
+
+
+def _needs_content(item: Any) -> bool:
+    """Whether ``item`` sends octets of the message (not only its size or structure)."""
+    return item.type in ("rfc822", "rfc822header", "rfc822text") or (
+        item.type == "body" and _is_section(item)
     )
 
 

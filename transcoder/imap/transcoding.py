@@ -12,21 +12,25 @@ APPEND never come here (invariant 4).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from dataclasses import dataclass, field, replace
+from typing import Any, BinaryIO, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from transcoder.errors import ClientError
 from transcoder.imap.fetch import as_parsed_message
 from transcoder.imap.view import SharedResult, ViewCache, ViewKey
 from transcoder.keys.model import Policy
+from transcoder.mime.entity import Entity, parse_message
 from transcoder.mime.protect import is_encrypted, parse_top_level
+from transcoder.store.interfaces import IParsedMessage
 from transcoder.transcoders.errors import TranscodeFailed
-from transcoder.transcoders.interfaces import TranscodeRequest
+from transcoder.transcoders.interfaces import ISizePredictor, SizePredictor, TranscodeRequest
 from transcoder.transcoders.registry import TranscoderRegistry
 from transcoder.transcoders.selection import Selection, select_transcoder
 
@@ -78,6 +82,43 @@ def transcode_into(
         return selection.transcoder.transcode(request, out).size
 
 
+@implementer(IParsedMessage)
+class PredictedView:
+    """A view's size and structure, known before it is encrypted (S/MIME).
+
+    Serves FETCH items that need no content -- RFC822.SIZE, BODYSTRUCTURE,
+    ENVELOPE -- with exactly the numbers the encrypted view will have
+    (DESIGN.md invariant 2), so listing a mailbox costs no encryption.
+    """
+
+    def __init__(self, header: bytes, size: int) -> None:
+        self.size = size
+        self._entity = replace(parse_message(io.BytesIO(header)), end=size)
+
+    def open(self) -> BinaryIO:
+        """Not available: FETCH asks for a predicted view only when it needs no content."""
+        raise TypeError("a predicted view has no content; fetch the view itself")
+
+    def entity(self) -> Entity:
+        """The view's MIME structure: its header as it will be, its body's extent."""
+        return self._entity
+
+
+def predict_view(message: Any, selection: Selection, request_args: dict[str, Any]) -> Any:
+    """The :class:`PredictedView` of ``message`` (worker thread); itself if already encrypted."""
+    predictor = cast(SizePredictor, selection.transcoder)
+    with message.open() as source:
+        if is_encrypted(parse_top_level(source, message.size), source):
+            return message
+        source.seek(0)
+        request = TranscodeRequest(
+            source=source, size=message.size, keys=selection.keys, **request_args
+        )
+        header = predictor.predicted_header(request)
+        source.seek(0)
+        return PredictedView(header, predictor.predicted_size(request))
+
+
 class TranscodingMixin:
     """Fills :meth:`FetchMixin.fetch_view` with the account's transcoded view."""
 
@@ -94,13 +135,13 @@ class TranscodingMixin:
         if self.transcoding is not None:
             self.transcoding.cache.invalidate_account(account)
 
-    def fetch_view(self, message: Any) -> defer.Deferred[Any]:
+    def fetch_view(self, message: Any, content: bool = True) -> defer.Deferred[Any]:
         """The transcoded view of ``message`` under policy ALWAYS, else the stored message."""
         address = getattr(self.account, "address", None)
         if self.transcoding is None or getattr(self, "keys", None) is None or address is None:
-            return super().fetch_view(message)  # type: ignore[misc]
+            return super().fetch_view(message, content)  # type: ignore[misc]
         d = self._selection(address)
-        d.addCallback(self._view_for, message, address)
+        d.addCallback(self._view_for, message, address, content)
         d.addErrback(self._fail_closed)
         return d
 
@@ -116,12 +157,14 @@ class TranscodingMixin:
             self._selection_for = (tag, SharedResult(shared))
         return self._selection_for[1].fork()
 
-    def _view_for(self, selection: Selection | None, message: Any, address: str) -> Any:
+    def _view_for(
+        self, selection: Selection | None, message: Any, address: str, content: bool
+    ) -> Any:
         if selection is None:
             return as_parsed_message(message)
         config: TranscodingConfig = self.transcoding  # type: ignore[assignment]
         return as_parsed_message(message).addCallback(
-            self._cached_view, message, selection, address, config
+            self._cached_view, message, selection, address, config, content
         )
 
     def _cached_view(
@@ -131,6 +174,7 @@ class TranscodingMixin:
         selection: Selection,
         address: str,
         config: TranscodingConfig,
+        content: bool,
     ) -> defer.Deferred[Any]:
         obscure = "|obscure-subject" if config.obscure_subject else ""
         key = ViewKey(
@@ -146,6 +190,11 @@ class TranscodingMixin:
             "random_bytes": config.random_bytes,
             "obscure_subject": config.obscure_subject,
         }
+        if not content and not config.cache.has(key):
+            predictor = selection.transcoder
+            if ISizePredictor.providedBy(predictor):
+                # Size and structure only: computed from the headers, no encryption.
+                return config.cache.run_blocking(predict_view, stored, selection, request_args)
         return config.cache.get(
             key, lambda out: transcode_into(stored, selection, request_args, out)
         )

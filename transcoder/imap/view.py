@@ -179,6 +179,14 @@ class ViewCache:
         """Octets held by the cache now."""
         return self._total
 
+    def has(self, key: ViewKey) -> bool:
+        """Whether the view for ``key`` is cached now."""
+        return (self.root / key.relative_path()) in self._lru
+
+    def run_blocking(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """Run ``f(*args)`` where the cache runs its transcodings (a worker thread)."""
+        return self._run_blocking(f, *args)
+
     def get(self, key: ViewKey, transcode: Transcode) -> defer.Deferred[TranscodedView]:
         """The view for ``key``: from disk, or made by ``transcode(out) -> size`` once."""
         path = self.root / key.relative_path()

@@ -102,6 +102,9 @@ class ISizePredictor(Interface):
     def predicted_size(request):
         """Octets :meth:`ITranscoder.transcode` would write for ``request``; reads headers only."""
 
+    def predicted_header(request):
+        """The header section (blank line included) :meth:`ITranscoder.transcode` would write."""
+
 
 class Transcoder(Protocol):
     """The static-typing mirror of :class:`ITranscoder` (see the module docstring)."""
@@ -134,6 +137,9 @@ class SizePredictor(Protocol):
 
     def predicted_size(self, request: TranscodeRequest) -> int:
         """See :meth:`ISizePredictor.predicted_size`."""
+
+    def predicted_header(self, request: TranscodeRequest) -> bytes:
+        """See :meth:`ISizePredictor.predicted_header`."""
 
 
 __all__ = [

@@ -122,6 +122,10 @@ class SmimeTranscoder:
         body = smime_body_size(plan.parts.inner_size, plan.recipients, self.settings)
         return len(plan.header) + body
 
+    def predicted_header(self, request: TranscodeRequest) -> bytes:
+        """The view's header section, blank line included: what :meth:`transcode` writes first."""
+        return self._plan(request).header
+
     def transcode(self, request: TranscodeRequest, out: BinaryIO) -> TranscodeResult:
         """Write the S/MIME view of ``request.source`` to ``out``, streaming the body."""
         plan = self._plan(request)
