@@ -1,4 +1,4 @@
-"""The view cache: byte-stable, single-flight, restart-surviving, LRU-capped, invalidated per account."""
+"""The view cache: byte-stable, single-flight, restart-surviving, LRU-capped, per-account."""
 
 from __future__ import annotations
 
