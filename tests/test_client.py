@@ -143,7 +143,7 @@ def test_key_response_nil_not_after_and_any_order() -> None:
 
 def test_unknown_items_and_responses_are_skipped() -> None:
     """Items and response kinds a later server version adds are ignored, not fatal."""
-    raw = DESIGN_EXAMPLE[:-1] + b' CREATED "2026-01-01T00:00:00Z")'
+    raw = DESIGN_EXAMPLE[:-1] + b' CREATED "2026-01-01T00:00:00Z" EXTRA (A (B)))'
     keys, _ = parse_xkey_responses([raw, b"STATS (KEYS 3)"])
     assert [k.fingerprint for k in keys] == ["00ff"]
 

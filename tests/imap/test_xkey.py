@@ -26,12 +26,13 @@ from tests.imap.harness import Session, make_session
 from tests.keyfactory import PgpKeys
 from tests.keys.certs import ALICE, NOW, der, key_usage, make_cert, pem
 from transcoder.auth import AccountsFile, make_portal
+from transcoder.client import KeyInfo, PolicyInfo
+from transcoder.client.syntax import parse_xkey_responses
 from transcoder.imap.settings import ServerSettings
 from transcoder.imap.xkey import KeyAccess
-from transcoder.imap.xkey_syntax import KeyListing, PolicyListing, parse_response
 from transcoder.keys.async_store import AsyncKeyStore
 from transcoder.keys.keystore import KeyStore
-from transcoder.keys.model import KeyFormat, KeyStatus, KeyUsage, PolicyMode
+from transcoder.keys.model import KeyStatus
 from transcoder.store import MaildirStore
 
 BOB = "bob@example.org"
@@ -120,12 +121,18 @@ def put(session: Session, material: bytes) -> tuple[list[bytes], bytes]:
     return Session.split(session.output(), b"p")
 
 
-def listings(untagged: list[bytes]) -> list[KeyListing | PolicyListing]:
-    """The XKEY responses among ``untagged`` lines, parsed."""
-    return [parse_response(ln[len(b"* XKEY ") :]) for ln in untagged if ln.startswith(b"* XKEY ")]
+def listings(untagged: list[bytes]) -> list[KeyInfo | PolicyInfo]:
+    """The XKEY responses among ``untagged`` lines, parsed by the client library.
+
+    Keys come before policies; no command answers with both.
+    """
+    keys, policies = parse_xkey_responses(
+        ln[len(b"* XKEY ") :] for ln in untagged if ln.startswith(b"* XKEY ")
+    )
+    return [*keys, *policies]
 
 
-def listed(session: Session) -> list[KeyListing | PolicyListing]:
+def listed(session: Session) -> list[KeyInfo | PolicyInfo]:
     """What XKEY LIST reports now."""
     untagged, tagged = session.command(b"XKEY LIST")
     assert b" OK " in tagged, tagged
@@ -196,8 +203,8 @@ def test_put_der_literal_stores_raw_octets(
     untagged, tagged = put(alice, cert)
     assert tagged == b"p OK XKEY PUT completed"
     (listing,) = listings(untagged)
-    assert isinstance(listing, KeyListing)
-    assert listing.status is KeyStatus.ACTIVE and listing.usages == {KeyUsage.ENCRYPT}
+    assert isinstance(listing, KeyInfo)
+    assert listing.status == "ACTIVE" and listing.usage == ("ENCRYPT",)
     (stored,) = keystore.list_keys(ALICE, NOW)
     assert stored.material == cert and stored.fingerprint == listing.fingerprint
 
@@ -207,8 +214,8 @@ def test_put_binary_openpgp_key(alice: Session, keystore: KeyStore, pgp_keys: Pg
     untagged, tagged = put(alice, pgp_keys.alice_25519)
     assert tagged == b"p OK XKEY PUT completed"
     (listing,) = listings(untagged)
-    assert isinstance(listing, KeyListing)
-    assert listing.format is KeyFormat.OPENPGP
+    assert isinstance(listing, KeyInfo)
+    assert listing.format == "OPENPGP"
     assert listing.fingerprint == pgp_keys.alice_25519_fpr.lower()
     assert [k.fingerprint for k in keystore.list_keys(ALICE, NOW)] == [listing.fingerprint]
 
@@ -287,10 +294,12 @@ def test_refused_non_synchronizing_literal_is_discarded(tmp_path: Path, keystore
     assert b"BYE" not in out and b"\r\nx " not in out
 
 
-def test_key_cap_cannot_exceed_string_cap() -> None:
-    """Settings refuse a key cap above the string-literal cap the key literal is read under."""
-    with pytest.raises(ValueError, match="max_key_size"):
-        ServerSettings(max_key_size=8192, max_astring_literal_size=1024)
+def test_key_cap_independent_of_string_cap(tmp_path: Path, keystore: KeyStore) -> None:
+    """max_key_size above max_astring_literal_size: the key's literal is still read."""
+    settings = ServerSettings(max_key_size=8192, max_astring_literal_size=1024)
+    session = keyed_session(tmp_path, keystore, settings=settings)
+    session.send(b"a XKEY PUT {4096}\r\n")
+    assert session.output().startswith(b"+ ")
 
 
 def test_key_cap_below_string_cap_applies(tmp_path: Path, keystore: KeyStore) -> None:
@@ -334,17 +343,17 @@ def test_list_delete_and_supersede(
     for material in (first, second, pgp_keys.alice_25519):
         assert put(alice, material)[1] == b"p OK XKEY PUT completed"
     keys = listed(alice)
-    assert [(k.format, k.status) for k in keys if isinstance(k, KeyListing)] == [
-        (KeyFormat.SMIME, KeyStatus.RETIRED),  # superseded by the second certificate
-        (KeyFormat.SMIME, KeyStatus.ACTIVE),
-        (KeyFormat.OPENPGP, KeyStatus.ACTIVE),
+    assert [(k.format, k.status) for k in keys if isinstance(k, KeyInfo)] == [
+        ("SMIME", "RETIRED"),  # superseded by the second certificate
+        ("SMIME", "ACTIVE"),
+        ("OPENPGP", "ACTIVE"),
     ]
     fingerprint = keys[2].fingerprint  # type: ignore[union-attr]
     untagged, tagged = alice.command(b"XKEY DELETE " + fingerprint.upper().encode())
     assert tagged.endswith(b"OK XKEY DELETE completed")
-    assert listings(untagged)[0].status is KeyStatus.RETIRED  # type: ignore[union-attr]
-    statuses = [k.status for k in listed(alice)]
-    assert statuses == [KeyStatus.RETIRED, KeyStatus.ACTIVE, KeyStatus.RETIRED]
+    assert listings(untagged)[0].status == "RETIRED"  # type: ignore[union-attr]
+    statuses = [k.status for k in listed(alice)]  # type: ignore[union-attr]
+    assert statuses == ["RETIRED", "ACTIVE", "RETIRED"]
 
 
 def test_delete_unknown_is_nokey(alice: Session, keystore: KeyStore) -> None:
@@ -358,24 +367,22 @@ def test_policy_transitions(
 ) -> None:
     """POLICY: OFF/NIL by default, ALWAYS needs a usable key of the format, FORMAT switches."""
 
-    def policy(line: bytes = b"XKEY POLICY") -> tuple[PolicyListing | None, bytes]:
+    def policy(line: bytes = b"XKEY POLICY") -> tuple[PolicyInfo | None, bytes]:
         untagged, tagged = alice.command(line)
         found = listings(untagged)
         return (found[0] if found else None), tagged  # type: ignore[return-value]
 
-    assert policy()[0] == PolicyListing(PolicyMode.OFF, None)
+    assert policy()[0] == PolicyInfo("OFF", None)
     shown, tagged = policy(b"XKEY POLICY MODE ALWAYS")
     assert shown is None and b"NO [XKEY-NOKEY] " in tagged
-    assert policy()[0] == PolicyListing(PolicyMode.OFF, None)
+    assert policy()[0] == PolicyInfo("OFF", None)
     put(alice, der(make_cert(p256)))
-    assert policy()[0] == PolicyListing(PolicyMode.OFF, KeyFormat.SMIME)
-    assert policy(b"XKEY POLICY MODE ALWAYS")[0] == PolicyListing(
-        PolicyMode.ALWAYS, KeyFormat.SMIME
-    )
+    assert policy()[0] == PolicyInfo("OFF", "SMIME")
+    assert policy(b"XKEY POLICY MODE ALWAYS")[0] == PolicyInfo("ALWAYS", "SMIME")
     assert b"NO [XKEY-NOKEY] " in policy(b"XKEY POLICY FORMAT OPENPGP")[1]
-    assert policy(b"XKEY POLICY MODE OFF")[0] == PolicyListing(PolicyMode.OFF, KeyFormat.SMIME)
+    assert policy(b"XKEY POLICY MODE OFF")[0] == PolicyInfo("OFF", "SMIME")
     shown, _ = policy(b"XKEY POLICY FORMAT OPENPGP")
-    assert shown == PolicyListing(PolicyMode.OFF, KeyFormat.OPENPGP)
+    assert shown == PolicyInfo("OFF", "OPENPGP")
 
 
 def test_signing_only_certificate(
@@ -385,7 +392,7 @@ def test_signing_only_certificate(
     cert = der(make_cert(p256, usage=key_usage(digital_signature=True)))
     untagged, tagged = put(alice, cert)
     assert tagged == b"p OK XKEY PUT completed"
-    assert listings(untagged)[0].usages == {KeyUsage.SIGN}  # type: ignore[union-attr]
+    assert listings(untagged)[0].usage == ("SIGN",)  # type: ignore[union-attr]
     _, tagged = alice.command(b"XKEY POLICY MODE ALWAYS")
     assert tagged.startswith(b"t1 NO [XKEY-NOKEY] ")
 
@@ -409,7 +416,9 @@ def test_accounts_are_isolated(
 def test_pipelined_commands_wait_for_xkey(tmp_path: Path, keystore: KeyStore) -> None:
     """A command pipelined behind a running XKEY is answered only after it."""
     session = keyed_session(tmp_path, keystore, async_class=HeldKeyStore)
+    assert session.server.keys is not None
     held = session.server.keys.store
+    assert isinstance(held, HeldKeyStore)
     held.held = []
     session.send(b"a XKEY LIST\r\nb NOOP\r\n")
     assert session.output() == b""

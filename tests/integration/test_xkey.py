@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from tests.integration.conftest import PASSWORD, RunningServer, admin, free_port
 from tests.keyfactory import PgpKeys
 from tests.keys.certs import der, key_usage, make_ca, make_cert, pem
-from transcoder.imap.xkey_syntax import KeyListing, PolicyListing, parse_response
-from transcoder.keys.model import KeyFormat, KeyStatus, KeyUsage, PolicyMode
+from transcoder.client import KeyInfo, PolicyInfo
+from transcoder.client.syntax import parse_xkey_responses
 
 pytestmark = pytest.mark.integration
 
@@ -64,22 +64,27 @@ def connect(server: RunningServer, user: str | None = ALICE) -> imaplib.IMAP4:
 
 def xkey(
     client: imaplib.IMAP4, *args: str, literal: bytes | None = None
-) -> tuple[str, str, list[KeyListing | PolicyListing]]:
-    """Send ``XKEY args`` (PUT's key as a synchronizing literal); (status, text, listings)."""
+) -> tuple[str, str, list[KeyInfo | PolicyInfo]]:
+    """Send ``XKEY args`` (PUT's key as a synchronizing literal); (status, text, listings).
+
+    The listings are the untagged XKEY responses as the client library parses
+    them, keys before policies (no command answers with both).
+    """
     client.untagged_responses.pop("XKEY", None)
     if literal is not None:
         client.literal = literal  # imaplib appends {n}, awaits "+", then sends the octets
     typ, data = client._simple_command("XKEY", *args)
     untagged = client.untagged_responses.pop("XKEY", [])
     text = b" ".join(d for d in data if isinstance(d, bytes)).decode()
-    return typ, text, [parse_response(item) for item in untagged]
+    keys, policies = parse_xkey_responses(untagged)
+    return typ, text, [*keys, *policies]
 
 
-def keys_of(client: imaplib.IMAP4) -> list[KeyListing]:
+def keys_of(client: imaplib.IMAP4) -> list[KeyInfo]:
     """What XKEY LIST reports."""
     typ, text, found = xkey(client, "LIST")
     assert typ == "OK", text
-    return [k for k in found if isinstance(k, KeyListing)]
+    return [k for k in found if isinstance(k, KeyInfo)]
 
 
 def keystore_rows(server: RunningServer) -> list[tuple[Any, ...]]:
@@ -156,9 +161,9 @@ def test_certificates_accepted(running: RunningServer, make_key: Any, encoding: 
     client = connect(running)
     typ, text, (stored,) = xkey(client, "PUT", literal=encoding(cert))
     assert typ == "OK", text
-    assert isinstance(stored, KeyListing)
-    assert stored.format is KeyFormat.SMIME and stored.status is KeyStatus.ACTIVE
-    assert stored.addresses == (ALICE,) and KeyUsage.ENCRYPT in stored.usages
+    assert isinstance(stored, KeyInfo)
+    assert stored.format == "SMIME" and stored.status == "ACTIVE"
+    assert stored.addresses == (ALICE,) and "ENCRYPT" in stored.usage
     assert stored.not_after == cert.not_valid_after_utc.replace(microsecond=0)
     assert stored in keys_of(client)
     client.logout()
@@ -172,8 +177,8 @@ def test_openpgp_keys_accepted(running: RunningServer, pgp_keys: PgpKeys, armore
     client = connect(running)
     typ, text, (stored,) = xkey(client, "PUT", literal=material)
     assert typ == "OK", text
-    assert isinstance(stored, KeyListing) and stored.format is KeyFormat.OPENPGP
-    assert stored.fingerprint == fingerprint.lower() and stored.status is KeyStatus.ACTIVE
+    assert isinstance(stored, KeyInfo) and stored.format == "OPENPGP"
+    assert stored.fingerprint == fingerprint.lower() and stored.status == "ACTIVE"
     client.logout()
 
 
@@ -263,10 +268,10 @@ def test_list_after_puts_and_a_delete(running: RunningServer, pgp_keys: PgpKeys)
         assert typ == "OK", text
         fingerprints.append(stored.fingerprint)  # type: ignore[union-attr]
     typ, text, (retired,) = xkey(client, "DELETE", fingerprints[1])
-    assert typ == "OK" and retired.status is KeyStatus.RETIRED  # type: ignore[union-attr]
+    assert typ == "OK" and retired.status == "RETIRED"  # type: ignore[union-attr]
     assert [(k.fingerprint, k.status) for k in keys_of(client)] == [
-        (fingerprints[0], KeyStatus.RETIRED),
-        (fingerprints[1], KeyStatus.RETIRED),
+        (fingerprints[0], "RETIRED"),
+        (fingerprints[1], "RETIRED"),
     ]
     typ, text, _ = xkey(client, "DELETE", "ab" * 32)
     assert typ == "NO" and text.startswith("[XKEY-NOKEY]")
@@ -278,22 +283,22 @@ def test_policy_transitions(running: RunningServer, pgp_keys: PgpKeys) -> None:
     dave = "dave@example.org"
     client = connect(running, dave)
 
-    def policy(*args: str) -> tuple[str, str, PolicyListing | None]:
+    def policy(*args: str) -> tuple[str, str, PolicyInfo | None]:
         typ, text, found = xkey(client, "POLICY", *args)
         return typ, text, found[0] if found else None  # type: ignore[return-value]
 
-    assert policy()[2] == PolicyListing(PolicyMode.OFF, None)
+    assert policy()[2] == PolicyInfo("OFF", None)
     typ, text, _ = policy("MODE", "ALWAYS")
     assert typ == "NO" and text.startswith("[XKEY-NOKEY]")
-    assert policy()[2] == PolicyListing(PolicyMode.OFF, None)
+    assert policy()[2] == PolicyInfo("OFF", None)
     cert = fresh_cert(ec.generate_private_key(ec.SECP256R1()), dave)
     assert xkey(client, "PUT", literal=der(cert))[0] == "OK"
-    assert policy("MODE", "ALWAYS")[2] == PolicyListing(PolicyMode.ALWAYS, KeyFormat.SMIME)
+    assert policy("MODE", "ALWAYS")[2] == PolicyInfo("ALWAYS", "SMIME")
     typ, text, _ = policy("FORMAT", "OPENPGP")
     assert typ == "NO" and text.startswith("[XKEY-NOKEY]")
-    assert policy("MODE", "OFF")[2] == PolicyListing(PolicyMode.OFF, KeyFormat.SMIME)
-    assert policy("FORMAT", "OPENPGP")[2] == PolicyListing(PolicyMode.OFF, KeyFormat.OPENPGP)
-    assert policy("FORMAT", "SMIME")[2] == PolicyListing(PolicyMode.OFF, KeyFormat.SMIME)
+    assert policy("MODE", "OFF")[2] == PolicyInfo("OFF", "SMIME")
+    assert policy("FORMAT", "OPENPGP")[2] == PolicyInfo("OFF", "OPENPGP")
+    assert policy("FORMAT", "SMIME")[2] == PolicyInfo("OFF", "SMIME")
     with pytest.raises(imaplib.IMAP4.error, match="BAD"):
         policy("MODE", "SOMETIMES")
     client.logout()
@@ -307,7 +312,7 @@ def test_signing_only_certificate(running: RunningServer) -> None:
     )
     client = connect(running, erin)
     typ, text, (stored,) = xkey(client, "PUT", literal=der(cert))
-    assert typ == "OK" and stored.usages == {KeyUsage.SIGN}  # type: ignore[union-attr]
+    assert typ == "OK" and stored.usage == ("SIGN",)  # type: ignore[union-attr]
     before = keystore_rows(running)
     typ, text, _ = xkey(client, "POLICY", "MODE", "ALWAYS")
     assert typ == "NO" and text.startswith("[XKEY-NOKEY]")

@@ -49,42 +49,30 @@ def _line_codec(lines: int) -> tuple[struct.Struct, struct.Struct]:
 class Base64LineWriter:
     """Writes the base64 of everything it is given to ``dst``, in CRLF-terminated lines.
 
-    Call :meth:`write`, :meth:`write_chunk` or :meth:`encode_chunk` any
-    number of times, then :meth:`close` once.  ``written`` counts the octets
-    of lines produced so far.  The lines are laid out in two row buffers used
-    in turn, so the caller of :meth:`encode_chunk` may still be writing the
-    previous run of lines while the next one is encoded.
+    Call :meth:`write` or :meth:`write_chunk` any number of times, then
+    :meth:`close` once.  ``written`` counts the octets written so far.
     """
 
     def __init__(self, dst: BinaryIO) -> None:
         self._dst = dst
         self._carry = b""
-        self._rows = [bytearray(), bytearray()]
-        self._turn = 0
+        self._rows = bytearray()
         self.written = 0
 
     def write(self, data: bytes) -> None:
         """Append ``data`` (copied; meant for the small DER prefix and suffix)."""
         joined = memoryview(self._carry + bytes(data))
         whole = len(joined) - len(joined) % LINE_OCTETS
-        self._dst.write(self._encode_lines(joined[:whole]))
+        self._write_lines(joined[:whole])
         self._carry = bytes(joined[whole:])
 
     def write_chunk(self, buffer: memoryview, end: int) -> None:
         """Append ``buffer[HEADROOM:end]``, using ``buffer[:HEADROOM]`` as scratch for the carry."""
-        self._dst.write(self.encode_chunk(buffer, end))
-
-    def encode_chunk(self, buffer: memoryview, end: int) -> memoryview:
-        """Like :meth:`write_chunk`, but return the lines for the caller to write to ``dst``.
-
-        The returned view stays valid until the second next call that encodes.
-        """
         start = HEADROOM - len(self._carry)
         buffer[start:HEADROOM] = self._carry
         whole = (end - start) - (end - start) % LINE_OCTETS
-        lines = self._encode_lines(buffer[start : start + whole])
+        self._write_lines(buffer[start : start + whole])
         self._carry = bytes(buffer[start + whole : end])
-        return lines
 
     def close(self) -> int:
         """Write the final, possibly short line; return the octets written in all."""
@@ -95,20 +83,20 @@ class Base64LineWriter:
             self._carry = b""
         return self.written
 
-    def _encode_lines(self, octets: memoryview) -> memoryview:
-        """The lines of ``octets`` (a multiple of 57 long), in the next row buffer."""
+    def _write_lines(self, octets: memoryview) -> None:
+        """Write ``octets`` (a multiple of 57 long) as whole lines."""
         lines = len(octets) // LINE_OCTETS
+        if not lines:
+            return
         size = lines * ROW
-        self._turn = 1 - self._turn
-        if len(self._rows[self._turn]) < size:
-            self._rows[self._turn] = bytearray(size)
-        rows = self._rows[self._turn]
-        if lines:
-            split, layout = _line_codec(lines)
-            encoded = binascii.b2a_base64(octets, newline=False)
-            layout.pack_into(rows, 0, *split.unpack(encoded))
-            # The pad octets of the layout are zero: put CR and LF over them.
-            rows[LINE_CHARS:size:ROW] = b"\r" * lines
-            rows[LINE_CHARS + 1 : size : ROW] = b"\n" * lines
+        if len(self._rows) < size:
+            self._rows = bytearray(size)
+        split, layout = _line_codec(lines)
+        encoded = binascii.b2a_base64(octets, newline=False)
+        layout.pack_into(self._rows, 0, *split.unpack(encoded))
+        # The pad octets of the layout are zero: put CR and LF over them.
+        self._rows[LINE_CHARS:size:ROW] = b"\r" * lines
+        self._rows[LINE_CHARS + 1 : size : ROW] = b"\n" * lines
+        with memoryview(self._rows) as rows:
+            self._dst.write(rows[:size])
         self.written += size
-        return memoryview(rows)[:size]

@@ -15,7 +15,7 @@ Memory is a few buffers of :data:`CHUNK` octets, whatever the message size.
 from __future__ import annotations
 
 import os
-from collections import deque
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
@@ -66,9 +66,10 @@ def encrypt_to_smime_body(
     the IV/nonce; ``ec_ephemeral`` the ephemeral key of each EC recipient.
     Returns the octets written, always ``smime_body_size(...)``.  Raises
     :class:`InputTooShort` if ``src`` ends early (``dst`` then holds a partial,
-    useless body).  Exactly ``plain_len`` octets are read from ``src``; from
-    :data:`PARALLEL_THRESHOLD` octets on, the reads and writes happen on a
-    helper thread (one at a time, in order), which is gone when this returns.
+    useless body).  Exactly ``plain_len`` octets are read from ``src``.  From
+    :data:`PARALLEL_THRESHOLD` octets on, AES runs on a helper thread, which
+    is gone when this function returns; ``src`` and ``dst`` are only used
+    from the calling thread.
     """
     found = check_recipients(recipients)
     if plain_len < 0:
@@ -82,12 +83,12 @@ def encrypt_to_smime_body(
     writer.write(framing.prefix)
     if settings.authenticated:
         gcm = Cipher(algorithms.AES(cek), modes.GCM(iv)).encryptor()
-        _encrypt_into(src, plain_len, gcm, writer, dst)
+        _encrypt_into(src, plain_len, gcm, writer)
         gcm.finalize()
         writer.write(framing.suffix(gcm.tag))
     else:
         cbc = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
-        _encrypt_into(src, plain_len, cbc, writer, dst)
+        _encrypt_into(src, plain_len, cbc, writer)
         # PKCS#7 padding (RFC 5652 section 6.3): 1..16 octets, each the pad length.
         pad = AES_BLOCK - plain_len % AES_BLOCK
         writer.write(cbc.update(bytes((pad,)) * pad) + cbc.finalize())
@@ -101,19 +102,17 @@ def _random(random_bytes: Callable[[int], bytes], size: int) -> bytes:
     return value
 
 
-class _ChunkSource:
-    """Reads the plaintext in chunks and encrypts each into a buffer with headroom."""
+class _Chunks:
+    """The plaintext, read in chunks of :data:`CHUNK` octets; exactly ``plain_len`` in all."""
 
-    def __init__(self, src: BinaryIO, plain_len: int, encryptor: CipherContext) -> None:
+    def __init__(self, src: BinaryIO, plain_len: int) -> None:
         self._src = src
-        self._encryptor = encryptor
         self._plain_len = plain_len
         self.remaining = plain_len
-        self._chunk = bytearray(CHUNK)
 
-    def fill(self, out: memoryview) -> int:
-        """Read the next chunk, encrypt it into ``out[HEADROOM:]``; return the end offset."""
-        view = memoryview(self._chunk)[: min(self.remaining, CHUNK)]
+    def read(self, buffer: memoryview) -> memoryview:
+        """Fill the start of ``buffer`` with the next chunk and return that part."""
+        view = buffer[: min(self.remaining, CHUNK)]
         got = 0
         while got < len(view):
             count = _read_into(self._src, view[got:])
@@ -122,7 +121,7 @@ class _ChunkSource:
                 raise InputTooShort(f"plaintext ended {missing} octets short of {self._plain_len}")
             got += count
         self.remaining -= got
-        return HEADROOM + self._encryptor.update_into(view, out[HEADROOM:])
+        return view
 
 
 def _read_into(src: BinaryIO, view: memoryview) -> int:
@@ -134,47 +133,64 @@ def _read_into(src: BinaryIO, view: memoryview) -> int:
     return len(data)
 
 
-def _new_buffer() -> memoryview:
-    # Headroom for the base64 carry, and room for the block a CBC encryptor
-    # may release on top of the chunk (cryptography's update_into contract).
-    return memoryview(bytearray(HEADROOM + CHUNK + AES_BLOCK))
+class _Slot:
+    """A plaintext buffer and the ciphertext buffer it is encrypted into."""
+
+    def __init__(self) -> None:
+        self.plain = memoryview(bytearray(CHUNK))
+        # Headroom for the base64 carry, and room for the block a CBC
+        # encryptor may release on top of the chunk (update_into's contract).
+        self.cipher = memoryview(bytearray(HEADROOM + CHUNK + AES_BLOCK))
 
 
 def _encrypt_into(
-    src: BinaryIO,
-    plain_len: int,
-    encryptor: CipherContext,
-    writer: Base64LineWriter,
-    dst: BinaryIO,
+    src: BinaryIO, plain_len: int, encryptor: CipherContext, writer: Base64LineWriter
 ) -> None:
-    """Encrypt exactly ``plain_len`` octets of ``src`` into ``writer`` (which writes to ``dst``).
-
-    Large messages run the reading, the AES and the writing on a helper
-    thread while this one encodes base64: cryptography and file I/O release
-    the GIL, binascii and struct do not, so on two cores the two overlap.  The
-    helper runs its tasks one at a time in submission order, which keeps the
-    output in order and tells us when a buffer is free again (see below).
-    """
-    source = _ChunkSource(src, plain_len, encryptor)
+    """Encrypt exactly ``plain_len`` octets of ``src`` into ``writer``."""
+    chunks = _Chunks(src, plain_len)
     if plain_len < PARALLEL_THRESHOLD:
-        buffer = _new_buffer()
-        while source.remaining:
-            writer.write_chunk(buffer, source.fill(buffer))
-        return
-    buffers = (_new_buffer(), _new_buffer())
-    writes: deque[Future[int]] = deque()
+        slot = _Slot()
+        while chunks.remaining:
+            count = encryptor.update_into(chunks.read(slot.plain), slot.cipher[HEADROOM:])
+            writer.write_chunk(slot.cipher, HEADROOM + count)
+    else:
+        _encrypt_overlapped(chunks, encryptor, writer)
+
+
+def _encrypt_overlapped(
+    chunks: _Chunks, encryptor: CipherContext, writer: Base64LineWriter
+) -> None:
+    """Encrypt chunk k+1 on a helper thread while this one base64-encodes and writes chunk k.
+
+    cryptography releases the GIL while it encrypts; binascii and struct hold
+    it.  A thread waiting for the GIL only gets it when the holder blocks (or
+    after the 5 ms switch interval, longer than a chunk's encoding), so we
+    block until the helper is inside ``update_into`` before encoding: from
+    then on the two run on two cores.  The helper takes the GIL back while we
+    write (file writes release it) or wait for its result.  Reads, encodes
+    and writes stay on this thread, in order.
+    """
+    slots = (_Slot(), _Slot())
+    started = threading.Event()
+
+    def encrypt(slot: _Slot, data: memoryview) -> int:
+        started.set()
+        return HEADROOM + encryptor.update_into(data, slot.cipher[HEADROOM:])
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cms-encrypt") as pool:
-        pending: Future[int] | None = pool.submit(source.fill, buffers[0])
+
+        def submit(slot: _Slot) -> Future[int]:
+            data = chunks.read(slot.plain)
+            started.clear()
+            future = pool.submit(encrypt, slot, data)
+            started.wait()
+            return future
+
+        pending: Future[int] | None = submit(slots[0])
         turn = 0
         while pending is not None:
             end = pending.result()
-            # Tasks run in order: with this fill done, so is every write
-            # submitted before it -- among them the one of the row buffer the
-            # next encode_chunk reuses.  Raise any error they had.
-            while writes and writes[0].done():
-                writes.popleft().result()
-            pending = pool.submit(source.fill, buffers[1 - turn]) if source.remaining else None
-            writes.append(pool.submit(dst.write, writer.encode_chunk(buffers[turn], end)))
+            # The other slot is free: its chunk was encoded last round.
+            pending = submit(slots[1 - turn]) if chunks.remaining else None
+            writer.write_chunk(slots[turn].cipher, end)
             turn = 1 - turn
-    for write in writes:
-        write.result()

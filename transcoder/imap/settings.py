@@ -45,8 +45,3 @@ class ServerSettings:
     #: Failed logins after which the connection is closed with BYE.
     max_login_failures: int = 5
 
-    def __post_init__(self) -> None:
-        # XKEY PUT reads its literal with the string-literal reader, which
-        # Twisted caps at max_astring_literal_size.
-        if self.max_key_size > self.max_astring_literal_size:
-            raise ValueError("max_key_size cannot exceed max_astring_literal_size")

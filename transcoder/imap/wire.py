@@ -99,9 +99,14 @@ class WireMixin(_ServerBase):
         """LineReceiver's line limit, from the settings."""
         return int(self.settings.max_line_length)
 
+    #: A cap replacing max_astring_literal_size while read_string_literal runs.
+    _string_limit: int | None = None
+
     @property
     def _literalStringLimit(self) -> int:
         """Twisted's cap on string literals, from the settings (Twisted's is 4096)."""
+        if self._string_limit is not None:
+            return self._string_limit
         return int(self.settings.max_astring_literal_size)
 
     def capabilities(self) -> dict[bytes, Any]:
@@ -286,6 +291,22 @@ class WireMixin(_ServerBase):
         """A string argument's literal, capped by ``max_astring_literal_size``."""
         limit = self.settings.max_astring_literal_size
         return self._begin_literal(size, limit, super()._stringLiteral)
+
+    def read_string_literal(self, size: int, limit: int) -> Any:
+        """A string literal (octets kept as sent) capped at ``limit`` (XKEY PUT's key cap).
+
+        Like :meth:`_stringLiteral`, but with a cap of the caller's instead of
+        ``max_astring_literal_size``.
+        """
+
+        def start(n: int) -> Any:
+            self._string_limit = limit
+            try:
+                return imap4.IMAP4Server._stringLiteral(self, n)
+            finally:
+                self._string_limit = None
+
+        return self._begin_literal(size, limit, start)
 
     def _fileLiteral(self, size: int) -> Any:
         """APPEND's message literal, capped by ``max_literal_size``."""

@@ -152,9 +152,7 @@ class XKeyMixin(MailboxCommandMixin):
         if parsed.size > limit:
             # Before the continuation request: the client sends nothing more.
             raise KeyTooBig(f"key material of {parsed.size} octets; at most {limit} accepted")
-        # Twisted's string-literal reader keeps the octets as they are; its own
-        # cap (max_astring_literal_size) is never below max_key_size (ServerSettings).
-        d = self._begin_literal(parsed.size, limit, super()._stringLiteral)
+        d = self.read_string_literal(parsed.size, limit)
         return d.addCallback(lambda read: (PutKey(read[0]), read[1]))
 
     # -- running -----------------------------------------------------------------

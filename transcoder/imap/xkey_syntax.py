@@ -1,4 +1,4 @@
-"""Sans-IO syntax of XKEY (DESIGN.md, "Protocol: XKEY"): arguments in, requests out; data out, in.
+"""Sans-IO syntax of XKEY (DESIGN.md, "Protocol: XKEY"): arguments in, requests out; data out.
 
 No Twisted here: :mod:`transcoder.imap.xkey` moves the bytes.  Grammar, in
 RFC 5234 ABNF over RFC 3501 section 9 (keywords are case-insensitive)::
@@ -24,17 +24,19 @@ RFC 5234 ABNF over RFC 3501 section 9 (keywords are case-insensitive)::
 literal is announced here (:class:`KeyLiteralAhead`) and read by the server,
 as raw octets: DER and binary OpenPGP keys are not text.  Strings in
 responses are quoted when they are printable ASCII, literals otherwise
-(RFC 3501 section 4.3); parsers of responses skip items they do not know, so
-the response can grow.  Syntax errors in arguments raise
-:class:`~transcoder.errors.BadCommand` (answered ``BAD``); malformed response
-data raises :class:`ResponseSyntaxError`.
+(RFC 3501 section 4.3).  Syntax errors in arguments raise
+:class:`~transcoder.errors.BadCommand` (answered ``BAD``).
+
+The server only formats responses; reading them back is the client's job:
+:mod:`transcoder.client.syntax` parses them (skipping items it does not know,
+so the response can grow), and the tests check this formatter against it.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeAlias
 
 from transcoder.errors import BadCommand
@@ -52,16 +54,9 @@ from transcoder.keys.policy import parse_format, parse_mode
 
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\["\\])*)"')
 _LITERAL = re.compile(rb"\{(\d{1,20})(\+?)\}")
-_RESPONSE_LITERAL = re.compile(rb"\{(\d{1,10})\}\r\n")
 _FINGERPRINT = re.compile(r"[0-9a-f]{1,128}")
 #: Text that can go in a quoted string (escaping ``"`` and ``\\``): printable ASCII.
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
-_ATOM_END = re.compile(rb"[ ()]|$")
-_TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
-
-
-class ResponseSyntaxError(ValueError):
-    """Untagged XKEY response data that breaks the grammar above."""
 
 
 # -- requests ---------------------------------------------------------------------
@@ -238,149 +233,3 @@ def policy_response(policy: PolicyListing) -> bytes:
     """The untagged response for ``policy``, without the leading ``* ``."""
     fmt = b"NIL" if policy.format is None else policy.format.value.encode("ascii")
     return b"XKEY POLICY (MODE " + policy.mode.value.encode("ascii") + b" FORMAT " + fmt + b")"
-
-
-def parse_response(data: bytes) -> KeyListing | PolicyListing:
-    """The listing in the data of an untagged XKEY response (what follows ``* XKEY SP``).
-
-    That is the form imaplib keeps in ``untagged_responses["XKEY"]`` (with
-    any literal's octets spliced back in after its ``{n}`` CRLF).
-    """
-    values = _Reader(data).read_all()
-    if len(values) == 2 and isinstance(values[0], str) and values[0].upper() == "POLICY":
-        return _policy_listing(_pairs(values[1]))
-    if len(values) == 1:
-        return _key_listing(_pairs(values[0]))
-    raise ResponseSyntaxError(f"not an XKEY response: {data[:80]!r}")
-
-
-Value: TypeAlias = "str | list[Value] | None"
-
-
-class _Reader:
-    """Reads response values: atoms and strings (``str``), ``NIL`` (``None``), lists."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def read_all(self) -> list[Value]:
-        values = self.read_sequence(depth=0)
-        if self.pos != len(self.data):
-            raise ResponseSyntaxError(f"unexpected ')' at offset {self.pos}")
-        return values
-
-    def read_sequence(self, depth: int) -> list[Value]:
-        values: list[Value] = []
-        while self.pos < len(self.data) and self.data[self.pos : self.pos + 1] != b")":
-            if values:
-                self.expect(b" ")
-            values.append(self.read_value(depth))
-        return values
-
-    def read_value(self, depth: int) -> Value:
-        head = self.data[self.pos : self.pos + 1]
-        if head == b"(":
-            if depth >= 4:
-                raise ResponseSyntaxError("lists nested too deeply")
-            self.pos += 1
-            values = self.read_sequence(depth + 1)
-            self.expect(b")")
-            return values
-        if head == b'"':
-            return self.read_quoted()
-        if head == b"{":
-            return self.read_literal()
-        end = _ATOM_END.search(self.data, self.pos)
-        start, self.pos = self.pos, end.start() if end else len(self.data)
-        atom = self.data[start : self.pos].decode("ascii", "replace")
-        if not atom:
-            raise ResponseSyntaxError(f"empty value at offset {start}")
-        return None if atom.upper() == "NIL" else atom
-
-    def read_quoted(self) -> str:
-        quoted = _QUOTED.match(self.data, self.pos)
-        if quoted is None:
-            raise ResponseSyntaxError(f"malformed quoted string at offset {self.pos}")
-        self.pos = quoted.end()
-        return _decode(_unescape(quoted.group(1)))
-
-    def read_literal(self) -> str:
-        literal = _RESPONSE_LITERAL.match(self.data, self.pos)
-        if literal is None:
-            raise ResponseSyntaxError(f"malformed literal at offset {self.pos}")
-        start = literal.end()
-        self.pos = start + int(literal.group(1))
-        if self.pos > len(self.data):
-            raise ResponseSyntaxError("literal longer than the response")
-        return _decode(self.data[start : self.pos])
-
-    def expect(self, octet: bytes) -> None:
-        if self.data[self.pos : self.pos + 1] != octet:
-            raise ResponseSyntaxError(f"expected {octet!r} at offset {self.pos}")
-        self.pos += 1
-
-
-def _decode(data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ResponseSyntaxError("string is not UTF-8") from None
-
-
-def _pairs(value: Value) -> dict[str, Value]:
-    """A ``(NAME value NAME value ...)`` list as a dict with upper-cased names."""
-    if not isinstance(value, list) or len(value) % 2:
-        raise ResponseSyntaxError("expected a list of name-value pairs")
-    names, values = value[0::2], value[1::2]
-    if not all(isinstance(name, str) for name in names):
-        raise ResponseSyntaxError("item names must be atoms")
-    return {str(name).upper(): item for name, item in zip(names, values, strict=True)}
-
-
-def _word(pairs: dict[str, Value], name: str) -> str:
-    value = pairs.get(name)
-    if not isinstance(value, str):
-        raise ResponseSyntaxError(f"{name} missing or not a string")
-    return value
-
-
-def _words(pairs: dict[str, Value], name: str) -> list[str]:
-    value = pairs.get(name)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ResponseSyntaxError(f"{name} missing or not a list of strings")
-    return [str(v) for v in value]
-
-
-def _key_listing(pairs: dict[str, Value]) -> KeyListing:
-    not_after = pairs.get("NOT-AFTER", ...)
-    if not_after is not None and not isinstance(not_after, str):
-        raise ResponseSyntaxError("NOT-AFTER missing or not a timestamp")
-    try:
-        return KeyListing(
-            format=KeyFormat(_word(pairs, "FORMAT").upper()),
-            fingerprint=_word(pairs, "FINGERPRINT").lower(),
-            addresses=tuple(_words(pairs, "ADDRESSES")),
-            not_after=(
-                None
-                if not_after is None
-                else datetime.strptime(not_after, _TIMESTAMP).replace(tzinfo=UTC)
-            ),
-            usages=frozenset(KeyUsage(u.upper()) for u in _words(pairs, "USAGE")),
-            status=KeyStatus(_word(pairs, "STATUS").upper()),
-        )
-    except ValueError as error:
-        raise ResponseSyntaxError(f"bad XKEY key response: {error}") from None
-
-
-def _policy_listing(pairs: dict[str, Value]) -> PolicyListing:
-    fmt = pairs.get("FORMAT", ...)
-    if fmt is not None and not isinstance(fmt, str):
-        raise ResponseSyntaxError("FORMAT missing or not an atom")
-    try:
-        return PolicyListing(
-            mode=PolicyMode(_word(pairs, "MODE").upper()),
-            format=None if fmt is None else KeyFormat(fmt.upper()),
-        )
-    except ValueError as error:
-        raise ResponseSyntaxError(f"bad XKEY POLICY response: {error}") from None
