@@ -54,6 +54,9 @@ from transcoder.store.intake import UniqueNames  # noqa: E402
 from transcoder.store.maildir import MaildirStore  # noqa: E402
 
 PASSWORD = "benchmark password"
+#: The account served transcoded views (MODE ALWAYS) and the one served as stored (OFF).
+ENCRYPTED = "reader@example.org"
+OFF = "plain@example.org"
 MB = 1_000_000
 MiB = 2**20
 #: How long a server may take to greet after start.
@@ -98,6 +101,12 @@ def admin(data: Path, *args: str, stdin: str = "") -> None:
 def add_account(data: Path, address: str) -> None:
     """Create the account ``address`` with :data:`PASSWORD`."""
     admin(data, "user", "add", address, stdin=PASSWORD + "\n")
+
+
+def prepare_accounts(data: Path) -> None:
+    """A fresh data directory with the accounts :data:`ENCRYPTED` and :data:`OFF`."""
+    for address in (ENCRYPTED, OFF):
+        add_account(data, address)
 
 
 @dataclass
@@ -390,11 +399,6 @@ def small_message(index: int, size: int = 4096) -> bytes:
     return header + body[: size - len(header)]
 
 
-def ratio_line(label: str, value: float, target: str, met: bool) -> str:
-    """One line of the summary table."""
-    return f"  {label:<52} {value:8.2f}   target {target:<8} {'met' if met else 'MISSED'}"
-
-
 @contextlib.contextmanager
 def work_directory(prefix: str, keep: bool = False) -> Iterator[Path]:
     """A scratch directory, removed at the end unless ``keep``."""
@@ -408,3 +412,113 @@ def work_directory(prefix: str, keep: bool = False) -> Iterator[Path]:
             print(f"kept {path}")
         else:
             shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class LargeFetch:
+    """FETCH BODY[] of one large message: cold and cached timings, RSS growth, octets."""
+
+    cold: Timing
+    cached: Timing
+    rss_growth: int
+    children_peak: int
+    octets: int
+
+
+def measure_large_fetch(server: Server, imap: imaplib.IMAP4, runs: int) -> LargeFetch:
+    """Time ``FETCH 1 BODY[]`` in the selected mailbox: cold (views dropped first), then cached.
+
+    Cold and cached alternate, ``runs`` times; the server's RSS growth is the
+    largest seen over every run.
+    """
+    cold: list[float] = []
+    cached: list[float] = []
+    growth = children = octets = 0
+    for _ in range(runs):
+        make_views_cold(imap, server)
+        for into in (cold, cached):
+            with RssMonitor(server.pid) as rss:
+                seconds, octets = timed_fetch(imap, "1", "BODY[]")
+            into.append(seconds)
+            growth = max(growth, rss.growth)
+            children = max(children, rss.children_peak)
+    return LargeFetch(Timing(tuple(cold)), Timing(tuple(cached)), growth, children, octets)
+
+
+def fetch_to_file(imap: imaplib.IMAP4, path: Path) -> int:
+    """Write the literal of ``FETCH 1 BODY.PEEK[]`` (selected mailbox) to ``path``; its size."""
+    data = check_ok(imap.fetch("1", "BODY.PEEK[]"), "FETCH 1 BODY.PEEK[]")
+    literal = next(item[1] for item in data if isinstance(item, tuple))
+    path.write_bytes(literal)
+    return len(literal)
+
+
+def body_of(path: Path) -> tuple[int, int]:
+    """(offset, length) of the body of the message in ``path`` (after the blank line)."""
+    with path.open("rb") as f:
+        head = f.read(64 * 1024)
+    offset = head.index(b"\r\n\r\n") + 4
+    return offset, path.stat().st_size - offset
+
+
+def same_tail(whole: Path, part: Path, offset: int) -> bool:
+    """Whether ``whole`` ends with the octets of ``part`` from ``offset`` on."""
+    length = part.stat().st_size - offset
+    if whole.stat().st_size < length:
+        return False
+    with whole.open("rb") as a, part.open("rb") as b:
+        a.seek(whole.stat().st_size - length)
+        b.seek(offset)
+        while True:
+            x, y = a.read(MiB), b.read(MiB)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+@dataclass(frozen=True)
+class SmallFetch:
+    """``FETCH 1:N`` of many small messages: each timing is over the whole command."""
+
+    off: Timing
+    cold: Timing
+    cached: Timing
+
+
+def measure_small_fetch(
+    server: Server,
+    transcoded: imaplib.IMAP4,
+    plain: imaplib.IMAP4,
+    count: int,
+    items: str,
+    runs: int,
+    cached: bool = True,
+) -> SmallFetch:
+    """``FETCH 1:count items`` with policy OFF, transcoded cold and (if ``cached``) re-fetched.
+
+    Both connections have their mailbox of ``count`` messages selected.  One
+    untimed FETCH on each first, so that the stored files are in the page
+    cache for every timed run (the transcoded one then drops its views).
+    """
+    message_set = f"1:{count}"
+    timed_fetch(plain, message_set, items)
+    timed_fetch(transcoded, message_set, items)
+    off = repeat(runs, lambda: timed_fetch(plain, message_set, items)[0])
+    cold: list[float] = []
+    again: list[float] = []
+    for _ in range(runs):
+        make_views_cold(transcoded, server)
+        cold.append(timed_fetch(transcoded, message_set, items)[0])
+        if cached:
+            again.append(timed_fetch(transcoded, message_set, items)[0])
+    return SmallFetch(off, Timing(tuple(cold)), Timing(tuple(again or [float("nan")])))
+
+
+def print_table(rows: Sequence[tuple[str, str, str, bool | None]]) -> None:
+    """The closing summary: item, figure, target, met?"""
+    print()
+    print(f"{'item':<58} {'figure':>14}  {'target':<10} met?")
+    for item, figure, target, met in rows:
+        verdict = "-" if met is None else ("yes" if met else "NO")
+        print(f"{item:<58} {figure:>14}  {target:<10} {verdict}")

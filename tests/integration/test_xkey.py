@@ -72,7 +72,8 @@ def xkey(
     """
     client.untagged_responses.pop("XKEY", None)
     if literal is not None:
-        client.literal = literal  # imaplib appends {n}, awaits "+", then sends the octets
+        # imaplib appends {n}, awaits "+", then sends the octets (typeshed says str; it is bytes).
+        client.literal = literal  # type: ignore[assignment]
     typ, data = client._simple_command("XKEY", *args)
     untagged = client.untagged_responses.pop("XKEY", [])
     text = b" ".join(d for d in data if isinstance(d, bytes)).decode()
@@ -135,7 +136,7 @@ def test_xkey_before_login_is_bad(running: RunningServer) -> None:
     before = keystore_rows(running)
     with pytest.raises(imaplib.IMAP4.error, match="BAD"):
         client._simple_command("XKEY", "LIST")
-    client.literal = b"junk"
+    client.literal = b"junk"  # type: ignore[assignment]
     with pytest.raises(imaplib.IMAP4.error, match="BAD"):
         client._simple_command("XKEY", "PUT")
     assert client.noop()[0] == "OK"

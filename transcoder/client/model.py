@@ -61,7 +61,9 @@ class KeyInfo:
     server sent it (pass it back to :meth:`XKeyClient.retire`); ``not_after``
     is timezone-aware UTC, or ``None`` when the key never expires; ``usage``
     holds ``ENCRYPT`` and/or ``SIGN``; ``status`` is ``ACTIVE``, ``RETIRED``
-    or ``EXPIRED``.
+    or ``EXPIRED``.  Values a newer server may add (another format, status or
+    usage) are passed through as text rather than refused, so an older client
+    keeps working; compare against the names above.
     """
 
     format: str

@@ -5,8 +5,10 @@ The flow (RFC 5652 section 6.3, RFC 5083 section 2.1, RFC 8551 section 3.3):
 1. draw the content-encryption key and the IV/nonce from ``random_bytes``;
 2. build one RecipientInfo per recipient (key transport or key agreement);
 3. write the DER prefix, whose lengths follow from the plaintext length;
-4. encrypt the plaintext chunk by chunk straight into the base64 writer's
-   buffer (CBC: PKCS#7 padding added to the last block by hand);
+4. encrypt the plaintext chunk by chunk into a buffer that leaves headroom
+   for the base64 carry, and hand it to the line writer (CBC: the PKCS#7
+   padding is added to the last block by hand); large messages encrypt the
+   next chunk on a helper thread meanwhile;
 5. write the suffix (GCM: the ``mac`` OCTET STRING holding the tag).
 
 Memory is a few buffers of :data:`CHUNK` octets, whatever the message size.
@@ -40,7 +42,7 @@ from transcoder.cms.settings import CmsSettings
 #: overhead is negligible, small enough that a chunk's ciphertext, base64 and
 #: lines stay in the CPU caches (measured fastest between 128 and 512 KiB).
 CHUNK = 256 * 1024
-#: From this plaintext length on, AES runs on a helper thread (see _encrypt_into).
+#: From this plaintext length on, AES runs on a helper thread (see _encrypt_overlapped).
 PARALLEL_THRESHOLD = 4 * CHUNK
 
 

@@ -1,0 +1,210 @@
+"""FETCH served as S/MIME by the real server, against ``openssl cms -encrypt -stream`` (issue 4).
+
+    python benchmarks/fetch_smime.py            # the issue's sizes: 100 MB, 1,000 x 4 KB
+    python benchmarks/fetch_smime.py --quick    # small sizes, a few seconds (a smoke run)
+
+Starts ``twistd -n transcoder`` on a free loopback port with a fresh data
+directory, two accounts -- one with an RSA-3072 certificate and policy
+``MODE ALWAYS FORMAT SMIME`` (AES-256-CBC, PKCS#1 v1.5: the server's
+defaults), one with policy OFF -- and measures, in one run, with imaplib:
+
+1. ``FETCH 1 BODY[]`` of a 100 MB message: plaintext MB/s cold (the view
+   is transcoded, written to the view cache and sent) and cached (sent from
+   the cache), against ``openssl cms -encrypt -stream -aes256 -outform
+   SMIME`` on the same file, writing to a file and to /dev/null (openssl's
+   time includes its start-up, a few ms).  "Cold" means the account's views
+   were dropped just before (an ``XKEY POLICY`` command does that); the
+   stored file is in the page cache for both.  Targets: cold / openssl >= 1.0,
+   cached >= 3x cold.
+2. The server's peak RSS growth while serving it (``/proc``): <= 64 MB.
+3. ``FETCH 1:1000 BODY.PEEK[]`` of 1,000 messages of 4 KB, transcoded vs
+   policy OFF, cold and cached: time ratios <= 2.0 and <= 1.2.
+4. ``FETCH 1:1000 (FLAGS RFC822.SIZE BODYSTRUCTURE)`` cold, transcoded vs
+   OFF: time ratio <= 2.0.
+
+Each timing is the best of ``--runs`` (the median is printed too).  The
+fetched view is decrypted once with ``openssl cms -decrypt`` and checked
+against the stored message.  A script to run by hand, not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from cms_encode import make_message, run_openssl
+from common import (
+    ENCRYPTED,
+    MB,
+    OFF,
+    LargeFetch,
+    Server,
+    SmallFetch,
+    Timing,
+    body_of,
+    check_ok,
+    drop_messages,
+    fetch_to_file,
+    login,
+    machine,
+    make_smime_certificate,
+    measure_large_fetch,
+    measure_small_fetch,
+    print_table,
+    prepare_accounts,
+    provision,
+    repeat,
+    same_tail,
+    small_message,
+    work_directory,
+)
+
+
+def openssl_decrypts(view: Path, source: Path, cert: Path, key: Path, scratch: Path) -> bool:
+    """Whether ``openssl cms -decrypt`` opens ``view`` and it holds ``source``'s body."""
+    plain = scratch / "decrypted.eml"
+    done = subprocess.run(
+        [
+            *("openssl", "cms", "-decrypt", "-binary", "-inform", "SMIME", "-in", str(view)),
+            *("-recip", str(cert), "-inkey", str(key), "-out", str(plain)),
+        ],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        print(done.stderr.decode(errors="replace"), file=sys.stderr)
+        return False
+    offset, _ = body_of(source)
+    same = same_tail(plain, source, offset)
+    plain.unlink()
+    return same
+
+
+def large_part(
+    server: Server, big: Path, cert: Path, key: Path, work: Path, runs: int
+) -> tuple[LargeFetch, Timing, Timing]:
+    """Item 1 and 2: the large message over IMAP, and openssl on the same file."""
+    size = big.stat().st_size
+    to_file = repeat(runs, lambda: run_openssl(big, work / "openssl.p7m", cert, "aes256-cbc")[0])
+    to_null = repeat(runs, lambda: run_openssl(big, Path("/dev/null"), cert, "aes256-cbc")[0])
+    (work / "openssl.p7m").unlink()
+    imap = login(server, ENCRYPTED)
+    check_ok(imap.select("Big"), "SELECT Big")
+    fetched = measure_large_fetch(server, imap, runs)
+    view = work / "view.eml"
+    fetch_to_file(imap, view)
+    opened = openssl_decrypts(view, big, cert, key, work)
+    view.unlink()
+    imap.logout()
+    print(f"1. FETCH 1 BODY[] of a {size / MB:.0f} MB message, view {fetched.octets / MB:.1f} MB")
+    for label, timing in (
+        ("cold (transcode+send)", fetched.cold),
+        ("cached re-fetch", fetched.cached),
+        ("openssl cms -> file", to_file),
+        ("openssl cms -> /dev/null", to_null),
+    ):
+        print(f"   {label:<26} {size / MB / timing.best:7.1f} MB/s   {timing.describe()}")
+    print("   openssl cms -decrypt opens the fetched view:", "yes" if opened else "NO")
+    print(
+        f"2. server peak RSS growth {fetched.rss_growth / MB:.1f} MB"
+        f" (child processes' peak RSS {fetched.children_peak / MB:.1f} MB)"
+    )
+    return fetched, to_file, to_null
+
+
+def small_part(server: Server, count: int, runs: int) -> tuple[SmallFetch, SmallFetch]:
+    """Items 3 and 4: ``count`` small messages, transcoded vs policy OFF."""
+    transcoded, plain = login(server, ENCRYPTED), login(server, OFF)
+    for imap in (transcoded, plain):
+        check_ok(imap.select("INBOX"), "SELECT INBOX")
+    bodies = measure_small_fetch(server, transcoded, plain, count, "BODY.PEEK[]", runs)
+    meta_items = "(FLAGS RFC822.SIZE BODYSTRUCTURE)"
+    meta = measure_small_fetch(server, transcoded, plain, count, meta_items, runs, cached=False)
+    for imap in (transcoded, plain):
+        imap.logout()
+    print(f"3. FETCH 1:{count} BODY.PEEK[] ({count} x 4 KB)")
+    for label, timing in (("policy OFF", bodies.off), ("S/MIME cold", bodies.cold)):
+        print(f"   {label:<26} {count / timing.best:7.0f} msg/s   {timing.describe()}")
+    print(f"   {'S/MIME cached':<26} {count / bodies.cached.best:7.0f} msg/s   "
+          f"{bodies.cached.describe()}")
+    print(f"4. FETCH 1:{count} {meta_items}")
+    for label, timing in (("policy OFF", meta.off), ("S/MIME cold", meta.cold)):
+        print(f"   {label:<26} {count / timing.best:7.0f} msg/s   {timing.describe()}")
+    return bodies, meta
+
+
+def main() -> None:
+    """Parse the options, set the server up, run every part, print the summary."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5 MB and 100 messages, 1 run")
+    parser.add_argument("--size-mb", type=int, help="size of the large message (default 100)")
+    parser.add_argument("--messages", type=int, help="number of 4 KB messages (default 1000)")
+    parser.add_argument("--runs", type=int, help="runs of each measurement (default 3)")
+    parser.add_argument("--rsa-bits", type=int, default=3072)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = parser.parse_args()
+    size_mb = args.size_mb or (5 if args.quick else 100)
+    count = args.messages or (100 if args.quick else 1000)
+    runs = args.runs or (1 if args.quick else 3)
+    if shutil.which("openssl") is None:
+        sys.exit("openssl is not installed")
+    print(machine())
+    print(subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout.strip())
+    with work_directory("bench-fetch-smime-", args.keep) as work:
+        data = work / "data"
+        prepare_accounts(data)
+        cert, key = make_smime_certificate(work, ENCRYPTED, args.rsa_bits)
+        big = work / "big.eml"
+        make_message(big, size_mb * MB)
+        with Server(data) as server:
+            imap = login(server, ENCRYPTED)
+            provision(imap, cert.read_bytes(), "smime")
+            check_ok(imap.create("Big"), "CREATE Big")
+            imap.logout()
+            drop_messages(data, ENCRYPTED, "Big", [big])
+            for address in (ENCRYPTED, OFF):
+                drop_messages(data, address, "INBOX", (small_message(i) for i in range(count)))
+            print(f"RSA-{args.rsa_bits}, AES-256-CBC, PKCS#1 v1.5; best of {runs} run(s)")
+            large, to_file, to_null = large_part(server, big, cert, key, work, runs)
+            bodies, meta = small_part(server, count, runs)
+    summarize(size_mb, count, large, to_file, to_null, bodies, meta)
+
+
+def summarize(
+    size_mb: int,
+    count: int,
+    large: LargeFetch,
+    to_file: Timing,
+    to_null: Timing,
+    bodies: SmallFetch,
+    meta: SmallFetch,
+) -> None:
+    """The table: each item, its figure, the target, met or not."""
+    cold = to_file.best / large.cold.best
+    cold_null = to_null.best / large.cold.best
+    cached = large.cold.best / large.cached.best
+    growth = large.rss_growth / MB
+    body_cold = bodies.cold.best / bodies.off.best
+    body_cached = bodies.cached.best / bodies.off.best
+    meta_cold = meta.cold.best / meta.off.best
+    print_table(
+        [
+            (f"1. {size_mb} MB cold MB/s / openssl -> file", f"{cold:.2f}", ">= 1.0", cold >= 1.0),
+            (f"   {size_mb} MB cold MB/s / openssl -> /dev/null", f"{cold_null:.2f}", "", None),
+            (f"1. {size_mb} MB cached MB/s / cold MB/s", f"{cached:.2f}", ">= 3.0", cached >= 3),
+            ("2. server peak RSS growth (MB)", f"{growth:.1f}", "<= 64", growth <= 64),
+            (f"3. {count} x 4 KB BODY.PEEK[] cold / OFF", f"{body_cold:.2f}", "<= 2.0",
+             body_cold <= 2.0),
+            (f"3. {count} x 4 KB BODY.PEEK[] cached / OFF", f"{body_cached:.2f}", "<= 1.2",
+             body_cached <= 1.2),
+            (f"4. {count} x (FLAGS RFC822.SIZE BODYSTRUCTURE) cold / OFF", f"{meta_cold:.2f}",
+             "<= 2.0", meta_cold <= 2.0),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
