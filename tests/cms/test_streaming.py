@@ -150,6 +150,17 @@ def test_a_random_source_of_the_wrong_length_is_refused(parties: dict[str, Party
         encrypt(b"x", [parties["p256"].recipient()], CmsSettings(), random_bytes=lambda n: b"\x00")
 
 
+def test_an_ephemeral_key_on_the_wrong_curve_is_refused(parties: dict[str, Party]) -> None:
+    """ec_ephemeral must return a key on the curve it is asked for."""
+    with pytest.raises(CmsError):
+        encrypt(
+            b"x",
+            [parties["p384"].recipient()],
+            CmsSettings(),
+            ec_ephemeral=lambda curve: ec.generate_private_key(ec.SECP256R1()),
+        )
+
+
 def test_injected_randomness_makes_the_output_reproducible(parties: dict[str, Party]) -> None:
     """With random_bytes and ec_ephemeral injected, EC messages are identical octet for octet."""
     ephemeral = ec.derive_private_key(0x1234567, ec.SECP256R1())

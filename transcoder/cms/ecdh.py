@@ -37,6 +37,7 @@ from transcoder.cms.asn1 import (
     DH_SINGLE_PASS_STD_SHA512KDF,
     EccCmsSharedInfo,
 )
+from transcoder.cms.errors import CmsError
 
 #: Builds the ephemeral private key for one recipient on the given curve.
 EphemeralFactory = Callable[[ec.EllipticCurve], ec.EllipticCurvePrivateKey]
@@ -115,7 +116,7 @@ def agree_and_wrap(
     """
     ephemeral = ephemeral_factory(peer.curve)
     if ephemeral.curve.name != peer.curve.name:
-        raise ValueError(f"ephemeral key on {ephemeral.curve.name}, recipient on {peer.curve.name}")
+        raise CmsError(f"ephemeral key on {ephemeral.curve.name}, recipient on {peer.curve.name}")
     z = ephemeral.exchange(ec.ECDH(), peer)
     kek = X963KDF(
         algorithm=profile.kdf_hash(), length=len(cek), sharedinfo=shared_info(len(cek))
