@@ -15,6 +15,7 @@ computed with :mod:`transcoder.mime.protect`.
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import re
 import subprocess
@@ -166,14 +167,17 @@ def raw(data: list[Any]) -> bytes:
     return b"".join(parts)
 
 
+def partial(imap: imaplib.IMAP4, uid: int, offset: int, length: int = CHUNK) -> bytes:
+    """``BODY.PEEK[]<offset.length>`` of ``uid``; the label is checked (RFC 3501 section 7.4.2)."""
+    (item,) = [d for d in fetch(imap, uid, f"(BODY.PEEK[]<{offset}.{length}>)") if d != b")"]
+    assert item[0].endswith(b"BODY[]<%d> {%d}" % (offset, len(item[1]))), item[0]
+    assert len(item[1]) <= length
+    return bytes(item[1])
+
+
 def reassemble(imap: imaplib.IMAP4, uid: int, size: int, chunk: int = CHUNK) -> bytes:
     """``BODY.PEEK[]<o.chunk>`` for o = 0, chunk, ... up to ``size``, joined."""
-    pieces = []
-    for offset in range(0, size, chunk):
-        (item,) = fetch_parsed(imap, uid, f"(BODY.PEEK[]<{offset}.{chunk}>)").values()
-        assert 0 < len(item) <= chunk
-        pieces.append(item)
-    return b"".join(pieces)
+    return b"".join(partial(imap, uid, offset, chunk) for offset in range(0, size, chunk))
 
 
 # -- what a view must contain ----------------------------------------------------------------
@@ -320,3 +324,48 @@ def pgp_armored(view: bytes) -> bytes:
     assert armored.startswith(b"-----BEGIN PGP MESSAGE-----\r\n")
     assert armored.rstrip().endswith(b"-----END PGP MESSAGE-----")
     return armored
+
+
+# -- test messages ------------------------------------------------------------------------------
+
+
+def with_attachment(marker: str) -> bytes:
+    """multipart/mixed: a text part and a text attachment holding ``marker``, a binary one."""
+    binary = base64.encodebytes(bytes(range(256)) * 96).replace(b"\n", b"\r\n")
+    return (
+        b"From: Bob <bob@example.org>\r\n"
+        b"To: Alice <alice@example.org>\r\n"
+        b"Subject: Report with attachments\r\n"
+        b"Date: Thu, 09 Feb 2024 09:15:00 +0000\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n'
+        b"\r\n"
+        b"--b1\r\n"
+        b"Content-Type: text/plain; charset=us-ascii\r\n"
+        b"\r\n"
+        b"The report is attached: " + marker.encode() + b"\r\n"
+        b"--b1\r\n"
+        b'Content-Type: text/plain; name="notes.txt"\r\n'
+        b'Content-Disposition: attachment; filename="notes.txt"\r\n'
+        b"\r\n"
+        b"Notes, first line.\r\n" + marker.encode() + b"\r\n"
+        b"--b1\r\n"
+        b'Content-Type: application/octet-stream; name="table.bin"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="table.bin"\r\n'
+        b"\r\n" + binary + b"--b1--\r\n"
+    )
+
+
+def large_message(marker: str, size: int = 5 * 1024 * 1024) -> bytes:
+    """A text message of about ``size`` octets, ``marker`` on its first, middle and last line."""
+    header = (
+        b"From: sender@example.net\r\nTo: alice@example.org\r\nSubject: large\r\n"
+        b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+    )
+    line = b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;\r\n"
+    count = size // len(line)
+    lines = [line] * count
+    for index in (0, count // 2, count - 1):
+        lines[index] = marker.encode() + b"\r\n"
+    return header + b"".join(lines)
