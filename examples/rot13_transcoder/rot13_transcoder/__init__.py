@@ -27,7 +27,7 @@ from typing import BinaryIO
 from zope.interface import implementer
 
 from transcoder.keys import KeyFormat, KeyStatus, StoredKey
-from transcoder.mime.protect import InnerEntityReader, parse_top_level, protect
+from transcoder.mime.protect import InnerEntityReader, ProtectedParts, parse_top_level, protect
 from transcoder.transcoders import (
     ISizePredictor,
     ITranscoder,
@@ -103,16 +103,22 @@ class Rot13Transcoder:
         if not any(is_demo_key(k) for k in usable):
             raise TranscodeFailed("rot13-demo serves only test-domain keys")
 
+    def _parts(self, request: TranscodeRequest) -> ProtectedParts:
+        self._check_keys(request)
+        return protect(parse_top_level(request.source, request.size), request.obscure_subject)
+
+    def predicted_header(self, request: TranscodeRequest) -> bytes:
+        """The view's header: the outer fields and ours, what :meth:`transcode` writes first."""
+        return self._parts(request).outer_header + _HEADER
+
     def predicted_size(self, request: TranscodeRequest) -> int:
         """rot13 keeps lengths: the outer header, our fields and the inner entity."""
-        self._check_keys(request)
-        parts = protect(parse_top_level(request.source, request.size), request.obscure_subject)
+        parts = self._parts(request)
         return len(parts.outer_header) + len(_HEADER) + parts.inner_size
 
     def transcode(self, request: TranscodeRequest, out: BinaryIO) -> TranscodeResult:
         """Write the demo view: outer header, our fields, rot13 of the inner entity."""
-        self._check_keys(request)
-        parts = protect(parse_top_level(request.source, request.size), request.obscure_subject)
+        parts = self._parts(request)
         out.write(parts.outer_header + _HEADER)
         inner = InnerEntityReader(request.source, parts)
         while chunk := inner.read(CHUNK):
