@@ -135,3 +135,15 @@ def test_view_seam_failure_answers_tagged_no_without_content(tmp_path: Path) -> 
     out = session.output()
     assert b"a NO [TRANSCODE-FAILED]" in out
     assert b"line one" not in out
+
+
+def test_refused_fetch_does_not_set_seen(tmp_path: Path) -> None:
+    """A body FETCH refused by the view seam leaves the message unread (nothing was sent)."""
+    session = selected(tmp_path, SINGLE)
+    session.server.__class__ = RefusingServer
+    session.send(b"a FETCH 1 (BODY[])\r\n")
+    assert b"a NO [TRANSCODE-FAILED]" in session.output()
+    session.server.__class__ = TranscodingIMAP4Server
+    session.send(b"b FETCH 1 (FLAGS)\r\n")
+    out = session.output()
+    assert b"b OK" in out and b"\\Seen" not in out
