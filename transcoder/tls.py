@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from transcoder.errors import ConfigurationError
+from transcoder.files import write_atomically
 
 #: Validity of a generated certificate; short enough that a forgotten demo
 #: certificate expires, long enough not to surprise an evaluation.
@@ -55,7 +55,7 @@ def ensure_self_signed(
     when = (now or (lambda: datetime.datetime.now(datetime.UTC)))()
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _self_signed(key, host, when)
-    _write_private(
+    write_atomically(
         files.private_key,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -63,7 +63,7 @@ def ensure_self_signed(
             serialization.NoEncryption(),
         ),
     )
-    _write_private(files.certificate, cert.public_bytes(serialization.Encoding.PEM))
+    write_atomically(files.certificate, cert.public_bytes(serialization.Encoding.PEM))
     return files
 
 
@@ -93,17 +93,6 @@ def _self_signed(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_pem_pair(files: TLSFiles) -> bytes:

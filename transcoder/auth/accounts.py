@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transcoder.errors import ClientError, ConfigurationError, InvalidAccount
+from transcoder.files import write_atomically
 
 #: scrypt cost parameters for new hashes: 16 MiB of memory, ~50 ms of CPU.
 SCRYPT_N = 2**14
@@ -310,19 +311,4 @@ class AccountsFile:
         lines = [_HEADER] + [
             f"{a.address}:{a.password_hash}\n" for _, a in sorted(accounts.items())
         ]
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.writelines(lines)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path, "".join(lines).encode("utf-8"))

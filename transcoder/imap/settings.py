@@ -44,4 +44,3 @@ class ServerSettings:
     max_login_delay: float = 8.0
     #: Failed logins after which the connection is closed with BYE.
     max_login_failures: int = 5
-

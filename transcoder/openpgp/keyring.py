@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from transcoder.errors import ConfigurationError
+from transcoder.files import write_atomically
 from transcoder.keys.model import (
     KeyFormat,
     KeyStatus,
@@ -127,7 +127,7 @@ class Keyring:
         path = self.path_for(key)
         with self._lock:
             if not _holds(path, key.material):
-                _write_atomically(path, key.material)
+                write_atomically(path, key.material)
             for other in self._versions(path.name.split(".")[0]):
                 if other != path:
                     other.unlink(missing_ok=True)
@@ -209,17 +209,3 @@ def _holds(path: Path, material: bytes) -> bool:
         return path.read_bytes() == material
     except FileNotFoundError:
         return False
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600) through a temporary file and a rename."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

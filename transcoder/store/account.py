@@ -37,6 +37,7 @@ from transcoder.errors import (
     MailboxNotFoundTryCreate,
     MessageNotFound,
 )
+from transcoder.files import fsync_dir, write_atomically
 from transcoder.store import names as mbnames
 from transcoder.store.flags import parse_flags
 from transcoder.store.intake import parse_date, write_new_file
@@ -52,7 +53,7 @@ from transcoder.store.message import MaildirMessage
 from transcoder.store.names import DELIMITER, INBOX, is_inferior, normalize, parents
 from transcoder.store.session import MailboxSession
 from transcoder.store.subscriptions import Subscriptions
-from transcoder.store.uidlist import UIDLIST_FILE, FileLock, UidList, fsync_dir, write_atomically
+from transcoder.store.uidlist import UIDLIST_FILE, FileLock, UidList
 
 if TYPE_CHECKING:
     from transcoder.store.maildir import MaildirStore

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from transcoder.errors import BadCommand, MailboxError
-from transcoder.store.uidlist import write_atomically
+from transcoder.files import write_atomically
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 RECENT = "\\Recent"

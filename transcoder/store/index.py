@@ -36,6 +36,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from transcoder.files import fsync_dir, write_atomically
 from transcoder.store import intake
 from transcoder.store.flags import KEYWORDS_FILE, Keywords, split_filename
 from transcoder.store.uidlist import (
@@ -44,11 +45,9 @@ from transcoder.store.uidlist import (
     CorruptUidListError,
     FileLock,
     UidList,
-    fsync_dir,
     read_uidlist,
     read_version,
     salvage_validity,
-    write_atomically,
 )
 
 log = Logger()

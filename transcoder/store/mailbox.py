@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from transcoder.errors import MailboxNotFoundTryCreate, StoreError
+from transcoder.files import fsync_dir
 from transcoder.store.flags import KEYWORDS_FILE
 from transcoder.store.index import MailboxIndex, MessageRecord
-from transcoder.store.uidlist import UIDLIST_FILE, fsync_dir, read_version
+from transcoder.store.uidlist import UIDLIST_FILE, read_version
 
 
 def _move_no_replace(src: Path, dst: Path) -> None:

@@ -26,10 +26,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 
 from transcoder.errors import InvalidAccount, MailboxNotFound
+from transcoder.files import fsync_dir
 from transcoder.store.account import MaildirAccount
 from transcoder.store.intake import UniqueNames, write_new_file
 from transcoder.store.mailbox import MailboxState
-from transcoder.store.uidlist import allocate_uidvalidity, fsync_dir
+from transcoder.store.uidlist import allocate_uidvalidity
 
 #: Runs ``f(*args)`` off the reactor thread; returns a Deferred of its result.
 RunBlocking = Callable[..., Any]

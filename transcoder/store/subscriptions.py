@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from transcoder.errors import MailboxError
+from transcoder.files import write_atomically
 from transcoder.store.names import decode_mutf7, encode_mutf7, normalize
-from transcoder.store.uidlist import FileLock, write_atomically
+from transcoder.store.uidlist import FileLock
 
 SUBSCRIPTIONS_FILE = "subscriptions"
 

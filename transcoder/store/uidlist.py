@@ -20,16 +20,15 @@ created again within the same second.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from transcoder.errors import StoreError
+from transcoder.files import write_atomically
 
 UIDLIST_FILE = "transcoder-uidlist"
 UIDLIST_LOCK = "transcoder-uidlist.lock"
@@ -41,31 +40,6 @@ _MAX_UID = 2**32 - 1
 
 class CorruptUidListError(StoreError):
     """The UID list of a mailbox cannot be read."""
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a reader sees the old file or the new, never a mix."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
 
 
 class FileLock:
