@@ -40,9 +40,7 @@ from common import (
     ENCRYPTED,
     MB,
     OFF,
-    LargeFetch,
     Server,
-    SmallFetch,
     body_of,
     check_ok,
     drop_messages,
@@ -50,19 +48,23 @@ from common import (
     load_note,
     login,
     machine,
-    measure_large_fetch,
-    measure_small_fetch,
     prepare_accounts,
-    print_rates,
-    print_speeds,
-    print_table,
     provision,
-    ratio,
     same_tail,
     small_message,
     work_directory,
 )
 from gpg_encrypt import gpg, gpg_command_line
+from measure import (
+    LargeFetch,
+    SmallFetch,
+    measure_large_fetch,
+    measure_small_fetch,
+    print_rates,
+    print_speeds,
+    print_table,
+    ratio,
+)
 
 BEGIN = b"-----BEGIN PGP MESSAGE-----"
 END = b"-----END PGP MESSAGE-----"

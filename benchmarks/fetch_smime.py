@@ -40,9 +40,7 @@ from common import (
     ENCRYPTED,
     MB,
     OFF,
-    LargeFetch,
     Server,
-    SmallFetch,
     body_of,
     check_ok,
     drop_messages,
@@ -51,17 +49,21 @@ from common import (
     login,
     machine,
     make_smime_certificate,
-    measure_large_fetch,
-    measure_small_fetch,
     prepare_accounts,
-    print_rates,
-    print_speeds,
-    print_table,
     provision,
-    ratio,
     same_tail,
     small_message,
     work_directory,
+)
+from measure import (
+    LargeFetch,
+    SmallFetch,
+    measure_large_fetch,
+    measure_small_fetch,
+    print_rates,
+    print_speeds,
+    print_table,
+    ratio,
 )
 
 TO_FILE, TO_NULL = "openssl -> file", "openssl -> /dev/null"
