@@ -215,9 +215,9 @@ class TranscoderConformance:
         predictor = cast(SizePredictor, transcoder)
         for name, message in sample_messages(plaintext_marker(4)).items():
             predicted = predictor.predicted_size(self.make_request(message, (self.make_key(),)))
-            header = predictor.predicted_header(self.make_request(message, (self.make_key(),)))
+            header, size = predictor.predicted_shape(self.make_request(message, (self.make_key(),)))
             result, output = self._run(self.make_request(message, (self.make_key(),)))
-            assert predicted == result.size, name
+            assert predicted == size == result.size, name
             assert output.startswith(header) and header.endswith(b"\r\n\r\n"), name
 
     def test_output_never_contains_plaintext_marker(self) -> None:

@@ -37,6 +37,8 @@ from transcoder.transcoders.selection import Selection, select_transcoder
 log = Logger()
 
 _COPY_CHUNK = 1024 * 1024
+#: Messages up to this size have their view predicted on the reactor thread.
+INLINE_PREDICT_LIMIT = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,7 @@ def predict_view(message: Any, selection: Selection, request_args: dict[str, Any
         request = TranscodeRequest(
             source=source, size=message.size, keys=selection.keys, **request_args
         )
-        header = predictor.predicted_header(request)
-        source.seek(0)
-        return PredictedView(header, predictor.predicted_size(request))
+        return PredictedView(*predictor.predicted_shape(request))
 
 
 class TranscodingMixin:
@@ -206,6 +206,9 @@ class TranscodingMixin:
         }
         if not content and ISizePredictor.providedBy(selection.transcoder):
             # Size and structure only: computed from the headers, no encryption.
+            # A small message's header is read here: a thread hop would cost more.
+            if stored.size <= INLINE_PREDICT_LIMIT:
+                return defer.maybeDeferred(predict_view, stored, selection, request_args)
             return config.cache.run_blocking(predict_view, stored, selection, request_args)
         return config.cache.get(
             key, lambda out: transcode_into(stored, selection, request_args, out)

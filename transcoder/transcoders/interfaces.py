@@ -102,8 +102,9 @@ class ISizePredictor(Interface):
     def predicted_size(request):
         """Octets :meth:`ITranscoder.transcode` would write for ``request``; reads headers only."""
 
-    def predicted_header(request):
-        """The header section (blank line included) :meth:`ITranscoder.transcode` would write."""
+    def predicted_shape(request):
+        """``(header, size)``: the header section (blank line included) and the total
+        octets :meth:`ITranscoder.transcode` would write, in one pass over the headers."""
 
 
 class Transcoder(Protocol):
@@ -138,8 +139,8 @@ class SizePredictor(Protocol):
     def predicted_size(self, request: TranscodeRequest) -> int:
         """See :meth:`ISizePredictor.predicted_size`."""
 
-    def predicted_header(self, request: TranscodeRequest) -> bytes:
-        """See :meth:`ISizePredictor.predicted_header`."""
+    def predicted_shape(self, request: TranscodeRequest) -> tuple[bytes, int]:
+        """See :meth:`ISizePredictor.predicted_shape`."""
 
 
 __all__ = [

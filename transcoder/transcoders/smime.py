@@ -24,6 +24,7 @@ No twisted import here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -80,6 +81,12 @@ class _Plan:
     recipients: tuple[Recipient, ...]
 
 
+@functools.lru_cache(maxsize=1024)
+def _recipient(certificate_der: bytes) -> Recipient:
+    """The CMS recipient of a certificate, parsed once: a mailbox's messages share one key."""
+    return Recipient.from_certificate(certificate_der)
+
+
 @implementer(ITranscoder, ISizePredictor)
 class SmimeTranscoder:
     """Encrypts each message to the user's active S/MIME certificates (every one of them)."""
@@ -105,7 +112,7 @@ class SmimeTranscoder:
         if not keys:
             raise TranscodeFailed("no active, unexpired S/MIME encryption key")
         try:
-            return tuple(Recipient.from_certificate(k.material) for k in keys)
+            return tuple(_recipient(k.material) for k in keys)
         except CmsError as e:  # UnsupportedRecipient: a key the encoder cannot serve
             raise TranscodeFailed(f"unusable recipient certificate: {e}") from e
 
@@ -118,13 +125,13 @@ class SmimeTranscoder:
 
     def predicted_size(self, request: TranscodeRequest) -> int:
         """Octets :meth:`transcode` writes for ``request``, computed without encrypting."""
+        return self.predicted_shape(request)[1]
+
+    def predicted_shape(self, request: TranscodeRequest) -> tuple[bytes, int]:
+        """The view's header section (blank line included) and its size, without encrypting."""
         plan = self._plan(request)
         body = smime_body_size(plan.parts.inner_size, plan.recipients, self.settings)
-        return len(plan.header) + body
-
-    def predicted_header(self, request: TranscodeRequest) -> bytes:
-        """The view's header section, blank line included: what :meth:`transcode` writes first."""
-        return self._plan(request).header
+        return plan.header, len(plan.header) + body
 
     def transcode(self, request: TranscodeRequest, out: BinaryIO) -> TranscodeResult:
         """Write the S/MIME view of ``request.source`` to ``out``, streaming the body."""

@@ -107,14 +107,15 @@ class Rot13Transcoder:
         self._check_keys(request)
         return protect(parse_top_level(request.source, request.size), request.obscure_subject)
 
-    def predicted_header(self, request: TranscodeRequest) -> bytes:
-        """The view's header: the outer fields and ours, what :meth:`transcode` writes first."""
-        return self._parts(request).outer_header + _HEADER
+    def predicted_shape(self, request: TranscodeRequest) -> tuple[bytes, int]:
+        """rot13 keeps lengths: the view's header (outer fields and ours) and its size."""
+        parts = self._parts(request)
+        header = parts.outer_header + _HEADER
+        return header, len(header) + parts.inner_size
 
     def predicted_size(self, request: TranscodeRequest) -> int:
-        """rot13 keeps lengths: the outer header, our fields and the inner entity."""
-        parts = self._parts(request)
-        return len(parts.outer_header) + len(_HEADER) + parts.inner_size
+        """See :meth:`predicted_shape`."""
+        return self.predicted_shape(request)[1]
 
     def transcode(self, request: TranscodeRequest, out: BinaryIO) -> TranscodeResult:
         """Write the demo view: outer header, our fields, rot13 of the inner entity."""
