@@ -13,8 +13,8 @@ venv: $(BIN)/python
 	$(BIN)/pip install -q --config-settings editable_mode=compat -e '.[test]'
 
 lint: venv
-	$(BIN)/ruff check transcoder tests twisted/plugins examples
-	$(BIN)/ruff format --check transcoder tests twisted/plugins examples
+	$(BIN)/ruff check transcoder tests twisted/plugins examples benchmarks
+	$(BIN)/ruff format --check transcoder tests twisted/plugins examples benchmarks
 
 typecheck: venv
 	$(BIN)/mypy
