@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 import pytest
 from twisted.internet import defer
 
-from transcoder.imap.view import ViewCache, ViewKey
+from transcoder.imap.view import SharedResult, ViewCache, ViewKey
 
 
 def key(uid: int = 1, account: str = "alice@example.org", fingerprint: str = "ab" * 32) -> ViewKey:
@@ -133,3 +133,38 @@ def test_new_key_fingerprint_names_a_new_view(tmp_path: Path) -> None:
     fresh = Counting()
     result(cache.get(key(fingerprint="bb" * 32), fresh))
     assert fresh.calls == 1
+
+
+def test_lookup_serves_a_cached_view_and_never_transcodes(tmp_path: Path) -> None:
+    """lookup() answers None for a cold key and the very view get() made for a warm one."""
+    cache = ViewCache(tmp_path, sync)
+    assert cache.lookup(key()) is None
+    made = result(cache.get(key(), Counting()))
+    found = cache.lookup(key())
+    assert found is not None and found.path == made.path and found.size == made.size
+
+
+def test_view_removed_behind_the_cache_is_made_again_and_counted_once(tmp_path: Path) -> None:
+    """A view file deleted on disk is re-transcoded on the next get; the size total stays exact."""
+    cache = ViewCache(tmp_path, sync)
+    transcode = Counting(700)
+    view = result(cache.get(key(), transcode))
+    view.path.unlink()
+    assert cache.lookup(key()) is None
+    again = result(cache.get(key(), transcode))
+    assert transcode.calls == 2 and again.path.exists()
+    assert cache.total_bytes == 700
+
+
+def test_shared_result_exposes_a_success_but_not_a_failure_or_a_pending_outcome() -> None:
+    """SharedResult.succeeded/result: readable at once after success only."""
+    pending: defer.Deferred[Any] = defer.Deferred()
+    shared = SharedResult(pending)
+    assert not shared.succeeded
+    pending.callback("selection")
+    assert shared.succeeded and shared.result == "selection"
+    failed = SharedResult(defer.fail(ValueError("no key")))
+    assert failed.done and not failed.succeeded
+    result_or_error: list[Any] = []
+    failed.fork().addErrback(lambda f: result_or_error.append(f.value))
+    assert isinstance(result_or_error[0], ValueError)

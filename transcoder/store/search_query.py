@@ -17,7 +17,7 @@ import email.utils
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, ClassVar, Protocol
 
 from transcoder.mime.entity import Entity
 from transcoder.store.search_text import decode_header_value, fold, scan_body
@@ -278,6 +278,8 @@ class Body(SearchKey):
     """BODY: ``needle`` in the decoded text of the body, nested messages' headers included."""
 
     needle: str
+    #: Whether the message's own header fields are searched too (TEXT).
+    with_header: ClassVar[bool] = False
 
     @property
     def cost(self) -> int:
@@ -286,23 +288,14 @@ class Body(SearchKey):
     def evaluate(self, candidate: Candidate) -> Steps:
         if not self.needle:
             return True
-        return (yield from _scan_message(candidate.message, fold(self.needle), False))
+        return (yield from _scan_message(candidate.message, fold(self.needle), self.with_header))
 
 
 @dataclass(frozen=True)
-class Text(SearchKey):
+class Text(Body):
     """TEXT: ``needle`` in the decoded header fields or the body."""
 
-    needle: str
-
-    @property
-    def cost(self) -> int:
-        return BODY
-
-    def evaluate(self, candidate: Candidate) -> Steps:
-        if not self.needle:
-            return True
-        return (yield from _scan_message(candidate.message, fold(self.needle), True))
+    with_header: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
