@@ -14,8 +14,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -297,13 +300,15 @@ def test_retired_key_fails_closed(inv_server: RunningServer, workdir: Path) -> N
 
 
 GPG_WRAPPER = """#!/bin/sh
-# The real gpg, except that --encrypt fails as the file MODE says: exit 2, or be killed.
+# The real gpg, except that --encrypt does as the file MODE says: exit 2, be killed, or
+# take 3 s first.
 mode=$(cat "{mode}")
 for arg in "$@"; do
     if [ "$arg" = "--encrypt" ]; then
         case "$mode" in
             exit) exit 2 ;;
             kill) kill -KILL $$ ;;
+            slow) sleep 3 ;;
         esac
     fi
 done
@@ -341,3 +346,42 @@ def test_failing_gpg_fails_closed(tmp_path: Path, pgp: PgpTestKeys) -> None:
         check_inner(pgp.decrypt(pgp_armored(view)).plaintext, stored, view)
         imap.logout()
         assert MARKER not in imap.received
+
+
+# -- transcoding off the reactor thread ------------------------------------------------------
+
+
+def test_slow_transcoding_does_not_stall_other_clients(tmp_path: Path, pgp: PgpTestKeys) -> None:
+    """While gpg takes 3 s over one client's view, another client is answered at once."""
+    real_gpg = shutil.which("gpg")
+    assert real_gpg is not None
+    mode = tmp_path / "mode"
+    mode.write_text("slow")
+    wrapper = tmp_path / "gpg-wrapper"
+    wrapper.write_text(GPG_WRAPPER.format(mode=mode, gpg=real_gpg))
+    wrapper.chmod(0o755)
+    with running_server(tmp_path, [ALICE, DAVE]) as server:
+        provision(server, ALICE, pgp.x25519.material, OPENPGP)  # validated by the real gpg
+        server.stop()
+        server.extra_args = ("--gpg", str(wrapper))
+        server.start()
+        fetcher, other = login(server, ALICE), login(server, DAVE)
+        uid = append(fetcher, SIMPLE)
+        fetcher.send(b"slow UID FETCH %d (BODY.PEEK[])\r\n" % uid)
+        time.sleep(0.5)  # gpg is now sleeping in a worker thread
+        started = time.monotonic()
+        assert other.noop()[0] == "OK"
+        waited = time.monotonic() - started
+        fetcher.sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            assert fetcher.sock.recv(1, socket.MSG_PEEK) == b"", "FETCH answered before the NOOP"
+        fetcher.sock.setblocking(True)
+        assert waited < 1.5, f"the NOOP waited {waited:.1f} s for another client's transcoding"
+        other.logout()
+        fetcher.sock.settimeout(30)
+        received = b""
+        while b"slow OK" not in received:
+            chunk = fetcher.sock.recv(65536)
+            assert chunk, "connection closed during the FETCH"
+            received += chunk
+        fetcher.sock.close()
