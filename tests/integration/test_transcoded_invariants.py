@@ -316,24 +316,32 @@ exec "{gpg}" "$@"
 """
 
 
-def test_failing_gpg_fails_closed(tmp_path: Path, pgp: PgpTestKeys) -> None:
-    """gpg exiting 2 or killed at FETCH time: NO [TRANSCODE-FAILED], logged; then it recovers."""
+@contextlib.contextmanager
+def gpg_wrapped_server(
+    root: Path, accounts: list[str], pgp: PgpTestKeys, mode: Path
+) -> Iterator[RunningServer]:
+    """A server whose gpg is GPG_WRAPPER (driven by the file ``mode``); alice's OpenPGP
+    key provisioned (validated by the real gpg) and policy FORMAT OPENPGP, MODE ALWAYS."""
     real_gpg = shutil.which("gpg")
     assert real_gpg is not None
-    mode = tmp_path / "mode"
-    wrapper = tmp_path / "gpg-wrapper"
+    wrapper = root / "gpg-wrapper"
     wrapper.write_text(GPG_WRAPPER.format(mode=mode, gpg=real_gpg))
     wrapper.chmod(0o755)
-    stored = with_marker(MARKER.decode())
-    with running_server(tmp_path, [ALICE]) as server:
-        imap = login(server, ALICE)
-        uids = [append(imap, stored) for _ in range(2)]
-        imap.logout()
-        provision(server, ALICE, pgp.x25519.material, OPENPGP)  # validated by the real gpg
+    with running_server(root, accounts) as server:
+        provision(server, ALICE, pgp.x25519.material, OPENPGP)
         server.stop()
         server.extra_args = ("--gpg", str(wrapper))
         server.start()
+        yield server
+
+
+def test_failing_gpg_fails_closed(tmp_path: Path, pgp: PgpTestKeys) -> None:
+    """gpg exiting 2 or killed at FETCH time: NO [TRANSCODE-FAILED], logged; then it recovers."""
+    stored = with_marker(MARKER.decode())
+    mode = tmp_path / "mode"
+    with gpg_wrapped_server(tmp_path, [ALICE], pgp, mode) as server:
         imap = login(server, ALICE)
+        uids = [append(imap, stored) for _ in range(2)]
         for how, status in (("exit", 2), ("kill", -9)):
             mode.write_text(how)
             refused(imap, str(uids[0]), "(BODY[])", "TRANSCODE-FAILED")
@@ -353,18 +361,9 @@ def test_failing_gpg_fails_closed(tmp_path: Path, pgp: PgpTestKeys) -> None:
 
 def test_slow_transcoding_does_not_stall_other_clients(tmp_path: Path, pgp: PgpTestKeys) -> None:
     """While gpg takes 3 s over one client's view, another client is answered at once."""
-    real_gpg = shutil.which("gpg")
-    assert real_gpg is not None
     mode = tmp_path / "mode"
     mode.write_text("slow")
-    wrapper = tmp_path / "gpg-wrapper"
-    wrapper.write_text(GPG_WRAPPER.format(mode=mode, gpg=real_gpg))
-    wrapper.chmod(0o755)
-    with running_server(tmp_path, [ALICE, DAVE]) as server:
-        provision(server, ALICE, pgp.x25519.material, OPENPGP)  # validated by the real gpg
-        server.stop()
-        server.extra_args = ("--gpg", str(wrapper))
-        server.start()
+    with gpg_wrapped_server(tmp_path, [ALICE, DAVE], pgp, mode) as server:
         fetcher, other = login(server, ALICE), login(server, DAVE)
         uid = append(fetcher, SIMPLE)
         fetcher.send(b"slow UID FETCH %d (BODY.PEEK[])\r\n" % uid)
