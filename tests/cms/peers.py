@@ -95,6 +95,10 @@ def openssl_decrypt(tmp_path: Path, der: bytes, party: Party, *, inform: str = "
     return dst.read_bytes()
 
 
+#: Fresh PKCS#12 files offered to gpgsm before its import counts as failed.
+IMPORT_ATTEMPTS = 5
+
+
 class GpgsmHome:
     """A throw-away GNUPGHOME with one party's key imported into gpgsm."""
 
@@ -112,17 +116,25 @@ class GpgsmHome:
             .hmac_hash(hashes.SHA1())
             .build(self.PASSPHRASE)
         )
-        p12 = pkcs12.serialize_key_and_certificates(
-            party.name.encode(), party.key, party.cert, None, encryption
-        )
-        (home / "key.p12").write_bytes(p12)
-        self._gpgsm(["--import", str(home / "key.p12")])
+        # gpgsm 2.2 now and then fails to decrypt a PKCS#12 key bag that openssl
+        # reads fine ("data error at shrouded_key_bag.decrypted-text"): it depends
+        # on the random salt, so a fresh PKCS#12 (new salt) is tried a few times.
+        for attempt in range(IMPORT_ATTEMPTS):
+            p12 = pkcs12.serialize_key_and_certificates(
+                party.name.encode(), party.key, party.cert, None, encryption
+            )
+            (home / "key.p12").write_bytes(p12)
+            result = self._run(["--import", str(home / "key.p12")])
+            if result.returncode == 0:
+                return
+            if b"shrouded_key_bag" not in result.stderr or attempt == IMPORT_ATTEMPTS - 1:
+                raise AssertionError(result.stderr.decode(errors="replace"))
 
-    def _gpgsm(self, args: list[str]) -> bytes:
+    def _run(self, args: list[str]) -> subprocess.CompletedProcess[bytes]:
         gpgsm = require(GPGSM, "gpgsm")
         # Loopback pinentry: the passphrase comes on stdin (--passphrase-fd 0),
         # both to open the PKCS#12 and to unlock the imported key.
-        result = subprocess.run(
+        return subprocess.run(
             [
                 *(gpgsm, "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0"),
                 *("--disable-crl-checks", "--disable-policy-checks", *args),
@@ -132,6 +144,9 @@ class GpgsmHome:
             env=self.env,
             timeout=60,
         )
+
+    def _gpgsm(self, args: list[str]) -> bytes:
+        result = self._run(args)
         assert result.returncode == 0, result.stderr.decode(errors="replace")
         return result.stdout
 
