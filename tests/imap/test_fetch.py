@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from twisted.mail import imap4
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tests.imap.harness import Session, make_session
 from transcoder.errors import ClientError
+from transcoder.imap.fetch import as_parsed_message
 from transcoder.imap.server import TranscodingIMAP4Server
 
 SINGLE = (
@@ -147,3 +152,72 @@ def test_refused_fetch_does_not_set_seen(tmp_path: Path) -> None:
     session.send(b"b FETCH 1 (FLAGS)\r\n")
     out = session.output()
     assert b"b OK" in out and b"\\Seen" not in out
+
+
+@implementer(imap4.IMessage)
+class TwistedStyleMessage:
+    """A message as an embedder's store built on Twisted's MIME-object interface gives it."""
+
+    def __init__(self, headers: dict[str, str], body: bytes) -> None:
+        self.headers = headers
+        self.body = body
+
+    def getHeaders(self, negate: bool, *names: str) -> dict[str, str]:
+        return dict(self.headers)
+
+    def getBodyFile(self) -> io.BytesIO:
+        return io.BytesIO(self.body)
+
+    def getSize(self) -> int:
+        return len(self.body)
+
+    def isMultipart(self) -> bool:
+        return False
+
+    def getSubPart(self, part: int) -> Any:
+        raise IndexError(part)
+
+    def getUID(self) -> int:
+        return 1
+
+    def getFlags(self) -> list[str]:
+        return []
+
+    def getInternalDate(self) -> str:
+        return "Tue, 07 Feb 2024 10:00:00 +0100"
+
+
+@implementer(imap4.IMessageFile)
+class FileOnlyMessage:
+    """A message that only offers its octets (Twisted's IMessageFile)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def open(self) -> io.BytesIO:
+        return io.BytesIO(self.data)
+
+
+def run_now(steps: Any) -> defer.Deferred[None]:
+    """A MessageProducer scheduler that runs every step at once (no reactor needed)."""
+    for _ in steps:
+        pass
+    return defer.succeed(None)
+
+
+def fired(d: defer.Deferred[Any]) -> Any:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out and not isinstance(out[0], Failure), out
+    return out[0]
+
+
+def test_messages_of_other_stores_are_spooled_for_fetch() -> None:
+    """Twisted-interface messages (an embedder's store) get bytes and a MIME tree to serve."""
+    view = fired(as_parsed_message(TwistedStyleMessage({"Subject": "hi"}, b"body\r\n"), run_now))
+    data = view.open().read()
+    assert data.endswith(b"\r\n\r\nbody\r\n") and b"Subject: hi\r\n" in data
+    assert view.size == len(data) and view.entity().get("subject") == "hi"
+    file_view = fired(as_parsed_message(FileOnlyMessage(SINGLE)))
+    assert file_view.open().read() == SINGLE and file_view.size == len(SINGLE)
+    assert file_view.entity().content_type.param("format") == "Flowed"

@@ -117,8 +117,12 @@ class SpooledMessage:
         return self._entity
 
 
-def as_parsed_message(message: Any) -> defer.Deferred[Any]:
-    """``message`` as an :class:`IParsedMessage`, spooling it if it has no file."""
+def as_parsed_message(message: Any, scheduler: Any = None) -> defer.Deferred[Any]:
+    """``message`` as an :class:`IParsedMessage`, spooling it if it has no file.
+
+    ``scheduler`` paces Twisted's MessageProducer for a message that only has
+    Twisted's MIME-object interface (the server's ``_scheduler``).
+    """
     parsed = IParsedMessage(message, None)
     if parsed is not None:
         return defer.succeed(parsed)
@@ -130,7 +134,7 @@ def as_parsed_message(message: Any) -> defer.Deferred[Any]:
         for chunk in iter(lambda: src.read(2**16), b""):
             spool.write(chunk)
         return defer.succeed(SpooledMessage(spool, spool.tell()))
-    producer = imap4.MessageProducer(message, spool)
+    producer = imap4.MessageProducer(message, spool, scheduler)
     d = producer.beginProducing(None)
     return d.addCallback(lambda _: SpooledMessage(spool, spool.tell()))
 
@@ -229,7 +233,11 @@ class FetchMixin:
         Errback with a :class:`~transcoder.errors.ClientError` to refuse the
         FETCH (its response code reaches the client).
         """
-        return as_parsed_message(message)
+        return self.stored_message(message)
+
+    def stored_message(self, message: Any) -> defer.Deferred[Any]:
+        """``message`` as stored, as an :class:`IParsedMessage` (spooled if it has no file)."""
+        return as_parsed_message(message, getattr(self, "_scheduler", None))
 
     def do_FETCH(self, tag: bytes, messages: Any, query: Any, uid: int = 0) -> None:
         """Answer FETCH / UID FETCH; other commands wait until it is done."""

@@ -23,7 +23,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from transcoder.errors import ClientError
-from transcoder.imap.fetch import as_parsed_message
 from transcoder.imap.view import SharedResult, ViewCache, ViewKey
 from transcoder.keys.model import Policy
 from transcoder.mime.entity import Entity, parse_message
@@ -128,6 +127,7 @@ class TranscodingMixin:
     account: Any
     mbox: Any
     current_tag: bytes | None
+    stored_message: Callable[[Any], defer.Deferred[Any]]  # FetchMixin's
     _selection_for: tuple[bytes | None, SharedResult] | None = None
     #: The view-key fields of the last selection: (selection, fingerprints, name, settings).
     _key_fields: tuple[Selection, str, str, str] | None = None
@@ -167,10 +167,10 @@ class TranscodingMixin:
         self, selection: Selection | None, message: Any, address: str, content: bool
     ) -> Any:
         if selection is None:
-            return as_parsed_message(message)
+            return self.stored_message(message)
         stored = IParsedMessage(message, None)
         if stored is None:  # a foreign message object: spooled first
-            return as_parsed_message(message).addCallback(
+            return self.stored_message(message).addCallback(
                 self._cached_view, message, selection, address, content
             )
         return self._cached_view(stored, message, selection, address, content)
