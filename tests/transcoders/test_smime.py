@@ -14,13 +14,15 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms
 
+from tests.integration.transcoding import expected_inner, smime_der
 from tests.keys.certs import NOW
 from tests.transcoders.smime_keys import SmimeIdentity, identity
 from transcoder.cms import CmsSettings
 from transcoder.keys.model import KeyStatus, StoredKey
 from transcoder.mime.entity import parse_message
-from transcoder.mime.protect import protect, write_inner
+from transcoder.mime.protect import protect
 from transcoder.testing import TranscoderConformance
 from transcoder.transcoders import TranscodeFailed, TranscodeRequest
 from transcoder.transcoders.smime import SmimeTranscoder, smime_headers
@@ -84,14 +86,6 @@ def openssl_decrypt(view: bytes, who: SmimeIdentity, tmp_path: Path) -> bytes:
         capture_output=True,
     )
     return out.read_bytes()
-
-
-def expected_inner(message: bytes, obscure_subject: bool = False) -> bytes:
-    """The protected inner entity of ``message`` as transcoder.mime.protect writes it."""
-    src = io.BytesIO(message)
-    dst = io.BytesIO()
-    write_inner(src, protect(parse_message(src), obscure_subject), dst)
-    return dst.getvalue()
 
 
 class TestSmimeConformance(TranscoderConformance):
@@ -185,6 +179,9 @@ def test_retired_keys_are_not_encrypted_to(tmp_path: Path) -> None:
         retired, key=dataclasses.replace(retired.key, status=KeyStatus.RETIRED)
     )
     view = transcode(MESSAGE, active, retired)
+    recipients = cms.ContentInfo.load(smime_der(view))["content"]["recipient_infos"]
+    assert len(recipients) == 1
+    assert openssl_decrypt(view, active, tmp_path) == expected_inner(MESSAGE)
     with pytest.raises(subprocess.CalledProcessError):
         openssl_decrypt(view, retired, tmp_path)
 
