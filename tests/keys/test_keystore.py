@@ -23,18 +23,6 @@ from transcoder.keys.model import KeyFormat, KeyStatus, KeyUsage
 from transcoder.keys.smime import validate_certificate
 
 
-@pytest.fixture
-def audit_log() -> list[dict[str, Any]]:
-    """The audit records the store writes."""
-    return []
-
-
-@pytest.fixture
-def store(tmp_path: Path, audit_log: list[dict[str, Any]]) -> KeyStore:
-    """A keystore in a fresh file, auditing into ``audit_log``."""
-    return KeyStore(tmp_path / "keys.db", audit=audit_log.append)
-
-
 def test_provides_interface(store: KeyStore) -> None:
     """KeyStore provides IKeyStore."""
     assert verifyObject(IKeyStore, store)

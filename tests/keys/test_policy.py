@@ -18,18 +18,6 @@ ALWAYS, OFF = PolicyMode.ALWAYS, PolicyMode.OFF
 SMIME, OPENPGP = KeyFormat.SMIME, KeyFormat.OPENPGP
 
 
-@pytest.fixture
-def audit_log() -> list[dict[str, Any]]:
-    """The audit records the store writes."""
-    return []
-
-
-@pytest.fixture
-def store(tmp_path: Path, audit_log: list[dict[str, Any]]) -> KeyStore:
-    """A keystore in a fresh file."""
-    return KeyStore(tmp_path / "keys.db", audit=audit_log.append)
-
-
 def test_default_is_off_without_format(store: KeyStore) -> None:
     """A new account's policy is MODE OFF with no format."""
     assert store.get_policy(ALICE, T0) == Policy(OFF, None, format_is_explicit=False)

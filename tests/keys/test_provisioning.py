@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,18 +18,6 @@ from transcoder.keys.model import KeyFormat, KeyStatus
 from transcoder.keys.provisioning import provision, refused_fingerprint
 
 ORIGIN = {"peer": "192.0.2.1:4000", "via": "test"}
-
-
-@pytest.fixture
-def audit_log() -> list[dict[str, Any]]:
-    """The audit records the store writes."""
-    return []
-
-
-@pytest.fixture
-def store(tmp_path: Path, audit_log: list[dict[str, Any]]) -> KeyStore:
-    """A keystore in a fresh file, auditing into ``audit_log``."""
-    return KeyStore(tmp_path / "keys.db", audit=audit_log.append)
 
 
 @pytest.fixture(scope="module")
