@@ -430,6 +430,15 @@ def test_append_missing_mailbox_is_trycreate_before_continuation(imap: Session) 
     ok(imap, b"NOOP")
 
 
+def test_append_to_inbox_child_in_any_case(imap: Session) -> None:
+    """APPEND names INBOX's children case-insensitively on the INBOX level, as SELECT does."""
+    ok(imap, b'CREATE "INBOX/Sub"')
+    imap.send(b'a1 APPEND "inbox/Sub" {%d+}\r\n' % len(MESSAGE) + MESSAGE + b"\r\n")
+    out = imap.output()
+    assert b"a1 OK [APPENDUID" in out, out
+    assert count(imap, b"INBOX/Sub") == 1
+
+
 def test_append_non_synchronizing_literal(imap: Session) -> None:
     """APPEND with a LITERAL+ literal stores the message without a continuation request."""
     imap.send(b"a1 APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\n")

@@ -117,7 +117,7 @@ class TransferMixin(MailboxCommandMixin):
         """Refuse an APPEND that cannot succeed, before its message is read."""
         if size == 0:
             raise MailboxError("An empty message cannot be appended")
-        if name not in self.account.mailbox_names():
+        if not self.account.exists(name):
             raise MailboxNotFoundTryCreate("No such mailbox")
 
     def do_APPEND(self, tag: bytes, request: AppendRequest | ClientError) -> None:

@@ -156,7 +156,7 @@ class UpdatesMixin:
                 self_.sendUntaggedResponse(b"%d EXPUNGE" % seq)
             self_.sendPositiveResponse(tag, b"EXPUNGE completed")
 
-        d.addCallbacks(expunged, lambda f: self_.send_error(tag, _as_error(f)))
+        d.addCallbacks(expunged, lambda f: self_.send_error(tag, f))
 
     select_EXPUNGE = (do_EXPUNGE,)
 
@@ -175,7 +175,7 @@ class UpdatesMixin:
         mbox = self_.mbox
         d = defer.maybeDeferred(mbox.expunge) if mbox.isWriteable() else defer.succeed(None)
         d.addCallback(lambda _: self._deselect(tag, b"CLOSE completed"))
-        d.addErrback(lambda f: self_.send_error(tag, _as_error(f)))
+        d.addErrback(lambda f: self_.send_error(tag, f))
 
     select_CLOSE = (do_CLOSE,)
 
@@ -219,12 +219,3 @@ def _resolve_uids(mbox: Any, uids: imap4.MessageSet) -> list[int]:
     """The UIDs of ``uids`` that exist in the session (``*`` = the highest UID)."""
     found = mbox.fetch(uids, uid=True)
     return [message.getUID() for _, message in found]
-
-
-def _as_error(failure: Any) -> Any:
-    from transcoder.errors import ServerError, TranscoderError
-
-    if isinstance(failure.value, TranscoderError):
-        return failure.value
-    log.failure("mailbox operation failed", failure)
-    return ServerError("mailbox operation failed")

@@ -194,10 +194,6 @@ class ViewCache:
         """Octets held by the cache now."""
         return self._total
 
-    def has(self, key: ViewKey) -> bool:
-        """Whether the view for ``key`` is cached now."""
-        return _entry_path(self.root, key) in self._lru
-
     def run_blocking(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
         """Run ``f(*args)`` where the cache runs its transcodings (a worker thread)."""
         return self._run_blocking(f, *args)

@@ -88,6 +88,13 @@ class MaildirAccount:
         """The directory of mailbox ``name`` (whether or not it exists); InvalidMailboxName."""
         return self.root / mbnames.dirname(mbnames.split_name(name))
 
+    def exists(self, name: str | bytes) -> bool:
+        """Whether ``name`` is a selectable mailbox (INBOX in any case); no directory scan."""
+        try:
+            return is_selectable(self.mailbox_path(normalize(_text(name))))
+        except InvalidMailboxName:
+            return False
+
     def _state(self, name: str | bytes) -> MailboxState | None:
         canonical = normalize(_text(name))
         path = self.mailbox_path(canonical)
@@ -183,7 +190,7 @@ class MaildirAccount:
         trash = self.root / (_TRASH_PREFIX + self.store.names.next())
         os.rename(path, trash)
         fsync_dir(self.root)
-        shutil.rmtree(trash, ignore_errors=True)
+        self._discard(trash)
 
     def _empty(self, path: Path) -> None:
         """Remove a mailbox's messages and metadata, keeping the directory (``\\Noselect``)."""
@@ -192,7 +199,13 @@ class MaildirAccount:
         for entry in sorted(os.listdir(path), key=lambda n: n != "cur"):
             os.rename(path / entry, trash / entry)
         fsync_dir(path)
-        shutil.rmtree(trash, ignore_errors=True)
+        self._discard(trash)
+
+    def _discard(self, trash: Path) -> None:
+        """Remove a renamed-aside directory off the reactor thread: its size is the mailbox's."""
+        self.store.run_blocking(shutil.rmtree, trash, True).addErrback(
+            lambda failure: None  # a leftover trash directory is harmless
+        )
 
     def delete(self, name: str | bytes) -> bool:
         """DELETE (RFC 3501 section 6.3.4); MailboxNotFound, MailboxError."""

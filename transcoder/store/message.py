@@ -187,8 +187,8 @@ class MaildirMessage:
         except FileNotFoundError:
             # The mailbox state belongs to the reactor thread; a worker thread
             # (large-message parse, search) must not re-scan it.
-            if not _on_reactor_thread():
-                raise
+            if not _on_reactor_thread() or self._state.file_of(self.uid) is None:
+                raise  # known gone: no re-scan
             self._state.refresh(force=True)  # renamed (flags) by another program?
             if self._state.file_of(self.uid) is None:
                 raise
@@ -199,21 +199,29 @@ class MaildirMessage:
         try:
             os.link(self.path(), target)
         except FileNotFoundError:
+            if self._state.file_of(self.uid) is None:
+                raise  # known gone: no re-scan
             self._state.refresh(force=True)
             if self._state.file_of(self.uid) is None:
                 raise
             os.link(self.path(), target)
 
     def entity(self) -> Entity:
-        """The MIME structure of the message (cached)."""
+        """The MIME structure of the message (cached).
+
+        Safe in a worker thread (large messages are parsed there): only the
+        reactor thread touches the mailbox-wide cache.
+        """
         if self._entity is None:
-            cached = self._state.entities.get(self.uid)
+            shared = _on_reactor_thread()
+            cached = self._state.entities.get(self.uid) if shared else None
             if cached is None:
                 with self.open() as fp:
                     cached = parse_message(fp)
-                self._state.entities[self.uid] = cached
-                while len(self._state.entities) > ENTITY_CACHE:
-                    self._state.entities.popitem(last=False)
+                if shared:
+                    self._state.entities[self.uid] = cached
+                    while len(self._state.entities) > ENTITY_CACHE:
+                        self._state.entities.popitem(last=False)
             self._entity = cached
         return self._entity
 

@@ -29,8 +29,6 @@ from transcoder.store.names import DELIMITER
 if TYPE_CHECKING:
     from transcoder.store.account import MaildirAccount
 
-_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
-
 
 def _ranges(messages: imap4.MessageSet, last: int) -> list[tuple[int, int]]:
     """The inclusive ranges of ``messages`` with ``*`` resolved to ``last``.
@@ -73,11 +71,6 @@ class MailboxSession:
     def name(self) -> str:
         """The mailbox's current name (follows a RENAME)."""
         return self.state.name
-
-    @property
-    def readonly(self) -> bool:
-        """True for an EXAMINEd (or STATUS) session."""
-        return not self.rw
 
     @property
     def uids(self) -> Sequence[int]:
