@@ -16,7 +16,6 @@ from transcoder.mime.entity import Entity, parse_message
 from transcoder.mime.protect import (
     InnerEntityReader,
     ProtectedParts,
-    is_encrypted,
     open_inner,
     parse_top_level,
     protect,
@@ -286,48 +285,6 @@ def test_parse_top_level_matches_full_parse() -> None:
         assert shallow.header == full.header
         assert (shallow.body_start, shallow.end) == (full.body_start, len(message))
         assert shallow.content_type == full.content_type
-
-
-ENCRYPTED = [
-    b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n\r\nMIA=",
-    b"Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data\r\n\r\nMIA=",
-    b'Content-Type: application/x-pkcs7-mime; name="smime.p7m"\r\n\r\nMIA=',
-    b"Content-Type: application/pkcs7-mime\r\n"
-    b"Content-Disposition: attachment; filename=msg.P7M\r\n\r\nMIA=",
-    b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary=x\r\n'
-    b"\r\n--x\r\n\r\nVersion: 1\r\n--x--\r\n",
-    b"Subject: inline\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA\r\n",
-    b"Content-Type: text/plain\r\n\r\n\r\n  -----BEGIN PGP MESSAGE-----\r\nhQEMA\r\n",
-    b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-    b"LS0tLS1CRUdJTiBQR1AgTUVTU0FHRS0tLS0tDQoNCmhRRU1B\r\n",
-]
-PLAIN = [
-    b"Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\n\r\nMIA=",
-    b"Content-Type: application/pkcs7-mime; smime-type=certs-only\r\n\r\nMIA=",
-    b"Content-Type: multipart/signed; boundary=x\r\n\r\n--x--\r\n",
-    b"Subject: talks about it\r\n\r\nhere: -----BEGIN PGP MESSAGE-----\r\n",
-    b"Content-Type: text/html\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n",
-    b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
-    b"Content-Type: multipart/encrypted; boundary=y\r\n\r\n--y--\r\n--x--\r\n",
-    b"Subject: plain\r\n\r\nhello\r\n",
-]
-
-
-@pytest.mark.parametrize("message", ENCRYPTED)
-def test_already_encrypted_messages_are_recognised(message: bytes) -> None:
-    """S/MIME enveloped, PGP/MIME and inline PGP messages count as encrypted."""
-    fp = io.BytesIO(message)
-    entity = parse_message(fp)
-    fp.seek(3)
-    assert is_encrypted(entity, fp)
-    assert fp.tell() == 3  # the caller's position is restored
-
-
-@pytest.mark.parametrize("message", PLAIN)
-def test_other_messages_are_not_encrypted(message: bytes) -> None:
-    """Signed-only, certs-only, nested-encrypted and plain messages are not."""
-    fp = io.BytesIO(message)
-    assert not is_encrypted(parse_message(fp), fp)
 
 
 class HashingSink:

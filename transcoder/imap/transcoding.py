@@ -4,7 +4,11 @@ For each FETCH command the account's policy and keys are read once (in the
 key layer's thread pool) and :func:`~transcoder.transcoders.selection.select_transcoder`
 decides: policy OFF serves the stored message; policy ALWAYS serves the view
 from :class:`~transcoder.imap.view.ViewCache`, transcoding it in a worker
-thread on first use.  Failing closed (DESIGN.md invariant 3): no usable key
+thread on first use.  Every FETCH command reads them anew (commands are told
+apart by a count the server keeps, never by the client's tag), so a change
+made by another session or process applies from the next FETCH on.  A
+message that is all ciphertext already is served as it is
+(:mod:`transcoder.mime.ciphertext`).  Failing closed (DESIGN.md invariant 3): no usable key
 is ``NO [XKEY-NOKEY]``; any transcoding error is ``NO [TRANSCODE-FAILED]``
 with the detail in the log -- never the plaintext.  COPY, SEARCH, STORE and
 APPEND never come here (invariant 4).
@@ -25,8 +29,9 @@ from zope.interface import implementer
 from transcoder.errors import ClientError
 from transcoder.imap.view import SharedResult, ViewCache, ViewKey
 from transcoder.keys.model import Policy
+from transcoder.mime.ciphertext import is_ciphertext
 from transcoder.mime.entity import Entity, parse_message
-from transcoder.mime.protect import is_encrypted, parse_top_level
+from transcoder.mime.protect import parse_top_level
 from transcoder.store.interfaces import IParsedMessage
 from transcoder.transcoders.errors import TranscodeFailed
 from transcoder.transcoders.interfaces import ISizePredictor, SizePredictor, TranscodeRequest
@@ -65,11 +70,11 @@ def transcode_into(
 ) -> int:
     """Write ``message``'s view into ``out`` (worker thread); its size.
 
-    A message that is already encrypted is its own view: it is copied as it
-    is, never encrypted twice.
+    A message that is all ciphertext already is its own view: it is copied as
+    it is, never encrypted twice (:func:`~transcoder.mime.ciphertext.is_ciphertext`).
     """
     with message.open() as source:
-        if is_encrypted(parse_top_level(source, message.size), source):
+        if is_ciphertext(parse_top_level(source, message.size), source):
             source.seek(0)
             copied = 0
             for chunk in iter(lambda: source.read(_COPY_CHUNK), b""):
@@ -106,10 +111,13 @@ class PredictedView:
 
 
 def predict_view(message: Any, selection: Selection, request_args: dict[str, Any]) -> Any:
-    """The :class:`PredictedView` of ``message`` (worker thread); itself if already encrypted."""
+    """The :class:`PredictedView` of ``message`` (worker thread); itself if all ciphertext.
+
+    The same decision as :func:`transcode_into`'s, so the size is that of what is served.
+    """
     predictor = cast(SizePredictor, selection.transcoder)
     with message.open() as source:
-        if is_encrypted(parse_top_level(source, message.size), source):
+        if is_ciphertext(parse_top_level(source, message.size), source):
             return message
         source.seek(0)
         request = TranscodeRequest(
@@ -126,11 +134,24 @@ class TranscodingMixin:
     keys: Any
     account: Any
     mbox: Any
-    current_tag: bytes | None
     stored_message: Callable[[Any], defer.Deferred[Any]]  # FetchMixin's
-    _selection_for: tuple[bytes | None, SharedResult] | None = None
+    #: Counts the commands dispatched on this connection: the selection is read
+    #: once per command, never reused by a later one (whatever its tag).
+    _command_serial = 0
+    _selection_for: tuple[int, SharedResult] | None = None
     #: The view-key fields of the last selection: (selection, fingerprints, name, settings).
     _key_fields: tuple[Selection, str, str, str] | None = None
+
+    def dispatchCommand(self, tag: bytes, cmd: bytes, rest: bytes | None, uid: Any = None) -> Any:
+        """Start a new command: a FETCH from here on reads the policy and keys afresh.
+
+        Policy and keys may have changed since the last command -- through XKEY
+        in another session or ``transcoder-admin`` in another process -- and
+        must apply from the next FETCH on.  Only a count the server keeps
+        tells commands apart: a tag is the client's to choose and reuse.
+        """
+        self._command_serial += 1
+        return super().dispatchCommand(tag, cmd, rest, uid)  # type: ignore[misc]
 
     def keys_changed(self, account: str) -> None:
         """XKEY changed ``account``'s keys or policy: its cached views are obsolete."""
@@ -153,14 +174,14 @@ class TranscodingMixin:
 
     def _selection(self, address: str) -> SharedResult:
         """The selection for this FETCH command, read once per command."""
-        tag = self.current_tag
-        if self._selection_for is None or self._selection_for[0] != tag:
+        serial = self._command_serial
+        if self._selection_for is None or self._selection_for[0] != serial:
             now = self.keys.now()
             registry = self.transcoding.registry  # type: ignore[union-attr]
             shared = self.keys.store.run(
                 select_for_account, self.keys.store.store, address, now, registry
             )
-            self._selection_for = (tag, SharedResult(shared))
+            self._selection_for = (serial, SharedResult(shared))
         return self._selection_for[1]
 
     def _view_for(

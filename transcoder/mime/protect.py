@@ -39,7 +39,6 @@ No twisted import here.
 
 from __future__ import annotations
 
-import binascii
 import dataclasses
 import io
 import re
@@ -47,7 +46,6 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from transcoder.mime.entity import Entity, HeaderField, content_type, parse_message
-from transcoder.mime.headers import parse_disposition
 
 #: Octets copied at a time when a body is streamed.
 CHUNK = 1 << 16
@@ -55,10 +53,6 @@ CHUNK = 1 << 16
 OBSCURED_SUBJECT = b"[...]"
 #: Fields ``hcp_baseline`` removes from the outer header (RFC 9788 section 3.2).
 _BASELINE_REMOVED = frozenset({"comments", "keywords"})
-#: Octets of a text/plain body looked at for an inline OpenPGP message.
-_PEEK = 4096
-_PGP_ARMOR = b"-----BEGIN PGP MESSAGE-----"
-_ENVELOPED_TYPES = frozenset({"enveloped-data", "authenveloped-data"})
 _LONE_LF = re.compile(rb"(?<!\r)\n")
 _DEFAULT_CONTENT_TYPE = b'Content-Type: text/plain; charset=us-ascii; hp="cipher"\r\n'
 
@@ -67,56 +61,6 @@ def is_structural(name: str) -> bool:
     """Whether a field is structural (RFC 9788 terminology): MIME-Version or any Content-*."""
     lowered = name.lower()
     return lowered == "mime-version" or lowered.startswith("content-")
-
-
-def _pkcs7_encrypted(entity: Entity) -> bool:
-    """application/pkcs7-mime that is enveloped or auth-enveloped (RFC 8551 section 3.2.2)."""
-    smime_type = entity.content_type.param("smime-type")
-    if smime_type is not None:
-        return smime_type.lower() in _ENVELOPED_TYPES
-    # Without smime-type, RFC 8551 section 3.2.1's file name is the remaining hint.
-    name = entity.content_type.param("name")
-    disposition = entity.get("content-disposition")
-    if name is None and disposition is not None:
-        parsed = parse_disposition(disposition)
-        name = dict(parsed[1]).get("filename") if parsed else None
-    return name is not None and name.lower().endswith(".p7m")
-
-
-def _body_head(entity: Entity, fp: BinaryIO) -> bytes:
-    """The first octets of the body, transfer-decoded when base64; ``fp`` left where it was."""
-    position = fp.tell()
-    try:
-        fp.seek(entity.body_start)
-        head = fp.read(min(_PEEK, entity.body_size))
-    finally:
-        fp.seek(position)
-    if (entity.get("content-transfer-encoding") or "").strip().lower() == "base64":
-        compact = re.sub(rb"[^A-Za-z0-9+/=]", b"", head)
-        try:
-            head = binascii.a2b_base64(compact[: len(compact) // 4 * 4])
-        except binascii.Error:
-            return b""
-    return head
-
-
-def is_encrypted(entity: Entity, fp: BinaryIO) -> bool:
-    """Whether the message ``entity`` (parsed from ``fp``) is already encrypted.
-
-    True for application/pkcs7-mime enveloped or authEnveloped data (or no
-    smime-type and a ``.p7m`` name), multipart/encrypted (RFC 1847, RFC 3156),
-    and a text/plain body that starts with an OpenPGP armor header (inline
-    PGP, RFC 4880 section 6.2).  Only the first few KiB of a text/plain body
-    are read; the position of ``fp`` is restored.
-    """
-    ct = entity.content_type
-    if (ct.maintype, ct.subtype) == ("multipart", "encrypted"):
-        return True
-    if ct.maintype == "application" and ct.subtype in ("pkcs7-mime", "x-pkcs7-mime"):
-        return _pkcs7_encrypted(entity)
-    if (ct.maintype, ct.subtype) == ("text", "plain"):
-        return _body_head(entity, fp).lstrip(b" \t\r\n").startswith(_PGP_ARMOR)
-    return False
 
 
 @dataclass(frozen=True)
@@ -299,7 +243,6 @@ __all__ = [
     "OBSCURED_SUBJECT",
     "InnerEntityReader",
     "ProtectedParts",
-    "is_encrypted",
     "is_structural",
     "open_inner",
     "parse_top_level",
