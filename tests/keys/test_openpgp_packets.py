@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import subprocess
+import tempfile
 
 import pytest
 from hypothesis import given, settings
@@ -12,14 +15,24 @@ from hypothesis import strategies as st
 from tests.keyfactory import PgpKeys
 from transcoder.errors import ClientError
 from transcoder.keys.errors import KeyInvalid
-from transcoder.keys.openpgp_packets import check_public_key_data, dearmor, packet_tags
+from transcoder.keys.openpgp_packets import (
+    check_public_key_data,
+    crc24,
+    dearmor,
+    key_fingerprint,
+    packet_tags,
+    read_packets,
+)
 
 
-def _armor(binary: bytes, label: str = "PUBLIC KEY BLOCK", headers: str = "") -> bytes:
+def _armor(
+    binary: bytes, label: str = "PUBLIC KEY BLOCK", headers: str = "", crc: int | None = None
+) -> bytes:
     body = base64.b64encode(binary).decode()
     lines = [body[i : i + 64] for i in range(0, len(body), 64)]
     text = f"-----BEGIN PGP {label}-----\n{headers}\n" + "\n".join(lines)
-    return (text + f"\n=AAAA\n-----END PGP {label}-----\n").encode()
+    checksum = base64.b64encode((crc24(binary) if crc is None else crc).to_bytes(3, "big"))
+    return (text + f"\n={checksum.decode()}\n-----END PGP {label}-----\n").encode()
 
 
 def test_new_format_lengths() -> None:
@@ -54,10 +67,86 @@ def test_broken_framing_refused(data: bytes, message: str) -> None:
         packet_tags(data)
 
 
-def test_armor_headers_and_checksum_skipped(pgp_keys: PgpKeys) -> None:
-    """Armor headers and the CRC line are skipped; the payload is the binary key."""
+def test_armor_headers_skipped_and_checksum_checked(pgp_keys: PgpKeys) -> None:
+    """Armor headers are skipped and the CRC-24 line checked; the payload is the binary key."""
     armored = _armor(pgp_keys.alice_25519, headers="Comment: test\nVersion: x\n")
     assert dearmor(armored) == pgp_keys.alice_25519
+    assert dearmor(pgp_keys.alice_rsa_armored) == pgp_keys.alice_rsa  # gpg's own checksum
+
+
+def test_armor_without_checksum_accepted(pgp_keys: PgpKeys) -> None:
+    """The CRC-24 line is optional (RFC 9580 section 6.1)."""
+    armored = b"".join(x for x in _armor(pgp_keys.alice_25519).splitlines(True) if x[:1] != b"=")
+    assert dearmor(armored) == pgp_keys.alice_25519
+
+
+def test_armor_checksum_mismatch_refused(pgp_keys: PgpKeys) -> None:
+    """A CRC-24 that does not match the payload is refused: the armor was damaged."""
+    with pytest.raises(KeyInvalid, match="checksum mismatch"):
+        dearmor(_armor(pgp_keys.alice_25519, crc=crc24(pgp_keys.alice_25519) ^ 1))
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(b"Here is my key:\n", b""), (b"", b"\n-- \nAlice\n"), (b"\x99\x00\x01\n", b"")],
+)
+def test_text_around_armor_refused(pgp_keys: PgpKeys, before: bytes, after: bytes) -> None:
+    """Anything but whitespace around the armor is refused: gpg might read what we skip."""
+    with pytest.raises(KeyInvalid, match="outside the ASCII armor"):
+        dearmor(before + pgp_keys.alice_rsa_armored + after)
+    assert dearmor(b" \r\n" + pgp_keys.alice_rsa_armored + b"\n\n") == pgp_keys.alice_rsa
+
+
+def test_armored_key_followed_by_binary_key_refused(pgp_keys: PgpKeys) -> None:
+    """A binary key appended after the armor is not silently ignored."""
+    with pytest.raises(KeyInvalid, match="outside the ASCII armor"):
+        check_public_key_data(pgp_keys.alice_rsa_armored + pgp_keys.bob)
+
+
+def test_fingerprints_computed_from_the_packets_sent(pgp_keys: PgpKeys) -> None:
+    """The screen's fingerprints of a real key are gpg's (RFC 9580 5.5.4, version 4)."""
+    sent = check_public_key_data(pgp_keys.alice_rsa_armored)
+    assert sent.fingerprint == pgp_keys.alice_rsa_fpr
+    assert sent.binary == pgp_keys.alice_rsa
+    assert sent.user_ids == ("Alice <alice@example.org>",)
+    (subkey,) = sent.subkeys
+    assert subkey.can_encrypt and subkey.algorithm == 1
+    assert subkey.fingerprint in _gpg_fingerprints(pgp_keys.alice_rsa)
+
+
+def _gpg_fingerprints(binary: bytes) -> str:
+    """gpg's colon listing of ``binary`` (show-only import), for its fpr records."""
+    with tempfile.TemporaryDirectory() as home:
+        done = subprocess.run(
+            [*("gpg", "--homedir", home, "--batch", "--with-colons"), "--show-keys"],
+            input=binary,
+            capture_output=True,
+            check=True,
+        )
+    return done.stdout.decode()
+
+
+@pytest.mark.parametrize(("version", "digest"), [(5, 0x9A), (6, 0x9B)])
+def test_version_5_and_6_fingerprints(version: int, digest: int) -> None:
+    """v5/v6 fingerprints are SHA-256 over a four-octet-length prefix (RFC 9580 5.5.4)."""
+    body = bytes([version]) + b"\x00" * 20
+    prefix = bytes([digest]) + len(body).to_bytes(4, "big")
+    assert key_fingerprint(body) == hashlib.sha256(prefix + body).hexdigest().upper()
+
+
+@pytest.mark.parametrize("version", [2, 3, 7])
+def test_other_key_versions_refused(version: int) -> None:
+    """v3 keys (MD5 fingerprints, RFC 9580 5.5.2) and unknown versions are refused."""
+    key = bytes([0xC0 | 6, 7, version]) + b"\x00" * 6
+    with pytest.raises(KeyInvalid, match=f"version {version} is not accepted"):
+        check_public_key_data(key)
+
+
+def test_read_packets_returns_bodies(pgp_keys: PgpKeys) -> None:
+    """Packets come back with their tags and bodies, headers stripped."""
+    packets = read_packets(pgp_keys.alice_25519)
+    assert [p.tag for p in packets] == packet_tags(pgp_keys.alice_25519)
+    assert packets[1].body == b"Alice <alice@example.org>"
 
 
 def test_real_keys_pass_the_screen(pgp_keys: PgpKeys) -> None:

@@ -4,17 +4,30 @@ Accepted input: one transferable public key, armored or binary, at most
 :data:`~transcoder.keys.errors.MAX_KEY_BYTES`.  Steps:
 
 1. :func:`~transcoder.keys.openpgp_packets.check_public_key_data` screens the
-   packets without gpg: secret key packets, foreign packets and more than one
-   primary key are refused before anything is imported.
-2. gpg imports the key into an isolated temporary home
-   (:mod:`transcoder.keys.openpgp_gpg`), which checks every self-signature,
-   binding and revocation; we read its colon listing.
-3. :func:`evaluate_listing` applies our rules: the primary key is valid, not
+   packets without gpg: secret key packets, foreign packets, text around the
+   armor and more than one primary key are refused before anything is
+   imported, and it notes what was sent -- the fingerprints of the primary
+   key and subkeys computed from the packets, and the user IDs.
+2. gpg imports exactly those packets (de-armored) into an isolated temporary
+   home (:mod:`transcoder.keys.openpgp_gpg`).  It checks every
+   self-signature, binding and revocation and silently drops the user IDs
+   and subkeys whose signatures do not verify, keeping the rest; we read
+   its ``--check-signatures`` colon listing of what is left.
+3. :func:`check_kept` compares that with what was sent: the key gpg holds
+   must have the fingerprint of the primary key packet sent (gpg re-encodes
+   some fields, so a malformed packet can come out as another key), every
+   subkey too, and no user ID naming the account and no encryption-capable
+   subkey may have been dropped.
+4. :func:`evaluate_listing` applies our rules: the primary key is valid, not
    revoked, not expired and strong; a valid user ID carries the account's
-   address (:func:`~transcoder.keys.addresses.address_matches`); at least
-   one key (primary or sub) with encryption capability is valid, unrevoked,
-   unexpired and strong.
-4. The stored material is gpg's minimal export of the key.
+   address (:func:`~transcoder.keys.addresses.address_matches`) and a
+   self-signature gpg verified (``sig:!``, class 0x10-0x13, by the primary
+   key); at least one key (primary or sub) with encryption capability is
+   valid, unrevoked, unexpired, strong and, if a subkey, bound by a
+   verified binding signature (class 0x18).
+5. The stored material is gpg's minimal export of the key, read back by
+   the screen: it must be the same primary key with the same encryption
+   subkeys.
 
 Strong means RSA of at least 2048 bits, Curve25519 (``cv25519`` /
 ``ed25519``) or NIST P-256/P-384/P-521.  Brainpool curves, secp256k1,
@@ -49,9 +62,20 @@ from transcoder.keys.model import (
     format_date,
     require_aware,
 )
-from transcoder.keys.openpgp_colons import ColonKey, ColonListing, parse_colon_listing
-from transcoder.keys.openpgp_gpg import export_minimal, import_one_key, isolated_gpg, list_key
-from transcoder.keys.openpgp_packets import SECRET_MESSAGE, check_public_key_data
+from transcoder.keys.openpgp_colons import (
+    ColonKey,
+    ColonListing,
+    ColonSignature,
+    ColonUserId,
+    parse_colon_listing,
+)
+from transcoder.keys.openpgp_gpg import (
+    check_signatures,
+    export_minimal,
+    import_one_key,
+    isolated_gpg,
+)
+from transcoder.keys.openpgp_packets import SECRET_MESSAGE, SubmittedKey, check_public_key_data
 
 MIN_RSA_BITS = 2048
 
@@ -76,6 +100,10 @@ _WANTED = "RSA of at least 2048 bits, Curve25519 or NIST P-256/P-384/P-521 requi
 #: Validity letters (doc/DETAILS field 2) that make a key or user ID unusable.
 _UNUSABLE = {"r": "revoked", "e": "expired", "i": "invalid", "d": "disabled", "n": "not valid"}
 
+#: Signature types (RFC 9580 section 5.2.1): certifications of a user ID, subkey binding.
+CERTIFICATION_CLASSES = range(0x10, 0x14)
+SUBKEY_BINDING_CLASS = 0x18
+
 
 def validate_openpgp_key(
     data: bytes,
@@ -95,14 +123,16 @@ def validate_openpgp_key(
     """
     check_key_size(data, max_bytes)
     now = require_aware(now)
-    check_public_key_data(data)
+    submitted = check_public_key_data(data)
     with isolated_gpg(gpg_binary, scratch_dir) as gpg:
-        fingerprint = import_one_key(gpg, data)
-        listings = parse_colon_listing(list_key(gpg, fingerprint))
+        fingerprint = import_one_key(gpg, submitted.binary)
+        listings = parse_colon_listing(check_signatures(gpg, fingerprint))
         if len(listings) != 1:
             raise KeyInvalid(f"{len(listings)} primary keys; send exactly one")
+        check_kept(listings[0], submitted, account)
         evaluation = evaluate_listing(listings[0], account, now)
         material = export_minimal(gpg, fingerprint)
+    check_stored(material, submitted, evaluation)
     return ValidatedKey(
         format=KeyFormat.OPENPGP,
         fingerprint=fingerprint.lower(),
@@ -138,7 +168,9 @@ def evaluate_listing(listing: ColonListing, account: str, now: datetime) -> Eval
         [
             address
             for uid in listing.user_ids
-            if uid.validity not in _UNUSABLE and (address := user_id_address(uid.user_id))
+            if uid.validity not in _UNUSABLE
+            and self_certified(uid, primary)
+            and (address := user_id_address(uid.user_id))
         ]
     )
     if not any(address_matches(address, account) for address in addresses):
@@ -165,7 +197,7 @@ def encryption_keys(listing: ColonListing, now: datetime) -> list[ColonKey]:
     usable: list[ColonKey] = []
     reasons: list[str] = []
     for key in candidates:
-        reason = unusable_reason(key, now) or weakness(key)
+        reason = unusable_reason(key, now) or weakness(key) or unbound(key, listing.primary)
         if reason:
             reasons.append(f"subkey {key.key_id} {reason}")
         else:
@@ -173,6 +205,65 @@ def encryption_keys(listing: ColonListing, now: datetime) -> list[ColonKey]:
     if not usable:
         raise KeyInvalid(printable(f"no usable encryption key: {reasons[-1]}", 160))
     return sorted(usable, key=lambda k: k.created.timestamp() if k.created else 0, reverse=True)
+
+
+def issued_by(signature: ColonSignature, primary: ColonKey) -> bool:
+    """Whether ``signature`` was made by ``primary`` (by fingerprint, else by key ID)."""
+    if signature.issuer_fingerprint:
+        return signature.issuer_fingerprint == primary.fingerprint.upper()
+    return bool(signature.key_id) and signature.key_id == primary.key_id.upper()
+
+
+def self_certified(uid: ColonUserId, primary: ColonKey) -> bool:
+    """Whether gpg verified a certification of ``uid`` by the primary key itself."""
+    return any(
+        sig.verified and sig.class_number in CERTIFICATION_CLASSES and issued_by(sig, primary)
+        for sig in uid.signatures
+    )
+
+
+def unbound(key: ColonKey, primary: ColonKey) -> str | None:
+    """Why subkey ``key`` does not belong to ``primary``, or ``None`` (or the primary itself)."""
+    if key is primary:
+        return None
+    if any(
+        sig.verified and sig.class_number == SUBKEY_BINDING_CLASS and issued_by(sig, primary)
+        for sig in key.signatures
+    ):
+        return None
+    return "has no valid binding signature"
+
+
+def check_kept(listing: ColonListing, submitted: SubmittedKey, account: str) -> None:
+    """KeyInvalid when gpg did not keep, unchanged, what matters of the key sent.
+
+    The primary key and every subkey gpg kept must carry the fingerprints
+    of packets sent; no user ID naming ``account`` and no subkey able to
+    encrypt may have lost its (verified) self-signature or binding.
+    """
+    if listing.primary.fingerprint.upper() != submitted.fingerprint:
+        raise KeyInvalid("malformed primary key packet: gpg reads it as another key")
+    sent = {subkey.fingerprint for subkey in submitted.subkeys}
+    if any(key.fingerprint.upper() not in sent for key in listing.subkeys):
+        raise KeyInvalid("malformed subkey packet: gpg reads it as another key")
+    bound = {k.fingerprint.upper() for k in listing.subkeys if not unbound(k, listing.primary)}
+    for subkey in submitted.subkeys:
+        if subkey.can_encrypt and subkey.fingerprint not in bound:
+            raise KeyInvalid(f"subkey {subkey.fingerprint[-16:]} has no valid binding signature")
+    certified = {uid.user_id for uid in listing.user_ids if self_certified(uid, listing.primary)}
+    for user_id in submitted.user_ids:
+        address = user_id_address(user_id)
+        if address and address_matches(address, account) and user_id not in certified:
+            raise KeyInvalid(printable(f"user ID {user_id} has no valid self-signature", 160))
+
+
+def check_stored(material: bytes, submitted: SubmittedKey, evaluation: Evaluation) -> None:
+    """KeyInvalid unless gpg's export is the key sent, with the encryption keys chosen."""
+    stored = check_public_key_data(material)
+    keys = {stored.fingerprint, *(subkey.fingerprint for subkey in stored.subkeys)}
+    chosen = {fingerprint.upper() for fingerprint in evaluation.encryption_subkeys}
+    if stored.fingerprint != submitted.fingerprint or not chosen <= keys:
+        raise KeyInvalid("gpg would store another key than the one sent")
 
 
 def unusable_reason(key: ColonKey, now: datetime) -> str | None:

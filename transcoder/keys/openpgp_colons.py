@@ -6,6 +6,13 @@ Field numbers follow GnuPG's doc/DETAILS ("Format of the colon listings"):
 12 key capabilities, 17 curve name.  Dates are seconds since the epoch with
 ``--fixed-list-mode`` (ISO 8601 basic form is accepted too).  User IDs are
 UTF-8 with ``:`` and control octets escaped as ``\\xNN``.
+
+With ``--check-signatures`` each ``uid`` and ``sub`` (and a ``pub``, for
+direct-key signatures) is followed by its ``sig`` records: field 2 is the
+check result (``!`` good, ``-`` bad, ``?`` no key to check it, ``%`` error),
+5 the issuer's key ID, 11 the signature class with ``x``/``l`` appended
+(``13x``: a positive certification, ``18x``: a subkey binding) and 13 the
+issuer's fingerprint when known.
 """
 
 from __future__ import annotations
@@ -16,6 +23,28 @@ from datetime import UTC, datetime
 
 _ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 _KEY_RECORDS = {"pub", "sub", "sec", "ssb"}
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+@dataclass(frozen=True)
+class ColonSignature:
+    """A ``sig`` record: gpg's check result, the issuer and the signature class."""
+
+    validity: str
+    key_id: str
+    signature_class: str
+    issuer_fingerprint: str
+
+    @property
+    def verified(self) -> bool:
+        """Whether gpg checked the signature and found it good (``!``)."""
+        return self.validity == "!"
+
+    @property
+    def class_number(self) -> int:
+        """The signature type (RFC 9580 section 5.2.1), ``-1`` when unreadable."""
+        digits = self.signature_class[:2]
+        return int(digits, 16) if len(digits) == 2 and _HEX.fullmatch(digits) else -1
 
 
 @dataclass(frozen=True)
@@ -32,6 +61,7 @@ class ColonKey:
     capabilities: str
     curve: str
     fingerprint: str = ""
+    signatures: tuple[ColonSignature, ...] = ()
 
     @property
     def is_secret(self) -> bool:
@@ -45,6 +75,7 @@ class ColonUserId:
 
     validity: str
     user_id: str
+    signatures: tuple[ColonSignature, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,24 +126,58 @@ def _user_id(fields: list[bytes]) -> ColonUserId:
 
 
 def parse_colon_listing(output: bytes) -> list[ColonListing]:
-    """Every primary key in ``output`` with what belongs to it; other records are skipped."""
+    """Every primary key in ``output`` with what belongs to it; other records are skipped.
+
+    A ``sig`` record belongs to the ``uid`` or key record it follows.
+    """
     listings: list[ColonListing] = []
+    last = ""  # the record a following sig belongs to: "pub", "sub" or "uid"
     for line in output.splitlines():
         fields = line.rstrip(b"\r").split(b":")
         record = _field(fields, 1)
         if record in {"pub", "sec"}:
             listings.append(ColonListing(_key(fields)))
+            last = "pub"
         elif not listings:
             continue
         elif record in _KEY_RECORDS:
             current = listings[-1]
             listings[-1] = replace(current, subkeys=(*current.subkeys, _key(fields)))
+            last = "sub"
         elif record == "uid":
             current = listings[-1]
             listings[-1] = replace(current, user_ids=(*current.user_ids, _user_id(fields)))
+            last = "uid"
+        elif record == "uat":
+            last = ""  # a user attribute's signatures are not a user ID's
         elif record == "fpr":
             listings[-1] = _with_fingerprint(listings[-1], _field(fields, 10))
+        elif record == "sig" and last:
+            listings[-1] = _with_signature(listings[-1], last, _signature(fields))
     return listings
+
+
+def _signature(fields: list[bytes]) -> ColonSignature:
+    return ColonSignature(
+        validity=_field(fields, 2),
+        key_id=_field(fields, 5).upper(),
+        signature_class=_field(fields, 11),
+        issuer_fingerprint=_field(fields, 13).upper(),
+    )
+
+
+def _with_signature(listing: ColonListing, owner: str, signature: ColonSignature) -> ColonListing:
+    """Attach ``signature`` to the last record of kind ``owner``."""
+    if owner == "uid":
+        *rest, uid = listing.user_ids
+        uid = replace(uid, signatures=(*uid.signatures, signature))
+        return replace(listing, user_ids=(*rest, uid))
+    if owner == "sub":
+        *others, sub = listing.subkeys
+        sub = replace(sub, signatures=(*sub.signatures, signature))
+        return replace(listing, subkeys=(*others, sub))
+    primary = replace(listing.primary, signatures=(*listing.primary.signatures, signature))
+    return replace(listing, primary=primary)
 
 
 def _with_fingerprint(listing: ColonListing, fingerprint: str) -> ColonListing:

@@ -43,6 +43,8 @@ ISOLATION_OPTIONS = (
     "--no-permission-warning",
 )
 MIN_GPG_VERSION = (2, 1)
+#: Seconds one listing may take (a key of at most MAX_KEY_BYTES checks in well under one).
+_TIMEOUT = 60
 
 # gpg's own per-key complaint ("gpg: key 0123ABCD: no valid user IDs"); other
 # stderr lines may name the temporary home and are never shown to clients.
@@ -93,10 +95,17 @@ def _stop_agent(home: str, gpg_binary: str) -> None:
 
 
 def import_one_key(gpg: Any, data: bytes) -> str:
-    """Import ``data`` (one public key, already screened) and return its fingerprint."""
+    """Import ``data`` (one public key, already screened) and return its fingerprint.
+
+    gpg's own count must agree with the screen: it read one key and no
+    secret material (the ``IMPORT_RES`` status line, doc/DETAILS).
+    """
     result = gpg.import_keys(data)
     if int(getattr(result, "sec_read", 0) or 0):
         raise KeyInvalid(SECRET_MESSAGE)
+    count = int(getattr(result, "count", 0) or 0)
+    if count > 1:
+        raise KeyInvalid(f"{count} primary keys; send exactly one")
     fingerprints = sorted({fpr.upper() for fpr in result.fingerprints if fpr})
     if not fingerprints:
         problem = _KEY_PROBLEM.findall(result.stderr or "")
@@ -107,13 +116,24 @@ def import_one_key(gpg: Any, data: bytes) -> str:
     return fingerprints[0]
 
 
-def list_key(gpg: Any, fingerprint: str) -> bytes:
-    """The raw ``--with-colons --fixed-list-mode`` listing of one key and its subkeys."""
-    listing = gpg.list_keys(keys=[fingerprint])
-    data = getattr(listing, "data", b"")
-    if not data:
+def check_signatures(gpg: Any, fingerprint: str) -> bytes:
+    """gpg's ``--check-signatures`` colon listing of one key: its subkeys, user IDs and
+    every signature on them, each marked ``!`` (verified), ``-`` (bad) and so on.
+
+    gpg has already dropped at import what it could not verify; the listing
+    says what is left and which primary key made each signature.
+    """
+    command = gpg.make_args(["--check-signatures", "--", fingerprint], False)
+    try:
+        done = subprocess.run(
+            command, env=gpg.env, capture_output=True, timeout=_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise ServerError(f"gpg --check-signatures failed: {error}") from error
+    # A bad or uncheckable signature makes gpg exit non-zero; the listing is still whole.
+    if not done.stdout:
         raise ServerError("gpg listed nothing for a key it just imported")
-    return bytes(data)
+    return done.stdout
 
 
 def export_minimal(gpg: Any, fingerprint: str) -> bytes:
