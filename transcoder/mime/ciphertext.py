@@ -17,7 +17,8 @@ user's client will decrypt**, checked octet by octet:
   ``application/pgp-encrypted`` control part holding ``Version: 1`` and an
   ``application/octet-stream`` part that is exactly one armored encrypted
   OpenPGP message (:mod:`.pgp_message`); preamble and epilogue white space
-  only; the parts' header fields only ``Content-*``.
+  only (but for the one-line notice PGP/MIME writers put in the preamble,
+  :data:`PGP_MIME_PREAMBLES`); the parts' header fields only ``Content-*``.
 * **Inline PGP**: a ``text/plain`` body (7bit/8bit/binary or base64) that is
   exactly one armored encrypted OpenPGP message, white space around it.
 
@@ -51,6 +52,17 @@ MAX_FRAMING = 1 << 16
 _IDENTITY = frozenset({"", "7bit", "8bit", "binary"})
 _SMIME_TYPES = {"enveloped-data": ENVELOPED_DATA, "authenveloped-data": AUTH_ENVELOPED_DATA}
 _PGP_PROTOCOL = "application/pgp-encrypted"
+#: The one line of preamble PGP/MIME writers put there (Thunderbird, Enigmail, our own
+#: views): text no client shows, allowed as the only thing in the preamble besides white space.
+PGP_MIME_PREAMBLES = (
+    b"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)",
+    b"This is an OpenPGP/MIME encrypted message (RFC 2440 and 3156)",
+)
+_PREAMBLE = (
+    rb"[ \t\r\n]*(?:(?:"
+    + b"|".join(re.escape(p) for p in PGP_MIME_PREAMBLES)
+    + rb")[ \t]*\r?\n[ \t\r\n]*)?"
+)
 
 
 class _NotCiphertext(Exception):
@@ -175,7 +187,7 @@ def _framing(message: Entity, fp: BinaryIO, boundary: bytes) -> None:
     control, data = message.children
     delimiter = b"--" + re.escape(boundary)
     gaps = [
-        (message.body_start, control.header_start, rb"[ \t\r\n]*" + delimiter + rb"[ \t]*\r?\n"),
+        (message.body_start, control.header_start, _PREAMBLE + delimiter + rb"[ \t]*\r?\n"),
         (control.end, data.header_start, rb"\r?\n" + delimiter + rb"[ \t]*\r?\n"),
         (data.end, message.end, rb"\r?\n" + delimiter + rb"--[ \t\r\n]*"),
     ]
@@ -209,4 +221,4 @@ def _pgp_mime(entity: Entity, fp: BinaryIO) -> bool:
     return _armored(data, fp, base64_allowed=False)
 
 
-__all__ = ["CHUNK", "is_ciphertext"]
+__all__ = ["CHUNK", "PGP_MIME_PREAMBLES", "is_ciphertext"]
