@@ -54,6 +54,12 @@ class LineTooLong(BadCommand):
     code = "TOOBIG"
 
 
+class PatternTooComplex(BadCommand):
+    """LIST pattern too long or with too many wildcards."""
+
+    code = "LIMIT"  # RFC 5530: an implementation limit
+
+
 class LiteralTooLarge(ClientError):
     """Literal too large."""
 

@@ -40,6 +40,7 @@ from transcoder.imap.mailbox_syntax import (
 )
 from transcoder.imap.responses import status_text
 from transcoder.imap.transfer import TransferMixin
+from transcoder.store.names import decode_list_pattern
 
 _arg_mailbox = MailboxCommandMixin.arg_mailbox
 _arg_list_mailbox = MailboxCommandMixin.arg_list_mailbox
@@ -145,8 +146,10 @@ class MailboxesMixin(TransferMixin):
     select_LSUB = auth_LSUB
 
     async def _list(self, tag: bytes, raw_ref: bytes, raw_pattern: bytes, command: bytes) -> None:
-        ref = decode_mailbox_name(raw_ref) if raw_ref else ""
-        pattern = decode_mailbox_name(raw_pattern) if raw_pattern else ""
+        # Reference and pattern are patterns, not names: any octets answer
+        # (issue 10, item 3); the store caps and matches them in linear time.
+        ref = decode_list_pattern(raw_ref)
+        pattern = decode_list_pattern(raw_pattern)
         if not pattern:
             # RFC 3501 6.3.8: an empty pattern asks for the delimiter and the
             # root of the reference; every name here lives under root "".

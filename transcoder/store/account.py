@@ -127,8 +127,9 @@ class MaildirAccount:
         pattern = _text(wildcard)
         if pattern == "":
             return [("", MailboxInfo(("\\Noselect",)))]  # the root name and the delimiter
+        matcher = mbnames.compile_pattern(_text(ref), pattern)  # capped before any scan
         attrs = attributes(scan_hierarchy(self.root))
-        names = mbnames.match_names(_text(ref), pattern, sorted(attrs, key=listing_order))
+        names = matcher.select(sorted(attrs, key=listing_order))
         return [(name, MailboxInfo(attrs[name])) for name in names]
 
     def list_subscribed(
@@ -139,6 +140,7 @@ class MaildirAccount:
         With a trailing ``%``, an unsubscribed superior of a subscribed name
         that matches is returned as ``\\Noselect``.
         """
+        matcher = mbnames.compile_pattern(_text(ref), _text(wildcard))  # capped before any scan
         subscribed = self._subscriptions.names()
         attrs = attributes(scan_hierarchy(self.root))
         found = {name: attrs.get(name, ()) for name in subscribed}
@@ -146,7 +148,7 @@ class MaildirAccount:
             for name in subscribed:
                 for parent in parents(name):
                     found.setdefault(parent, ("\\Noselect",))
-        names = mbnames.match_names(_text(ref), _text(wildcard), sorted(found, key=listing_order))
+        names = matcher.select(sorted(found, key=listing_order))
         return [(name, MailboxInfo(found[name])) for name in names]
 
     # -- hierarchy ---------------------------------------------------------------

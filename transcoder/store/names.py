@@ -26,11 +26,11 @@ itself, so foreign or hand-made directories cannot alias each other.
 from __future__ import annotations
 
 import base64
-import re
 import unicodedata
 from collections.abc import Iterable
 
 from transcoder.errors import InvalidMailboxName
+from transcoder.store.patterns import ListPattern
 
 #: The IMAP hierarchy delimiter (RFC 3501 section 6.3.8).
 DELIMITER = "/"
@@ -178,25 +178,50 @@ def _normalize_pattern(pattern: str) -> str:
     return pattern
 
 
-def compile_pattern(reference: str, pattern: str) -> re.Pattern[str]:
-    """A regex matching the names selected by LIST ``reference`` ``pattern``.
+def compile_pattern(reference: str, pattern: str) -> ListPattern:
+    """The matcher of the names selected by LIST ``reference`` ``pattern``.
 
     RFC 3501 section 6.3.8: the reference and the pattern are concatenated;
     ``*`` matches any characters, ``%`` any characters except the hierarchy
-    delimiter; the match is anchored at both ends.
+    delimiter; the match is anchored at both ends.  Matched in linear time
+    and capped (:mod:`transcoder.store.patterns`): raises
+    :class:`~transcoder.errors.PatternTooComplex` over the caps.
     """
-    parts: list[str] = []
-    for ch in _normalize_pattern(reference + pattern):
-        if ch == "*":
-            parts.append(".*")
-        elif ch == "%":
-            parts.append("[^" + re.escape(DELIMITER) + "]*")
-        else:
-            parts.append(re.escape(ch))
-    return re.compile("".join(parts), re.DOTALL)
+    return ListPattern.compile(_normalize_pattern(reference + pattern), DELIMITER)
 
 
 def match_names(reference: str, pattern: str, names: Iterable[str]) -> list[str]:
     """The names among ``names`` that LIST ``reference`` ``pattern`` selects, in order."""
-    regex = compile_pattern(reference, pattern)
-    return [name for name in names if regex.fullmatch(name)]
+    return compile_pattern(reference, pattern).select(names)
+
+
+def decode_list_pattern(raw: bytes) -> str:
+    """A LIST/LSUB reference or pattern off the wire, as text; never refused.
+
+    A pattern is not a mailbox name (issue 10, item 3): it may hold
+    atom-specials and ``&`` that start no valid modified UTF-7 shift
+    (``!#$&'+,-.%*``).  Each ``&...-`` run that decodes (RFC 3501 section
+    5.1.3) stands for its characters, as in a name; any other octet stands
+    for itself (octets beyond ASCII as Latin-1: they match no name).
+    """
+    text = raw.decode("latin-1")
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        end = text.find("-", i + 1) if text[i] == "&" else -1
+        decoded = _decode_shift(text[i + 1 : end]) if end > i else None
+        if decoded is None:
+            out.append(text[i])
+            i += 1
+        else:
+            out.append(decoded)
+            i = end + 1
+    return "".join(out)
+
+
+def _decode_shift(run: str) -> str | None:
+    """The characters of the modified UTF-7 shift ``&run-``, or None if it is not one."""
+    try:
+        return decode_mutf7("&" + run + "-")
+    except ValueError:  # binascii.Error and UnicodeDecodeError included
+        return None
