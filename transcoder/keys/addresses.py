@@ -16,9 +16,16 @@ from __future__ import annotations
 import re
 
 # An OpenPGP user ID is conventionally "Name (comment) <addr>" (RFC 9580
-# section 5.11); some carry the bare address.
-_ANGLE = re.compile(r"<([^<>\s]+@[^<>\s]+)>\s*$")
-_BARE = re.compile(r"[^\s<>()\"]+@[^\s<>()\"]+")
+# section 5.11); some carry the bare address.  The expressions take a run of
+# address characters and the code then looks for an "@" strictly inside it:
+# "[^<>\s]+@[^<>\s]+" would backtrack quadratically over "<a@a@a@...".
+_ANGLE = re.compile(r"<([^<>\s]+)>\s*$")
+_BARE = re.compile(r"[^\s<>()\"]+")
+
+
+def _inner_at(text: str) -> bool:
+    """Whether ``text`` has an ``@`` with something before and after it."""
+    return "@" in text[1:-1]
 
 
 def split_address(address: str) -> tuple[str, str] | None:
@@ -41,10 +48,10 @@ def address_matches(candidate: str, account: str) -> bool:
 def user_id_address(user_id: str) -> str | None:
     """The email address in an OpenPGP user ID, or ``None`` when it holds none."""
     angle = _ANGLE.search(user_id)
-    if angle:
+    if angle and _inner_at(angle.group(1)):
         return angle.group(1)
     stripped = user_id.strip()
-    return stripped if _BARE.fullmatch(stripped) else None
+    return stripped if _BARE.fullmatch(stripped) and _inner_at(stripped) else None
 
 
 def unique(addresses: list[str]) -> tuple[str, ...]:

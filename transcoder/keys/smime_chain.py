@@ -42,7 +42,9 @@ from transcoder.keys.errors import KeyInvalid, printable
 #: Longest path accepted: end entity, up to six intermediates, anchor.
 MAX_CHAIN_DEPTH = 8
 
-_NOISE = re.compile(r"validation failed: |candidates exhausted: |\s*\(encountered processing .*")
+# One optional blank before "(encountered": "\s*\(" would be tried from
+# every position of a long blank run (quadratic in an attacker's subject).
+_NOISE = re.compile(r"validation failed: |candidates exhausted: |\s?\(encountered processing .*")
 
 
 def _ca_key_usage(policy: Policy, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
