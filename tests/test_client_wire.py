@@ -8,8 +8,11 @@ login choice, the handling of each kind of refusal) independently of our server.
 from __future__ import annotations
 
 import base64
+import fcntl
 import io
+import ipaddress
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -265,15 +268,26 @@ def test_starttls_unsupported_exits_2(peer: ScriptedPeer) -> None:
     assert peer.logins == []
 
 
+_SIOCGIFADDR = 0x8915  # Linux <linux/sockios.h>: an interface's IPv4 address
+
+
 def _non_loopback_address() -> str | None:
-    """An address of this machine that is not loopback, if it has one."""
+    """An IPv4 address of one of this machine's interfaces that is not loopback, if any.
+
+    Read from the interfaces themselves, not from a route, so a machine
+    without network access still has one as long as an interface is up.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # UDP connect: picks a route, sends nothing
-        except OSError:
-            return None
-        address = str(s.getsockname()[0])
-    return None if address.startswith("127.") else address
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, request)
+            except OSError:
+                continue  # down, or no IPv4 address
+            address = socket.inet_ntoa(answer[20:24])
+            if not ipaddress.ip_address(address).is_loopback:
+                return address
+    return None
 
 
 def test_plaintext_password_never_sent_to_non_loopback_peer(peer: ScriptedPeer) -> None:
