@@ -14,11 +14,9 @@ No twisted import here.
 from __future__ import annotations
 
 import binascii
-import re
 
 #: White space base64 text may contain between characters.
 WHITESPACE = b" \t\r\n"
-_ALPHABET = re.compile(rb"[A-Za-z0-9+/=]*")
 
 
 class Base64Decoder:
@@ -34,14 +32,14 @@ class Base64Decoder:
         chars = text.translate(None, WHITESPACE)
         if not chars or not self.ok:
             return b""
-        if self._ended or not _ALPHABET.fullmatch(chars):
-            self.ok = False  # after the padding, or outside the alphabet
+        if self._ended:
+            self.ok = False  # characters after the padding
             return b""
         chars = self._carry + chars
         cut = len(chars) - len(chars) % 4
         self._carry = chars[cut:]
         whole = chars[:cut]
-        try:
+        try:  # strict: only the alphabet, padding at the end only (also of the carry, later)
             decoded = binascii.a2b_base64(whole, strict_mode=True)
         except binascii.Error:
             self.ok = False
