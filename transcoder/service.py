@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import ssl
 from twisted.logger import (
     FilteringLogObserver,
@@ -29,6 +30,8 @@ from twisted.python import usage
 from transcoder.auth import AccountsFile, make_portal
 from transcoder.cms.settings import CmsSettings
 from transcoder.errors import ConfigurationError, TranscoderError
+from transcoder.imap.connection_limits import ConnectionLimitFactory
+from transcoder.imap.proxy_protocol import server_endpoint
 from transcoder.imap.server import TranscodingIMAP4Factory
 from transcoder.imap.settings import MiB, ServerSettings
 from transcoder.layers import key_layer, transcoding_layer
@@ -80,6 +83,14 @@ class Options(usage.Options):
         ["smime-rsa-padding", None, "pkcs1v15", "RSA key transport: pkcs1v15 or oaep."],
         ["view-cache-size", None, "1024", "Size cap of the transcoded-view cache, in MiB."],
         ["gpg-processes", None, "0", "Concurrent gpg encryptions (0: one per CPU)."],
+        ["max-connections", None, "1000", "Connections served at once, in total."],
+        [
+            "max-connections-per-address",
+            None,
+            "50",
+            "Connections served at once per client address (an IPv6 /64 is one address).",
+        ],
+        ["login-deadline", None, "120", "Seconds a client has to log in, however busy it is."],
     ]
     optFlags = [
         ["no-plaintext-loopback", None, "Refuse LOGIN before TLS even from loopback clients."],
@@ -97,6 +108,8 @@ class Options(usage.Options):
         self["max-literal-size"] = _number(self, "max-literal-size", 1024)
         self["view-cache-size"] = _number(self, "view-cache-size", 1)
         self["gpg-processes"] = _number(self, "gpg-processes", 0)
+        for name in ("max-connections", "max-connections-per-address", "login-deadline"):
+            self[name] = _number(self, name, 1)
         try:
             CmsSettings(self["smime-cipher"], self["smime-rsa-padding"])
         except ConfigurationError as e:
@@ -153,6 +166,9 @@ def settings_from(options: dict[str, Any]) -> ServerSettings:
     """The IMAP front end's settings from the command line."""
     return ServerSettings(
         max_literal_size=options["max-literal-size"],
+        max_connections=options["max-connections"],
+        max_connections_per_address=options["max-connections-per-address"],
+        login_deadline=float(options["login-deadline"]),
         allow_plaintext_loopback=not options["no-plaintext-loopback"],
     )
 
@@ -168,6 +184,23 @@ def filter_global_log(level: str) -> None:
     for observer in observers:
         globalLogPublisher.removeObserver(observer)
         globalLogPublisher.addObserver(FilteringLogObserver(observer, [predicate]))
+
+
+def limit_connections(factory: TranscodingIMAP4Factory) -> ConnectionLimitFactory:
+    """The IMAP factory behind the connection limits of its settings."""
+    s = factory.settings
+    return ConnectionLimitFactory(
+        factory, s.max_connections, s.max_connections_per_address, s.login_throttle.ipv6_prefix
+    )
+
+
+def listener(description: str, factory: Any) -> StreamServerEndpointService:
+    """A listening service on an endpoint string (``haproxy:`` reads the PROXY header first)."""
+    from twisted.internet import reactor
+
+    svc = StreamServerEndpointService(server_endpoint(reactor, description), factory)
+    svc._raiseSynchronously = True  # as strports.service: a port in use stops the start
+    return svc
 
 
 def makeService(options: dict[str, Any]) -> service.IService:
@@ -195,8 +228,10 @@ def makeService(options: dict[str, Any]) -> service.IService:
     # First in, last out: the listeners stop before the key threads do.
     key_service.setServiceParent(top)
     transcoding_service.setServiceParent(top)
-    strports.service(options["imap"], factory).setServiceParent(top)
+    # Wrappers, outermost first: PROXY (haproxy: endpoints) -> TLS -> limits -> IMAP.
+    limited = limit_connections(factory)
+    listener(options["imap"], limited).setServiceParent(top)
     if options["imaps"].lower() != "none":
-        tls_factory = TLSMemoryBIOFactory(context, False, factory)
-        strports.service(options["imaps"], tls_factory).setServiceParent(top)
+        tls_factory = TLSMemoryBIOFactory(context, False, limited)
+        listener(options["imaps"], tls_factory).setServiceParent(top)
     return top

@@ -27,6 +27,7 @@ from twisted.mail import imap4
 
 from transcoder.imap.fetch import FetchMixin
 from transcoder.imap.login import LoginMixin
+from transcoder.imap.login_gate import LoginGate
 from transcoder.imap.mailboxes import MailboxesMixin
 from transcoder.imap.search import SearchMixin
 from transcoder.imap.settings import ServerSettings
@@ -68,6 +69,7 @@ class TranscodingIMAP4Server(
         scheduler: Any = None,
         keys: KeyAccess | None = None,
         transcoding: TranscodingConfig | None = None,
+        login_gate: LoginGate | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -75,6 +77,8 @@ class TranscodingIMAP4Server(
             clock = reactor
         self.settings = settings or ServerSettings()
         self.clock = clock
+        # Without a factory's shared gate, failures count on this connection only.
+        self.login_gate = login_gate or LoginGate(clock, self.settings.login_throttle)
         self.keys = keys
         self.transcoding = transcoding
         super().__init__(chal=chal, contextFactory=contextFactory, scheduler=scheduler)
@@ -92,7 +96,10 @@ class TranscodingIMAP4Factory(protocol.ServerFactory):
     ``context_factory`` is the TLS context used for STARTTLS (``None``
     disables STARTTLS); ``keys`` the key layer XKEY works on (``None``: no
     XKEY); ``transcoding`` the transcoders and view cache FETCH serves views
-    from (``None``: FETCH always serves the stored message).
+    from (``None``: FETCH always serves the stored message).  Its
+    connections share one failed-login throttle, :attr:`login_gate`, on
+    ``clock``.  Connection limits are a wrapper around this factory
+    (:mod:`transcoder.imap.connection_limits`).
     """
 
     protocol = TranscodingIMAP4Server
@@ -112,6 +119,11 @@ class TranscodingIMAP4Factory(protocol.ServerFactory):
         self.clock = clock
         self.keys = keys
         self.transcoding = transcoding
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        self.login_gate = LoginGate(clock, self.settings.login_throttle)
 
     def buildProtocol(self, addr: Any) -> TranscodingIMAP4Server:
         """A new server protocol for one connection."""
@@ -121,6 +133,7 @@ class TranscodingIMAP4Factory(protocol.ServerFactory):
             contextFactory=self.context_factory,
             keys=self.keys,
             transcoding=self.transcoding,
+            login_gate=self.login_gate,
         )
         proto.portal = self.portal
         proto.factory = self

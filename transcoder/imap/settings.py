@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from transcoder.auth.throttle import ThrottlePolicy
 
 MiB = 1024 * 1024
 
@@ -44,3 +46,12 @@ class ServerSettings:
     max_login_delay: float = 8.0
     #: Failed logins after which the connection is closed with BYE.
     max_login_failures: int = 5
+    #: The failed-login throttle across connections (per address, per account).
+    login_throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+    #: Seconds from connecting by which a client must have authenticated,
+    #: however active it is; then ``* BYE [UNAVAILABLE]`` and close.
+    login_deadline: float = 120.0
+    #: Connections served at once, in total and per client address (an IPv6
+    #: /64 counts as one address); more get ``* BYE [UNAVAILABLE]``.
+    max_connections: int = 1000
+    max_connections_per_address: int = 50
