@@ -198,6 +198,62 @@ def test_envelope_groups() -> None:
     ]
 
 
+def envelope_names(header: bytes) -> list[bytes | None]:
+    """The personal names of the ENVELOPE's from addresses, as imapclient reads them."""
+    parsed = via_imapclient(b"ENVELOPE", envelope(parse(header + b"\r\n\r\nbody")))
+    return [address.name for address in parsed.from_ or ()]
+
+
+def test_envelope_name_from_comment_of_bare_address() -> None:
+    """``user@domain (Real Name)``: the comment is the personal name, as Dovecot reads it."""
+    assert envelope_names(b"From: user@example.org (Real Name)") == [b"Real Name"]
+    parsed = via_imapclient(
+        b"ENVELOPE", envelope(parse(b"From: user@example.org (Real Name)\r\n\r\n"))
+    )
+    assert parsed.sender[0].name == parsed.reply_to[0].name == b"Real Name"
+    assert (parsed.from_[0].mailbox, parsed.from_[0].host) == (b"user", b"example.org")
+
+
+def test_envelope_name_from_folded_comment() -> None:
+    """A comment folded over lines is unfolded (RFC 5322 section 2.2.3) into the name."""
+    folded = b"From: user@example.org\r\n (Real\r\n\tName),\r\n other@example.org"
+    assert envelope_names(folded) == [b"Real\tName", None]
+
+
+def test_envelope_name_is_the_last_comment() -> None:
+    """With several comments in a bare address the last one names it; leading ones never do."""
+    header = b"From: user (one)@ (two) example.org (three) (four), (lead) b@example.org"
+    assert envelope_names(header) == [b"four", None]
+    assert envelope_names(b"From: a@example.org (Real) ()") == [None]
+    assert envelope_names(b"From: postmaster (The Postmaster)") == [b"The Postmaster"]
+
+
+def test_envelope_comment_name_nesting_and_quoted_pairs() -> None:
+    """Nested parentheses stay in the name, quoted-pairs lose their backslash (RFC 5322 3.2.2)."""
+    header = b"From: a@example.org (Real \\(Nested\\) (inner \\\\ x))"
+    assert envelope_names(header) == [b"Real (Nested) (inner \\ x)"]
+
+
+def test_phrase_beats_comment() -> None:
+    """A display name (quoted or not) is the name; a comment after an angle address is not."""
+    header = b'From: "Quoted, Name" <q@example.org> (c1), Plain Name <p@example.org> (c2),'
+    header += b" <bare@example.org> (c3)"
+    assert envelope_names(header) == [b"Quoted, Name", b"Plain Name", None]
+
+
+def test_groups_unaffected_by_comments() -> None:
+    """A group's name is its phrase, not a comment; its bare members take their comments."""
+    entity = parse(b"To: Team (the team): a@x.example (Ann), b@x.example;, c@y.example\r\n\r\n")
+    to = via_imapclient(b"ENVELOPE", envelope(entity)).to
+    assert [(a.name, a.mailbox, a.host) for a in to] == [
+        (None, b"Team", None),
+        (b"Ann", b"a", b"x.example"),
+        (None, b"b", b"x.example"),
+        (None, None, None),
+        (None, b"c", b"y.example"),
+    ]
+
+
 def test_eight_bit_headers_go_out_as_literals() -> None:
     """8-bit header octets are sent unchanged in literals; encoded-words stay encoded."""
     entity = parse(

@@ -158,6 +158,7 @@ def test_garbage_never_raises(value: str) -> None:
         "a@b.example, C D <c@d.example>",
         '"Last, First" <first.last@example.com>',
         "Mary Smith <mary@x.test>, jdoe@example.org, Who? <one@y.test>",
+        "a@b.example (Real Name), C <c@d.example>",
     ],
 )
 def test_agrees_with_email_getaddresses_on_plain_lists(value: str) -> None:

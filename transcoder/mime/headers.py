@@ -11,7 +11,9 @@ source survives and ``value.encode("latin-1")`` gives the original bytes back).
   joined, RFC 2231 values kept encoded as ``name*`` = ``charset'lang'%XX``, the
   way Dovecot reports them) for IMAP BODYSTRUCTURE, which stays 7-bit and lossless.
 * :func:`parse_address_list` -- an RFC 5322 section 3.4 ``address-list``
-  into the four-part addresses IMAP's ENVELOPE uses, groups included.
+  into the four-part addresses IMAP's ENVELOPE uses, groups included.  A
+  bare ``addr-spec`` takes its last comment as its name, as Dovecot does
+  (``user@domain (Real Name)``); a display name always comes from a phrase.
 
 Parsing is lenient the way deployed mail needs (unquoted values holding ``=``
 or spaces, as Python's :mod:`email` accepts them) and never raises.
@@ -35,21 +37,38 @@ _RFC2231_NAME = re.compile(r"(.+?)\*(?:(\d{1,3})(\*)?)?\Z")
 _ATTRIBUTE_SAFE = "!#$&+-.^_`{|}~"
 
 
-def _skip_comment(text: str, i: int) -> int:
-    """Index just past the (nested) comment opening at ``text[i]`` (RFC 5322 section 3.2.2)."""
+def _read_comment(text: str, i: int) -> tuple[str, int]:
+    """The (nested) comment opening at ``text[i]`` (RFC 5322 section 3.2.2): ``(content, end)``.
+
+    The content is what lies between the outer parentheses, nested ones
+    kept, quoted-pairs without their backslash; ``end`` is the index past
+    the closing parenthesis (or the end of ``text`` if there is none).
+    """
+    out: list[str] = []
     depth = 0
     while i < len(text):
         c = text[i]
         if c == "\\":
+            out.append(text[i + 1 : i + 2])
             i += 1
         elif c == "(":
             depth += 1
+            if depth > 1:
+                out.append(c)
         elif c == ")":
             depth -= 1
             if depth == 0:
-                return i + 1
+                return "".join(out), i + 1
+            out.append(c)
+        else:
+            out.append(c)
         i += 1
-    return i
+    return "".join(out), i
+
+
+def _skip_comment(text: str, i: int) -> int:
+    """Index just past the (nested) comment opening at ``text[i]`` (RFC 5322 section 3.2.2)."""
+    return _read_comment(text, i)[1]
 
 
 def _split_segments(value: str) -> list[str]:
@@ -235,13 +254,13 @@ class Address:
 #: RFC 5322 section 3.2.3 ``specials`` (plus ``[``/``]`` of domain literals).
 _SPECIALS = '()<>[]:;@\\,."'
 _WORD = re.compile(r'[^\s()<>\[\]:;@\\,."]+')
-_Token = tuple[
-    str, str, bool
-]  # (kind: a=atom q=quoted d=domain literal s=special, text, space before)
+#: (kind: a=atom q=quoted d=domain literal s=special, text, space before,
+#: the last comment between this token and the next, or ``None``)
+_Token = tuple[str, str, bool, str | None]
 
 
 def _tokenize(value: str) -> list[_Token]:
-    """RFC 5322 lexical tokens; comments are dropped, whitespace only remembered."""
+    """RFC 5322 lexical tokens; whitespace is only remembered, comments only after a token."""
     tokens: list[_Token] = []
     i, space = 0, False
     while i < len(value):
@@ -249,21 +268,24 @@ def _tokenize(value: str) -> list[_Token]:
         if c in " \t\r\n":
             space, i = True, i + 1
         elif c == "(":
-            space, i = True, _skip_comment(value, i)
+            comment, i = _read_comment(value, i)
+            space = True
+            if tokens:  # a comment before the first token can name nothing
+                tokens[-1] = (*tokens[-1][:3], comment)
         elif c in '"[':
             close = '"' if c == '"' else "]"
             j = i + 1
             while j < len(value) and value[j] != close:
                 j += 2 if value[j] == "\\" else 1
-            tokens.append(("q" if c == '"' else "d", value[i : j + 1], space))
+            tokens.append(("q" if c == '"' else "d", value[i : j + 1], space, None))
             space, i = False, j + 1
         elif c in _SPECIALS:
-            tokens.append(("s", c, space))
+            tokens.append(("s", c, space, None))
             space, i = False, i + 1
         else:
             m = _WORD.match(value, i)
             end = m.end() if m else i + 1
-            tokens.append(("a", value[i:end], space))
+            tokens.append(("a", value[i:end], space, None))
             space, i = False, end
     return tokens
 
@@ -271,7 +293,7 @@ def _tokenize(value: str) -> list[_Token]:
 def _phrase(tokens: list[_Token]) -> str | None:
     """A display name: words joined by single spaces, quoted strings unquoted."""
     out = ""
-    for kind, text, space in tokens:
+    for kind, text, space, _ in tokens:
         word = _unquote(text) if kind == "q" else text
         out += (" " if space and out else "") + word
     return out or None
@@ -279,7 +301,21 @@ def _phrase(tokens: list[_Token]) -> str | None:
 
 def _compact(tokens: list[_Token]) -> str:
     """A local part, domain or route as written, minus whitespace and comments."""
-    return "".join(text for _, text, _ in tokens)
+    return "".join(text for _, text, _, _ in tokens)
+
+
+def _comment_name(tokens: list[_Token]) -> str | None:
+    """The name of an ``addr-spec`` written with comments: the last comment, if not empty.
+
+    RFC 5322 section 3.4 calls ``user@domain (Real Name)`` a legacy form whose
+    comment "some legacy implementations interpret"; RFC 3501 section 7.4.2
+    leaves the personal name of such an address open.  We read it as Dovecot
+    does (lib-mail ``parse_addr_spec``): the last comment from the local
+    part to the end of the mailbox, so ``a (x)@b (y)`` is named ``y``, and an
+    empty last comment names nothing.
+    """
+    comments = [comment for *_, comment in tokens if comment is not None]
+    return (comments[-1] or None) if comments else None
 
 
 def _take(tokens: list[_Token], i: int, stops: str) -> tuple[list[_Token], int]:
@@ -314,9 +350,9 @@ def _mailbox(tokens: list[_Token], i: int, stops: str) -> tuple[Address | None, 
         address, j = _angle_address(tokens, j + 1, _phrase(words))
     elif at == "@":
         domain, j = _take(tokens, j + 1, "<" + stops)
-        address = Address(None, None, _compact(words), _compact(domain))
+        address = Address(_comment_name(tokens[i:j]), None, _compact(words), _compact(domain))
     else:
-        address = Address(None, None, _compact(words), "") if words else None
+        address = Address(_comment_name(words), None, _compact(words), "") if words else None
     _, j = _take(tokens, j, stops)  # anything trailing (":" in a group, junk) is skipped
     return address, j
 
