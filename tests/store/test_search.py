@@ -94,6 +94,39 @@ def test_raw_utf8_header(box: Mailbox) -> None:
     assert box.search(b"SUBJECT grusse") == []
 
 
+def test_address_keys_match_addresses_without_comments_and_folding(box: Mailbox) -> None:
+    """FROM/TO/CC/BCC match an address written with comments or folded, CFWS removed (RFC 5322)."""
+    box.add(msg("From: Name <user-from (comment)@ (comment) domain.org>\nTo: a@example.net"))
+    box.add(msg("From: x@example.org\nTo: Team <someone@\n example.com>,\n other (c) @example.com"))
+    box.add(msg("From: x@example.org\nCc: c.c @ example.org (Real Name)\nBcc: <b (m)@bcc.example>"))
+    assert box.search(b"FROM user-from@domain.org") == [1]
+    assert box.search(b'FROM "Name <user-from@domain.org>"') == [1]
+    assert box.search(b"TO someone@example.com") == [2]
+    assert box.search(b"TO other@EXAMPLE.com") == [2]
+    assert box.search(b"CC c.c@example.org") == [3]
+    assert box.search(b'CC "Real Name <c.c@example.org>"') == [3]
+    assert box.search(b"BCC <b@bcc.example>") == [3]
+    assert box.search(b"TO user-from@domain.org") == []  # only the key's own field
+    assert box.search(b"FROM someone@example.com") == []
+
+
+def test_address_keys_still_match_the_written_text(box: Mailbox) -> None:
+    """The header text as written (comments, spacing, decoded words) still matches too."""
+    box.add(msg("From: =?utf-8?q?J=C3=B6rg?= <j (home)@ example.de>"))
+    assert box.search(b'FROM "(home)"') == [1]
+    assert box.search(b'FROM "j (home)@ example"') == [1]
+    assert box.search(b'CHARSET UTF-8 FROM "J\xc3\xb6rg <j@example.de>"') == [1]
+    assert box.search(b"FROM j@example.de") == [1]
+    assert box.search(b'HEADER From "j@example.de"') == [1]
+
+
+def test_address_matching_leaves_other_fields_as_text(box: Mailbox) -> None:
+    """Only address fields are parsed: a Subject's comment-like text is matched as written."""
+    box.add(msg("Subject: write to a (at) b.example\nFrom: x@example.org"))
+    assert box.search(b"SUBJECT a@b.example") == []
+    assert box.search(b'SUBJECT "a (at) b"') == [1]
+
+
 def test_header_key_with_empty_string_matches_presence(box: Mailbox) -> None:
     """HEADER name "" matches every message having the field (RFC 3501 6.4.4)."""
     box.add(msg("Subject: a\nX-Spam: yes"))

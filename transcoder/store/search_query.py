@@ -20,7 +20,13 @@ from datetime import date, datetime
 from typing import BinaryIO, ClassVar, Protocol
 
 from transcoder.mime.entity import Entity
-from transcoder.store.search_text import decode_header_value, fold, scan_body
+from transcoder.store.search_text import (
+    ADDRESS_FIELDS,
+    address_texts,
+    decode_header_value,
+    fold,
+    scan_body,
+)
 
 #: Costs of evaluating a key: known without I/O, needs the header, needs the body.
 FREE, HEADER, BODY = 0, 1, 2
@@ -211,6 +217,10 @@ class Header(SearchKey):
     """FROM, TO, CC, BCC, SUBJECT, HEADER: ``needle`` in a decoded field called ``name``.
 
     An empty needle matches every message having the field (RFC 3501 6.4.4, HEADER).
+    An address field (From, To, Cc, ...; by its key or by HEADER) also matches
+    when the needle is in one of its addresses written without comments and
+    folding (RFC 3501 6.4.4 defines FROM and its kin on the ENVELOPE's
+    addresses): ``user@domain.org`` finds ``<user (c)@ (c) domain.org>``.
     """
 
     name: str
@@ -223,7 +233,15 @@ class Header(SearchKey):
     def test(self, candidate: Candidate) -> bool:
         values = candidate.message.entity().get_all(self.name)
         needle = fold(self.needle)
-        return any(needle in fold(decode_header_value(value)) for value in values)
+        addresses = self.name.lower() in ADDRESS_FIELDS
+        return any(_value_contains(value, needle, addresses) for value in values)
+
+
+def _value_contains(value: str, needle: str, addresses: bool) -> bool:
+    """Whether the case-folded ``needle`` is in the decoded value or (address fields) an address."""
+    if needle in fold(decode_header_value(value)):
+        return True
+    return addresses and any(needle in fold(text) for text in address_texts(value))
 
 
 def _fields_contain(entity: Entity, needle: str) -> bool:

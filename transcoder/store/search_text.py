@@ -6,6 +6,9 @@ holds the pure pieces of that:
 
 * :func:`decode_header_value` turns an unfolded header value into the text a
   user sees (8-bit UTF-8 octets, RFC 2047 encoded-words);
+* :func:`address_texts` reads an address field's value as parsed addresses
+  written plainly (``Name <local@domain>``, comments and folding white space
+  removed, RFC 5322 section 3.2.2), for the address keys;
 * :func:`scan_body` looks for a needle in one MIME body read from a binary
   file in bounded chunks, decoding base64 / quoted-printable (RFC 2045
   section 6) and the part's charset incrementally.  It keeps only
@@ -24,6 +27,8 @@ import contextlib
 import re
 from collections.abc import Generator
 from typing import BinaryIO, Protocol
+
+from transcoder.mime.headers import parse_address_list
 
 #: Octets read from a message file per step.
 CHUNK_SIZE = 64 * 1024
@@ -104,6 +109,32 @@ def decode_header_value(value: str) -> str:
         pos = match.end()
     out.append(text[pos:])
     return "".join(out)
+
+
+#: Fields holding address lists (RFC 5322 sections 3.6.2, 3.6.3 and 3.6.6).
+ADDRESS_FIELDS = frozenset(
+    f"{prefix}{name}"
+    for prefix in ("", "resent-")
+    for name in ("from", "sender", "reply-to", "to", "cc", "bcc")
+)
+
+
+def address_texts(value: str) -> list[str]:
+    """The addresses of an unfolded address-list value, each as ``Name <local@domain>``.
+
+    Comments and folding white space inside an address are gone (RFC 5322
+    section 3.2.2: CFWS is not part of it), so ``<user (c)@ (c) domain.org>``
+    reads ``<user@domain.org>``; a name (phrase, or the comment of a bare
+    address) is RFC 2047 decoded.  Group markers are skipped, their members kept.
+    """
+    texts = []
+    for address in parse_address_list(value):
+        if address.host is None:
+            continue
+        spec = f"{address.mailbox}@{address.host}" if address.host else f"{address.mailbox}"
+        text = f"{address.name} <{spec}>" if address.name else f"<{spec}>"
+        texts.append(decode_header_value(text))
+    return texts
 
 
 class _TransferDecoder(Protocol):
