@@ -154,6 +154,12 @@ def pending_literal(data: bytes) -> int | None:
     return None
 
 
+def _shown(raw: bytes, limit: int = 40) -> str:
+    """Client input quoted in an error message, cut to ``limit`` octets."""
+    text = repr(raw[:limit].decode("ascii", "replace"))
+    return text + "..." if len(raw) > limit else text
+
+
 def _charset_name(raw: bytes) -> str:
     """The canonical name of a supported charset, else :class:`UnsupportedCharsetError`."""
     name = raw.decode("ascii", "replace").strip().upper()
@@ -190,24 +196,37 @@ def _date(raw: bytes) -> date:
     match = _DATE.fullmatch(raw)
     month = _MONTHS.get(match.group(2).upper()) if match else None
     if match is None or month is None:
-        raise SearchSyntaxError(f"Invalid date {raw.decode('ascii', 'replace')!r}")
+        raise SearchSyntaxError(f"Invalid date {_shown(raw)}")
     try:
         return date(int(match.group(3)), month, int(match.group(1)))
     except ValueError:
-        raise SearchSyntaxError(f"Invalid date {raw.decode('ascii', 'replace')!r}") from None
+        raise SearchSyntaxError(f"Invalid date {_shown(raw)}") from None
 
 
 def _sequence_set(raw: bytes) -> SequenceSet:
     """A ``sequence-set`` (RFC 3501 section 9); numbers are 1 .. 2^32-1."""
     if not _SEQUENCE_SET.fullmatch(raw):
-        raise SearchSyntaxError(f"Invalid sequence set {raw.decode('ascii', 'replace')!r}")
+        raise SearchSyntaxError(f"Invalid sequence set {_shown(raw)}")
     ranges = []
     for item in raw.split(b","):
-        ends = [None if part == b"*" else int(part) for part in item.split(b":")]
-        if any(end is not None and end > _MAX_NZ for end in ends):
+        ends = [None if part == b"*" else _bounded(part, _MAX_NZ) for part in item.split(b":")]
+        if -1 in ends:
             raise SearchSyntaxError("Sequence number out of range")
         ranges.append((ends[0], ends[-1]))
     return SequenceSet(tuple(ranges))
+
+
+def _bounded(digits: bytes, limit: int) -> int:
+    """The value of ASCII ``digits``, or -1 when it exceeds ``limit``.
+
+    The length is checked first: ``int()`` refuses more than 4,300 digits
+    with a ValueError (CPython's guard against quadratic conversion), and a
+    command line may hold 100,000.
+    """
+    significant = digits.lstrip(b"0") or b"0"
+    if len(significant) > len(str(limit)) or int(significant) > limit:
+        return -1
+    return int(significant)
 
 
 _SYSTEM_FLAGS = {
@@ -282,9 +301,10 @@ class _Parser:
 
     def number(self) -> int:
         raw = self.word("a number")
-        if not raw.isdigit() or int(raw) > _MAX_NUMBER:
-            raise SearchSyntaxError(f"Invalid number {raw.decode('ascii', 'replace')!r}")
-        return int(raw)
+        value = _bounded(raw, _MAX_NUMBER) if raw.isdigit() else -1
+        if value < 0:
+            raise SearchSyntaxError(f"Invalid number {_shown(raw)}")
+        return value
 
     def date_arg(self) -> date:
         token = self.next("a date")  # date = date-text / DQUOTE date-text DQUOTE
@@ -340,4 +360,4 @@ class _Parser:
             return Not(self.key(depth + 1))
         if name == b"OR":
             return Or(self.key(depth + 1), self.key(depth + 1))
-        raise SearchSyntaxError(f"Unknown search key {name.decode('ascii', 'replace')!r}")
+        raise SearchSyntaxError(f"Unknown search key {_shown(name)}")
