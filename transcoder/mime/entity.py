@@ -286,7 +286,13 @@ def _parse_entity(
         return Entity(start, end, end, _truncate(fields, start, end), ct), stop
     body_start, lf_start = r.pos, r.lf
     children, stop = _parse_body(r, ct, fields, bounds, depth)
-    end, lf_end = r.end_before(stop, body_start)
+    if stop.index >= 0 and stop.pos == body_start:
+        # The blank line that seemed to end the header is the line break of the
+        # delimiter right after it (RFC 2046 section 5.1.1): all header, as above.
+        end, _ = r.end_before(stop, start)
+        return Entity(start, end, end, _truncate(fields, start, end), ct), stop
+    # A line break that ends a child's delimiter line cannot also start the next one.
+    end, lf_end = r.end_before(stop, children[-1].end if children else body_start)
     lines = r.lines(body_start, end, lf_start, lf_end)
     return Entity(start, body_start, end, tuple(fields), ct, children, lines), stop
 

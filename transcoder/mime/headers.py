@@ -174,7 +174,9 @@ def _join_rfc2231(base: str, sections: dict[int | None, tuple[str, bool]]) -> tu
 
 def _join_parameters(pairs: list[tuple[str, str]]) -> tuple[Params, Params]:
     """``(decoded, wire)`` parameters, RFC 2231 continuations joined, first occurrence wins."""
-    order: list[str] = []
+    # (True, base) for an RFC 2231 parameter, (False, name) for a plain one: a
+    # plain name may itself start with "*" (a damaged "*0=x").
+    order: list[tuple[bool, str]] = []
     plain: dict[str, str] = {}
     split: dict[str, dict[int | None, tuple[str, bool]]] = {}
     for name, value in pairs:
@@ -182,25 +184,25 @@ def _join_parameters(pairs: list[tuple[str, str]]) -> tuple[Params, Params]:
         if m is None:
             if name not in plain:
                 plain[name] = value
-                order.append(name)
+                order.append((False, name))
             continue
         base, index, star = m.group(1), m.group(2), m.group(3)
         key = None if index is None else int(index)
         extended = index is None or star is not None
         sections = split.setdefault(base, {})
         if not sections:
-            order.append("*" + base)
+            order.append((True, base))
         sections.setdefault(key, (value, extended))
     decoded: dict[str, str] = {}
     wire: list[tuple[str, str]] = []
-    for name in order:
-        if name.startswith("*"):
-            sections = split[name[1:]]
+    for is_split, name in order:
+        if is_split:
+            sections = split[name]
             if 0 not in sections and None not in sections:
                 continue
-            wire_name, wire_value, text = _join_rfc2231(name[1:], sections)
+            wire_name, wire_value, text = _join_rfc2231(name, sections)
             wire.append((wire_name, wire_value))
-            decoded[name[1:]] = text  # RFC 2231 form is the precise one: it wins
+            decoded[name] = text  # RFC 2231 form is the precise one: it wins
         else:
             wire.append((name, plain[name]))
             decoded.setdefault(name, plain[name])
