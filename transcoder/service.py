@@ -28,6 +28,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
 from transcoder.auth import AccountsFile, make_portal
+from transcoder.auth.verification_cache import VerificationCache
 from transcoder.cms.settings import CmsSettings
 from transcoder.errors import ConfigurationError, TranscoderError
 from transcoder.imap.connection_limits import ConnectionLimitFactory
@@ -91,6 +92,12 @@ class Options(usage.Options):
             "Connections served at once per client address (an IPv6 /64 is one address).",
         ],
         ["login-deadline", None, "120", "Seconds a client has to log in, however busy it is."],
+        [
+            "auth-cache-ttl",
+            None,
+            "300",
+            "Seconds a successful login is remembered, sparing scrypt (0: never).",
+        ],
     ]
     optFlags = [
         ["no-plaintext-loopback", None, "Refuse LOGIN before TLS even from loopback clients."],
@@ -110,6 +117,7 @@ class Options(usage.Options):
         self["gpg-processes"] = _number(self, "gpg-processes", 0)
         for name in ("max-connections", "max-connections-per-address", "login-deadline"):
             self[name] = _number(self, name, 1)
+        self["auth-cache-ttl"] = _number(self, "auth-cache-ttl", 0)
         try:
             CmsSettings(self["smime-cipher"], self["smime-rsa-padding"])
         except ConfigurationError as e:
@@ -203,6 +211,16 @@ def listener(description: str, factory: Any) -> StreamServerEndpointService:
     return svc
 
 
+def verification_cache(options: dict[str, Any], accounts: AccountsFile) -> VerificationCache | None:
+    """The login cache of ``--auth-cache-ttl`` (None when 0), keyed with fresh random bytes."""
+    from twisted.internet import reactor
+
+    if not options["auth-cache-ttl"]:
+        return None
+    key = os.urandom(32)  # per process, never stored: see transcoder.auth.verification_cache
+    return VerificationCache(key, reactor, accounts.generation, ttl=options["auth-cache-ttl"])
+
+
 def makeService(options: dict[str, Any]) -> service.IService:
     """Build the transcoder service from parsed :class:`Options`."""
     data = Path(options["data"]).absolute()
@@ -216,7 +234,8 @@ def makeService(options: dict[str, Any]) -> service.IService:
     if options["log-level"] != "debug":
         filter_global_log(options["log-level"])
     store = MaildirStore(data / "mail")
-    portal = make_portal(AccountsFile(data / "accounts"), store)
+    accounts = AccountsFile(data / "accounts")
+    portal = make_portal(accounts, store, cache=verification_cache(options, accounts))
     factory = TranscodingIMAP4Factory(
         portal,
         settings_from(options),

@@ -169,9 +169,9 @@ class AccountsFile:
     """The accounts file at ``path`` (see the module docstring for its format).
 
     Reads are cached and refreshed whenever the file's inode, size or
-    modification time changes.  ``random_bytes`` supplies salts (injectable
-    for tests).  Safe to use from several threads: the checker verifies
-    passwords off the reactor thread.
+    modification time changes; :meth:`generation` counts those refreshes.
+    ``random_bytes`` supplies salts (injectable for tests).  Safe to use from
+    several threads: the checker verifies passwords off the reactor thread.
     """
 
     def __init__(
@@ -182,6 +182,7 @@ class AccountsFile:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._accounts: dict[str, Account] = {}
+        self._generation = 0
         self._dummy = _ScryptHash(
             SCRYPT_N, SCRYPT_R, SCRYPT_P, b"\0" * SALT_BYTES, b"\0" * HASH_BYTES
         )
@@ -215,14 +216,27 @@ class AccountsFile:
         derived = stored.derive(_password_bytes(password))
         return hmac.compare_digest(derived, stored.digest) and account is not None
 
+    def generation(self) -> int:
+        """A number that grows each time the file is found changed on disk (checked now).
+
+        Whatever was concluded from the accounts under one generation -- a
+        password verified, say -- may no longer hold under the next.
+        """
+        return self._snapshot()[1]
+
     def _current(self) -> dict[str, Account]:
         """The accounts, re-read if the file changed since the last read."""
+        return self._snapshot()[0]
+
+    def _snapshot(self) -> tuple[dict[str, Account], int]:
+        """The accounts and their generation, re-read if the file changed since the last read."""
         with self._lock:
             stamp = self._stat()
             if stamp != self._stamp:
                 self._accounts = self._read() if stamp is not None else {}
                 self._stamp = stamp
-            return self._accounts
+                self._generation += 1
+            return self._accounts, self._generation
 
     def _stat(self) -> tuple[int, int, int] | None:
         """(inode, size, mtime in ns) of the file, or None if it does not exist."""
