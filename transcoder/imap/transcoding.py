@@ -12,6 +12,15 @@ message that is all ciphertext already is served as it is
 is ``NO [XKEY-NOKEY]``; any transcoding error is ``NO [TRANSCODE-FAILED]``
 with the detail in the log -- never the plaintext.  COPY, SEARCH, STORE and
 APPEND never come here (invariant 4).
+
+A message file renamed by a flag change while its view is made is found
+again (:meth:`~transcoder.store.message.MaildirMessage.open`), in the worker
+thread too.  A message another session expunged before its file could be
+opened is no transcoding failure: its view is an :class:`ExpungedView`, so
+the FETCH leaves that message out, serves the others and ends with
+``NO [EXPUNGEISSUED]`` (RFC 2180 section 4.1.2; issue 10, item 6).  Once
+opened, the file is read to the end even if it is expunged meanwhile
+(RFC 2180 section 4.1.1).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from transcoder.mime.ciphertext import is_ciphertext
 from transcoder.mime.entity import Entity, parse_message
 from transcoder.mime.protect import parse_top_level
 from transcoder.store.interfaces import IParsedMessage
+from transcoder.store.message import MessageExpunged
 from transcoder.transcoders.errors import TranscodeFailed
 from transcoder.transcoders.interfaces import ISizePredictor, SizePredictor, TranscodeRequest
 from transcoder.transcoders.registry import TranscoderRegistry
@@ -126,6 +136,36 @@ def predict_view(message: Any, selection: Selection, request_args: dict[str, Any
         return PredictedView(*predictor.predicted_shape(request))
 
 
+@implementer(IParsedMessage)
+class ExpungedView:
+    """The view of a message expunged by another session before it could be read.
+
+    Holds nothing of the message: its size, structure and content all raise
+    :class:`~transcoder.store.message.MessageExpunged` (a FileNotFoundError),
+    which FETCH answers by leaving the message out and ending with
+    ``NO [EXPUNGEISSUED]`` once the others are served (RFC 2180 section 4.1.2).
+    """
+
+    def __init__(self, uid: int) -> None:
+        self.uid = uid
+
+    def _gone(self) -> MessageExpunged:
+        return MessageExpunged(f"message {self.uid} was expunged")
+
+    @property
+    def size(self) -> int:
+        """Not available: raises MessageExpunged."""
+        raise self._gone()
+
+    def open(self) -> BinaryIO:
+        """Not available: raises MessageExpunged."""
+        raise self._gone()
+
+    def entity(self) -> Entity:
+        """Not available: raises MessageExpunged."""
+        raise self._gone()
+
+
 class TranscodingMixin:
     """Fills :meth:`FetchMixin.fetch_view` with the account's transcoded view."""
 
@@ -170,7 +210,7 @@ class TranscodingMixin:
             d = defer.maybeDeferred(self._view_for, shared.result, message, address, content)
         else:
             d = shared.fork().addCallback(self._view_for, message, address, content)
-        return d.addErrback(self._fail_closed)
+        return d.addErrback(self._fail_closed, message)
 
     def _selection(self, address: str) -> SharedResult:
         """The selection for this FETCH command, read once per command."""
@@ -235,9 +275,14 @@ class TranscodingMixin:
             key, lambda out: transcode_into(stored, selection, request_args, out)
         )
 
-    def _fail_closed(self, failure: Any) -> Any:
-        """Client errors pass through (with their code); anything else becomes TRANSCODE-FAILED."""
+    def _fail_closed(self, failure: Any, message: Any) -> Any:
+        """Client errors pass through (with their code); anything else becomes TRANSCODE-FAILED.
+
+        A message expunged meanwhile is no failure: it gets an :class:`ExpungedView`.
+        """
         error = failure.value
+        if isinstance(error, MessageExpunged):
+            return ExpungedView(message.getUID())
         if isinstance(error, TranscodeFailed):
             log.error("transcoding failed: {detail}", detail=error.detail)
             return failure

@@ -6,6 +6,15 @@ until asked for; the MIME structure comes from
 :func:`transcoder.mime.entity.parse_message` (offsets only, bodies stay on
 disk) and is cached per mailbox.  Because intake made the file CRLF-canonical,
 the file's octets are the wire octets: ``size`` is RFC822.SIZE.
+
+A flag change renames the file (``base:2,S`` -> ``base:2,FS``), in this
+process or in another (Dovecot, an MDA), at any moment.  A name known to be
+stale is never an error: the file is found again by its base name, the part
+before ``:2,`` that no rename changes, from any thread and without touching
+the shared mailbox state (issue 10, item 6).  Once opened, the file stays
+open: a file descriptor survives renames and even an unlink, so a message
+being read is served whole.  Only a file gone under every name raises
+:class:`MessageExpunged`.
 """
 
 from __future__ import annotations
@@ -13,10 +22,11 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from twisted.mail import imap4
 from twisted.python import threadable
@@ -30,6 +40,30 @@ from transcoder.store.interfaces import IParsedMessage
 if TYPE_CHECKING:
     from transcoder.mime.entity import Entity
     from transcoder.store.mailbox import MailboxState, MessageRecord
+
+_T = TypeVar("_T")
+#: How often a message file renamed under a reader is looked for again.
+RESOLVE_ATTEMPTS = 5
+
+
+class MessageExpunged(FileNotFoundError):
+    """The message's file is gone under every name: it was expunged (RFC 2180 section 4.1)."""
+
+
+def find_by_base(cur: Path, base: str) -> Path | None:
+    """The file of ``cur`` whose base name (before ``:2,``) is ``base``, or None.
+
+    A Maildir file keeps its base name for life; only the info after the
+    colon changes with the flags.
+    """
+    try:
+        names = os.listdir(cur)
+    except FileNotFoundError:
+        return None
+    for name in names:
+        if name.partition(":")[0] == base:
+            return cur / name
+    return None
 
 
 class FileSlice(io.RawIOBase):
@@ -155,19 +189,32 @@ class MessagePart:
 class MaildirMessage:
     """A message file in ``cur/`` (see the module docstring)."""
 
-    def __init__(self, state: MailboxState, record: MessageRecord, recent: bool = False) -> None:
+    def __init__(
+        self,
+        state: MailboxState,
+        record: MessageRecord,
+        recent: bool = False,
+        on_flags: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> None:
         self._state = state
         self._record = record
         self._recent = recent
+        self._on_flags = on_flags
         self._entity: Entity | None = None
         self.uid = record.uid
         self.size = record.size
 
     @property
     def flags(self) -> tuple[str, ...]:
-        """The message's flags now, ``\\Recent`` included when it is recent for the session."""
+        """The message's flags now, ``\\Recent`` included when it is recent for the session.
+
+        ``on_flags`` (the session's) sees them first, on the reactor thread:
+        a keyword the client was not told of is announced before it is used.
+        """
         rec = self._state.records.get(self.uid, self._record)
         flags = self._state.keywords.flags(rec.info)
+        if self._on_flags is not None and _on_reactor_thread():
+            self._on_flags(flags)
         return (*flags, RECENT) if self._recent else flags
 
     @property
@@ -181,30 +228,33 @@ class MaildirMessage:
         return str(current if current is not None else self._state.cur / self._record.filename)
 
     def open(self) -> BinaryIO:
-        """The message octets from position 0; FileNotFoundError if it was expunged."""
-        try:
-            return open(self.path(), "rb")
-        except FileNotFoundError:
-            # The mailbox state belongs to the reactor thread; a worker thread
-            # (large-message parse, search) must not re-scan it.
-            if not _on_reactor_thread() or self._state.file_of(self.uid) is None:
-                raise  # known gone: no re-scan
-            self._state.refresh(force=True)  # renamed (flags) by another program?
-            if self._state.file_of(self.uid) is None:
-                raise
-            return open(self.path(), "rb")
+        """The message octets from position 0, held open (see the module docstring).
+
+        Raises :class:`MessageExpunged` (a FileNotFoundError) if it was expunged.
+        """
+        return self._on_file(lambda path: open(path, "rb"))
 
     def link_to(self, target: Path) -> None:
-        """Hard-link the message file as ``target`` (COPY); FileNotFoundError if it was expunged."""
-        try:
-            os.link(self.path(), target)
-        except FileNotFoundError:
-            if self._state.file_of(self.uid) is None:
-                raise  # known gone: no re-scan
-            self._state.refresh(force=True)
-            if self._state.file_of(self.uid) is None:
-                raise
-            os.link(self.path(), target)
+        """Hard-link the message file as ``target`` (COPY); MessageExpunged if it was expunged."""
+        self._on_file(lambda path: os.link(path, target))
+
+    def _on_file(self, action: Callable[[Path], _T]) -> _T:
+        """``action(path of the message file)``, the file looked for again if it moved.
+
+        Safe in a worker thread: the shared state is only read, never re-scanned.
+        """
+        path = Path(self.path())
+        for _ in range(RESOLVE_ATTEMPTS):
+            try:
+                return action(path)
+            except FileNotFoundError:
+                found = find_by_base(self._state.cur, self._record.base)
+                if found == path:
+                    raise  # the file is there: something else is missing (link's target)
+                if found is None:
+                    break
+                path = found  # renamed by a flag change; it may move again meanwhile
+        raise MessageExpunged(f"message {self.uid} of {self._state.name} is gone")
 
     def entity(self) -> Entity:
         """The MIME structure of the message (cached).
