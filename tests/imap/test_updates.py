@@ -107,3 +107,113 @@ def test_store_on_examined_mailbox_is_no(tmp_path: Path) -> None:
     a.command(b"EXAMINE INBOX")
     _, done = a.command(b"STORE 1 +FLAGS (\\Seen)")
     assert b"NO [READ-ONLY]" in done
+
+
+# -- new keywords are announced before they are used (RFC 3501 7.2.6, 7.1) -----------
+
+
+def append_literal(session: Session, head: bytes, body: bytes = MESSAGE) -> list[bytes]:
+    """``APPEND <head> {n}`` with a synchronizing literal; every line up to the tagged OK."""
+    session.send(b"ap APPEND " + head + b" {%d}\r\n" % len(body))
+    assert session.output().startswith(b"+ ")
+    session.send(body + b"\r\n")
+    lines, done = Session.split(session.output(), b"ap")
+    assert b"ap OK" in done, (lines, done)
+    return lines
+
+
+def first_index(lines: list[bytes], *needles: bytes) -> int:
+    """Index of the first line holding every one of ``needles``."""
+    return next(i for i, ln in enumerate(lines) if all(n in ln for n in needles))
+
+
+def announces(lines: list[bytes], keyword: bytes, before: bytes) -> bool:
+    """``* FLAGS`` and ``* OK [PERMANENTFLAGS`` name ``keyword`` before the ``before`` line."""
+    flags = first_index(lines, b"* FLAGS (", keyword)
+    permanent = first_index(lines, b"* OK [PERMANENTFLAGS (", keyword)
+    return max(flags, permanent) < first_index(lines, before)
+
+
+def test_store_announces_new_keyword_before_its_fetch(tmp_path: Path) -> None:
+    """STORE +FLAGS (NewKeyword): FLAGS and PERMANENTFLAGS with it precede STORE's FETCH."""
+    a, _ = two_selected(tmp_path)
+    lines, done = a.command(b"STORE 2 +FLAGS (NewKeyword)")
+    assert b"OK" in done
+    assert announces(lines, b"NewKeyword", b"* 2 FETCH")
+    assert b"\\*" in lines[first_index(lines, b"PERMANENTFLAGS")]  # still room for more
+    lines, _ = a.command(b"STORE 3 +FLAGS (NewKeyword)")
+    assert not any(ln.startswith(b"* FLAGS") for ln in lines), lines  # told once
+
+
+def test_other_session_hears_of_new_keyword_at_noop(tmp_path: Path) -> None:
+    """B's NOOP after A's STORE of a new keyword: FLAGS with it, then the FETCH naming it."""
+    a, b = two_selected(tmp_path)
+    a.command(b"STORE 1 +FLAGS.SILENT (Project)")
+    lines, _ = b.command(b"NOOP")
+    assert announces(lines, b"Project", b"* 1 FETCH")
+
+
+def test_other_session_hears_of_new_keyword_before_its_own_fetch(tmp_path: Path) -> None:
+    """B FETCHes before any NOOP: FLAGS with the new keyword still precede B's FETCH response."""
+    a, b = two_selected(tmp_path)
+    a.command(b"STORE 1 +FLAGS.SILENT (Project)")
+    lines, done = b.command(b"FETCH 1 (FLAGS)")
+    assert b"OK" in done
+    assert announces(lines, b"Project", b"* 1 FETCH")
+
+
+def test_idle_session_hears_of_new_keyword(tmp_path: Path) -> None:
+    """During IDLE the poll announces another session's new keyword before the FETCH naming it."""
+    a, b = two_selected(tmp_path)
+    b.send(b"i1 IDLE\r\n")
+    assert b.output().startswith(b"+ ")
+    a.command(b"STORE 1 +FLAGS.SILENT (Project)")
+    b.clock.advance(b.server.settings.idle_poll_interval)
+    assert announces(b.output().split(b"\r\n"), b"Project", b"* 1 FETCH")
+    b.send(b"DONE\r\n")
+    assert b"i1 OK" in b.output()
+
+
+def test_examine_session_hears_new_keyword_with_empty_permanentflags(tmp_path: Path) -> None:
+    """A read-only (EXAMINE) session is told FLAGS with the keyword and PERMANENTFLAGS ()."""
+    a = make_session(tmp_path)
+    a.deliver(MESSAGE)
+    a.command(b"SELECT INBOX")
+    b = second_session(a)
+    b.command(b"EXAMINE INBOX")
+    a.command(b"STORE 1 +FLAGS.SILENT (Project)")
+    lines, _ = b.command(b"NOOP")
+    assert b"* OK [PERMANENTFLAGS ()] Read-only mailbox" in lines
+    assert first_index(lines, b"* FLAGS (", b"Project") < first_index(lines, b"* 1 FETCH")
+
+
+def test_append_with_new_keyword_is_announced(tmp_path: Path) -> None:
+    """APPEND (Urgent): the appender and another session get FLAGS with it before its FETCH."""
+    a, b = two_selected(tmp_path)
+    lines = append_literal(a, b"INBOX (\\Seen Urgent)")
+    assert announces(lines, b"Urgent", b"* 4 EXISTS")
+    lines, _ = b.command(b"NOOP")
+    assert announces(lines, b"Urgent", b"* 4 EXISTS")
+    for session in (a, b):
+        lines, _ = session.command(b"FETCH 4 (FLAGS)")
+        assert any(ln.startswith(b"* 4 FETCH") and b"Urgent" in ln for ln in lines)
+        assert not any(ln.startswith(b"* FLAGS") for ln in lines)  # told once
+
+
+def test_copy_announces_keyword_to_the_target_mailbox_sessions(tmp_path: Path) -> None:
+    """COPY of a message with a keyword to a mailbox without it: the target's sessions are told."""
+    a = make_session(tmp_path)
+    a.deliver(MESSAGE)
+    a.command(b"CREATE Archive")
+    a.command(b"SELECT INBOX")
+    a.command(b"STORE 1 +FLAGS.SILENT (Project)")
+    b = second_session(a)
+    lines, _ = b.command(b"SELECT Archive")
+    assert not any(b"Project" in ln for ln in lines)
+    _, done = a.command(b"COPY 1 Archive")
+    assert b"OK" in done
+    lines, _ = b.command(b"NOOP")
+    assert first_index(lines, b"* FLAGS (", b"Project") < lines.index(b"* 1 EXISTS")
+    assert any(b"PERMANENTFLAGS" in ln and b"Project" in ln for ln in lines)
+    lines, _ = b.command(b"FETCH 1 (FLAGS)")
+    assert any(ln.startswith(b"* 1 FETCH") and b"Project" in ln for ln in lines)

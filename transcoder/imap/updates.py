@@ -9,6 +9,11 @@ Here every session owns a snapshot of its mailbox (the store's
 moment RFC 3501 section 5.2 and 7.4.1 allow -- and periodically during IDLE
 (RFC 2177).  EXPUNGE responses are held back during FETCH, STORE and SEARCH
 (RFC 3501 section 7.4.1), not during their UID forms.
+
+A keyword new to the mailbox is announced with ``FLAGS`` and
+``OK [PERMANENTFLAGS ...]`` (RFC 3501 sections 7.2.6 and 7.1) before any
+FETCH response names it: in the poll's updates, or at once when the store
+hands out flags between polls (:meth:`UpdatesMixin.keywords_changed`).
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.mail import imap4
+from zope.interface import implementer
 
 from transcoder.errors import MailboxReadOnly
 from transcoder.imap.fetch import format_flags
-from transcoder.store.interfaces import MailboxUpdates
+from transcoder.imap.responses import status_text
+from transcoder.store.interfaces import IKeywordListener, MailboxUpdates
 
 log = Logger()
 
@@ -32,9 +39,24 @@ _NO_UPDATES = frozenset({None, b"SELECT", b"EXAMINE", b"CLOSE", b"UNSELECT", b"L
 _NO_EXPUNGE = frozenset({b"FETCH", b"STORE", b"SEARCH"})
 
 
+def mailbox_flags_lines(flags: Any, permanent: Any) -> list[bytes]:
+    """``FLAGS (...)`` and ``OK [PERMANENTFLAGS (...)]`` (RFC 3501 sections 7.2.6, 7.1).
+
+    No permanent flags means a read-only mailbox, as SELECT/EXAMINE say.
+    """
+    text = "Flags permitted" if permanent else "Read-only mailbox"
+    code = "PERMANENTFLAGS " + format_flags(permanent).decode("utf-8")
+    return [b"FLAGS " + format_flags(flags), b"OK " + status_text(code, text)]
+
+
 def update_lines(updates: MailboxUpdates) -> list[bytes]:
-    """The untagged responses reporting ``updates``, in the order they must be sent."""
+    """The untagged responses reporting ``updates``, in the order they must be sent.
+
+    New keywords come before the FETCH responses that may name them.
+    """
     lines = [b"%d EXPUNGE" % seq for seq in updates.expunged]
+    if updates.mailbox_flags is not None:
+        lines += mailbox_flags_lines(*updates.mailbox_flags)
     if updates.exists is not None:
         lines.append(b"%d EXISTS" % updates.exists)
     if updates.recent is not None:
@@ -46,6 +68,7 @@ def update_lines(updates: MailboxUpdates) -> list[bytes]:
     return lines
 
 
+@implementer(IKeywordListener)
 class UpdatesMixin:
     """Per-session mailbox snapshots kept in step with other sessions."""
 
@@ -92,6 +115,14 @@ class UpdatesMixin:
 
     def modeChanged(self, writeable: Any) -> None:
         """Ignored: a session's read-write mode is fixed when it is selected."""
+
+    def keywords_changed(self, flags: Any, permanent: Any) -> None:
+        """New keywords: announced now, before flags naming them are sent (RFC 3501 7.2.6).
+
+        Untagged FLAGS may come at any time, even amid a command's responses.
+        """
+        for line in mailbox_flags_lines(flags, permanent):
+            super()._respond(line, None, None)  # type: ignore[misc]
 
     # -- IDLE (RFC 2177) -------------------------------------------------------
 

@@ -7,6 +7,13 @@ IMAP layer calls where RFC 3501 sections 5.2 and 7.4.1 allow untagged
 updates.  Messages another session expunged stay in the snapshot until then
 (:meth:`fetch` skips them); with ``poll(allow_expunge=False)`` they wait for
 a later poll.
+
+Keywords (RFC 3501 section 7.2.6): a session remembers the keywords its
+client was told of (SELECT's FLAGS).  A keyword new to the mailbox --
+through STORE, APPEND or COPY in any session -- is announced to each client
+before flags naming it reach that client: by :meth:`poll`'s update, or, when
+flags are handed out between polls (STORE's results, a FETCH's messages), at
+once through the listeners' :class:`~transcoder.store.interfaces.IKeywordListener`.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from zope.interface import implementer
 
 from transcoder.errors import BadCommand, MailboxReadOnly, MessageNotFound
 from transcoder.store.flags import RECENT, SYSTEM_FLAGS, apply_mode, parse_flags
-from transcoder.store.interfaces import MailboxUpdates
+from transcoder.store.interfaces import IKeywordListener, MailboxUpdates
 from transcoder.store.mailbox import MailboxState
 from transcoder.store.message import MaildirMessage
 from transcoder.store.names import DELIMITER
@@ -64,6 +71,8 @@ class MailboxSession:
         self._expunge_mark = state.expunge_count
         self._pending: set[int] = set()
         self._recent = self._claim(self._uids)
+        self._told_keywords = tuple(state.keywords.names())
+        self._told_folded = {k.lower() for k in self._told_keywords}
 
     # -- identity --------------------------------------------------------------
 
@@ -208,8 +217,35 @@ class MailboxSession:
         for seq, u in self._resolve(messages, uid):
             rec = self.state.records.get(u)
             if rec is not None and u not in self._pending:
-                out.append((seq, MaildirMessage(self.state, rec, recent=u in self._recent)))
+                message = MaildirMessage(self.state, rec, u in self._recent, self._before_use)
+                out.append((seq, message))
         return out
+
+    # -- keywords the client was told of (RFC 3501 section 7.2.6) -----------------
+
+    def _keyword_news(self) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """``(FLAGS, PERMANENTFLAGS)`` if the keywords changed since the client was told."""
+        keywords = tuple(self.state.keywords.names())
+        if keywords == self._told_keywords:
+            return None
+        self._told_keywords = keywords
+        self._told_folded = {k.lower() for k in keywords}
+        return tuple(self.getFlags()), tuple(self.permanent_flags())
+
+    def _announce_keywords(self) -> None:
+        """Tell the listeners of keywords their client has not heard of, now."""
+        news = self._keyword_news()
+        if news is None:
+            return
+        for listener in list(self._listeners):
+            announcer: Any = IKeywordListener(listener, None)
+            if announcer is not None:
+                announcer.keywords_changed(*news)
+
+    def _before_use(self, flags: Iterable[str]) -> None:
+        """Flags are about to reach the client: announce any keyword it does not know."""
+        if any(f[:1] != "\\" and f.lower() not in self._told_folded for f in flags):
+            self._announce_keywords()
 
     # -- changes ------------------------------------------------------------------
 
@@ -236,6 +272,8 @@ class MailboxSession:
             new = self.state.set_flags(u, lambda cur: apply_mode(cur, change, mode), self._id)
             if new is not None:
                 result[seq] = list(self._flags_for(u))
+        # Before the caller sends the untagged FETCH responses naming them.
+        self._announce_keywords()
         return result
 
     def addMessage(
@@ -314,6 +352,7 @@ class MailboxSession:
             exists=len(self._uids) if new or len(self._uids) != count else None,
             recent=len(self._recent) if len(self._recent) != recent else None,
             flags=flags,
+            mailbox_flags=self._keyword_news(),
         )
 
     def _flag_changes(self, told_upto: int) -> tuple[tuple[int, int, tuple[str, ...]], ...]:
