@@ -99,6 +99,18 @@ def test_success_clears_the_account_but_not_the_address() -> None:
     assert throttle.failures(A, 300.0) == 3
 
 
+def test_success_gives_a_running_attack_no_burst() -> None:
+    """After the owner's login the account's delays restart, but its checks stay one at a time."""
+    throttle = LoginThrottle()
+    for i in range(5):
+        fail_once(throttle, address_key(f"192.0.2.{i}"), ALICE, 20.0 * i)
+    owner = throttle.request(B, ALICE, 100.0)
+    assert throttle.start_due(100.0) == [owner]
+    throttle.finish(owner, True, 100.0)
+    attackers = [throttle.request(address_key(f"192.0.2.{i}"), ALICE, 100.0) for i in (7, 8, 9)]
+    assert throttle.start_due(100.0) == attackers[:1]
+
+
 def test_failures_are_forgotten_after_a_quiet_period() -> None:
     """forget_after seconds after its last failure, a key is clean again."""
     throttle = LoginThrottle(ThrottlePolicy(forget_after=600.0))

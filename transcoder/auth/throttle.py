@@ -12,8 +12,9 @@ counted per key, whichever connection they came over.
 
 Rules (one attempt = one credential check):
 
-* A key without failures admits up to ``parallel_checks`` checks at once.
-* A key with ``n`` failures admits one check at a time, and not before
+* A key without recent failures admits up to ``parallel_checks`` checks at once.
+* A key that failed recently, now with ``n`` failures on record, admits one
+  check at a time, and not before
   ``delay(n) = min(first_delay * 2**(n-1), max_delay)`` seconds after its last
   failure (Dovecot's auth penalty grows the same way).  Parallel attempts are
   therefore *serialised*: each waits for the previous one's outcome and the
@@ -21,7 +22,7 @@ Rules (one attempt = one credential check):
   then.  A correct password waits its turn like a wrong one, so guessing over
   many connections gains nothing, and the answer's timing tells nothing.
 * An attempt runs when every key it is gated by admits it; waiting attempts
-  run oldest first.  A key with failures that does not admit an attempt now
+  run oldest first.  A key that failed recently and does not admit an attempt now
   and already has ``max_waiting`` attempts waiting refuses the new one
   (:class:`ThrottleBusy`) without a check, and when a key fails while more
   wait on it, the youngest beyond ``max_waiting`` are refused
@@ -29,11 +30,15 @@ Rules (one attempt = one credential check):
   ``max_waiting * max_delay`` seconds.  (Without failures any number may
   queue for the ``parallel_checks``: a busy NAT logging in is not refused.)
   Waiting attempts hold no more memory than the connections they belong to.
-* A key's failures are forgotten ``forget_after`` seconds after its last one.
+* A key's failures are forgotten ``forget_after`` seconds after its last one:
+  it is no longer "recently failed".
 
-What a success resets.  A successful login clears its *account's* failures:
-whoever logged in knew the password, so guarding the account further
-protects nothing.  It does **not** clear the *address's* failures: an
+What a success resets.  A successful login clears its *account's* failure
+count: the owner who mistyped a few times then logs in from other
+connections without a growing delay.  The account stays "recently failed",
+one check at a time, until its failures are forgotten, so an attack that
+goes on gets no parallel burst from the owner's login, only delays that grow
+from 1 s again.  It does **not** clear the *address's* failures: an
 attacker who owns one account (a mailbox at the same hoster, say) could
 otherwise log into it between guesses at other accounts and wipe the
 address's record each time.  The address's failures decay instead.
@@ -67,7 +72,7 @@ class ThrottlePolicy:
     max_delay: float = 15.0
     #: A key's failures are forgotten this long after its last one.
     forget_after: float = 15 * 60.0
-    #: Concurrent checks a key without failures admits.
+    #: Concurrent checks a key without recent failures admits.
     parallel_checks: int = 8
     #: Attempts that may wait on a key that does not admit them now.
     max_waiting: int = 4
@@ -132,7 +137,8 @@ class Attempt:
 @dataclass
 class _KeyState:
     failures: int = 0
-    last_failure: float = 0.0
+    #: When it last failed; None: not recently (never, or forgotten).
+    last_failure: float | None = None
     last_used: float = 0.0
     running: int = 0
     waiting: int = 0
@@ -199,7 +205,7 @@ class LoginThrottle:
         for attempt in reversed(list(self._waiting)):
             states = [self._keys[key] for key in attempt.gates]
             if any(
-                self._forget(st, now).failures and st.waiting > self.policy.max_waiting
+                self._recently_failed(st, now) and st.waiting > self.policy.max_waiting
                 for st in states
             ):
                 shed.append(attempt)
@@ -212,7 +218,9 @@ class LoginThrottle:
             self._open_at(state)
             for attempt in self._waiting
             for state in (self._keys[key] for key in attempt.gates)
-            if state.failures and state.running == 0 and self._open_at(state) > now
+            if self._recently_failed(state, now)
+            and state.running == 0
+            and self._open_at(state) > now
         ]
         return min(times, default=None)
 
@@ -264,18 +272,22 @@ class LoginThrottle:
     # -- keys --------------------------------------------------------------------
 
     def _open_at(self, state: _KeyState) -> float:
-        return state.last_failure + self.policy.delay(state.failures)
+        return (state.last_failure or 0.0) + self.policy.delay(state.failures)
 
     def _forget(self, state: _KeyState, now: float) -> _KeyState:
-        if state.failures and now - state.last_failure >= self.policy.forget_after:
+        if state.last_failure is not None and now - state.last_failure >= self.policy.forget_after:
             state.failures = 0
+            state.last_failure = None
         return state
 
+    def _recently_failed(self, state: _KeyState, now: float) -> bool:
+        return self._forget(state, now).last_failure is not None
+
     def _full(self, state: _KeyState) -> bool:
-        return bool(state.failures) and state.waiting >= self.policy.max_waiting
+        return state.last_failure is not None and state.waiting >= self.policy.max_waiting
 
     def _admits(self, state: _KeyState, now: float) -> bool:
-        if self._forget(state, now).failures == 0:
+        if not self._recently_failed(state, now):
             return state.running < self.policy.parallel_checks
         return state.running == 0 and now >= self._open_at(state)
 
@@ -303,7 +315,7 @@ class LoginThrottle:
 
     def _drop_if_clean(self, key: str) -> None:
         state = self._keys.get(key)
-        if state is not None and state.idle() and state.failures == 0:
+        if state is not None and state.idle() and state.last_failure is None:
             del self._keys[key]
 
     def _trust(self, address: str, account: str, now: float) -> None:

@@ -4,7 +4,8 @@
 real client trips over fixed, one concern per mixin module:
 
 * :mod:`.wire` -- line and literal limits, STARTTLS injection, ID, error responses
-* :mod:`.login` -- LOGIN / AUTHENTICATE policy, failed-login slowdown
+* :mod:`.login` -- LOGIN / AUTHENTICATE policy; :mod:`.login_check` -- the throttled check,
+  failed-login answers and log, the login deadline
 * :mod:`.mailboxes` -- SELECT, LIST/LSUB, CREATE/DELETE/RENAME, STATUS, APPEND, COPY, MOVE
 * :mod:`.search` -- SEARCH
 * :mod:`.transcoding` -- what FETCH serves: the stored message or its transcoded view
