@@ -199,11 +199,16 @@ def test_failure_log_line_is_one_stable_line_with_the_address_first(tmp_path: Pa
 # -- the log of a real server, read by the real fail2ban-regex ------------------------
 
 
-def fail2ban_filter() -> str:
-    """The filter docs/fail2ban.md documents (its ini block for filter.d)."""
+def fail2ban_config(kind: str) -> str:
+    """The ini block docs/fail2ban.md documents for ``/etc/fail2ban/<kind>/``."""
     doc = (Path(__file__).resolve().parents[2] / "docs" / "fail2ban.md").read_text()
     blocks = re.findall(r"```ini\n(.*?)```", doc, re.S)
-    return next(b for b in blocks if b.startswith("# /etc/fail2ban/filter.d/"))
+    return next(b for b in blocks if b.startswith(f"# /etc/fail2ban/{kind}/"))
+
+
+def fail2ban_filter() -> str:
+    """The filter docs/fail2ban.md documents."""
+    return fail2ban_config("filter.d")
 
 
 def fail2ban_ips(log: Path, tmp_path: Path) -> list[str]:
@@ -217,6 +222,26 @@ def fail2ban_ips(log: Path, tmp_path: Path) -> list[str]:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
+
+
+def test_documented_jail_passes_fail2ban_configuration_test(tmp_path: Path) -> None:
+    """fail2ban-client -t accepts the documented filter and jail (on Debian's stock config)."""
+    tool = shutil.which("fail2ban-client")
+    assert tool, "fail2ban-client is missing: install the Debian package fail2ban (.ci/run does)"
+    conf = tmp_path / "fail2ban"
+    shutil.copytree("/etc/fail2ban", conf)
+    for stock_jail in (conf / "jail.d").iterdir():  # Debian's enables sshd, whose log is absent
+        stock_jail.unlink()
+    log = tmp_path / "twistd.log"
+    log.write_text("")
+    (conf / "filter.d" / "imap-transcoder.conf").write_text(fail2ban_filter())
+    jail = fail2ban_config("jail.d").replace("/var/log/imap-transcoder/twistd.log", str(log))
+    (conf / "jail.d" / "imap-transcoder.conf").write_text(jail)
+    test = subprocess.run([tool, "-c", conf, "-t"], capture_output=True, text=True, timeout=120)
+    assert test.returncode == 0 and "OK" in test.stdout, test.stdout + test.stderr
+    dump = subprocess.run([tool, "-c", conf, "-d"], capture_output=True, text=True, timeout=120)
+    assert "['add', 'imap-transcoder'" in dump.stdout
+    assert "authentication failed: rip=<ADDR>" in dump.stdout
 
 
 @pytest.mark.integration
