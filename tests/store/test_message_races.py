@@ -137,3 +137,41 @@ def test_another_process_store_sees_the_same_file(tmp_path: Path, clock: Clock) 
     assert second is not None
     second.store(MessageSet(1), ["\\Seen", "\\Flagged"], 0, uid=True)
     assert in_worker_thread(lambda: read_all(msg)) == DATA
+
+
+def test_readers_never_miss_a_file_renamed_without_pause(account: MaildirAccount) -> None:
+    """Two worker threads open a message 1,000 times each while a third renames it non-stop."""
+    msg = stored(account)
+    stop = threading.Event()
+
+    def renamer() -> None:
+        infos = ("S", "FS", "F", "RS", "")
+        turn = 0
+        while not stop.is_set():
+            turn += 1
+            (old,) = (account.root / "cur").iterdir()
+            os.rename(old, old.with_name(old.name.partition(":")[0] + ":2," + infos[turn % 5]))
+
+    def reads() -> list[bytes | BaseException]:
+        out: list[bytes | BaseException] = []
+        for _ in range(1000):
+            try:
+                out.append(read_all(msg))
+            except BaseException as e:  # counted, not raised, in the thread
+                out.append(e)
+        return out
+
+    moving = threading.Thread(target=renamer)
+    moving.start()
+    try:
+        results: list[list[bytes | BaseException]] = []
+        readers = [threading.Thread(target=lambda: results.append(reads())) for _ in range(2)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+    finally:
+        stop.set()
+        moving.join()
+    outcomes = [outcome for result in results for outcome in result]
+    assert len(outcomes) == 2000 and all(outcome == DATA for outcome in outcomes)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 #: How often a message file renamed under a reader is looked for again.
-RESOLVE_ATTEMPTS = 5
+RESOLVE_ATTEMPTS = 10
 
 
 class MessageExpunged(FileNotFoundError):
@@ -247,14 +247,17 @@ class MaildirMessage:
         for _ in range(RESOLVE_ATTEMPTS):
             try:
                 return action(path)
-            except FileNotFoundError:
-                found = find_by_base(self._state.cur, self._record.base)
-                if found == path:
-                    raise  # the file is there: something else is missing (link's target)
+            except FileNotFoundError as e:
+                error = e
+                cur, base = self._state.cur, self._record.base
+                # A file renamed while the directory is read may be in neither
+                # listing's view (POSIX readdir): only two misses mean it is gone.
+                found = find_by_base(cur, base) or find_by_base(cur, base)
                 if found is None:
-                    break
+                    raise MessageExpunged(f"message {self.uid} is gone") from e
                 path = found  # renamed by a flag change; it may move again meanwhile
-        raise MessageExpunged(f"message {self.uid} of {self._state.name} is gone")
+        # Found every time, yet the action failed: something else is missing (link's target).
+        raise error
 
     def entity(self) -> Entity:
         """The MIME structure of the message (cached).
