@@ -57,10 +57,12 @@ class LimitedConnection(ProtocolWrapper):
 
     def makeConnection(self, transport: Any) -> None:
         """Count the connection, or swap in the refusal before anything is sent."""
-        address = self.factory.address_of(transport.getPeer())
+        peer = transport.getPeer()
+        address = self.factory.address_of(peer)
         if self.factory.admit(address):
             self.counted_as = address
         else:
+            log.info("Refusing connection from {peer}: too many connections", peer=peer_host(peer))
             self.wrappedProtocol = _TooManyConnections()
         super().makeConnection(transport)
 
@@ -94,7 +96,6 @@ class ConnectionLimitFactory(WrappingFactory):
     def admit(self, address: str) -> bool:
         """Count one more connection from ``address``, unless that exceeds a limit."""
         if self.total >= self.max_total or self.per_address[address] >= self.max_per_address:
-            log.info("Refusing connection from {address}: too many connections", address=address)
             return False
         self.total += 1
         self.per_address[address] += 1
