@@ -51,8 +51,8 @@ by the address alone, so an account under attack from elsewhere stays open
 to its owner at the addresses they use (the address gate still applies).
 
 Memory is bounded: at most ``max_keys`` keys and ``trusted_pairs`` pairs are
-kept, least recently used evicted first; keys without failures are dropped as
-soon as no attempt uses them.
+kept, least recently used evicted first; keys that have not failed recently
+are dropped as soon as no attempt uses them.
 """
 
 from __future__ import annotations
