@@ -14,6 +14,7 @@ and feeds its log to the real ``fail2ban-regex``.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import re
 import shutil
@@ -101,6 +102,21 @@ def test_correct_password_after_failures_waits_its_turn(tmp_path: Path, owner_ho
     assert owner.output().startswith(b"b OK [CAPABILITY ")
     assert site.checks[-1][1] == b"alice@example.org"
     assert site.checks[-1][0] == pytest.approx(CHECK_TIME + POLICY.max_delay, abs=0.03)
+
+
+def test_authenticate_is_throttled_like_login(tmp_path: Path) -> None:
+    """AUTHENTICATE PLAIN after failures waits for the same slot as LOGIN would."""
+    site = Site(tmp_path)
+    for i in range(BURST):
+        site.connect(ATTACKER).send(b"a LOGIN alice@example.org wrong%d\r\n" % i)
+    run_clock(site.clock, 1)
+    owner = site.connect(ATTACKER)
+    response = base64.b64encode(b"\0alice@example.org\0" + PASSWORD.encode())
+    owner.send(b"b AUTHENTICATE PLAIN " + response + b"\r\n")
+    run_clock(site.clock, POLICY.max_delay - 1)
+    assert owner.output() == b"" and len(site.checks) == BURST
+    run_clock(site.clock, 3 * CHECK_TIME)
+    assert owner.output().startswith(b"b OK [CAPABILITY ")
 
 
 def test_other_address_and_account_are_unaffected(tmp_path: Path) -> None:
