@@ -1,0 +1,1 @@
+"""Tests of the benchmarks' own protocol code (the load generator's checks)."""
