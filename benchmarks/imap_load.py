@@ -118,7 +118,7 @@ def measure(
     processes, rss, peak, pss = memory
     return RunResult(
         name, options.clients_now, options.duration, stats, errors, processes, rss, peak, pss,
-        used, time.process_time() - started,
+        used, time.process_time() - started, load=load_note(),
     )  # fmt: skip
 
 

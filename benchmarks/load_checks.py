@@ -17,6 +17,7 @@ naming the rule broken:
 * a keyword in ``FETCH ... FLAGS`` that the latest ``* FLAGS`` did not name
   (7.2.6, system flags excepted);
 * ``SEARCH`` numbers above the count, ``UID SEARCH`` naming an expunged UID;
+* ``APPENDUID`` (RFC 4315) naming a UID not above those already known;
 * ``BODY[]`` whose length is not the ``RFC822.SIZE`` given for the message;
   the FETCH answering ``STORE +FLAGS`` without the flag stored;
 * a tagged response for no command in progress, a command left without one
@@ -80,7 +81,6 @@ class Command:
     #: (sequence number, flag) that ``STORE +FLAGS`` set; the flags a FETCH then showed.
     stored: tuple[int, bytes] | None = None
     flags_seen: frozenset[bytes] | None = None
-    expect_no: bool = False  # a NO is an answer here (e.g. LOGOUT races)
 
 
 @dataclass
@@ -140,13 +140,11 @@ class ProtocolChecker:
             self.logging_out = True
         self.in_progress[command.tag] = command
 
-    def abandon(self, why: str) -> list[Command]:
-        """The connection is gone: every command in progress is an error; return them."""
-        left = list(self.in_progress.values())
-        for command in left:
+    def abandon(self, why: str) -> None:
+        """The connection is gone: every command still in progress is an error."""
+        for command in self.in_progress.values():
             self.errors.add(f"no tagged response ({why})", command.line[:80].decode())
         self.in_progress.clear()
-        return left
 
     # -- the server's side ---------------------------------------------------
 
@@ -159,9 +157,11 @@ class ProtocolChecker:
             return None
         if response.name == b"OK":
             self._check_store(command, response)
+            if code_name(response.code) == b"APPENDUID":
+                self._check_appenduid(response)
         elif code_name(response.code) == b"EXPUNGEISSUED":
             self.errors.expunge_issued[f"NO [EXPUNGEISSUED] to {command.name}"] += 1
-        elif not command.expect_no:
+        else:
             what = f"{response.name.decode()} to {command.name}: "
             code = f"[{code_name(response.code).decode()}] " if response.code else ""
             self.errors.add(what + code + normalise(response.text), _example(command, response))
@@ -336,6 +336,20 @@ class ProtocolChecker:
         elif "SEARCH" in names and any(not 1 <= n <= self.view.count for n in numbers):
             self.errors.add(
                 "SEARCH names a number above the message count", _example(None, response)
+            )
+
+    def _check_appenduid(self, response: Response) -> None:
+        """RFC 4315 APPENDUID: a new UID, above every UID the session knows (RFC 3501 2.3.1.1)."""
+        assert response.code is not None
+        view = self.view
+        _, validity, uid = response.code.split()[:3]
+        if view is None or validity != view.uidvalidity or not uid.isdigit():
+            return
+        known = [u for u in view.uids if u is not None]
+        if int(uid) in view.expunged or (known and int(uid) <= max(known)):
+            self.errors.add(
+                "APPENDUID not above the UIDs already assigned (RFC 3501 2.3.1.1)",
+                _example(None, response) + f" (highest known UID {max(known, default=0)})",
             )
 
     def _check_store(self, command: Command, response: Response) -> None:

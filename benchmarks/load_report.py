@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from load_checks import ErrorLog
 from load_client import Stats
@@ -32,7 +32,8 @@ class RunResult:
     pss_end: int = 0
     server_cpu: float = 0.0
     client_cpu: float = 0.0
-    log_problems: int = 0
+    log_problems: list[str] = field(default_factory=list)
+    load: str = ""  # the load average at the end of the run
 
     @property
     def total_ops(self) -> int:
@@ -68,6 +69,8 @@ def median_ms(result: RunResult, label: str) -> float:
 def print_run(result: RunResult) -> None:
     """The per-command table, memory, CPU and the protocol errors of one run."""
     print(f"\n== {result.name}: {result.clients} clients, {result.seconds:.0f} s ==")
+    if result.load:
+        print(result.load)
     print(f"{'command':14} {'ops':>7} {'ops/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'NO/BAD':>7}")
     for label in labels([result]):
         times = result.stats.latencies[label]

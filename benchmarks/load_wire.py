@@ -9,7 +9,8 @@ and zero or more literals").  The literal octets are never searched for
 CRLF, so a literal holding ``\\r\\n* 3 EXPUNGE\\r\\n`` stays data.
 
 :func:`tokens` reads the data of an untagged response into nested lists of
-``bytes`` -- atoms, quoted strings (unescaped), literals -- with a section
+``bytes`` -- atoms, quoted strings (unescaped), literals; ``NIL`` is None
+(RFC 3501 section 4.5) -- with a section
 such as ``BODY[HEADER.FIELDS (FROM)]<0>`` kept as one atom;
 :func:`fetch_items` reads a FETCH response's ``msg-att`` pairs.  Status
 responses (OK/NO/BAD/BYE/PREAUTH) split into an optional ``[response code]``
@@ -28,7 +29,7 @@ _STATUS = frozenset((b"OK", b"NO", b"BAD", b"BYE", b"PREAUTH"))
 _ATOM_END = frozenset(b' ()"{')
 _SP, _LPAREN, _RPAREN, _DQUOTE, _LBRACE, _TILDE, _LBRACKET, _RBRACKET = b' ()"{~[]'
 
-Token = bytes | list["Token"]
+Token = bytes | None | list["Token"]
 
 
 class WireError(Exception):
@@ -140,7 +141,7 @@ def code_name(code: bytes | None) -> bytes:
 
 
 def tokens(data: bytes) -> list[Token]:
-    """``data`` as nested lists of atoms, strings and literals (all ``bytes``)."""
+    """``data`` as nested lists of atoms, strings and literals (``bytes``); NIL is None."""
     stack: list[list[Token]] = [[]]
     i, end = 0, len(data)
     while i < end:
@@ -164,7 +165,7 @@ def tokens(data: bytes) -> list[Token]:
             stack[-1].append(value)
         else:
             value, i = _atom(data, i)
-            stack[-1].append(value)
+            stack[-1].append(None if value.upper() == b"NIL" else value)
     if len(stack) != 1:
         raise WireError(f"unbalanced '(' in {data[:80]!r}")
     return stack[0]

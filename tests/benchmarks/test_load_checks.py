@@ -54,9 +54,9 @@ def test_reader_frames_literals_fed_one_octet_at_a_time() -> None:
 
 
 def test_tokens_keep_sections_whole_and_unescape_quoted_strings() -> None:
-    """BODY[HEADER.FIELDS (FROM)] is one atom; a quoted string loses its escapes."""
+    """BODY[HEADER.FIELDS (FROM)] is one atom; a quoted string loses its escapes; NIL is None."""
     assert tokens(b'(BODY[HEADER.FIELDS (FROM)]<0> "a\\"b" NIL)') == [
-        [b"BODY[HEADER.FIELDS (FROM)]<0>", b'a"b', b"NIL"]
+        [b"BODY[HEADER.FIELDS (FROM)]<0>", b'a"b', None]
     ]
     with pytest.raises(WireError):
         tokens(b"(UID 5")
@@ -146,11 +146,24 @@ def test_store_answer_must_show_the_flag_and_sizes_must_agree() -> None:
     feed(checker, b"* 1 FETCH (UID 1 RFC822.SIZE 5)", b"A1 OK done")
     feed(checker, b"* 1 FETCH (FLAGS ())", b"A2 OK done")
     send(checker, b"A3", b"FETCH 1 (BODY.PEEK[])")
+    feed(checker, b"* 2 FETCH (UID 2 RFC822.SIZE 0 BODY[] NIL)")  # Dovecot, once expunged
     feed(checker, b"* 1 FETCH (UID 1 BODY[] {4}\r\nabcd)", b"A3 OK done")
     assert set(checker.errors.counts) == {
         "FETCH after STORE +FLAGS lacks the flag stored",
         "BODY[] length differs from RFC822.SIZE (RFC 3501 6.4.5)",
     }
+
+
+def test_appenduid_must_be_a_new_uid() -> None:
+    """APPENDUID names a UID above every UID the session has seen in the mailbox."""
+    checker = selected(3)
+    feed(checker, b"* OK [UIDVALIDITY 7] ok")
+    send(checker, b"A1", b"APPEND INBOX")
+    send(checker, b"A2", b"APPEND INBOX")
+    feed(checker, b"A1 OK [APPENDUID 7 4] done", b"A2 OK [APPENDUID 7 2] done")
+    assert list(checker.errors.counts) == [
+        "APPENDUID not above the UIDs already assigned (RFC 3501 2.3.1.1)"
+    ]
 
 
 def test_pipelines_follow_rfc_3501_section_5_5() -> None:
