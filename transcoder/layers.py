@@ -33,6 +33,7 @@ from transcoder.transcoders.interfaces import Transcoder
 from transcoder.transcoders.pgpmime import PgpMimeTranscoder
 from transcoder.transcoders.registry import TranscoderRegistry
 from transcoder.transcoders.smime import SmimeTranscoder
+from transcoder.view_secret import load_view_secret
 
 #: The twisted.logger namespace of key audit events (see transcoder.keys.keystore).
 AUDIT_NAMESPACE = "transcoder.keys.audit"
@@ -158,5 +159,8 @@ def transcoding_layer(
         return threads.deferToThreadPool(reactor, pool, f, *args)
 
     cache = ViewCache(data / "views", run_blocking, max_bytes=options["view-cache-size"] * MiB)
-    config = TranscodingConfig(registry, cache, obscure_subject=bool(options["obscure-subject"]))
+    secret = load_view_secret(data, options.get("view-secret"))[0]
+    config = TranscodingConfig(
+        registry, cache, obscure_subject=bool(options["obscure-subject"]), view_secret=secret
+    )
     return config, ThreadPoolService(pool)

@@ -7,6 +7,8 @@ Layout of ``--data DIR`` (created on first start)::
     DIR/tls/            server.crt / server.key (self-signed unless --tls-cert/--tls-key)
     DIR/keys.db         the keystore (SQLite): users' keys and policies, see transcoder.keys
     DIR/audit.jsonl     the key audit log: one JSON object per line (twisted.logger events)
+    DIR/view-secret     32 random octets every view's randomness derives from (unless
+                        --view-secret names another file), see transcoder.view_secret
 """
 
 from __future__ import annotations
@@ -83,6 +85,13 @@ class Options(usage.Options):
         ],
         ["smime-rsa-padding", None, "pkcs1v15", "RSA key transport: pkcs1v15 or oaep."],
         ["view-cache-size", None, "1024", "Size cap of the transcoded-view cache, in MiB."],
+        [
+            "view-secret",
+            None,
+            None,
+            "File of the 32-octet view secret, shared by servers that must serve the same views"
+            " (default: DIR/view-secret, created on first start).",
+        ],
         ["gpg-processes", None, "0", "Concurrent gpg encryptions (0: one per CPU)."],
         ["max-connections", None, "1000", "Connections served at once, in total."],
         [

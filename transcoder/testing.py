@@ -15,8 +15,12 @@ promise the server relies on (DESIGN.md, "Invariants")::
 
 The checks use plain ``assert`` and in-memory files, so they run under
 pytest as written and under :mod:`unittest` when mixed into a
-``TestCase``.  Override :meth:`TranscoderConformance.request_time` when
-your key is only valid at a fixed moment, and
+``TestCase``.  Requests carry draws derived as the server derives them
+(:class:`~transcoder.transcoders.derivation.DerivedRandom` under a fixed
+test secret), and one check holds the server's promise that the same
+message, keys and draws give the same octets.  Override
+:meth:`TranscoderConformance.request_time` when your key is only valid at a
+fixed moment, and
 :meth:`~TranscoderConformance.unservable_key_sets` to add keys of your own
 that must be refused.
 
@@ -27,16 +31,17 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import io
 import random
 import unittest
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from zope.interface.verify import verifyObject
 
 from transcoder.keys.model import KeyFormat, KeyStatus, KeyUsage, StoredKey
+from transcoder.transcoders.derivation import DerivedRandom, ViewIdentity
 from transcoder.transcoders.errors import TranscodeFailed
 from transcoder.transcoders.interfaces import (
     ISizePredictor,
@@ -49,6 +54,8 @@ from transcoder.transcoders.interfaces import (
 from transcoder.transcoders.registry import check_transcoder
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#: The view secret of conformance requests (a test value, no secret).
+TEST_SECRET = bytes(range(32))
 
 
 def plaintext_marker(seed: int = 0) -> bytes:
@@ -134,12 +141,26 @@ class TranscoderConformance:
         obscure_subject: bool = False,
         seed: int = 0,
     ) -> TranscodeRequest:
-        """A request for ``message`` with seeded randomness, its source positioned at the end."""
+        """A request for ``message``, its source positioned at the end.
+
+        Its draws are derived as the server derives them, from a fixed test
+        secret and an identity made of the message's digest, the keys and ``seed``.
+        """
         source = io.BytesIO(message)
         source.seek(0, io.SEEK_END)  # a transcoder must seek, not assume position 0
-        rng: Callable[[int], bytes] = random.Random(seed).randbytes
+        identity = ViewIdentity(
+            hashlib.sha256(message).digest(),
+            tuple(sorted(k.fingerprint for k in keys)),
+            "conformance",
+            f"seed={seed}",
+        )
         return TranscodeRequest(
-            source, len(message), keys, self.request_time(), rng, obscure_subject
+            source,
+            len(message),
+            keys,
+            self.request_time(),
+            DerivedRandom(TEST_SECRET, identity),
+            obscure_subject,
         )
 
     def _run(self, request: TranscodeRequest) -> tuple[TranscodeResult, bytes]:
@@ -206,6 +227,17 @@ class TranscoderConformance:
             first, _ = self._run(self.make_request(message, (self.make_key(),)))
             second, _ = self._run(self.make_request(message, (self.make_key(),)))
             assert first.size == second.size, name
+
+    def test_same_draws_give_the_same_octets(self) -> None:
+        """The same message, keys and derived draws give the same view, octet for octet.
+
+        What lets every server sharing a view secret serve the same octets
+        without keeping a copy: all randomness must come from the request.
+        """
+        for name, message in sample_messages(plaintext_marker(7)).items():
+            _, first = self._run(self.make_request(message, (self.make_key(),)))
+            _, second = self._run(self.make_request(message, (self.make_key(),)))
+            assert first == second, f"{name}: the view changed between two runs"
 
     def test_predicted_size_matches(self) -> None:
         """A transcoder that predicts its size (ISizePredictor) predicts it exactly."""

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.cms.draws import LabelledDraws, counting_draw, scalar_draw
 from tests.cms.parties import Party
 from tests.cms.peers import body_to_der, encrypt, openssl_decrypt
 from transcoder.cms import (
@@ -71,11 +73,6 @@ class ReadOnlySource:
     def read(self, size: int = -1) -> bytes:
         """Read up to ``size`` octets."""
         return self._stream.read(size)
-
-
-def fixed_random(size: int) -> bytes:
-    """A deterministic stand-in for os.urandom (tests only)."""
-    return bytes(range(1, size + 1))
 
 
 def test_memory_stays_flat_for_a_20_mb_message(parties: dict[str, Party], tmp_path: Path) -> None:
@@ -145,39 +142,40 @@ def test_no_recipient_is_refused() -> None:
 
 
 def test_a_random_source_of_the_wrong_length_is_refused(parties: dict[str, Party]) -> None:
-    """random_bytes must return exactly the octets asked for."""
+    """A draw must return exactly the octets asked for."""
     with pytest.raises(CmsError):
-        encrypt(b"x", [parties["p256"].recipient()], CmsSettings(), random_bytes=lambda n: b"\x00")
+        encrypt(b"x", [parties["p256"].recipient()], CmsSettings(), draw=lambda label, n: b"\x00")
 
 
-def test_an_ephemeral_key_on_the_wrong_curve_is_refused(parties: dict[str, Party]) -> None:
-    """ec_ephemeral must return a key on the curve it is asked for."""
+def test_a_source_of_only_zero_octets_cannot_pad_for_rsa(parties: dict[str, Party]) -> None:
+    """PKCS#1 v1.5 needs nonzero padding octets: a source giving only zeros is refused."""
     with pytest.raises(CmsError):
-        encrypt(
-            b"x",
-            [parties["p384"].recipient()],
-            CmsSettings(),
-            ec_ephemeral=lambda curve: ec.generate_private_key(ec.SECP256R1()),
-        )
+        encrypt(b"x", [parties["rsa2048"].recipient()], CmsSettings(), draw=lambda _, n: bytes(n))
 
 
-def test_injected_randomness_makes_the_output_reproducible(parties: dict[str, Party]) -> None:
-    """With random_bytes and ec_ephemeral injected, EC messages are identical octet for octet."""
-    ephemeral = ec.derive_private_key(0x1234567, ec.SECP256R1())
+@pytest.mark.parametrize("name", ["p256", "p384", "p521", "rsa2048"])
+def test_injected_randomness_makes_the_output_reproducible(
+    parties: dict[str, Party], name: str
+) -> None:
+    """With every draw injected, messages are identical octet for octet (EC and RSA alike)."""
     plaintext = os.urandom(5000)
-    recipients = [parties["p256"].recipient()]
-    bodies = {
-        encrypt(
-            plaintext,
-            recipients,
-            CmsSettings("aes256-gcm"),
-            random_bytes=fixed_random,
-            ec_ephemeral=lambda curve: ephemeral,
-        )
-        for _ in range(2)
-    }
+    recipients = [parties[name].recipient()]
+    settings = CmsSettings("aes256-gcm")
+    bodies = {encrypt(plaintext, recipients, settings, draw=counting_draw) for _ in range(2)}
     assert len(bodies) == 1
-    assert encrypt(plaintext, recipients, CmsSettings("aes256-gcm")) not in bodies
+    assert encrypt(plaintext, recipients, settings) not in bodies
+
+
+def test_the_ephemeral_key_is_the_drawn_scalar(parties: dict[str, Party], tmp_path: Path) -> None:
+    """The ecdh-scalar draw c becomes the ephemeral key (c mod (n-1)) + 1; openssl opens it."""
+    ephemeral = ec.derive_private_key(0x1234567, ec.SECP256R1())
+    draws = LabelledDraws({"cms/recipient/0/ecdh-scalar": scalar_draw(ephemeral)}, os.urandom)
+    body = encrypt(b"inner", [parties["p256"].recipient()], CmsSettings(), draw=draws)
+    point = ephemeral.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    assert point in body_to_der(body)
+    assert openssl_decrypt(tmp_path, body_to_der(body), parties["p256"]) == b"inner"
 
 
 class FailingSink(io.RawIOBase):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from asn1crypto import cms
 from cryptography.hazmat.primitives import hashes, keywrap, serialization
@@ -11,9 +9,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 
+from tests.cms.draws import FixedRandom, LabelledDraws, scalar_draw
 from tests.cms.parties import Party
 from tests.cms.peers import body_to_der, encrypt
 from transcoder.cms import CmsSettings, enveloped_size
+from transcoder.cms.randomness import CEK, IV
 
 PLAINTEXT = b"Subject: structure\r\n\r\nbody\r\n" * 7
 #: id-ecPublicKey with absent parameters (RFC 5753 section 7.1.2).
@@ -30,18 +30,6 @@ OAEP_SHA256_PARAMS = bytes.fromhex(
     "a00f300d06096086480165030402010500"
     "a11c301a06092a864886f70d010108300d06096086480165030402010500"
 )
-
-
-class FixedRandom:
-    """A random source that returns counted, recognisable octets and records each request."""
-
-    def __init__(self) -> None:
-        self.requests: list[int] = []
-        self._counter = itertools.count(1)
-
-    def __call__(self, size: int) -> bytes:
-        self.requests.append(size)
-        return bytes([next(self._counter)]) * size
 
 
 def load(der: bytes) -> cms.ContentInfo:
@@ -82,13 +70,11 @@ def test_oaep_parameters_name_sha256_and_mgf1_sha256(parties: dict[str, Party]) 
 
 @pytest.mark.parametrize("cipher", ["aes128-cbc", "aes256-cbc"])
 def test_cbc_content_uses_the_injected_key_and_iv(parties: dict[str, Party], cipher: str) -> None:
-    """The CEK and the IV come from random_bytes, in that order; the content decrypts with them."""
+    """The CEK and the IV are the draws cms/cek and cms/iv; the content decrypts with them."""
     source = FixedRandom()
     settings = CmsSettings(cipher)
-    der = body_to_der(
-        encrypt(PLAINTEXT, [parties["rsa2048"].recipient()], settings, random_bytes=source)
-    )
-    assert source.requests == [settings.key_size, 16]
+    der = body_to_der(encrypt(PLAINTEXT, [parties["rsa2048"].recipient()], settings, draw=source))
+    assert source.requests[:2] == [(CEK, settings.key_size), (IV, 16)]
     eci = load(der)["content"]["encrypted_content_info"]
     assert eci["content_encryption_algorithm"]["algorithm"].native == cipher.replace("-", "_")
     assert eci["content_encryption_algorithm"]["parameters"].native == b"\x02" * 16
@@ -107,10 +93,8 @@ def test_gcm_is_auth_enveloped_data_with_icv_16_in_mac(
     """AES-GCM: AuthEnvelopedData v0, 12-octet nonce, ICVlen 16, the tag in mac, no authAttrs."""
     source = FixedRandom()
     settings = CmsSettings(cipher)
-    der = body_to_der(
-        encrypt(PLAINTEXT, [parties["p256"].recipient()], settings, random_bytes=source)
-    )
-    assert source.requests == [settings.key_size, 12]
+    der = body_to_der(encrypt(PLAINTEXT, [parties["p256"].recipient()], settings, draw=source))
+    assert source.requests[:2] == [(CEK, settings.key_size), (IV, 12)]
     info = load(der)
     assert info["content_type"].native == "authenticated_enveloped_data"
     envelope = info["content"]
@@ -153,15 +137,11 @@ def test_ec_kari_fields_and_key_derivation(
     party = parties[party_name]
     ephemeral = ec.generate_private_key(party.key.curve)
     settings = CmsSettings(cipher)
-    der = body_to_der(
-        encrypt(
-            PLAINTEXT,
-            [party.recipient()],
-            settings,
-            random_bytes=FixedRandom(),
-            ec_ephemeral=lambda curve: ephemeral,
-        )
+    draws = LabelledDraws(
+        {CEK: b"\x01" * settings.key_size, "cms/recipient/0/ecdh-scalar": scalar_draw(ephemeral)},
+        bytes,
     )
+    der = body_to_der(encrypt(PLAINTEXT, [party.recipient()], settings, draw=draws))
     envelope = load(der)["content"]
     # RFC 5083: AuthEnvelopedData is always v0; RFC 5652 6.1: EnvelopedData with kari is v2.
     assert envelope["version"].native == ("v0" if settings.authenticated else "v2")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.cms.draws import vector_draws
 from tests.cms.parties import Party
 from tests.cms.peers import body_to_der, openssl_decrypt
 from transcoder.cms import CmsSettings, Recipient, encrypt_to_smime_body
@@ -33,8 +33,6 @@ def vector_party() -> Party:
 def test_encoder_reproduces_the_vector(vector_party: Party, case: dict[str, Any]) -> None:
     """Same inputs and randomness give the stored body, octet for octet."""
     plaintext = case["plaintext"].encode()
-    supply = io.BytesIO(bytes.fromhex(case["random"]))
-    ephemeral = ec.derive_private_key(int(case["ephemeral"], 16), ec.SECP256R1())
     out = io.BytesIO()
     encrypt_to_smime_body(
         io.BytesIO(plaintext),
@@ -42,8 +40,7 @@ def test_encoder_reproduces_the_vector(vector_party: Party, case: dict[str, Any]
         out,
         [Recipient.from_certificate(vector_party.cert_der)],
         CmsSettings(case["cipher"]),
-        random_bytes=supply.read,
-        ec_ephemeral=lambda curve: ephemeral,
+        draw=vector_draws(case),
     )
     assert out.getvalue() == case["body"].encode("ascii")
 

@@ -60,4 +60,4 @@ def test_example_tests_pass_against_the_installed_package(installed: tuple[Path,
         source.parent,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "12 passed" in result.stdout and "skipped" not in result.stdout
+    assert "13 passed" in result.stdout and "skipped" not in result.stdout

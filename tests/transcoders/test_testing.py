@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import unittest
 from collections.abc import Sequence
 from datetime import datetime
@@ -53,7 +54,10 @@ class Toy:
             return data
         if self.flaw == "base64":
             return base64.encodebytes(data)
-        pad = request.random_bytes(len(data))
+        if self.flaw == "system-random":
+            pad = os.urandom(len(data))
+        else:
+            pad = request.random_bytes(len(data))
         return bytes(a ^ b for a, b in zip(data, pad, strict=True))
 
     def transcode(self, request: TranscodeRequest, out: BinaryIO) -> TranscodeResult:
@@ -109,6 +113,7 @@ def test_sound_transcoder_passes_every_check(check: str) -> None:
         ("serves-anything", "test_refuses_keys_it_cannot_serve"),
         ("serves-anything", "test_refuses_key_expired_at_request_time"),
         ("ignores-obscure", "test_obscured_subject_stays_inside"),
+        ("system-random", "test_same_draws_give_the_same_octets"),
     ],
 )
 def test_flawed_transcoder_fails_its_check(flaw: str, check: str) -> None:

@@ -10,10 +10,14 @@ Structures come from asn1crypto, primitives from cryptography; no twisted.
 * :func:`encrypt_to_smime_body` -- plaintext stream in, base64 body out, in
   constant memory; :func:`smime_body_size` / :func:`enveloped_size` predict
   its size exactly without encrypting.
+* :data:`Draw` -- every random value is drawn by label
+  (:mod:`transcoder.cms.randomness`), never from OpenSSL's generator, so
+  derived draws make the output a pure function of its inputs.
 """
 
 from transcoder.cms.envelope import enveloped_size
 from transcoder.cms.errors import CmsError, InputTooShort, UnsupportedRecipient
+from transcoder.cms.randomness import Draw, system_draw
 from transcoder.cms.recipients import Recipient
 from transcoder.cms.settings import CIPHERS, RSA_PADDINGS, CmsSettings, smime_type
 from transcoder.cms.stream import encrypt_to_smime_body, smime_body_size
@@ -23,6 +27,7 @@ __all__ = [
     "RSA_PADDINGS",
     "CmsError",
     "CmsSettings",
+    "Draw",
     "InputTooShort",
     "Recipient",
     "UnsupportedRecipient",
@@ -30,4 +35,5 @@ __all__ = [
     "enveloped_size",
     "smime_body_size",
     "smime_type",
+    "system_draw",
 ]

@@ -2,7 +2,8 @@
 
 * RSA keys get a KeyTransRecipientInfo (RFC 5652 section 6.2.1): the CEK
   encrypted with RSAES-PKCS1-v1_5 or RSAES-OAEP (SHA-256, MGF1-SHA-256;
-  RFC 8017 section 7.1, parameters as RFC 4055 section 4.1 encodes them).
+  RFC 8017 section 7.1, parameters as RFC 4055 section 4.1 encodes them),
+  the encodings built by :mod:`transcoder.cms.rsa`.
 * EC keys (P-256, P-384, P-521) get a KeyAgreeRecipientInfo (RFC 5652
   section 6.2.2) with ephemeral-static ECDH (RFC 5753 section 3.1, see
   :mod:`transcoder.cms.ecdh`).
@@ -21,18 +22,20 @@ from functools import cached_property, lru_cache
 from asn1crypto import algos, cms, keys, x509
 from cryptography import x509 as cx509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from transcoder.cms import der
 from transcoder.cms.ecdh import (
     KEY_WRAP_OVERHEAD,
     PROFILES,
-    EphemeralFactory,
     agree_and_wrap,
+    ephemeral_key,
     key_encryption_algorithm,
 )
 from transcoder.cms.errors import UnsupportedRecipient
+from transcoder.cms.randomness import Draw
+from transcoder.cms.rsa import encrypt_key
 from transcoder.cms.settings import CmsSettings
 
 #: Smallest RSA modulus we encrypt to; the keys layer admits nothing smaller.
@@ -121,17 +124,19 @@ class EncodedInfo:
 
 
 def recipient_info(
-    recipient: Recipient,
-    cek: bytes,
-    settings: CmsSettings,
-    ephemeral_factory: EphemeralFactory,
+    recipient: Recipient, index: int, cek: bytes, settings: CmsSettings, draw: Draw
 ) -> EncodedInfo:
-    """The RecipientInfo that gives ``recipient`` the content-encryption key ``cek``."""
+    """The RecipientInfo that gives ``recipient`` the content-encryption key ``cek``.
+
+    ``index`` is the recipient's position in the message's list: its padding
+    string, OAEP seed or ephemeral key is drawn under labels of its own
+    (:mod:`transcoder.cms.randomness`).
+    """
     key = recipient.public_key
     if isinstance(key, rsa.RSAPublicKey):
-        return _ktri(recipient, settings, key.encrypt(cek, _rsa_padding(settings)))
+        return _ktri(recipient, settings, encrypt_key(key, cek, settings, draw, index))
     profile = PROFILES[key.curve.name]
-    point, wrapped = agree_and_wrap(key, profile, cek, ephemeral_factory)
+    point, wrapped = agree_and_wrap(key, profile, cek, ephemeral_key(key.curve, draw, index))
     return _kari(recipient, settings, point, wrapped)
 
 
@@ -147,13 +152,6 @@ def placeholder_info(recipient: Recipient, settings: CmsSettings) -> EncodedInfo
         return _ktri(recipient, settings, bytes((key.key_size + 7) // 8))
     point = b"\x04" + bytes(PROFILES[key.curve.name].point_size - 1)
     return _kari(recipient, settings, point, bytes(settings.key_size + KEY_WRAP_OVERHEAD))
-
-
-def _rsa_padding(settings: CmsSettings) -> padding.AsymmetricPadding:
-    if settings.rsa_padding == "oaep":
-        sha256 = hashes.SHA256()
-        return padding.OAEP(mgf=padding.MGF1(sha256), algorithm=sha256, label=None)
-    return padding.PKCS1v15()
 
 
 def _rsa_algorithm(settings: CmsSettings) -> cms.KeyEncryptionAlgorithm:

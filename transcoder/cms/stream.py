@@ -2,7 +2,9 @@
 
 The flow (RFC 5652 section 6.3, RFC 5083 section 2.1, RFC 8551 section 3.3):
 
-1. draw the content-encryption key and the IV/nonce from ``random_bytes``;
+1. draw the content-encryption key and the IV/nonce (labelled draws,
+   :mod:`transcoder.cms.randomness`: derived ones make the output a pure
+   function of its inputs);
 2. build one RecipientInfo per recipient (key transport or key agreement);
 3. write the DER prefix, whose lengths follow from the plaintext length;
 4. encrypt the plaintext chunk by chunk into a buffer that leaves headroom
@@ -16,16 +18,14 @@ Memory is a few buffers of :data:`CHUNK` octets, whatever the message size.
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from transcoder.cms.base64lines import HEADROOM, Base64LineWriter, base64_lines_size
-from transcoder.cms.ecdh import EphemeralFactory, default_ephemeral
 from transcoder.cms.envelope import (
     AES_BLOCK,
     check_recipients,
@@ -34,7 +34,8 @@ from transcoder.cms.envelope import (
     frame,
     iv_length,
 )
-from transcoder.cms.errors import CmsError, InputTooShort
+from transcoder.cms.errors import InputTooShort
+from transcoder.cms.randomness import CEK, IV, Draw, draw_exactly, system_draw
 from transcoder.cms.recipients import Recipient, recipient_info
 from transcoder.cms.settings import CmsSettings
 
@@ -57,15 +58,15 @@ def encrypt_to_smime_body(
     dst: BinaryIO,
     recipients: Sequence[Recipient],
     settings: CmsSettings,
-    random_bytes: Callable[[int], bytes] = os.urandom,
-    ec_ephemeral: EphemeralFactory | None = None,
+    draw: Draw = system_draw,
 ) -> int:
     """Encrypt ``plain_len`` octets read from ``src`` to ``recipients``; write base64 to ``dst``.
 
     The output is the DER ContentInfo (EnvelopedData for CBC, AuthEnvelopedData
     for GCM) in base64, 76-character lines each ending in CRLF: the body of an
-    ``application/pkcs7-mime`` entity.  ``random_bytes`` supplies the CEK and
-    the IV/nonce; ``ec_ephemeral`` the ephemeral key of each EC recipient.
+    ``application/pkcs7-mime`` entity.  ``draw`` supplies every random value:
+    the CEK, the IV/nonce, each RSA recipient's padding and each EC
+    recipient's ephemeral key (labels in :mod:`transcoder.cms.randomness`).
     Returns the octets written, always ``smime_body_size(...)``.  Raises
     :class:`InputTooShort` if ``src`` ends early (``dst`` then holds a partial,
     useless body).  Exactly ``plain_len`` octets are read from ``src``.  From
@@ -76,10 +77,9 @@ def encrypt_to_smime_body(
     found = check_recipients(recipients)
     if plain_len < 0:
         raise ValueError(f"negative plaintext length {plain_len}")
-    cek = _random(random_bytes, settings.key_size)
-    iv = _random(random_bytes, iv_length(settings))
-    factory = ec_ephemeral or default_ephemeral
-    infos = [recipient_info(r, cek, settings, factory) for r in found]
+    cek = draw_exactly(draw, CEK, settings.key_size)
+    iv = draw_exactly(draw, IV, iv_length(settings))
+    infos = [recipient_info(r, i, cek, settings, draw) for i, r in enumerate(found)]
     framing = frame(infos, content_algorithm(settings, iv), settings, plain_len)
     writer = Base64LineWriter(dst)
     writer.write(framing.prefix)
@@ -95,13 +95,6 @@ def encrypt_to_smime_body(
         pad = AES_BLOCK - plain_len % AES_BLOCK
         writer.write(cbc.update(bytes((pad,)) * pad) + cbc.finalize())
     return writer.close()
-
-
-def _random(random_bytes: Callable[[int], bytes], size: int) -> bytes:
-    value = random_bytes(size)
-    if len(value) != size:
-        raise CmsError(f"random source returned {len(value)} octets, {size} wanted")
-    return value
 
 
 class _Chunks:

@@ -26,9 +26,8 @@ opened, the file is read to the end even if it is expunged meanwhile
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, cast
 
 from twisted.internet import defer
@@ -43,6 +42,7 @@ from transcoder.mime.entity import Entity, parse_message
 from transcoder.mime.protect import parse_top_level
 from transcoder.store.interfaces import IParsedMessage
 from transcoder.store.message import MessageExpunged
+from transcoder.transcoders.derivation import SystemRandom, ViewRandomness, ViewSecret
 from transcoder.transcoders.errors import TranscodeFailed
 from transcoder.transcoders.interfaces import ISizePredictor, SizePredictor, TranscodeRequest
 from transcoder.transcoders.registry import TranscoderRegistry
@@ -60,13 +60,17 @@ class TranscodingConfig:
     """What the server needs to serve transcoded views.
 
     ``run_blocking(f, *args)`` runs transcoding off the reactor thread (a
-    thread pool sized to the CPUs in the service).
+    thread pool sized to the CPUs in the service).  With ``view_secret``
+    every view's randomness is derived from it and the view's identity
+    (:mod:`transcoder.transcoders.derivation`), so views are the same on
+    every server sharing the secret; without one, views draw fresh system
+    randomness and only the cache keeps them stable.
     """
 
     registry: TranscoderRegistry
     cache: ViewCache
     obscure_subject: bool = False
-    random_bytes: Callable[[int], bytes] = field(default=os.urandom)
+    view_secret: ViewSecret | None = None
 
 
 def select_for_account(store: Any, account: str, now: Any, registry: TranscoderRegistry) -> Any:
@@ -76,12 +80,18 @@ def select_for_account(store: Any, account: str, now: Any, registry: TranscoderR
 
 
 def transcode_into(
-    message: Any, selection: Selection, request_args: dict[str, Any], out: BinaryIO
+    message: Any,
+    selection: Selection,
+    request_args: dict[str, Any],
+    out: BinaryIO,
+    randomness: ViewRandomness,
 ) -> int:
     """Write ``message``'s view into ``out`` (worker thread); its size.
 
     A message that is all ciphertext already is its own view: it is copied as
     it is, never encrypted twice (:func:`~transcoder.mime.ciphertext.is_ciphertext`).
+    Otherwise the message is read once to hash it (its digest is part of the
+    view's identity, so every draw depends on it), then transcoded.
     """
     with message.open() as source:
         if is_ciphertext(parse_top_level(source, message.size), source):
@@ -91,9 +101,14 @@ def transcode_into(
                 out.write(chunk)
                 copied += len(chunk)
             return copied
+        random = randomness.for_message(source, message.size)
         source.seek(0)
         request = TranscodeRequest(
-            source=source, size=message.size, keys=selection.keys, **request_args
+            source=source,
+            size=message.size,
+            keys=selection.keys,
+            random_bytes=random,
+            **request_args,
         )
         return selection.transcoder.transcode(request, out).size
 
@@ -124,6 +139,7 @@ def predict_view(message: Any, selection: Selection, request_args: dict[str, Any
     """The :class:`PredictedView` of ``message`` (worker thread); itself if all ciphertext.
 
     The same decision as :func:`transcode_into`'s, so the size is that of what is served.
+    Sizes never depend on randomness: nothing is drawn (nor the message hashed).
     """
     predictor = cast(SizePredictor, selection.transcoder)
     with message.open() as source:
@@ -131,7 +147,11 @@ def predict_view(message: Any, selection: Selection, request_args: dict[str, Any
             return message
         source.seek(0)
         request = TranscodeRequest(
-            source=source, size=message.size, keys=selection.keys, **request_args
+            source=source,
+            size=message.size,
+            keys=selection.keys,
+            random_bytes=SystemRandom(),
+            **request_args,
         )
         return PredictedView(*predictor.predicted_shape(request))
 
@@ -179,8 +199,9 @@ class TranscodingMixin:
     #: once per command, never reused by a later one (whatever its tag).
     _command_serial = 0
     _selection_for: tuple[int, SharedResult] | None = None
-    #: The view-key fields of the last selection: (selection, fingerprints, name, settings).
-    _key_fields: tuple[Selection, str, str, str] | None = None
+    #: The view-key fields of the last selection: (selection, fingerprints, name,
+    #: settings and secret identifier, the view identity short of the message digest).
+    _key_fields: tuple[Selection, str, str, str, ViewRandomness] | None = None
 
     def dispatchCommand(self, tag: bytes, cmd: bytes, rest: bytes | None, uid: Any = None) -> Any:
         """Start a new command: a FETCH from here on reads the policy and keys afresh.
@@ -238,19 +259,28 @@ class TranscodingMixin:
 
     def _view_key(self, selection: Selection, address: str, uid: int) -> ViewKey:
         """The view-cache key of message ``uid`` (the per-selection fields computed once)."""
+        return ViewKey(address, self.mbox.getUIDValidity(), uid, *self._view_fields(selection)[1:4])
+
+    def _view_fields(self, selection: Selection) -> tuple[Selection, str, str, str, ViewRandomness]:
+        """The per-selection parts of view keys and view identities, computed once.
+
+        The secret's identifier is part of the cache key: views made under
+        another secret (before a rotation) are never served.
+        """
         fields = self._key_fields
         if fields is None or fields[0] is not selection:
             config: TranscodingConfig = self.transcoding  # type: ignore[assignment]
             obscure = "|obscure-subject" if config.obscure_subject else ""
             transcoder = selection.transcoder
-            fields = (
-                selection,
-                selection.key_id,
-                transcoder.name,
-                transcoder.settings_id + obscure,
-            )
+            settings = transcoder.settings_id + obscure
+            secret = config.view_secret
+            fingerprints = tuple(sorted(k.fingerprint for k in selection.keys))
+            randomness = ViewRandomness(secret, fingerprints, transcoder.name, settings)
+            if secret is not None:
+                settings += "|secret=" + secret.identifier
+            fields = (selection, selection.key_id, transcoder.name, settings, randomness)
             self._key_fields = fields
-        return ViewKey(address, self.mbox.getUIDValidity(), uid, fields[1], fields[2], fields[3])
+        return fields
 
     def _cached_view(
         self, stored: Any, message: Any, selection: Selection, address: str, content: bool
@@ -260,19 +290,16 @@ class TranscodingMixin:
         cached = config.cache.lookup(key)
         if cached is not None:
             return defer.succeed(cached)
-        request_args = {
-            "now": self.keys.now(),
-            "random_bytes": config.random_bytes,
-            "obscure_subject": config.obscure_subject,
-        }
+        request_args = {"now": self.keys.now(), "obscure_subject": config.obscure_subject}
         if not content and ISizePredictor.providedBy(selection.transcoder):
             # Size and structure only: computed from the headers, no encryption.
             # A small message's header is read here: a thread hop would cost more.
             if stored.size <= INLINE_PREDICT_LIMIT:
                 return defer.maybeDeferred(predict_view, stored, selection, request_args)
             return config.cache.run_blocking(predict_view, stored, selection, request_args)
+        randomness = self._view_fields(selection)[4]
         return config.cache.get(
-            key, lambda out: transcode_into(stored, selection, request_args, out)
+            key, lambda out: transcode_into(stored, selection, request_args, out, randomness)
         )
 
     def _fail_closed(self, failure: Any, message: Any) -> Any:

@@ -4,7 +4,11 @@ A transcoder is a pure, synchronous, blocking function from a stored message
 (and the user's keys) to the transcoded view (DESIGN.md, "The transcoded
 view").  The server runs it in a worker thread; it gets the time and its
 randomness from the request, never from module globals, so tests can pin
-both.  Third-party transcoders implement the same interface and register
+both.  Its randomness comes as labelled draws (:meth:`TranscodeRequest.draw`)
+which the server derives from the view's identity and its view secret
+(:mod:`transcoder.transcoders.derivation`): a transcoder that takes every
+random octet from there produces the same view on every server, every time.
+Third-party transcoders implement the same interface and register
 through the ``transcoder.transcoders`` entry-point group
 (:mod:`transcoder.transcoders.registry`); :mod:`transcoder.testing` checks
 them.
@@ -25,11 +29,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 from zope.interface import Attribute, Interface
 
 from transcoder.keys.model import KeyFormat, StoredKey, require_aware
+from transcoder.transcoders.derivation import (
+    CallableRandom,
+    IRandomSource,
+    RandomSource,
+)
 
 
 @dataclass(frozen=True)
@@ -39,17 +48,24 @@ class TranscodeRequest:
     ``source`` is the stored message (CRLF line ends) of ``size`` octets; a
     transcoder may seek and read it but never writes or closes it.
     ``keys`` are the user's active keys of the transcoder's format, newest
-    first.  ``now`` (timezone-aware) is the moment to judge key validity at;
-    ``random_bytes(n)`` is the only source of randomness a transcoder may
-    use.  ``obscure_subject`` asks for RFC 9788 ``hcp_baseline`` on the
-    outer header.
+    first.  ``now`` (timezone-aware) is the moment to judge key validity at.
+    ``random_bytes`` is the only source of randomness a transcoder may use:
+    an :class:`~transcoder.transcoders.derivation.IRandomSource`, drawn from
+    by purpose with :meth:`draw` (``random_bytes(n)`` also works, for
+    transcoders written before labelled draws; a plain ``n -> bytes``
+    function passed here is wrapped in a
+    :class:`~transcoder.transcoders.derivation.CallableRandom`).  The server
+    passes draws derived from the view's identity, so a transcoder whose
+    every random octet comes from here serves the same octets on every
+    server and after every restart.  ``obscure_subject`` asks for RFC 9788
+    ``hcp_baseline`` on the outer header.
     """
 
     source: BinaryIO
     size: int
     keys: tuple[StoredKey, ...]
     now: datetime
-    random_bytes: Callable[[int], bytes]
+    random_bytes: RandomSource | Callable[[int], bytes]
     obscure_subject: bool = False
 
     def __post_init__(self) -> None:
@@ -58,6 +74,18 @@ class TranscodeRequest:
             raise ValueError("size must not be negative")
         if not isinstance(self.keys, tuple):
             object.__setattr__(self, "keys", tuple(self.keys))
+        if not IRandomSource.providedBy(self.random_bytes):
+            object.__setattr__(self, "random_bytes", CallableRandom(self.random_bytes))
+
+    def draw(self, label: str, size: int) -> bytes:
+        """``size`` octets for the purpose ``label`` (see :meth:`IRandomSource.draw`).
+
+        Checked to be exactly ``size`` octets (ValueError otherwise).
+        """
+        value = cast(RandomSource, self.random_bytes).draw(label, size)
+        if len(value) != size:
+            raise ValueError(f"random source gave {len(value)} octets for {label}, {size} wanted")
+        return value
 
 
 @dataclass(frozen=True)
@@ -144,8 +172,10 @@ class SizePredictor(Protocol):
 
 
 __all__ = [
+    "IRandomSource",
     "ISizePredictor",
     "ITranscoder",
+    "RandomSource",
     "SizePredictor",
     "TranscodeRequest",
     "TranscodeResult",

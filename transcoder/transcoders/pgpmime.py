@@ -31,10 +31,12 @@ fields carried inside, ``hp="cipher"``), streamed from the stored file into
 gpg's stdin; gpg's armored output is written to ``out`` as it comes.  This
 is the layout Thunderbird, mutt and K-9/FairEmail produce and decrypt.
 
-The boundary comes from ``request.random_bytes``: the view is cached, so
-byte stability comes from the cache, not from a derivation.  It cannot
-collide with the content: the armor's lines are base64 (no ``-`` at a line
-start but in its BEGIN/END lines, which do not start with ``--pgp-mime-``).
+The boundary is the request's draw ``pgp-mime/boundary``, so it is derived
+like every S/MIME value; gpg's own randomness (session key, PKESK) is not
+yet (issue 12 brings a native encoder): a PGP/MIME view is byte-stable only
+through the view cache.  The boundary cannot collide with the content: the
+armor's lines are base64 (no ``-`` at a line start but in its BEGIN/END
+lines, which do not start with ``--pgp-mime-``).
 
 No size prediction (no :class:`ISizePredictor`): gpg's output length depends
 on its packet framing (partial body lengths) and the recipients' key types,
@@ -51,7 +53,7 @@ No twisted import here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from zope.interface import implementer
@@ -69,12 +71,14 @@ from transcoder.transcoders.selection import usable_keys
 LAYOUT_VERSION = 1
 #: Random octets in a boundary.
 BOUNDARY_BYTES = 16
+#: The draw the boundary is made from.
+BOUNDARY_LABEL = "pgp-mime/boundary"
 PREAMBLE = b"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n"
 
 
-def make_boundary(random_bytes: Callable[[int], bytes]) -> bytes:
-    """A fresh boundary: ``pgp-mime-`` and 32 hex digits (RFC 2046 section 5.1.1 bchars)."""
-    return b"pgp-mime-" + random_bytes(BOUNDARY_BYTES).hex().encode("ascii")
+def make_boundary(request: TranscodeRequest) -> bytes:
+    """The view's boundary: ``pgp-mime-`` and 32 hex digits (RFC 2046 section 5.1.1 bchars)."""
+    return b"pgp-mime-" + request.draw(BOUNDARY_LABEL, BOUNDARY_BYTES).hex().encode("ascii")
 
 
 def view_head(outer_header: bytes, boundary: bytes) -> bytes:
@@ -157,7 +161,7 @@ class PgpMimeTranscoder:
         """Write the PGP/MIME view of ``request.source`` to ``out``, streaming through gpg."""
         keys = self._keys(request)
         parts = protect(parse_top_level(request.source, request.size), request.obscure_subject)
-        boundary = make_boundary(request.random_bytes)
+        boundary = make_boundary(request)
         head = view_head(parts.outer_header, boundary)
         tail = view_tail(boundary)
         out.write(head)

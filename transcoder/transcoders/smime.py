@@ -19,12 +19,21 @@ Because the CMS size is a function of the plaintext length and the
 recipients, :meth:`SmimeTranscoder.predicted_size` answers RFC822.SIZE
 without encrypting.
 
+Every random value -- content-encryption key, IV or nonce, RSA padding,
+ephemeral EC keys -- is drawn from the request (:meth:`TranscodeRequest.draw`)
+under a label scoped by a digest of the inner entity's header section and
+body extent: together with the message digest in the server's derivation,
+the draws are a function of the exact plaintext encrypted, so a change in
+how the inner entity is made can never reuse a key and nonce on another
+plaintext.
+
 No twisted import here.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -34,6 +43,7 @@ from zope.interface import implementer
 from transcoder.cms import (
     CmsError,
     CmsSettings,
+    Draw,
     Recipient,
     encrypt_to_smime_body,
     smime_body_size,
@@ -79,6 +89,17 @@ class _Plan:
     parts: ProtectedParts
     header: bytes
     recipients: tuple[Recipient, ...]
+
+
+def plaintext_draws(request: TranscodeRequest, parts: ProtectedParts) -> Draw:
+    """The request's draws, each label scoped to the inner entity ``parts`` describe.
+
+    The scope is SHA-256 of the inner header section and the body's extent in
+    the source (the body's octets are covered by the message digest).
+    """
+    extent = f"{parts.body_start}-{parts.body_end}".encode("ascii")
+    scope = hashlib.sha256(parts.inner_header + b"\0" + extent).hexdigest()[:32]
+    return lambda label, size: request.draw(f"smime/{scope}/{label}", size)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -144,11 +165,11 @@ class SmimeTranscoder:
                 out,
                 plan.recipients,
                 self.settings,
-                request.random_bytes,
+                plaintext_draws(request, plan.parts),
             )
         except (CmsError, EOFError) as e:  # the source shrank under us, or a CMS refusal
             raise TranscodeFailed(f"S/MIME encryption failed: {e}") from e
         return TranscodeResult(len(plan.header) + written, self.media_type)
 
 
-__all__ = ["LAYOUT_VERSION", "SmimeTranscoder", "settings_id", "smime_headers"]
+__all__ = ["LAYOUT_VERSION", "SmimeTranscoder", "plaintext_draws", "settings_id", "smime_headers"]

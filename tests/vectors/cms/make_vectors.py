@@ -3,14 +3,13 @@
     python tests/vectors/cms/make_vectors.py
 
 Writes ``vectors.json``: for each case the inputs (cipher, plaintext, the
-octets ``random_bytes`` returns, the ephemeral EC scalar) and the base64 body
+CEK and IV draws, the ephemeral EC scalar) and the base64 body
 our encoder produced from them.  The recipient's P-256 key and self-signed
 certificate are created on the first run (``p256.key.pem``,
 ``p256.cert.pem``) and reused afterwards: the certificate's ECDSA signature is
 randomised, so it cannot be derived again.
 
-Only EC recipients give reproducible messages: RSA encryption draws its own
-randomness inside OpenSSL.  The independent check is ``openssl cms -decrypt``
+The independent check is ``openssl cms -decrypt``
 of each stored body with the stored key (tests/cms/test_vectors.py).
 """
 
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
+from tests.cms.draws import vector_draws  # noqa: E402
 from tests.cms.parties import make_cert  # noqa: E402
 from transcoder.cms import CmsSettings, Recipient, encrypt_to_smime_body  # noqa: E402
 
@@ -71,8 +71,6 @@ def recipient_files() -> tuple[Path, Path]:
 def body_for(case: dict[str, str], recipient: Recipient) -> str:
     """The base64 body our encoder makes for ``case``."""
     plaintext = case["plaintext"].encode()
-    supply = io.BytesIO(bytes.fromhex(case["random"]))
-    ephemeral = ec.derive_private_key(int(case["ephemeral"], 16), ec.SECP256R1())
     out = io.BytesIO()
     encrypt_to_smime_body(
         io.BytesIO(plaintext),
@@ -80,8 +78,7 @@ def body_for(case: dict[str, str], recipient: Recipient) -> str:
         out,
         [recipient],
         CmsSettings(case["cipher"]),
-        random_bytes=supply.read,
-        ec_ephemeral=lambda curve: ephemeral,
+        draw=vector_draws(case),
     )
     return out.getvalue().decode("ascii")
 
