@@ -112,8 +112,9 @@ class Connection:
         connection = cls(reader, writer, errors, stats, timeout)
         try:
             greeting = await asyncio.wait_for(asyncio.shield(connection._greeting), timeout)
-        except (TimeoutError, SessionAborted):
-            errors.add("no greeting", f"port {port}")
+        except (TimeoutError, SessionAborted) as e:
+            why = f"within {timeout:.0f} s" if isinstance(e, TimeoutError) else f"({e})"
+            errors.add(f"no greeting {why}", f"port {port}")
             await connection.close()
             raise SessionAborted from None
         if greeting.name != b"OK":
@@ -232,12 +233,12 @@ class Connection:
     def _closed(self, why: str) -> None:
         if self.checker.in_progress:
             self.checker.abandon(why)
-        elif not self.checker.logging_out and not self._closing:
+        elif not (self.checker.logging_out or self._closing or not self._greeting.done()):
             self.checker.errors.add(f"{why} between commands", "")
         self.checker.in_progress.clear()
         for future in (self._greeting, self._continuation, *self._futures.values()):
             if future is not None and not future.done():
-                future.set_exception(SessionAborted("connection closed"))
+                future.set_exception(SessionAborted(why))
                 future.exception()  # retrieved: no "never retrieved" warning
 
     def _dispatch(self, response: Response) -> None:

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import io
 import os
 import pwd
@@ -146,8 +147,10 @@ class Dovecot:
                 (path / "new" / f"{1_700_000_000 + i}.M{i}P1.load").write_bytes(small_message(i))
 
     def _config(self, root: bool, clients: int) -> str:
-        me = pwd.getpwuid(os.getuid()).pw_name
-        login_user, internal_user = ("dovenull", "dovecot") if root else (me, me)
+        me = pwd.getpwuid(os.getuid())
+        group = grp.getgrgid(me.pw_gid).gr_name
+        login_user, internal_user = ("dovenull", "dovecot") if root else (me.pw_name, me.pw_name)
+        internal_group = "dovecot" if root else group
         d = self.directory
         limit = max(100, clients + 10)
         return f"""\
@@ -161,6 +164,7 @@ disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_login_user = {login_user}
 default_internal_user = {internal_user}
+default_internal_group = {internal_group}
 first_valid_uid = 1
 mail_location = maildir:~/Maildir
 mail_max_userip_connections = {limit}
