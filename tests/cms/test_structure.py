@@ -13,6 +13,7 @@ from tests.cms.draws import FixedRandom, LabelledDraws, scalar_draw
 from tests.cms.parties import Party
 from tests.cms.peers import body_to_der, encrypt
 from transcoder.cms import CmsSettings, enveloped_size
+from transcoder.cms.ecdh import EXTRA_OCTETS, PROFILES, scalar_from_octets
 from transcoder.cms.randomness import CEK, IV
 
 PLAINTEXT = b"Subject: structure\r\n\r\nbody\r\n" * 7
@@ -207,3 +208,15 @@ def test_recipient_infos_are_a_sorted_set(parties: dict[str, Party]) -> None:
     ]
     encodings = [info.dump() for info in infos]
     assert len(encodings) == 4 and encodings == sorted(encodings)
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()])
+def test_curve_orders_bound_the_derived_scalars(curve: ec.EllipticCurve) -> None:
+    """The order n behind each derived ephemeral scalar is the curve's: OpenSSL takes n-1, not n."""
+    order = PROFILES[curve.name].order
+    ec.derive_private_key(order - 1, curve)
+    with pytest.raises(ValueError):
+        ec.derive_private_key(order, curve)
+    size = (order.bit_length() + 7) // 8 + EXTRA_OCTETS
+    assert 1 <= scalar_from_octets(b"\xff" * size, order) <= order - 1
+    assert scalar_from_octets(bytes(size), order) == 1

@@ -8,13 +8,12 @@ same octets every time; :func:`system_draw` gives fresh ones.
 
 Labels (``<i>`` is the recipient's position in the recipient list):
 
-=================================  ==============================================
-``cms/cek``                        the content-encryption key
-``cms/iv``                         the CBC IV or the GCM nonce
-``cms/recipient/<i>/rsa-pkcs1v15-ps/<r>``  round ``r`` of the nonzero padding string
-``cms/recipient/<i>/rsa-oaep-seed``        the OAEP seed (RFC 8017 section 7.1.1)
-``cms/recipient/<i>/ecdh-scalar``          the ephemeral ECDH private scalar
-=================================  ==============================================
+* ``cms/cek`` -- the content-encryption key;
+* ``cms/iv`` -- the CBC IV or the GCM nonce;
+* ``cms/recipient/<i>/rsa-pkcs1v15-ps/<r>`` -- round ``r`` of the nonzero
+  padding string (RFC 8017 section 7.2.1);
+* ``cms/recipient/<i>/rsa-oaep-seed`` -- the OAEP seed (RFC 8017 section 7.1.1);
+* ``cms/recipient/<i>/ecdh-scalar`` -- the ephemeral ECDH private scalar.
 
 No twisted import here.
 """
