@@ -60,6 +60,8 @@ class SameTagClient:
         answer = bytearray()
         while True:
             response = self.file.readline()
+            if not response:
+                raise ConnectionError(f"server closed the connection after: {bytes(answer)!r}")
             answer += response
             literal = re.search(rb"\{(\d+)\}\r\n\Z", response)
             if literal:
