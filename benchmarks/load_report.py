@@ -40,6 +40,11 @@ class RunResult:
         """Commands completed within the run's duration."""
         return sum(len(v) for v in self.stats.latencies.values())
 
+    @property
+    def cpu_per_op(self) -> float:
+        """Server CPU milliseconds per completed command: comparable on a busy machine."""
+        return self.server_cpu * 1000 / self.total_ops if self.total_ops else 0.0
+
     def rate(self, label: str | None = None) -> float:
         """Commands per second, of one label or of all."""
         count = self.total_ops if label is None else len(self.stats.latencies.get(label, ()))
@@ -89,7 +94,7 @@ def print_run(result: RunResult) -> None:
     print(memory)
     print(
         f"CPU: server {result.server_cpu:.1f} s"
-        f" ({result.server_cpu / result.seconds:.0%} of a core),"
+        f" ({result.server_cpu / result.seconds:.0%} of a core, {result.cpu_per_op:.2f} ms/op),"
         f" load generator {result.client_cpu:.1f} s ({result.client_cpu / result.seconds:.0%})"
     )
     if result.log_problems:
@@ -120,6 +125,12 @@ def print_ratio(ours: RunResult, dovecot: RunResult) -> None:
         print(f"{label:14} {mine:8.1f} {theirs:8.1f} {ratio} {p50s[0]:8.1f} {p50s[1]:8.1f}")
     total = ours.rate() / dovecot.rate() if dovecot.rate() else 0.0
     print(f"{'total':14} {ours.rate():8.1f} {dovecot.rate():8.1f} {total:6.2f}")
+    if ours.cpu_per_op and dovecot.cpu_per_op:
+        print(
+            f"server CPU per command: {ours.cpu_per_op:.2f} ms / {dovecot.cpu_per_op:.2f} ms;"
+            f" Dovecot / ours = {dovecot.cpu_per_op / ours.cpu_per_op:.2f}"
+            " (the ops/s ratio at equal CPU)"
+        )
 
 
 def print_summary(rows: Sequence[tuple[RunResult, RunResult | None]]) -> None:
