@@ -37,6 +37,7 @@ from transcoder.imap.connection_limits import ConnectionLimitFactory
 from transcoder.imap.proxy_protocol import server_endpoint
 from transcoder.imap.server import TranscodingIMAP4Factory
 from transcoder.imap.settings import MiB, ServerSettings
+from transcoder.imap.view_epoch import ServerViewsService
 from transcoder.layers import key_layer, transcoding_layer
 from transcoder.store import MaildirStore
 from transcoder.tls import TLSFiles, ensure_self_signed, load_pem_pair
@@ -211,11 +212,30 @@ def limit_connections(factory: TranscodingIMAP4Factory) -> ConnectionLimitFactor
     )
 
 
+#: Listen queue of a TCP endpoint string that sets none.  Twisted's default, 50,
+#: overflowed with 200 clients connecting at once (benchmarks/imap_load.py): the
+#: kernel dropped connections that then waited for a greeting that never came.
+LISTEN_BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """``description`` with ``backlog=LISTEN_BACKLOG`` added when it is TCP and sets none."""
+    inner = (
+        description[len("haproxy:") :]
+        if description.lower().startswith("haproxy:")
+        else description
+    )
+    kind = inner.split(":", 1)[0].lower()
+    if kind in ("tcp", "tcp6") and "backlog=" not in inner.lower():
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
+
+
 def listener(description: str, factory: Any) -> StreamServerEndpointService:
     """A listening service on an endpoint string (``haproxy:`` reads the PROXY header first)."""
     from twisted.internet import reactor
 
-    svc = StreamServerEndpointService(server_endpoint(reactor, description), factory)
+    svc = StreamServerEndpointService(server_endpoint(reactor, with_backlog(description)), factory)
     svc._raiseSynchronously = True  # as strports.service: a port in use stops the start
     return svc
 
@@ -256,6 +276,8 @@ def makeService(options: dict[str, Any]) -> service.IService:
     # First in, last out: the listeners stop before the key threads do.
     key_service.setServiceParent(top)
     transcoding_service.setServiceParent(top)
+    # A new view secret or transcoder setting changes every view: announced before listening.
+    ServerViewsService(keys, transcoding).setServiceParent(top)
     # Wrappers, outermost first: PROXY (haproxy: endpoints) -> TLS -> limits -> IMAP.
     limited = limit_connections(factory)
     listener(options["imap"], limited).setServiceParent(top)
