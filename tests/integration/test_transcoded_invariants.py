@@ -108,11 +108,19 @@ def test_policy_off_serves_the_stored_octets(inv_server: RunningServer) -> None:
 
 
 def test_switching_always_then_off(inv_server: RunningServer, carol: Party, tmp_path: Path) -> None:
-    """ALWAYS serves the view, OFF the stored octets again, ALWAYS a view again."""
+    """ALWAYS serves the view, OFF the stored octets again, ALWAYS a view again.
+
+    Each switch is made in the selected state, then INBOX is selected again
+    (issue 9: the views changed, so it presents a new UIDVALIDITY).
+    """
     imap = login(inv_server, CAROL)
     uid = append(imap, SIMPLE)
+    validities = [imap.response("UIDVALIDITY")[1]]
     for mode in ("ALWAYS", "OFF", "ALWAYS"):
         XKeyClient(imap).set_policy(mode=mode)
+        imap.select("INBOX")
+        validities.append(imap.response("UIDVALIDITY")[1])
+        assert validities[-1] not in validities[:-1], validities
         body = fetch_body(imap, uid)
         assert fetch_parsed(imap, uid, "(RFC822.SIZE)")[b"RFC822.SIZE"] == len(body)
         if mode == "OFF":
@@ -288,8 +296,10 @@ def test_retired_key_fails_closed(inv_server: RunningServer, workdir: Path) -> N
     xkey = XKeyClient(imap)
     key = xkey.provision(dave.cert_der)
     assert key is not None and xkey.set_policy(mode="ALWAYS", format=SMIME).mode == "ALWAYS"
+    imap.select("INBOX")  # changed views: selected anew (issue 9)
     assert MARKER not in fetch_body(imap, old)  # a view of it is now cached
     xkey.retire(key.fingerprint)
+    imap.select("INBOX")
     for uid in (old, fresh):
         for items in ("(BODY[])", "(BODY.PEEK[TEXT])", "(RFC822)", "(RFC822.SIZE BODYSTRUCTURE)"):
             refused(imap, str(uid), items, "XKEY-NOKEY")

@@ -5,13 +5,18 @@ served plaintext after MODE ALWAYS was set elsewhere -- the decision had
 been cached under the client's tag, and a client that sends every command
 with the same tag kept it.  Here session A speaks raw IMAP with the tag
 ``a`` on every command; the policy is changed by session B (``XKEY POLICY``)
-or by ``transcoder-admin policy`` in another process, and A's very next
-FETCH must follow it: ciphertext that ``openssl cms -decrypt`` opens under
-ALWAYS, the stored octets under OFF.
+or by ``transcoder-admin policy`` in another process.  A's very next
+command must not be served under the old policy: it is answered ``* BYE
+[UNAVAILABLE]`` and the connection closes (issue 9: its views changed, and
+the UIDVALIDITY A was shown with them); reconnected, A sees a new
+UIDVALIDITY and ciphertext that ``openssl cms -decrypt`` opens under ALWAYS,
+the stored octets under OFF.  A session that leaves the mailbox itself
+(UNSELECT, SELECT) goes on and sees the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import uuid
@@ -77,9 +82,23 @@ class SameTagClient:
         assert match, answer
         return answer[match.end() : match.end() + int(match.group(1))]
 
+    def ended(self, line: bytes) -> bytes:
+        """Send ``a <line>``: the answer is only ``* BYE [UNAVAILABLE]``, then the server closes."""
+        self.sock.sendall(self.TAG + b" " + line + b"\r\n")
+        answer = self.file.read()  # up to the end of the connection
+        assert answer.startswith(b"* BYE [UNAVAILABLE] ") and answer.count(b"\r\n") == 1, answer
+        return answer
+
+    def uidvalidity(self) -> int:
+        """``SELECT INBOX``; the UIDVALIDITY it presents."""
+        match = re.search(rb"\[UIDVALIDITY (\d+)\]", self.command(b"SELECT INBOX"))
+        assert match
+        return int(match.group(1))
+
     def close(self) -> None:
-        """LOGOUT and close the socket."""
-        self.command(b"LOGOUT")
+        """LOGOUT (unless the server ended the session) and close the socket."""
+        with contextlib.suppress(OSError):  # ended with BYE already
+            self.command(b"LOGOUT")
         self.file.close()
         self.sock.close()
 
@@ -107,13 +126,19 @@ def server(workdir: Path, carol: Party) -> Iterator[RunningServer]:
         yield running
 
 
+def selected(server: RunningServer) -> SameTagClient:
+    """A new session of carol, every command tagged ``a``, INBOX selected."""
+    client = SameTagClient(server.imap_port)
+    client.command(b'LOGIN "%s" "%s"' % (CAROL.encode(), PASSWORD.encode()))
+    client.command(b"SELECT INBOX")
+    return client
+
+
 @pytest.fixture
 def session_a(server: RunningServer) -> Iterator[SameTagClient]:
     """Session A: logged in, INBOX selected, every command tagged ``a``; policy OFF at first."""
     set_mode(server, CAROL, "OFF")
-    client = SameTagClient(server.imap_port)
-    client.command(b'LOGIN "%s" "%s"' % (CAROL.encode(), PASSWORD.encode()))
-    client.command(b"SELECT INBOX")
+    client = selected(server)
     assert client.body(1) == STORED  # policy OFF: the stored octets
     yield client
     client.close()
@@ -128,12 +153,19 @@ def assert_ciphertext(view: bytes, carol: Party, workdir: Path) -> None:
 def test_xkey_policy_in_another_session_reaches_the_next_fetch(
     server: RunningServer, session_a: SameTagClient, carol: Party, workdir: Path
 ) -> None:
-    """MODE ALWAYS set by session B: A's next FETCH (same tag, after NOOP) is ciphertext."""
+    """MODE ALWAYS set by session B: A's next FETCH gets BYE; reconnected, it is ciphertext."""
+    before = session_a.uidvalidity()
     set_mode(server, CAROL, "ALWAYS")
-    session_a.command(b"NOOP")
-    assert_ciphertext(session_a.body(1), carol, workdir)
+    assert MARKER not in session_a.ended(b"UID FETCH 1 (BODY.PEEK[])")
+    again = selected(server)
+    assert_ciphertext(again.body(1), carol, workdir)
+    assert again.uidvalidity() != before
     set_mode(server, CAROL, "OFF")
-    assert session_a.body(1) == STORED
+    again.ended(b"NOOP")
+    again.close()
+    last = selected(server)
+    assert last.body(1) == STORED
+    last.close()
 
 
 def test_policy_change_reaches_a_reselected_mailbox(
@@ -149,10 +181,16 @@ def test_policy_change_reaches_a_reselected_mailbox(
 def test_admin_policy_from_another_process_reaches_the_next_fetch(
     server: RunningServer, session_a: SameTagClient, carol: Party, workdir: Path
 ) -> None:
-    """``transcoder-admin policy --mode always|off`` in another process: A's next FETCH follows."""
+    """``transcoder-admin policy`` in another process: A's next FETCH gets BYE, then follows."""
     done = admin(server.data, "policy", CAROL, "--mode", "always")
     assert done.returncode == 0, done.stderr
-    assert_ciphertext(session_a.body(1), carol, workdir)
+    assert MARKER not in session_a.ended(b"UID FETCH 1 (BODY.PEEK[])")
+    again = selected(server)
+    assert_ciphertext(again.body(1), carol, workdir)
     done = admin(server.data, "policy", CAROL, "--mode", "off")
     assert done.returncode == 0, done.stderr
-    assert session_a.body(1) == STORED
+    assert MARKER not in again.ended(b"UID FETCH 1 (BODY.PEEK[])")
+    again.close()
+    last = selected(server)
+    assert last.body(1) == STORED
+    last.close()

@@ -16,6 +16,11 @@ other local users could read it.  The server certificate is verified (system
 CAs, or ``--cafile``); ``--insecure`` turns verification off, with a warning.
 Without ``--starttls``/``--tls`` the password is only sent to a loopback peer.
 
+A change that may alter how mail is served -- a key stored or retired
+under ``MODE ALWAYS``, a new mode or format -- is followed by a note on
+stderr (:data:`RESYNC_NOTE`): every mailbox then presents a new UIDVALIDITY,
+so the user's mail clients download everything again.
+
 Exit status (see :data:`EXIT_CODES`): 0 success; 1 the server refused (one
 line on stderr: ``transcoder-client: XKEY-ADDRESS: <server text>``), does
 not offer XKEY, or answered something malformed; 2 command-line error,
@@ -43,6 +48,12 @@ from transcoder.client.model import (
 from transcoder.client.session import DEFAULT_TIMEOUT, XKeyClient, normalize_fingerprint
 
 PROG = "transcoder-client"
+#: Printed (on stderr) after a change that may have changed how mail is served (issue 9).
+RESYNC_NOTE = (
+    f"{PROG}: note: how your mail is served changed, so every mailbox now shows a new "
+    "UIDVALIDITY: your mail clients drop the copies they keep and download all messages "
+    "again (a full resync), and open connections are ended (they reconnect)"
+)
 PASSWORD_VARIABLE = "TRANSCODER_PASSWORD"
 #: Exit status of each outcome.
 EXIT_CODES = {"ok": 0, "refused": 1, "failed": 2}
@@ -150,30 +161,67 @@ def obtain_password(user: str, environ: Mapping[str, str], prompt: Callable[[str
         raise UsageError(f"no password: set {PASSWORD_VARIABLE} or run on a terminal") from None
 
 
-def run_command(client: XKeyClient, args: argparse.Namespace, key: bytes, out: TextIO) -> None:
-    """Carry out the subcommand and print its result."""
+def serving_changed(before: PolicyInfo, after: PolicyInfo, key_format: str | None) -> bool:
+    """Whether storing or retiring a key of ``key_format`` (``None``: not known) may have
+    changed how mail is served: under MODE ALWAYS, the policy moved or the key is of its format."""
+    if "ALWAYS" not in (before.mode, after.mode):
+        return False
+    return before != after or key_format in (None, after.format)
+
+
+def run_command(
+    client: XKeyClient,
+    args: argparse.Namespace,
+    key: bytes,
+    out: TextIO,
+    err: TextIO | None = None,
+) -> None:
+    """Carry out the subcommand and print its result; on ``err``, what a change costs."""
+    sets_policy = args.command == "policy" and bool(args.mode or args.format)
+    watch = err is not None and (sets_policy or args.command in ("provision", "retire"))
+    before = client.policy() if watch else None
+    key_format, set_to = carry_out(client, args, key, out)
+    if before is None:
+        return
+    after = set_to or client.policy()
+    if sets_policy:
+        changed = before != after and "ALWAYS" in (before.mode, after.mode)
+    else:
+        changed = serving_changed(before, after, key_format)
+    if changed:
+        print(RESYNC_NOTE, file=err)
+
+
+def carry_out(
+    client: XKeyClient, args: argparse.Namespace, key: bytes, out: TextIO
+) -> tuple[str | None, PolicyInfo | None]:
+    """Carry out the subcommand and print its result.
+
+    Returns the format of the key stored (``None`` if not known) and the policy set, if any.
+    """
     if args.command == "provision":
         stored = client.provision(key)
         for line in format_keys([stored]) if stored else [f"stored {args.file}"]:
             print(line, file=out)
-    elif args.command == "keys":
+        return (stored.format if stored else None), None
+    if args.command == "keys":
         keys = client.keys()
         lines = (
             [json.dumps([k.to_json() for k in keys], indent=2)] if args.json else format_keys(keys)
         )
         for line in lines:
             print(line, file=out)
-    elif args.command == "retire":
+        return None, None
+    if args.command == "retire":
         client.retire(args.fingerprint)
         print(f"retired {args.fingerprint}", file=out)
-    else:
-        if args.mode or args.format:
-            policy = client.set_policy(mode=args.mode, format=args.format)
-        else:
-            policy = client.policy()
-        lines = [json.dumps(policy.to_json())] if args.json else format_policy(policy)
-        for line in lines:
-            print(line, file=out)
+        return None, None
+    changed = bool(args.mode or args.format)
+    policy = client.set_policy(mode=args.mode, format=args.format) if changed else client.policy()
+    lines = [json.dumps(policy.to_json())] if args.json else format_policy(policy)
+    for line in lines:
+        print(line, file=out)
+    return None, policy if changed else None
 
 
 def prepare(
@@ -218,7 +266,7 @@ def main(
         with XKeyClient.connect(
             args.host, port, args.user, password, args.security, context, args.timeout
         ) as client:
-            run_command(client, args, key, out)
+            run_command(client, args, key, out, err)
     except (UsageError, XKeyConnectionError) as exc:
         print(f"{PROG}: {exc}", file=err)
         return EXIT_CODES["failed"]

@@ -13,6 +13,10 @@ matching and attributes to the store.
 
 APPEND, COPY and MOVE live in :mod:`transcoder.imap.transfer`.
 
+The UIDVALIDITY answered by SELECT, EXAMINE and STATUS is the one the view
+epoch mixin presents (:mod:`transcoder.imap.view_epoch`): the Maildir's own
+while the account's views never changed, a new one after each change.
+
 Deleting or renaming the mailbox this session has selected is refused with
 ``NO [INUSE]``: RFC 3501 does not forbid it, but the session's snapshot would
 then describe a mailbox that is gone; CLOSE or UNSELECT first.
@@ -21,6 +25,7 @@ then describe a mailbox that is gone; CLOSE or UNSELECT first.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -40,6 +45,7 @@ from transcoder.imap.mailbox_syntax import (
 )
 from transcoder.imap.responses import status_text
 from transcoder.imap.transfer import TransferMixin
+from transcoder.keys.view_epochs import presented_uid_validity
 from transcoder.store.names import decode_list_pattern
 
 _arg_mailbox = MailboxCommandMixin.arg_mailbox
@@ -50,12 +56,13 @@ _arg_status_items = MailboxCommandMixin.arg_status_items
 DELIMITER = "/"
 
 
-def select_responses(session: Any, writeable: bool) -> list[bytes]:
+def select_responses(session: Any, writeable: bool, validity: int | None = None) -> list[bytes]:
     """The untagged responses that open a SELECT/EXAMINE (RFC 3501 section 6.3.1).
 
     Every ``OK`` carries text after its response code (RFC 3501 ``resp-text``).
     EXAMINE, or a mailbox the store opened read-only, announces no permanent
-    flags: the client can change none.
+    flags: the client can change none.  ``validity`` is the UIDVALIDITY to
+    present (default: the session's own).
     """
     flags = " ".join(session.getFlags())
     lines = [
@@ -71,7 +78,9 @@ def select_responses(session: Any, writeable: bool) -> list[bytes]:
         lines.append(b"OK " + status_text(f"PERMANENTFLAGS ({permanent})", "Flags permitted"))
     else:
         lines.append(b"OK " + status_text("PERMANENTFLAGS ()", "Read-only mailbox"))
-    lines.append(b"OK " + status_text(f"UIDVALIDITY {session.getUIDValidity()}", "UIDs valid"))
+    if validity is None:
+        validity = session.getUIDValidity()
+    lines.append(b"OK " + status_text(f"UIDVALIDITY {validity}", "UIDs valid"))
     lines.append(b"OK " + status_text(f"UIDNEXT {session.getUIDNext()}", "Predicted next UID"))
     return lines
 
@@ -85,6 +94,10 @@ def list_line(command: bytes, name: str, attributes: list[str], delimiter: str |
 
 class MailboxesMixin(TransferMixin):
     """Mailbox-level commands of TranscodingIMAP4Server."""
+
+    # Provided by the view epoch mixin (declared for the type checker only).
+    current_view_epoch: Callable[[], defer.Deferred[int | None]]
+    view_epoch: int | None
 
     def capabilities(self) -> dict[bytes, Any]:
         """Add MOVE (RFC 6851) and UIDPLUS (RFC 4315: APPENDUID, COPYUID, UID EXPUNGE)."""
@@ -108,11 +121,15 @@ class MailboxesMixin(TransferMixin):
 
     async def _select(self, tag: bytes, raw_name: bytes, writeable: bool) -> None:
         name = decode_mailbox_name(raw_name)
+        # The epoch first: FETCH later checks that its views are still this epoch's.
+        epoch = await self.current_view_epoch()
         session = await defer.maybeDeferred(self.account.select, name, writeable)
         if session is None:
             raise MailboxNotFound("No such mailbox")
         try:
-            lines = select_responses(session, writeable)
+            stored = int(session.getUIDValidity())
+            validity = stored if epoch is None else presented_uid_validity(stored, epoch)
+            lines = select_responses(session, writeable, validity)
         except BaseException:
             close_session(session)
             raise
@@ -120,6 +137,7 @@ class MailboxesMixin(TransferMixin):
             self.sendUntaggedResponse(line)
         session.addListener(self)
         self.mbox, self.state, self.selected_name = session, "select", name
+        self.view_epoch = epoch
         access = b"READ-WRITE" if writeable and session.isWriteable() else b"READ-ONLY"
         command = b"SELECT" if writeable else b"EXAMINE"
         self.sendPositiveResponse(tag, b"[" + access + b"] " + command + b" completed")
@@ -263,6 +281,8 @@ class MailboxesMixin(TransferMixin):
             values = await defer.maybeDeferred(session.requestStatus, items)
         finally:
             close_session(session)
+        if "UIDVALIDITY" in values:
+            values["UIDVALIDITY"] = await self.presented_validity(int(values["UIDVALIDITY"]))
         body = " ".join(f"{item} {int(values[item])}" for item in items).encode("ascii")
         self.sendUntaggedResponse(b"STATUS " + format_mailbox(name) + b" (" + body + b")")
         self.sendPositiveResponse(tag, b"STATUS completed")

@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from transcoder.errors import ClientError
 from transcoder.imap.view import SharedResult, ViewCache, ViewKey
-from transcoder.keys.model import Policy
+from transcoder.keys.view_epochs import ViewInputs, ViewsChanged
 from transcoder.mime.ciphertext import is_ciphertext
 from transcoder.mime.entity import Entity, parse_message
 from transcoder.mime.protect import parse_top_level
@@ -73,10 +73,19 @@ class TranscodingConfig:
     view_secret: ViewSecret | None = None
 
 
-def select_for_account(store: Any, account: str, now: Any, registry: TranscoderRegistry) -> Any:
-    """Policy and keys of ``account`` from the keystore, and the selection (blocking)."""
-    policy: Policy = store.get_policy(account, now)
-    return select_transcoder(policy, store.list_keys(account, now), registry, now)
+def select_for_account(
+    store: Any, account: str, now: Any, registry: TranscoderRegistry, epoch: int | None = None
+) -> Any:
+    """Policy and keys of ``account`` from the keystore, and the selection (blocking).
+
+    They are read in one transaction with the account's view epoch; with
+    ``epoch`` (the session's, :mod:`transcoder.imap.view_epoch`) another
+    epoch raises :class:`~transcoder.keys.view_epochs.ViewsChanged`.
+    """
+    inputs: ViewInputs = store.view_inputs(account, now)
+    if epoch is not None and inputs.epoch != epoch:
+        raise ViewsChanged(f"views changed (epoch {epoch} -> {inputs.epoch})")
+    return select_transcoder(inputs.policy, inputs.keys, registry, now)
 
 
 def transcode_into(
@@ -239,8 +248,9 @@ class TranscodingMixin:
         if self._selection_for is None or self._selection_for[0] != serial:
             now = self.keys.now()
             registry = self.transcoding.registry  # type: ignore[union-attr]
+            epoch = getattr(self, "view_epoch", None)
             shared = self.keys.store.run(
-                select_for_account, self.keys.store.store, address, now, registry
+                select_for_account, self.keys.store.store, address, now, registry, epoch
             )
             self._selection_for = (serial, SharedResult(shared))
         return self._selection_for[1]

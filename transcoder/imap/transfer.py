@@ -17,10 +17,15 @@ partial failures as a bare ``NO`` after leaving the copies behind.  Here:
 * MOVE (RFC 6851) is COPY followed by removing exactly the moved messages
   from the selected mailbox: untagged ``OK [COPYUID ...]``, the untagged
   EXPUNGEs, then the tagged OK.
+
+APPENDUID and COPYUID name the UIDVALIDITY as SELECT presents it
+(:mod:`transcoder.imap.view_epoch`), so a client can file the new UIDs
+under the value it knows the mailbox by.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -81,6 +86,9 @@ def check_sequence_numbers(messages: imap4.MessageSet, exists: int) -> None:
 
 class TransferMixin(MailboxCommandMixin):
     """APPEND, COPY, MOVE, UID COPY and UID MOVE."""
+
+    # Provided by the view epoch mixin (declared for the type checker only).
+    presented_validity: Callable[[int], Coroutine[Any, Any, int]]
 
     # -- APPEND -------------------------------------------------------------------
 
@@ -153,14 +161,15 @@ class TransferMixin(MailboxCommandMixin):
         """
         try:
             if name == self.selected_mailbox_name():
-                return int(self.mbox.getUIDValidity())
+                return await self.presented_validity(int(self.mbox.getUIDValidity()))
             session = await defer.maybeDeferred(self.account.select, name, False)
             if session is None:
                 return None
             try:
-                return int(session.getUIDValidity())
+                stored = int(session.getUIDValidity())
             finally:
                 close_session(session)
+            return await self.presented_validity(stored)
         except Exception:
             log.failure("reading UIDVALIDITY after APPEND failed")
             return None
@@ -206,11 +215,12 @@ class TransferMixin(MailboxCommandMixin):
             new_uids = await self._copy_messages(found, target)
             if move:
                 expunged = await self._expunge_moved(source, target, source_uids, new_uids)
-            validity = int(target.getUIDValidity())
+            stored = int(target.getUIDValidity())
         finally:
             close_session(target)
         code = None
         if found:
+            validity = await self.presented_validity(stored)
             sources = format_uid_set(source_uids).decode("ascii")
             copies = format_uid_set(new_uids).decode("ascii")
             code = f"COPYUID {validity} {sources} {copies}"

@@ -25,6 +25,7 @@ from transcoder.errors import ClientError
 from transcoder.keys.interfaces import IAsyncKeyStore
 from transcoder.keys.keystore import KeyStore
 from transcoder.keys.model import KeyFormat, Policy, PolicyMode, StoredKey, ValidatedKey
+from transcoder.keys.view_epochs import ViewInputs
 
 _T = TypeVar("_T")
 
@@ -134,3 +135,11 @@ class AsyncKeyStore:
     ) -> Deferred[None]:
         """See :meth:`IKeyStore.record_refusal`."""
         return self.run(self.store.record_refusal, account, error, now, fingerprint, origin)
+
+    def view_inputs(self, account: str, now: datetime) -> Deferred[ViewInputs]:
+        """See :meth:`IKeyStore.view_inputs`."""
+        return self.run(self.store.view_inputs, account, now)
+
+    def view_epoch(self, account: str, now: datetime) -> Deferred[int]:
+        """See :meth:`IKeyStore.view_epoch`."""
+        return self.run(self.store.view_epoch, account, now)

@@ -54,6 +54,20 @@ class IKeyStore(Interface):
     def record_refusal(account, error, now, fingerprint=None, origin=None):
         """Audit a refusal decided outside the keystore (a key that failed validation)."""
 
+    def view_inputs(account, now):
+        """The account's ViewInputs: its view epoch with the policy and keys it stands for.
+
+        Read in one transaction; see :mod:`transcoder.keys.view_epochs`.
+        Every operation above that changes what the account's views are made
+        from moves the epoch in its own transaction.
+        """
+
+    def view_epoch(account, now):
+        """The account's current view epoch (an int, 0 until its views first change)."""
+
+    def note_server_views(settings, now, origin=None):
+        """Record the server-wide view settings id; a new one moves every account's epoch."""
+
 
 class IAsyncKeyStore(Interface):
     """:class:`IKeyStore` for the reactor thread: the same methods, each returning a Deferred."""
@@ -84,6 +98,12 @@ class IAsyncKeyStore(Interface):
 
     def record_refusal(account, error, now, fingerprint=None, origin=None):
         """Deferred firing with ``None`` once the refusal is audited."""
+
+    def view_inputs(account, now):
+        """Deferred firing with the account's ViewInputs."""
+
+    def view_epoch(account, now):
+        """Deferred firing with the account's view epoch."""
 
     def run(function, *args, **kwargs):
         """Deferred firing with ``function(*args, **kwargs)`` run in the keystore's pool.

@@ -66,6 +66,7 @@ from transcoder.keys.model import (
     require_aware,
 )
 from transcoder.keys.policy import missing_key_message, resolve_policy
+from transcoder.keys.view_epochs import ViewEpochMethods
 
 AuditHook = Callable[[dict[str, Any]], None]
 
@@ -77,8 +78,13 @@ def _no_audit(record: dict[str, Any]) -> None:
 
 
 @implementer(IKeyStore)
-class KeyStore:
-    """The keystore in the SQLite file ``path`` (created, with its schema, when missing)."""
+class KeyStore(ViewEpochMethods):
+    """The keystore in the SQLite file ``path`` (created, with its schema, when missing).
+
+    Every operation that changes what the account's views are made from
+    moves the account's view epoch in its own transaction
+    (:mod:`transcoder.keys.view_epochs`).
+    """
 
     def __init__(
         self, path: str | Path, audit: AuditHook = _no_audit, busy_timeout: float = 5.0
@@ -162,6 +168,7 @@ class KeyStore:
             superseded = self._supersede(db, account, key, now)
             stored = self._get(db, account, key.fingerprint, now)
             assert stored is not None  # written just above, in this transaction
+            self._count_views(db, account, now, origin, cause="key.stored")
             self._record(
                 "key.stored",
                 account,
@@ -270,6 +277,7 @@ class KeyStore:
                     " WHERE account = ? AND fingerprint = ?",
                     (encode_time(now), account, fingerprint),
                 )
+                self._count_views(db, account, now, origin, cause="key.retired")
                 self._record(
                     "key.retired", account, now, origin, fingerprint=fingerprint, reason="deleted"
                 )
@@ -291,6 +299,7 @@ class KeyStore:
                 raise NoUsableKey(printable(f"no key with fingerprint {fingerprint}", 120))
             db.execute("DELETE FROM keys WHERE fingerprint = ?", (fingerprint,))
             for row in rows:
+                self._count_views(db, row["account"], now, origin, cause="key.purged")
                 self._record("key.purged", row["account"], now, origin, fingerprint=fingerprint)
         return len(rows)
 
@@ -360,6 +369,7 @@ class KeyStore:
                 " format = excluded.format, updated_at = excluded.updated_at",
                 (account, after.mode.value, explicit.value if explicit else None, encode_time(now)),
             )
+            self._count_views(db, account, now, origin, cause="policy.changed")
             self._record(
                 "policy.changed",
                 account,

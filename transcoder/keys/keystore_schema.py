@@ -58,6 +58,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at TEXT NOT NULL
         )""",
     ),
+    # Version 2: view epochs (transcoder.keys.view_epochs).  No rows: every
+    # account starts at epoch 0 counted with policy OFF, so an account whose
+    # views were already transcoded presents a new UIDVALIDITY once.
+    (
+        """CREATE TABLE view_epochs (
+            account TEXT PRIMARY KEY,
+            epoch INTEGER NOT NULL CHECK (epoch >= 0),
+            inputs TEXT NOT NULL,
+            changed_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE server_views (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            epoch INTEGER NOT NULL CHECK (epoch >= 0),
+            settings TEXT NOT NULL,
+            changed_at TEXT NOT NULL
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,261 @@
+"""A view that changes is announced: the UIDVALIDITY presented, and BYE for stale sessions.
+
+What a message's FETCH serves -- its view -- follows the account's keys and
+policy.  Clients keep what they fetched under (mailbox, UIDVALIDITY, UID)
+for good (RFC 3501 section 2.3.1.1), so when the views change every
+mailbox of the account must present a UIDVALIDITY never presented before.
+The keystore counts such changes in the account's *view epoch*
+(:mod:`transcoder.keys.view_epochs`, which also says why the Maildir's own
+UIDVALIDITY is left alone); this mixin presents, wherever a UIDVALIDITY is
+answered -- SELECT, EXAMINE, STATUS, APPENDUID, COPYUID (RFC 4315) --
+:func:`~transcoder.keys.view_epochs.presented_uid_validity` of the stored
+value and the epoch, and keeps sessions from mixing epochs:
+
+* SELECT/EXAMINE remember the epoch their mailbox was presented under
+  (:attr:`ViewEpochMixin.view_epoch`).
+* Before any later command of the selected state runs, the epoch is read
+  again (in the keystore's pool; commands behind it wait, RFC 3501 section
+  5.5).  If it moved -- XKEY in any session, ``transcoder-admin`` in any
+  process, a key that expired -- the session cannot go on: a selected
+  mailbox keeps its UIDVALIDITY for the session (its UIDs "MUST NOT change
+  during the session", RFC 3501 section 2.3.1.1), yet its messages' views
+  changed.  The command is not run; the server answers
+  ``* BYE [UNAVAILABLE] ...`` and closes the connection (RFC 3501 section
+  7.1.5), and the reconnecting client sees the new UIDVALIDITY and
+  resynchronises.  The session that made the change itself is treated the
+  same way at its next command; XKEY is not held, so a client may make
+  several changes in a row, then leave the mailbox.
+* Commands that leave the mailbox or say nothing about it are not held:
+  LOGOUT, CLOSE, UNSELECT, SELECT, EXAMINE (these present the new value),
+  XKEY, CAPABILITY and ID.
+* FETCH reads its policy and keys together with the epoch, in one keystore
+  transaction (:mod:`transcoder.imap.transcoding`), and a FETCH that finds
+  another epoch than its session's ends the same way, before any view is
+  sent: a change that lands between the check and the FETCH cannot slip
+  through either.
+
+Sessions of a server without a key layer, or of an account without an
+address, are at no epoch: they present the stored UIDVALIDITY unchanged.
+
+What every account's views depend on beyond its keys and policy -- the
+view secret, the transcoders and their settings, ``--obscure-subject`` --
+is summed up by :func:`server_views_id`; the standalone server records it
+at start (:func:`note_server_views`), and a new value moves every account's
+epoch, so rotating the secret or changing the S/MIME cipher is announced
+like a key change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from transcoder.keys.view_epochs import ViewsChanged, presented_uid_validity
+
+if TYPE_CHECKING:
+    from twisted.mail.imap4 import IMAP4Server as _ServerBase
+else:
+    _ServerBase = object
+
+log = Logger()
+
+#: Commands run without checking the epoch: they leave the selected mailbox
+#: (the next SELECT presents the new value) or answer nothing about it.
+UNHELD = frozenset(
+    {b"LOGOUT", b"CLOSE", b"UNSELECT", b"SELECT", b"EXAMINE", b"XKEY", b"CAPABILITY", b"ID"}
+)
+#: What a session whose views changed is told before the connection closes.
+BYE = (
+    b"BYE [UNAVAILABLE] Keys or policy of this account changed, and with them how "
+    b"messages are served: reconnect to resynchronise (new UIDVALIDITY)"
+)
+
+
+def server_views_id(config: Any) -> str:
+    """A short text that changes when the server-wide inputs of every view change.
+
+    ``config`` is the server's :class:`~transcoder.imap.transcoding.TranscodingConfig`:
+    its transcoders' names and settings, ``obscure_subject`` and the view
+    secret's identifier (never the secret).
+    """
+    parts = sorted(f"transcoder {t.name} {t.settings_id}" for t in config.registry)
+    parts.append(f"obscure-subject {bool(config.obscure_subject)}")
+    secret = getattr(config, "view_secret", None)
+    parts.append("secret " + (secret.identifier if secret is not None else "none"))
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
+
+
+def note_server_views(keys: Any, config: Any) -> int:
+    """Record :func:`server_views_id` in the keystore (blocking: call at start); the epoch.
+
+    ``keys`` is the server's :class:`~transcoder.imap.xkey.KeyAccess`.
+    """
+    epoch: int = keys.store.store.note_server_views(server_views_id(config), keys.now())
+    return epoch
+
+
+class ServerViewsService(service.Service):
+    """Records the server-wide view settings when the server starts, before it listens.
+
+    At service start rather than while the service is built, so that the
+    audit record of a change reaches a running log (twistd's buffer of early
+    events does not take events emitted while it is replayed).
+    """
+
+    def __init__(self, keys: Any, config: Any) -> None:
+        self.keys = keys
+        self.config = config
+
+    def startService(self) -> None:
+        """Record the settings (moving every account's epoch if they changed)."""
+        super().startService()
+        note_server_views(self.keys, self.config)
+
+
+def _held(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """A command-table handler that runs only once the session's epoch is confirmed."""
+
+    def held(server: Any, tag: bytes, *args: Any, **kwargs: Any) -> Any:
+        return server.run_at_current_epoch(handler, tag, args, kwargs)
+
+    return held
+
+
+class ViewEpochMixin(_ServerBase):
+    """View epochs for TranscodingIMAP4Server (see the module doc); the outermost mixin."""
+
+    # Provided by the server and the other mixins (declared for the type checker only).
+    keys: Any
+    account: Any
+    blocked: list[bytes] | None
+
+    #: The epoch the selected mailbox was presented under; ``None``: not tracked.
+    view_epoch: int | None = None
+    _epoch_confirmed = False
+    _ended = False
+
+    # -- the epoch and the UIDVALIDITY presented -----------------------------------
+
+    def current_view_epoch(self) -> defer.Deferred[int | None]:
+        """The account's view epoch now (keystore pool); ``None`` without a key layer."""
+        keys = self.keys
+        address = getattr(self.account, "address", None)
+        if keys is None or not isinstance(address, str) or not address:
+            return defer.succeed(None)
+        d: defer.Deferred[int | None] = keys.store.view_epoch(address, keys.now())
+        return d
+
+    async def presented_validity(self, stored: int) -> int:
+        """The UIDVALIDITY answered for a mailbox whose Maildir says ``stored``.
+
+        In the selected state, under :attr:`view_epoch`: every command there
+        that answers a UIDVALIDITY (STATUS, APPEND, COPY, MOVE) first had that
+        epoch confirmed current.  Otherwise under the epoch read now.
+        """
+        if self.state == "select" and self.view_epoch is not None:
+            epoch: int | None = self.view_epoch
+        else:
+            epoch = await self.current_view_epoch()
+        return stored if epoch is None else presented_uid_validity(stored, epoch)
+
+    # -- holding commands until the epoch is confirmed -----------------------------
+
+    def lookupCommand(self, cmd: bytes) -> tuple[Any, ...] | None:
+        """The command's table entry, its handler held until the epoch is confirmed."""
+        entry: tuple[Any, ...] | None = super().lookupCommand(cmd)
+        if entry is None or cmd.upper() in UNHELD:
+            return entry
+        handler, *parsers = entry
+        return (_held(handler), *parsers)
+
+    def run_at_current_epoch(
+        self, handler: Callable[..., Any], tag: bytes, args: tuple[Any, ...], kwargs: Any
+    ) -> Any:
+        """Run ``handler`` if the selected mailbox's epoch is still current; else end with BYE."""
+        if self.state != "select" or self.view_epoch is None or self._epoch_confirmed:
+            return handler(self, tag, *args, **kwargs)
+        hold = self.blocked is None
+        if hold:
+            self.blocked = []  # lines arriving meanwhile wait their turn
+        d = self.current_view_epoch()
+        d.addCallbacks(
+            self._run_if_current,
+            self._check_failed,
+            callbackArgs=(handler, tag, args, kwargs, hold),
+            errbackArgs=(tag, hold),
+        )
+        d.addErrback(lambda failure: log.failure("running a held command failed", failure))
+        return d
+
+    def _run_if_current(
+        self,
+        epoch: int | None,
+        handler: Callable[..., Any],
+        tag: bytes,
+        args: tuple[Any, ...],
+        kwargs: Any,
+        hold: bool,
+    ) -> Any:
+        if self._ended or self.transport is None or self.transport.disconnecting:
+            return None
+        if epoch != self.view_epoch:
+            self.end_stale_session()
+            return None
+        queued, self.blocked = (self.blocked, None) if hold else (None, self.blocked)
+        self._epoch_confirmed = True  # UID FETCH dispatches FETCH: checked once
+        try:
+            result = handler(self, tag, *args, **kwargs)
+        finally:
+            self._epoch_confirmed = False
+            if queued is not None:
+                self._requeue(queued)
+        return result
+
+    def _requeue(self, queued: list[bytes]) -> None:
+        """Put the lines that arrived during the check back, ahead of any newer ones."""
+        if self.blocked is None:
+            self.blocked = queued
+            self._unblock()
+        else:
+            self.blocked[:0] = queued
+
+    def _check_failed(self, failure: Failure, tag: bytes, hold: bool) -> None:
+        """The epoch could not be read: refuse the command (NO [SERVERBUG]), go on with the next."""
+        queued, self.blocked = (self.blocked, None) if hold else (None, self.blocked)
+        self.send_error(tag, failure)
+        if queued is not None:
+            self._requeue(queued)
+
+    # -- ending a stale session ------------------------------------------------------
+
+    def end_stale_session(self) -> None:
+        """``* BYE [UNAVAILABLE] ...`` and close: the account's views changed under this session."""
+        if self._ended:
+            return
+        self._ended = True
+        log.info(
+            "session of {account} ended: its views changed",
+            account=getattr(self.account, "address", "?"),
+        )
+        self.sendUntaggedResponse(BYE)
+        self.transport.loseConnection()
+
+    def send_error(self, tag: bytes | None, error: BaseException | Failure) -> None:
+        """A FETCH that found the epoch moved (:class:`ViewsChanged`) ends the session instead."""
+        value = error.value if isinstance(error, Failure) else error
+        if isinstance(value, ViewsChanged):
+            self.end_stale_session()
+            return
+        super().send_error(tag, error)
+
+    def lineReceived(self, line: bytes) -> Any:
+        """Nothing more runs once the session ended with BYE (queued lines included)."""
+        if self._ended:
+            return None
+        return super().lineReceived(line)

@@ -1,0 +1,266 @@
+"""View epochs: what lets a changed view be announced with a new UIDVALIDITY.
+
+A client keeps a message it fetched under (mailbox, UIDVALIDITY, UID) for
+good (RFC 3501 section 2.3.1.1).  What FETCH serves of a message -- its
+*view* -- depends on the account's *view inputs*: the policy MODE, the
+effective FORMAT and the usable encryption keys of that format (material
+included), plus server-wide settings (the transcoders' settings, later the
+view secret).  When those change, every view of the account changes, so
+every mailbox of the account must present a UIDVALIDITY it never presented
+before, and the client resynchronises.
+
+The Maildir's own UIDVALIDITY and UIDs are left alone (COPY, SEARCH,
+APPENDUID and other readers of the same Maildir, e.g. Dovecot, rely on
+them).  Instead the keystore keeps, per account, a *view epoch*: a counter
+that moves by one each time the account's view inputs become different
+from those it was last counted with, plus a server-wide epoch for
+server-wide settings.  The UIDVALIDITY the server presents is
+:func:`presented_uid_validity` of (stored UIDVALIDITY, epoch):
+
+* The epoch is bumped in the same transaction as the key or policy change
+  that alters the inputs (XKEY, ``transcoder-admin``, any process), and only
+  then: storing a key while MODE is OFF, or setting the policy it already
+  has, changes no view and costs clients nothing.  Inputs can also change
+  with no write at all -- a key expires, and a format that was never set
+  falls back to the next newest key's -- so every read compares the
+  recorded inputs with the current ones and bumps when they differ.  An
+  account's views at one epoch are therefore always made from the same
+  inputs.
+* ``presented = stored + epoch`` (32-bit, see the function) grows strictly
+  whenever either grows; both only grow (the store draws a new UIDVALIDITY
+  from a per-account counter that only grows; epochs only grow), so a
+  mailbox name never shows a value it showed before, across restarts and
+  on every server sharing the store and the keystore.
+* The account epoch is capped (:data:`MAX_ACCOUNT_EPOCH`, 16.7 million
+  changes): beyond it changes are refused ``NO [LIMIT]``, so the sum stays
+  below 2^32 for as long as the store's own clock-based values do (year
+  2106).
+* Losing or restoring ``keys.db`` takes the epoch back together with the
+  keys and policy it counted: a value shown again then stands for the same
+  inputs it stood for before (with views derived from their inputs, the
+  same octets), or for the initial state, policy OFF, where the view is the
+  stored message.
+
+No Twisted here: plain functions over an SQLite connection, used by
+:class:`~transcoder.keys.keystore.KeyStore`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+
+from transcoder.errors import ClientError
+from transcoder.keys.keystore_schema import KEY_COLUMNS, encode_time, stored_key
+from transcoder.keys.model import KeyStatus, Policy, PolicyMode, StoredKey, require_aware
+
+#: The largest UIDVALIDITY (RFC 3501 section 9: ``nz-number`` is 32-bit).
+MAX_UIDVALIDITY = 2**32 - 1
+#: Changes of view inputs an account may make (see the module doc).
+MAX_ACCOUNT_EPOCH = 2**24
+#: The inputs of an account nobody configured: policy OFF, views are the stored messages.
+INITIAL_INPUTS = "OFF"
+
+
+class ViewsChanged(ClientError):
+    """The account's views changed since this session presented its mailbox: reconnect."""
+
+    code = "UNAVAILABLE"
+
+
+class TooManyViewChanges(ClientError):
+    """The account changed its keys or policy more often than the server can announce."""
+
+    code = "LIMIT"
+
+
+@dataclass(frozen=True)
+class ViewInputs:
+    """An account's view epoch with the policy and keys it counts, read in one transaction.
+
+    ``keys`` are all the account's keys (as ``list_keys`` reports them), so
+    that a selection made from them is the one the epoch stands for.
+    """
+
+    epoch: int
+    policy: Policy
+    keys: tuple[StoredKey, ...]
+
+
+def presented_uid_validity(stored: int, epoch: int) -> int:
+    """The UIDVALIDITY a client is shown for a mailbox whose Maildir says ``stored``.
+
+    ``stored + epoch``, wrapping within 1..2^32-1 like the store's own counter
+    (never reached in practice: see the module doc).  Epoch 0 -- no change
+    ever -- presents the stored value itself.
+    """
+    if not 0 < stored <= MAX_UIDVALIDITY or epoch < 0:
+        raise ValueError(f"bad UIDVALIDITY {stored} or epoch {epoch}")
+    return (stored - 1 + epoch) % MAX_UIDVALIDITY + 1
+
+
+def inputs_id(policy: Policy, keys: Iterable[StoredKey], now: datetime) -> str:
+    """A short text naming what the account's views are made from at ``now``.
+
+    Equal ids mean equal views.  MODE OFF serves the stored messages whatever
+    the keys; MODE ALWAYS encrypts to the usable (active, unexpired,
+    encryption) keys of the effective format -- as
+    :func:`transcoder.transcoders.selection.usable_keys` picks them --, so their
+    fingerprints and material count, not their other attributes.
+    """
+    if policy.mode is PolicyMode.OFF:
+        return INITIAL_INPUTS
+    digest = hashlib.sha256()
+    usable = [
+        key
+        for key in keys
+        if key.format is policy.format
+        and key.status is KeyStatus.ACTIVE
+        and key.can_encrypt
+        and not key.expired_at(now)
+    ]
+    for key in sorted(usable, key=lambda k: k.fingerprint):
+        digest.update(key.fingerprint.encode("ascii") + b"\0")
+        digest.update(hashlib.sha256(key.material).digest())
+    fmt = policy.format.value if policy.format is not None else "NONE"
+    return f"ALWAYS {fmt} {digest.hexdigest()[:32]}"
+
+
+def account_epoch(db: sqlite3.Connection, account: str) -> tuple[int, str]:
+    """The account's own epoch and the inputs it was counted with (0 and OFF: never set)."""
+    row = db.execute(
+        "SELECT epoch, inputs FROM view_epochs WHERE account = ?", (account,)
+    ).fetchone()
+    return (0, INITIAL_INPUTS) if row is None else (int(row[0]), str(row[1]))
+
+
+def server_epoch(db: sqlite3.Connection) -> tuple[int, str | None]:
+    """The server-wide epoch and the settings id it was counted with (``None``: never set)."""
+    row = db.execute("SELECT epoch, settings FROM server_views WHERE id = 1").fetchone()
+    return (0, None) if row is None else (int(row[0]), str(row[1]))
+
+
+def write_account_epoch(
+    db: sqlite3.Connection, account: str, epoch: int, inputs: str, now: datetime
+) -> None:
+    """Record ``epoch`` as counted with ``inputs`` (inside the caller's transaction)."""
+    db.execute(
+        "INSERT INTO view_epochs (account, epoch, inputs, changed_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (account) DO UPDATE SET epoch = excluded.epoch,"
+        " inputs = excluded.inputs, changed_at = excluded.changed_at",
+        (account, epoch, inputs, encode_time(now)),
+    )
+
+
+def write_server_epoch(db: sqlite3.Connection, epoch: int, settings: str, now: datetime) -> None:
+    """Record the server-wide ``epoch`` as counted with ``settings``."""
+    db.execute(
+        "INSERT INTO server_views (id, epoch, settings, changed_at) VALUES (1, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch,"
+        " settings = excluded.settings, changed_at = excluded.changed_at",
+        (epoch, settings, encode_time(now)),
+    )
+
+
+class ViewEpochMethods:
+    """The keystore's view-epoch operations, mixed into :class:`~transcoder.keys.keystore.KeyStore`.
+
+    Relies on the keystore's transaction, policy reading and audit helpers.
+    """
+
+    # Provided by KeyStore (declared for the type checker only).
+    _transaction: Callable[..., AbstractContextManager[sqlite3.Connection]]
+    _policy: Callable[[sqlite3.Connection, str, datetime], Policy]
+    _record: Callable[..., None]
+    _refused: Callable[..., None]
+
+    def view_inputs(self, account: str, now: datetime) -> ViewInputs:
+        """The account's view epoch with the policy and keys it counts, read together.
+
+        Inputs that changed with no write -- a key expired -- are counted
+        here first, so the epoch returned always stands for these inputs.
+        """
+        now = require_aware(now)
+        with self._transaction("DEFERRED") as db:
+            state = self._view_state(db, account, now)
+        if state.counted:
+            return state.inputs
+        with self._transaction() as db:
+            self._count_views(db, account, now, None, cause="drift")
+            return self._view_state(db, account, now).inputs
+
+    def view_epoch(self, account: str, now: datetime) -> int:
+        """The account's current view epoch (see :meth:`view_inputs`)."""
+        return self.view_inputs(account, now).epoch
+
+    def note_server_views(
+        self, settings: str, now: datetime, origin: Mapping[str, str] | None = None
+    ) -> int:
+        """Record the id of the server-wide view settings; return the server-wide epoch.
+
+        An id other than the one recorded last (transcoder settings, the view
+        secret) changes every account's views: the server-wide epoch moves
+        on.  The first id ever recorded moves nothing.
+        """
+        now = require_aware(now)
+        with self._transaction() as db:
+            epoch, recorded = server_epoch(db)
+            if recorded is None:
+                write_server_epoch(db, epoch, settings, now)
+            elif recorded != settings:
+                epoch += 1
+                write_server_epoch(db, epoch, settings, now)
+                self._record("views.changed", "*", now, origin, epoch=epoch, cause="server")
+        return epoch
+
+    def _view_state(self, db: sqlite3.Connection, account: str, now: datetime) -> _ViewState:
+        policy = self._policy(db, account, now)
+        rows = db.execute(
+            f"SELECT {KEY_COLUMNS} FROM keys WHERE account = ? ORDER BY id", (account,)
+        ).fetchall()
+        keys = tuple(stored_key(row, now) for row in rows)
+        own, recorded = account_epoch(db, account)
+        current = inputs_id(policy, keys, now)
+        total = own + server_epoch(db)[0]
+        return _ViewState(ViewInputs(total, policy, keys), own, current, current == recorded)
+
+    def _count_views(
+        self,
+        db: sqlite3.Connection,
+        account: str,
+        now: datetime,
+        origin: Mapping[str, str] | None,
+        cause: str,
+    ) -> None:
+        """Inside a write transaction: bump the account's epoch if its view inputs changed.
+
+        ``cause`` names the change for the audit record (``drift``: none, a
+        key expired).  A change past :data:`MAX_ACCOUNT_EPOCH` is refused,
+        so the whole transaction is undone; drift is always counted.
+        """
+        state = self._view_state(db, account, now)
+        if state.counted:
+            return
+        if cause != "drift" and state.own_epoch >= MAX_ACCOUNT_EPOCH:
+            error = TooManyViewChanges(
+                "too many key and policy changes for this account; ask the administrator"
+            )
+            self._refused(account, error, now, origin, event="views.refused")
+            raise error
+        write_account_epoch(db, account, state.own_epoch + 1, state.current, now)
+        epoch = state.inputs.epoch + 1
+        self._record("views.changed", account, now, origin, epoch=epoch, cause=cause)
+
+
+@dataclass(frozen=True)
+class _ViewState:
+    """What :meth:`ViewEpochMethods._view_state` read: inputs, own epoch, and whether counted."""
+
+    inputs: ViewInputs
+    own_epoch: int
+    current: str
+    counted: bool
