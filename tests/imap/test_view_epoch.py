@@ -316,23 +316,29 @@ def test_held_command_and_pipelined_lines_keep_their_order(
     """While the epoch is read, later lines wait, a LITERAL+ APPEND's octets included."""
     alice = connect(tmp_path, keystore, HeldKeyStore)
     held = alice.server.keys.store  # type: ignore[union-attr]
+
+    def release() -> bytes:
+        """Let the oldest keystore call finish; what the server wrote by the next turn."""
+        held.release()
+        alice.clock.advance(0)  # a command that ended lets the next one in on the next turn
+        return alice.output()
+
     alice.send(b"s SELECT INBOX\r\n")
-    held.release()
-    assert b"s OK" in alice.output()
+    assert b"s OK" in release()
     literal = b"Subject: x\r\n\r\na CRLF\r\nb NOOP\r\n"
     alice.send(
         b"a NOOP\r\nb APPEND INBOX {%d+}\r\n" % len(literal) + literal + b"\r\nc UID SEARCH ALL\r\n"
     )
     assert alice.output() == b""
-    held.release()  # a's check
-    assert alice.output().startswith(b"a OK NOOP")
-    held.release()  # b's check
-    out = alice.output()
+    assert release().startswith(b"a OK NOOP")  # a's check
+    out = release()  # b's check; APPENDUID for the selected mailbox needs no read
     assert b"b OK [APPENDUID " in out, out
-    held.release()  # APPENDUID's value for the selected mailbox needs no read; c's check
-    out = alice.output()
+    out = release()  # c's check
     assert out.startswith(b"* SEARCH 1\r\n") and b"c OK" in out, out
     assert not held.held
+    fresh = connect(tmp_path, keystore)
+    select(fresh)
+    assert ok(fresh, b"FETCH 1 (BODY.PEEK[])")[0].endswith(b"{%d}" % len(literal))
 
 
 def test_fetch_finding_a_new_epoch_sends_no_view(tmp_path: Path, keystore: KeyStore) -> None:

@@ -20,8 +20,10 @@ from transcoder.keys.view_epochs import (
     MAX_ACCOUNT_EPOCH,
     MAX_UIDVALIDITY,
     TooManyViewChanges,
+    _inputs_id,
     inputs_id,
     presented_uid_validity,
+    usable_material,
 )
 
 ALWAYS, OFF = PolicyMode.ALWAYS, PolicyMode.OFF
@@ -308,6 +310,10 @@ def test_an_epoch_always_stands_for_one_set_of_inputs(
                 pass
             inputs = store.view_inputs(ALICE, now)
             current = inputs_id(inputs.policy, inputs.keys, now)
+            counted = _inputs_id(
+                inputs.policy, usable_material(store._db, ALICE, inputs.policy, now)
+            )
+            assert counted == current  # the SQL selection is the selection's own
             assert inputs.epoch >= last
             assert seen.setdefault(inputs.epoch, current) == current
             last = inputs.epoch

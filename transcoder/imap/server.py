@@ -36,7 +36,7 @@ from transcoder.imap.search import SearchMixin
 from transcoder.imap.settings import ServerSettings
 from transcoder.imap.transcoding import TranscodingConfig, TranscodingMixin
 from transcoder.imap.updates import UpdatesMixin
-from transcoder.imap.view_epoch import ViewEpochMixin
+from transcoder.imap.view_epoch import ViewEpochGateMixin, ViewEpochMixin
 from transcoder.imap.wire import WireMixin
 from transcoder.imap.xkey import KeyAccess, XKeyMixin
 
@@ -50,6 +50,7 @@ def _dispatch_uid(self: Any, tag: bytes, command: bytes, line: bytes) -> Any:
 class TranscodingIMAP4Server(
     ViewEpochMixin,
     WireMixin,
+    ViewEpochGateMixin,
     LoginMixin,
     XKeyMixin,
     UpdatesMixin,

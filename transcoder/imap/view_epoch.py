@@ -128,7 +128,10 @@ def _held(handler: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ViewEpochMixin(_ServerBase):
-    """View epochs for TranscodingIMAP4Server (see the module doc); the outermost mixin."""
+    """View epochs for TranscodingIMAP4Server (see the module doc): the epoch, the value
+    presented, the end of a stale session.  The outermost mixin (it answers FETCH's
+    :class:`ViewsChanged` before the wire mixin would); :class:`ViewEpochGateMixin`
+    holds the commands."""
 
     # Provided by the server and the other mixins (declared for the type checker only).
     keys: Any
@@ -164,7 +167,61 @@ class ViewEpochMixin(_ServerBase):
             epoch = await self.current_view_epoch()
         return stored if epoch is None else presented_uid_validity(stored, epoch)
 
-    # -- holding commands until the epoch is confirmed -----------------------------
+    # -- ending a stale session ------------------------------------------------------
+
+    def end_stale_session(self) -> None:
+        """``* BYE [UNAVAILABLE] ...`` and close: the account's views changed under this session."""
+        if self._ended:
+            return
+        self._ended = True
+        log.info(
+            "session of {account} ended: its views changed",
+            account=getattr(self.account, "address", "?"),
+        )
+        self.sendUntaggedResponse(BYE)
+        self.transport.loseConnection()
+
+    def send_error(self, tag: bytes | None, error: BaseException | Failure) -> None:
+        """A FETCH that found the epoch moved (:class:`ViewsChanged`) ends the session instead."""
+        value = error.value if isinstance(error, Failure) else error
+        if isinstance(value, ViewsChanged):
+            self.end_stale_session()
+            return
+        super().send_error(tag, error)
+
+    def _respond(self, state: bytes, tag: bytes | None, message: bytes | None) -> None:
+        """A tagged answer ends the command whose epoch was confirmed: the next is checked.
+
+        Cleared first: the next command may start from within the answer.
+        """
+        if tag is not None and state in (b"OK", b"NO", b"BAD"):
+            self._epoch_confirmed = False
+        super()._respond(state, tag, message)
+
+    def lineReceived(self, line: bytes) -> Any:
+        """Nothing more runs once the session ended with BYE (queued lines included)."""
+        if self._ended:
+            return None
+        return super().lineReceived(line)
+
+
+class ViewEpochGateMixin(_ServerBase):
+    """Holds each command of the selected state until its epoch is confirmed (module doc).
+
+    Placed inside the wire mixin, so that the command guard wraps the held
+    handler: the check is part of the command (it runs, alone, from its
+    handler's call to its tagged answer), and a failing check is answered
+    like any failing command.
+    """
+
+    # Provided by ViewEpochMixin and Twisted (declared for the type checker only).
+    blocked: list[bytes] | None
+    view_epoch: int | None
+    _epoch_confirmed: bool
+    _ended: bool
+    current_view_epoch: Callable[[], defer.Deferred[int | None]]
+    end_stale_session: Callable[[], None]
+    send_error: Callable[[bytes | None, BaseException | Failure], None]
 
     def lookupCommand(self, cmd: bytes) -> tuple[Any, ...] | None:
         """The command's table entry, its handler held until the epoch is confirmed."""
@@ -208,7 +265,9 @@ class ViewEpochMixin(_ServerBase):
             self.end_stale_session()
             return None
         queued, self.blocked = (self.blocked, None) if hold else (None, self.blocked)
-        self._epoch_confirmed = True  # UID FETCH dispatches FETCH: checked once
+        # UID FETCH dispatches FETCH: checked once.  Cleared by the tagged answer
+        # too, so commands run from within this one (pipelined ones) are checked.
+        self._epoch_confirmed = True
         try:
             result = handler(self, tag, *args, **kwargs)
         finally:
@@ -231,31 +290,3 @@ class ViewEpochMixin(_ServerBase):
         self.send_error(tag, failure)
         if queued is not None:
             self._requeue(queued)
-
-    # -- ending a stale session ------------------------------------------------------
-
-    def end_stale_session(self) -> None:
-        """``* BYE [UNAVAILABLE] ...`` and close: the account's views changed under this session."""
-        if self._ended:
-            return
-        self._ended = True
-        log.info(
-            "session of {account} ended: its views changed",
-            account=getattr(self.account, "address", "?"),
-        )
-        self.sendUntaggedResponse(BYE)
-        self.transport.loseConnection()
-
-    def send_error(self, tag: bytes | None, error: BaseException | Failure) -> None:
-        """A FETCH that found the epoch moved (:class:`ViewsChanged`) ends the session instead."""
-        value = error.value if isinstance(error, Failure) else error
-        if isinstance(value, ViewsChanged):
-            self.end_stale_session()
-            return
-        super().send_error(tag, error)
-
-    def lineReceived(self, line: bytes) -> Any:
-        """Nothing more runs once the session ended with BYE (queued lines included)."""
-        if self._ended:
-            return None
-        return super().lineReceived(line)

@@ -83,7 +83,8 @@ class ViewInputs:
     """An account's view epoch with the policy and keys it counts, read in one transaction.
 
     ``keys`` are all the account's keys (as ``list_keys`` reports them), so
-    that a selection made from them is the one the epoch stands for.
+    that a selection made from them is the one the epoch stands for; empty
+    when only the epoch was asked for.
     """
 
     epoch: int
@@ -112,22 +113,46 @@ def inputs_id(policy: Policy, keys: Iterable[StoredKey], now: datetime) -> str:
     :func:`transcoder.transcoders.selection.usable_keys` picks them --, so their
     fingerprints and material count, not their other attributes.
     """
-    if policy.mode is PolicyMode.OFF:
-        return INITIAL_INPUTS
-    digest = hashlib.sha256()
     usable = [
-        key
+        (key.fingerprint, key.material)
         for key in keys
         if key.format is policy.format
         and key.status is KeyStatus.ACTIVE
         and key.can_encrypt
         and not key.expired_at(now)
     ]
-    for key in sorted(usable, key=lambda k: k.fingerprint):
-        digest.update(key.fingerprint.encode("ascii") + b"\0")
-        digest.update(hashlib.sha256(key.material).digest())
+    return _inputs_id(policy, usable)
+
+
+def _inputs_id(policy: Policy, usable: Iterable[tuple[str, bytes]]) -> str:
+    """:func:`inputs_id` from the usable keys' (fingerprint, material) pairs."""
+    if policy.mode is PolicyMode.OFF:
+        return INITIAL_INPUTS
+    digest = hashlib.sha256()
+    for fingerprint, material in sorted(usable):
+        digest.update(fingerprint.encode("ascii") + b"\0")
+        digest.update(hashlib.sha256(material).digest())
     fmt = policy.format.value if policy.format is not None else "NONE"
     return f"ALWAYS {fmt} {digest.hexdigest()[:32]}"
+
+
+def usable_material(
+    db: sqlite3.Connection, account: str, policy: Policy, now: datetime
+) -> list[tuple[str, bytes]]:
+    """(fingerprint, material) of the keys :func:`inputs_id` counts, selected in SQL.
+
+    Only these rows are read: the epoch check before every command need not
+    decode the account's whole key history.
+    """
+    if policy.mode is PolicyMode.OFF or policy.format is None:
+        return []
+    rows = db.execute(
+        "SELECT fingerprint, material FROM keys WHERE account = ? AND format = ?"
+        " AND status = 'ACTIVE' AND instr(usages, 'ENCRYPT') > 0"
+        " AND (not_after IS NULL OR not_after >= ?)",
+        (account, policy.format.value, encode_time(now)),
+    ).fetchall()
+    return [(str(row[0]), bytes(row[1])) for row in rows]
 
 
 def account_epoch(db: sqlite3.Connection, account: str) -> tuple[int, str]:
@@ -184,18 +209,20 @@ class ViewEpochMethods:
         Inputs that changed with no write -- a key expired -- are counted
         here first, so the epoch returned always stands for these inputs.
         """
-        now = require_aware(now)
+        return self._read_views(account, require_aware(now), with_keys=True)
+
+    def view_epoch(self, account: str, now: datetime) -> int:
+        """The account's current view epoch (see :meth:`view_inputs`)."""
+        return self._read_views(account, require_aware(now), with_keys=False).epoch
+
+    def _read_views(self, account: str, now: datetime, with_keys: bool) -> ViewInputs:
         with self._transaction("DEFERRED") as db:
-            state = self._view_state(db, account, now)
+            state = self._view_state(db, account, now, with_keys)
         if state.counted:
             return state.inputs
         with self._transaction() as db:
             self._count_views(db, account, now, None, cause="drift")
-            return self._view_state(db, account, now).inputs
-
-    def view_epoch(self, account: str, now: datetime) -> int:
-        """The account's current view epoch (see :meth:`view_inputs`)."""
-        return self.view_inputs(account, now).epoch
+            return self._view_state(db, account, now, with_keys).inputs
 
     def note_server_views(
         self, settings: str, now: datetime, origin: Mapping[str, str] | None = None
@@ -217,14 +244,19 @@ class ViewEpochMethods:
                 self._record("views.changed", "*", now, origin, epoch=epoch, cause="server")
         return epoch
 
-    def _view_state(self, db: sqlite3.Connection, account: str, now: datetime) -> _ViewState:
+    def _view_state(
+        self, db: sqlite3.Connection, account: str, now: datetime, with_keys: bool = False
+    ) -> _ViewState:
+        """Epochs and inputs as stored; ``with_keys``: all the account's keys too."""
         policy = self._policy(db, account, now)
-        rows = db.execute(
-            f"SELECT {KEY_COLUMNS} FROM keys WHERE account = ? ORDER BY id", (account,)
-        ).fetchall()
-        keys = tuple(stored_key(row, now) for row in rows)
+        current = _inputs_id(policy, usable_material(db, account, policy, now))
+        keys: tuple[StoredKey, ...] = ()
+        if with_keys:
+            rows = db.execute(
+                f"SELECT {KEY_COLUMNS} FROM keys WHERE account = ? ORDER BY id", (account,)
+            ).fetchall()
+            keys = tuple(stored_key(row, now) for row in rows)
         own, recorded = account_epoch(db, account)
-        current = inputs_id(policy, keys, now)
         total = own + server_epoch(db)[0]
         return _ViewState(ViewInputs(total, policy, keys), own, current, current == recorded)
 
