@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
 
@@ -66,6 +66,16 @@ class InlineKeyStore(AsyncKeyStore):
         return defer.maybeDeferred(function, *args, **kwargs)
 
 
+class LaterKeyStore(AsyncKeyStore):
+    """An AsyncKeyStore whose answers arrive a turn of ``turns`` later, as a pool's do."""
+
+    turns: Clock
+
+    def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run at the next tick of ``turns`` (the session's clock)."""
+        return task.deferLater(self.turns, 0, function, *args, **kwargs)
+
+
 def responses(out: bytes) -> list[bytes]:
     """The responses in ``out``, each with the literals it carries (RFC 3501 section 7)."""
     found, pos = [], 0
@@ -110,6 +120,8 @@ def answer_problems(outcome: Outcome) -> list[str]:
     if outcome.asked_for_oversized:
         problems.append("continuation request for a literal over the cap")
     lines = responses(out)
+    if sum(r.startswith(b"+") for r in lines) >= len(cmd.segments):
+        problems.append("a continuation request the command had no use for")
     if not cmd.tag:  # an empty line: nothing to answer
         if out:
             problems.append("answer to an empty line")
@@ -194,8 +206,14 @@ class FuzzClient:
         return any(r.startswith(b"zz OK") for r in responses(out))
 
 
-def open_client(directory: Path, state: str, with_keys: bool = True) -> FuzzClient:
-    """A harness connection in ``state`` over a Maildir with :data:`MESSAGES` in INBOX."""
+def open_client(
+    directory: Path, state: str, with_keys: bool = True, later: bool = False
+) -> FuzzClient:
+    """A harness connection in ``state`` over a Maildir with :data:`MESSAGES` in INBOX.
+
+    ``later``: keystore answers arrive in a later turn of the clock, as from
+    the real server's thread pool (commands that wait for one are held).
+    """
     peer = "127.0.0.1" if state == "unauth" else "192.0.2.10"
     session = make_session(directory, state=state, settings=FUZZ_SETTINGS, peer=peer)
     client = FuzzClient(session, directory / "mail")
@@ -208,11 +226,13 @@ def open_client(directory: Path, state: str, with_keys: bool = True) -> FuzzClie
         client.keystore = KeyStore(directory / "keys.db")
         key_clock = Clock()
         key_clock.advance(NOW.timestamp())
-        async_store = InlineKeyStore(client.keystore, key_clock, ThreadPool())
+        kind = LaterKeyStore if later else InlineKeyStore
+        async_store = kind(client.keystore, key_clock, ThreadPool())
+        async_store.turns = session.clock
         session.server.keys = KeyAccess(async_store, key_clock)
     if state == "select":
-        _, done = session.command(b"SELECT INBOX")
-        assert b" OK " in done, done
+        outcome = client.run(FuzzCommand(b"s", b"SELECT", (b"s SELECT INBOX\r\n",)))
+        assert outcome.tagged()[0].startswith(b"s OK "), outcome.output
     client.originals = stored_messages(client.root)
     return client
 

@@ -40,13 +40,21 @@ def describe(outcome: Outcome) -> str:
 
 
 @scaled(60)
-@given(rng=st.randoms(use_true_random=False), state=STATES, count=st.integers(1, 30))
+@given(
+    rng=st.randoms(use_true_random=False),
+    state=STATES,
+    count=st.integers(1, 30),
+    later=st.booleans(),
+)
 def test_every_fuzzed_command_gets_one_clear_answer(
-    rng: random.Random, state: str, count: int
+    rng: random.Random, state: str, count: int, later: bool
 ) -> None:
-    """Fuzzed commands, one at a time: one tagged answer each, no SERVERBUG, store intact."""
+    """Fuzzed commands, one at a time: one tagged answer each, no SERVERBUG, store intact.
+
+    ``later``: the keystore answers in a later turn, as the real server's pool does.
+    """
     with scratch() as directory, watching_log() as log:
-        client = open_client(directory, state)
+        client = open_client(directory, state, later=later)
         fuzzer = CommandFuzzer(rng, password=b"", big=FUZZ_BIG)
         sent: list[Outcome] = []
         for index in range(count):
@@ -119,3 +127,4 @@ def test_fuzzed_stream_in_random_pieces_breaks_nothing(
             client.keystore.close()
         gc.collect()
     assert not log.problems(), log.problems()
+
