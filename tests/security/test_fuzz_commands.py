@@ -127,4 +127,3 @@ def test_fuzzed_stream_in_random_pieces_breaks_nothing(
             client.keystore.close()
         gc.collect()
     assert not log.problems(), log.problems()
-
