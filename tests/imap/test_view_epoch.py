@@ -37,6 +37,25 @@ ALICE = "alice@example.org"
 MESSAGE = b"From: bob@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 
 
+class UncachedHeldKeyStore(HeldKeyStore):
+    """A held pool without the data-version shortcut: every epoch check is a held read."""
+
+    def data_version(self) -> int | None:
+        """Unknown: the last epoch read is never reused."""
+        return None
+
+
+class CountingKeyStore(InlineKeyStore):
+    """An inline pool that counts the epoch checks that went to the keystore."""
+
+    reads = 0
+
+    def view_inputs(self, account: str, now: Any, with_keys: bool = True) -> Any:
+        """Count, then read."""
+        self.reads += not with_keys
+        return super().view_inputs(account, now, with_keys)
+
+
 @pytest.fixture
 def keystore(tmp_path: Path) -> Any:
     """The keystore file the sessions of a test share."""
@@ -49,7 +68,7 @@ def connect(tmp_path: Path, store: KeyStore, pool: type[AsyncKeyStore] = InlineK
     session = make_session(tmp_path, address=ALICE)
     clock = key_clock()
     session.server.keys = KeyAccess(pool(store, clock, ThreadPool()), clock)
-    if pool is HeldKeyStore:
+    if issubclass(pool, HeldKeyStore):
         session.server.keys.store.held = []  # type: ignore[attr-defined]
     return session
 
@@ -314,7 +333,7 @@ def test_held_command_and_pipelined_lines_keep_their_order(
     tmp_path: Path, keystore: KeyStore
 ) -> None:
     """While the epoch is read, later lines wait, a LITERAL+ APPEND's octets included."""
-    alice = connect(tmp_path, keystore, HeldKeyStore)
+    alice = connect(tmp_path, keystore, UncachedHeldKeyStore)
     held = alice.server.keys.store  # type: ignore[union-attr]
 
     def release() -> bytes:
@@ -343,7 +362,7 @@ def test_held_command_and_pipelined_lines_keep_their_order(
 
 def test_fetch_finding_a_new_epoch_sends_no_view(tmp_path: Path, keystore: KeyStore) -> None:
     """A change landing between the check and FETCH's read of the keys: BYE, no message octets."""
-    alice = connect(tmp_path, keystore, HeldKeyStore)
+    alice = connect(tmp_path, keystore, UncachedHeldKeyStore)
     held = alice.server.keys.store  # type: ignore[union-attr]
     registry = TranscoderRegistry([SmimeTranscoder()])
     alice.server.transcoding = TranscodingConfig(
@@ -391,3 +410,25 @@ def test_server_wide_view_settings_move_every_account(tmp_path: Path, keystore: 
             seen.same(value)
         else:
             seen.new(value)
+
+
+def test_epoch_is_read_again_only_after_a_commit_or_an_expiry(
+    tmp_path: Path, keystore: KeyStore
+) -> None:
+    """No keystore read per command while keys.db is unchanged; one after any commit or expiry."""
+    alice = connect(tmp_path, keystore, CountingKeyStore)
+    counting = alice.server.keys.store  # type: ignore[union-attr]
+    put(alice, identity("p256").cert_der)
+    ok(alice, b"XKEY POLICY MODE ALWAYS")
+    select(alice)
+    before = counting.reads
+    for _ in range(5):
+        ok(alice, b"NOOP")
+    assert counting.reads == before  # nothing changed: the epoch read at SELECT stands
+    keystore.put("bob@example.org", identity("p384").key, NOW)  # another account's commit
+    ok(alice, b"NOOP")
+    ok(alice, b"NOOP")
+    assert counting.reads == before + 1
+    alice.server.keys.clock.advance(timedelta(days=400).total_seconds())  # type: ignore[union-attr]
+    ended(alice, b"NOOP")  # the key expired: read again, and the epoch moved
+    assert counting.reads == before + 2

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
@@ -56,7 +57,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from transcoder.keys.view_epochs import ViewsChanged, presented_uid_validity
+from transcoder.keys.view_epochs import ViewInputs, ViewsChanged, presented_uid_validity
 
 if TYPE_CHECKING:
     from twisted.mail.imap4 import IMAP4Server as _ServerBase
@@ -142,17 +143,36 @@ class ViewEpochMixin(_ServerBase):
     view_epoch: int | None = None
     _epoch_confirmed = False
     _ended = False
+    #: The last epoch read: (keystore data version before the read, epoch, stable until).
+    _last_reading: tuple[int | None, int, datetime | None] | None = None
 
     # -- the epoch and the UIDVALIDITY presented -----------------------------------
 
     def current_view_epoch(self) -> defer.Deferred[int | None]:
-        """The account's view epoch now (keystore pool); ``None`` without a key layer."""
+        """The account's view epoch now; ``None`` without a key layer.
+
+        Read in the keystore's pool, unless nothing was committed to the
+        keystore since the last read (:meth:`AsyncKeyStore.data_version`) and
+        no key of the account expired meanwhile: then the epoch read last is
+        still the epoch, and is answered at once.
+        """
         keys = self.keys
         address = getattr(self.account, "address", None)
         if keys is None or not isinstance(address, str) or not address:
             return defer.succeed(None)
-        d: defer.Deferred[int | None] = keys.store.view_epoch(address, keys.now())
-        return d
+        now = keys.now()
+        version = keys.store.data_version()
+        last = self._last_reading
+        unchanged = last is not None and version is not None and last[0] == version
+        if last is not None and unchanged and (last[2] is None or now <= last[2]):
+            return defer.succeed(last[1])
+        d: defer.Deferred[ViewInputs] = keys.store.view_inputs(address, now, with_keys=False)
+        return d.addCallback(self._remember_reading, version)
+
+    def _remember_reading(self, inputs: ViewInputs, version: int | None) -> int:
+        """Keep what was read, under the data version seen before reading it."""
+        self._last_reading = (version, inputs.epoch, inputs.stable_until)
+        return inputs.epoch
 
     async def presented_validity(self, stored: int) -> int:
         """The UIDVALIDITY answered for a mailbox whose Maildir says ``stored``.

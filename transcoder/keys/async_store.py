@@ -25,7 +25,7 @@ from transcoder.errors import ClientError
 from transcoder.keys.interfaces import IAsyncKeyStore
 from transcoder.keys.keystore import KeyStore
 from transcoder.keys.model import KeyFormat, Policy, PolicyMode, StoredKey, ValidatedKey
-from transcoder.keys.view_epochs import ViewInputs
+from transcoder.keys.view_epochs import KeystoreWatch, ViewInputs
 
 _T = TypeVar("_T")
 
@@ -65,6 +65,7 @@ class AsyncKeyStore:
         self.store = store
         self._reactor = reactor
         self._pool = pool
+        self._watch: KeystoreWatch | None = None
 
     def run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> Deferred[_T]:
         """``function(*args, **kwargs)`` in the pool; its result or failure via the Deferred."""
@@ -136,9 +137,24 @@ class AsyncKeyStore:
         """See :meth:`IKeyStore.record_refusal`."""
         return self.run(self.store.record_refusal, account, error, now, fingerprint, origin)
 
-    def view_inputs(self, account: str, now: datetime) -> Deferred[ViewInputs]:
+    def view_inputs(
+        self, account: str, now: datetime, with_keys: bool = True
+    ) -> Deferred[ViewInputs]:
         """See :meth:`IKeyStore.view_inputs`."""
-        return self.run(self.store.view_inputs, account, now)
+        return self.run(self.store.view_inputs, account, now, with_keys)
+
+    def data_version(self) -> int | None:
+        """A number that changes with every commit to the keystore file (on this thread, cheap).
+
+        See :class:`~transcoder.keys.view_epochs.KeystoreWatch`; ``None`` for a
+        keystore that is not a file.  For the reactor thread only.
+        """
+        path = getattr(self.store, "path", None)
+        if path is None:
+            return None
+        if self._watch is None:
+            self._watch = KeystoreWatch(path)
+        return self._watch.version()
 
     def view_epoch(self, account: str, now: datetime) -> Deferred[int]:
         """See :meth:`IKeyStore.view_epoch`."""

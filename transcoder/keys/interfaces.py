@@ -54,7 +54,7 @@ class IKeyStore(Interface):
     def record_refusal(account, error, now, fingerprint=None, origin=None):
         """Audit a refusal decided outside the keystore (a key that failed validation)."""
 
-    def view_inputs(account, now):
+    def view_inputs(account, now, with_keys=True):
         """The account's ViewInputs: its view epoch with the policy and keys it stands for.
 
         Read in one transaction; see :mod:`transcoder.keys.view_epochs`.
@@ -99,7 +99,7 @@ class IAsyncKeyStore(Interface):
     def record_refusal(account, error, now, fingerprint=None, origin=None):
         """Deferred firing with ``None`` once the refusal is audited."""
 
-    def view_inputs(account, now):
+    def view_inputs(account, now, with_keys=True):
         """Deferred firing with the account's ViewInputs."""
 
     def view_epoch(account, now):

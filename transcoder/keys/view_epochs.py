@@ -53,9 +53,10 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from transcoder.errors import ClientError
-from transcoder.keys.keystore_schema import KEY_COLUMNS, encode_time, stored_key
+from transcoder.keys.keystore_schema import KEY_COLUMNS, decode_time, encode_time, stored_key
 from transcoder.keys.model import KeyStatus, Policy, PolicyMode, StoredKey, require_aware
 
 #: The largest UIDVALIDITY (RFC 3501 section 9: ``nz-number`` is 32-bit).
@@ -90,6 +91,9 @@ class ViewInputs:
     epoch: int
     policy: Policy
     keys: tuple[StoredKey, ...]
+    #: Until when the inputs cannot change without a write to the keystore (the
+    #: first expiry among the active encryption keys); ``None``: for ever.
+    stable_until: datetime | None = None
 
 
 def presented_uid_validity(stored: int, epoch: int) -> int:
@@ -155,6 +159,42 @@ def usable_material(
     return [(str(row[0]), bytes(row[1])) for row in rows]
 
 
+def first_expiry(db: sqlite3.Connection, account: str, now: datetime) -> datetime | None:
+    """The earliest ``not_after`` still ahead among the account's active encryption keys.
+
+    Until then (inclusive) no key of the account expires, so its view inputs
+    change only through a write; ``None``: none of them ever expires.
+    """
+    row = db.execute(
+        "SELECT MIN(not_after) FROM keys WHERE account = ? AND status = 'ACTIVE'"
+        " AND instr(usages, 'ENCRYPT') > 0 AND not_after >= ?",
+        (account, encode_time(now)),
+    ).fetchone()
+    return decode_time(row[0]) if row and row[0] is not None else None
+
+
+class KeystoreWatch:
+    """Tells cheaply whether ``keys.db`` changed: any commit, by any connection or process.
+
+    Its own connection, which never writes, asks SQLite's ``PRAGMA
+    data_version``: the number changes whenever another connection -- the
+    keystore's own included -- committed since the last call.  One query on
+    the WAL index, no table read: cheap enough to ask before every command.
+    For the thread that made it only.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None)
+
+    def version(self) -> int:
+        """The current data version (compare only with earlier values of this watch)."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the watch's connection."""
+        self._db.close()
+
+
 def account_epoch(db: sqlite3.Connection, account: str) -> tuple[int, str]:
     """The account's own epoch and the inputs it was counted with (0 and OFF: never set)."""
     row = db.execute(
@@ -203,13 +243,14 @@ class ViewEpochMethods:
     _record: Callable[..., None]
     _refused: Callable[..., None]
 
-    def view_inputs(self, account: str, now: datetime) -> ViewInputs:
+    def view_inputs(self, account: str, now: datetime, with_keys: bool = True) -> ViewInputs:
         """The account's view epoch with the policy and keys it counts, read together.
 
         Inputs that changed with no write -- a key expired -- are counted
         here first, so the epoch returned always stands for these inputs.
+        Without ``with_keys`` the keys are left out (an epoch check).
         """
-        return self._read_views(account, require_aware(now), with_keys=True)
+        return self._read_views(account, require_aware(now), with_keys)
 
     def view_epoch(self, account: str, now: datetime) -> int:
         """The account's current view epoch (see :meth:`view_inputs`)."""
@@ -258,7 +299,8 @@ class ViewEpochMethods:
             keys = tuple(stored_key(row, now) for row in rows)
         own, recorded = account_epoch(db, account)
         total = own + server_epoch(db)[0]
-        return _ViewState(ViewInputs(total, policy, keys), own, current, current == recorded)
+        inputs = ViewInputs(total, policy, keys, first_expiry(db, account, now))
+        return _ViewState(inputs, own, current, current == recorded)
 
     def _count_views(
         self,
