@@ -156,6 +156,10 @@ def test_cached_copies_are_always_what_the_server_serves(
         done = admin(server.data, *command)
         assert done.returncode == 0, done.stderr
         client.new(server)
+        if command[0] == "key":
+            with xkey(server) as keys:  # XKEY PUT of a new key under MODE ALWAYS
+                keys.provision(first.cert_der)
+            client.new(server)
     assert sorted(client.cache.values()) == sorted(MESSAGES)
     client.new(server, "Box")
     with xkey(server) as keys:  # MODE OFF again: a key of the format changes nothing
