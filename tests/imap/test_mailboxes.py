@@ -659,6 +659,7 @@ def test_command_pipelined_behind_append_waits(tmp_path: Path) -> None:
     assert session.output() == b""
     d, work = pending.pop()
     d.callback(work())
+    session.clock.advance(0)  # the next command is read on the turn after an answer
     out = session.output()
     assert out.index(b"a1 OK") < out.index(b"* STATUS") < out.index(b"a2 OK"), out
     assert b"MESSAGES 1" in out

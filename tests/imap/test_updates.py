@@ -7,6 +7,7 @@ from pathlib import Path
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
+from tests.imap.client_model import ClientModel
 from tests.imap.harness import Session, make_session
 from transcoder.imap.server import TranscodingIMAP4Server
 
@@ -217,3 +218,83 @@ def test_copy_announces_keyword_to_the_target_mailbox_sessions(tmp_path: Path) -
     assert any(b"PERMANENTFLAGS" in ln and b"Project" in ln for ln in lines)
     lines, _ = b.command(b"FETCH 1 (FLAGS)")
     assert any(ln.startswith(b"* 1 FETCH") and b"Project" in ln for ln in lines)
+
+
+# -- pipelined commands run one at a time, in order (RFC 3501 5.5, 7.4.1) -------------
+
+PIPELINED = b"Subject: pipelined\r\n\r\nappended while others wait\r\n"
+
+
+def answer_all(session: Session, model: ClientModel) -> None:
+    """Let the reactor run (the shared clock) until every command in progress is answered."""
+    model.read(session.output())
+    for _ in range(200):
+        if not model.in_progress:
+            return
+        session.clock.advance(0)
+        model.read(session.output())
+    raise AssertionError(f"unanswered: {model.in_progress}")
+
+
+def assert_in_step(session: Session, model: ClientModel) -> None:
+    """A FETCH of every message, sent alone, agrees with the model and the server's snapshot."""
+    session.send(model.pipeline([(b"z", b"FETCH 1:* (UID FLAGS)")]))
+    answer_all(session, model)
+    assert model.errors == []
+    assert None not in model.uids
+    assert model.uids == list(session.server.mbox.uids)
+
+
+def test_pipelined_commands_answered_in_order_while_another_session_expunges(
+    tmp_path: Path,
+) -> None:
+    """Pipelined FETCH/STORE/SEARCH/APPEND/EXPUNGE: answered in order, EXPUNGE where allowed."""
+    a, b = two_selected(tmp_path, count=20)
+    model = ClientModel(b.server.mbox.uids)
+    # RFC 3501 5.5: commands naming sequence numbers first, the others after them.
+    b.send(
+        model.pipeline(
+            [
+                (b"b1", b"FETCH 1:* (UID FLAGS)"),  # over a burst: answered on later turns
+                (b"b2", b"FETCH 2 (UID FLAGS)"),
+                (b"b3", b"STORE 1 +FLAGS (\\Deleted)"),
+                (b"b4", b"SEARCH DELETED"),
+                (b"b5", b"APPEND INBOX {%d+}\r\n" % len(PIPELINED) + PIPELINED),
+                (b"b6", b"EXPUNGE"),
+                (b"b7", b"UID FETCH 1:* (FLAGS)"),
+                (b"b8", b"NOOP"),
+            ]
+        )
+    )
+    a.command(b"STORE 5 +FLAGS.SILENT (\\Deleted)")
+    a.command(b"EXPUNGE")
+    answer_all(b, model)
+    assert model.errors == []
+    assert model.answered == [b"b%d" % n for n in range(1, 9)]
+    assert set(model.statuses.values()) == {b"OK"}
+    assert_in_step(b, model)
+
+
+def test_slow_append_literal_keeps_pipelined_order(tmp_path: Path) -> None:
+    """An APPEND whose literal arrives in pieces behind a running FETCH: the rest wait for it."""
+    a, b = two_selected(tmp_path, count=20)
+    model = ClientModel(b.server.mbox.uids)
+    half = len(PIPELINED) // 2
+    first = [
+        (b"s1", b"FETCH 1:* (UID FLAGS)"),
+        (b"s2", b"FETCH 3 (UID FLAGS)"),
+        (b"s3", b"STORE 1 +FLAGS (\\Deleted)"),
+        (b"s4", b"APPEND INBOX {%d+}" % len(PIPELINED)),
+    ]
+    b.send(model.pipeline(first) + PIPELINED[:half])
+    b.clock.advance(0)
+    a.command(b"STORE 7 +FLAGS.SILENT (\\Deleted)")
+    a.command(b"EXPUNGE")
+    b.clock.advance(0)
+    rest = [(b"s5", b"EXPUNGE"), (b"s6", b"UID FETCH 1:* (FLAGS)"), (b"s7", b"NOOP")]
+    b.send(PIPELINED[half:] + b"\r\n" + model.pipeline(rest))
+    answer_all(b, model)
+    assert model.errors == []
+    assert model.answered == [b"s%d" % n for n in range(1, 8)]
+    assert set(model.statuses.values()) == {b"OK"}
+    assert_in_step(b, model)

@@ -423,6 +423,7 @@ def test_pipelined_commands_wait_for_xkey(tmp_path: Path, keystore: KeyStore) ->
     session.send(b"a XKEY LIST\r\nb NOOP\r\n")
     assert session.output() == b""
     held.release()
+    session.clock.advance(0)  # the next command is read on the turn after an answer
     out = session.output()
     assert out.index(b"a OK XKEY LIST") < out.index(b"b OK NOOP"), out
 

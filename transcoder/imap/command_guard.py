@@ -6,7 +6,9 @@ exception there reaches the client as an untagged ``BAD Server error: <detail>``
 or, from a Deferred, as nothing at all.  :class:`CommandGuard` wraps an entry
 so that the first failure is answered through ``send_error`` as ``<status>
 [<code>] <text>`` (RFC 3501 section 7.1, RFC 5530 codes), and nothing may
-follow the arguments.
+follow the arguments.  Each handler call is bracketed by the server's
+``command_began`` / ``command_returned`` (:mod:`.command_order`): the
+command then runs alone until its tagged answer.
 """
 
 from __future__ import annotations
@@ -99,19 +101,29 @@ class CommandGuard:
 
     def _handler(self, handle: Callable[..., Any]) -> Callable[..., Any]:
         def guarded(server: Any, tag: bytes, *args: Any, **kwargs: Any) -> Any:
-            if self.failure is not None:
-                server.send_error(tag, self.failure)
-                return None
+            # The command runs until its tagged answer; the next ones wait (.command_order).
+            server.command_began()
             try:
-                result = handle(server, tag, *args[:-1], **kwargs)  # drop the end marker
-            except Exception:
-                server.send_error(tag, Failure())
-                return None
-            if isinstance(result, defer.Deferred):
-                result.addErrback(lambda failure: server.send_error(tag, failure))
-            return result
+                return self._run(server, handle, tag, args[:-1], kwargs)  # drop the end marker
+            finally:
+                server.command_returned()
 
         return guarded
+
+    def _run(
+        self, server: Any, handle: Callable[..., Any], tag: bytes, args: Any, kwargs: Any
+    ) -> Any:
+        if self.failure is not None:
+            server.send_error(tag, self.failure)
+            return None
+        try:
+            result = handle(server, tag, *args, **kwargs)
+        except Exception:
+            server.send_error(tag, Failure())
+            return None
+        if isinstance(result, defer.Deferred):
+            result.addErrback(lambda failure: server.send_error(tag, failure))
+        return result
 
 
 def _end_of_arguments(server: Any, line: bytes | None) -> tuple[None, bytes]:

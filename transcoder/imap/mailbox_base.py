@@ -5,7 +5,8 @@ the work is a coroutine that writes the command's responses; if it fails,
 the wire mixin's ``send_error`` answers the tagged ``NO``/``BAD`` (a
 :class:`~transcoder.errors.ClientError` is explained, anything else is an
 opaque ``NO [SERVERBUG]`` with the detail logged).  Commands pipelined behind
-one still waiting on the store wait their turn (RFC 3501 section 5.5).
+one still waiting on the store wait their turn (RFC 3501 section 5.5,
+:mod:`.command_order`).
 
 Argument parsers raise :class:`~transcoder.errors.BadCommand` for syntax
 errors; the wire mixin's command guard answers it with a tagged ``BAD``.
@@ -42,8 +43,6 @@ Parsed: TypeAlias = "tuple[Any, bytes] | defer.Deferred[tuple[Any, bytes]]"
 class MailboxCommandMixin(_ServerBase):
     """Argument parsers and the command runner the mailbox mixins share."""
 
-    #: Twisted's queue of command lines held back while a command completes.
-    blocked: list[bytes] | None
     #: Name of the mailbox this session selected (meaningful while ``mbox`` is set).
     selected_name: str | None = None
 
@@ -83,16 +82,7 @@ class MailboxCommandMixin(_ServerBase):
         """Run ``work(tag, *args)``, which answers the command; refuse it if it fails."""
         d: defer.Deferred[Any] = defer.Deferred.fromCoroutine(work(tag, *args))
         d.addErrback(lambda failure: self.send_error(tag, failure))
-        if not d.called:
-            # RFC 3501 section 5.5: later commands must not overtake this one.
-            if self.blocked is None:
-                self.blocked = []
-            d.addBoth(self._unblock_after)
         return d
-
-    def _unblock_after(self, result: object) -> object:
-        self._unblock()
-        return result
 
     # -- the selected mailbox ----------------------------------------------------
 

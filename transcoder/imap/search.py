@@ -19,7 +19,8 @@ trailing space.  This mixin replaces it:
   injected clock, so a search over many or large messages never holds the
   reactor for long.  Messages above ``THREAD_PARSE_LIMIT`` get their MIME
   tree parsed in a worker thread, as FETCH does.  Commands pipelined behind
-  a running SEARCH wait for its answer (RFC 3501 section 5.5).
+  a running SEARCH wait for its answer (RFC 3501 section 5.5,
+  :mod:`.command_order`).
 """
 
 from __future__ import annotations
@@ -58,8 +59,6 @@ def _ignore_vanished(failure: Failure) -> None:
 class SearchMixin(_ServerBase):
     """SEARCH / UID SEARCH for TranscodingIMAP4Server."""
 
-    #: Lines of pipelined commands held back while a command runs (Twisted's).
-    blocked: list[bytes] | None
     _search_task: task.CooperativeTask | None = None
     _search_cooperator: task.Cooperator | None = None
 
@@ -145,16 +144,14 @@ class SearchMixin(_ServerBase):
         except Exception:
             self._search_failed(Failure(), tag)
             return
-        if self.blocked is None:
-            self.blocked = []  # RFC 3501 section 5.5: later commands wait for this answer
         self._search_task = self._cooperator().cooperate(steps)
         done = self._search_task.whenDone()
+        done.addBoth(self._search_finished)  # before the answer, which lets the next one run
         done.addCallbacks(
             lambda _: self._answer_search(tag, run, uid),
             self._search_failed,
             errbackArgs=(tag,),
         )
-        done.addBoth(self._search_finished)
 
     def _cooperator(self) -> task.Cooperator:
         """A Cooperator ticking on the server's injected clock."""
@@ -176,11 +173,9 @@ class SearchMixin(_ServerBase):
             return  # the connection went away
         self.send_error(tag, failure)  # logged, answered NO [SERVERBUG]
 
-    def _search_finished(self, result: object) -> None:
-        stopped = self._search_task is None
+    def _search_finished(self, result: object) -> object:
         self._search_task = None
-        if not stopped:
-            self._unblock()
+        return result
 
     def connectionLost(self, reason: Any) -> None:
         """Stop a search still running for a client that has gone."""

@@ -4,6 +4,7 @@
 real client trips over fixed, one concern per mixin module:
 
 * :mod:`.wire` -- line and literal limits, STARTTLS injection, ID, error responses
+* :mod:`.command_order` -- pipelined commands run one at a time, answered in order
 * :mod:`.login` -- LOGIN / AUTHENTICATE policy; :mod:`.login_check` -- the throttled check,
   failed-login answers and log, the login deadline
 * :mod:`.mailboxes` -- SELECT, LIST/LSUB, CREATE/DELETE/RENAME, STATUS, APPEND, COPY, MOVE
@@ -28,6 +29,7 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.mail import imap4
 
+from transcoder.imap.command_order import CommandOrderMixin
 from transcoder.imap.fetch import FetchMixin
 from transcoder.imap.login import LoginMixin
 from transcoder.imap.login_gate import LoginGate
@@ -49,6 +51,7 @@ def _dispatch_uid(self: Any, tag: bytes, command: bytes, line: bytes) -> Any:
 
 class TranscodingIMAP4Server(
     ViewEpochMixin,
+    CommandOrderMixin,
     WireMixin,
     ViewEpochGateMixin,
     LoginMixin,

@@ -7,8 +7,14 @@ Here every session owns a snapshot of its mailbox (the store's
 :class:`~transcoder.store.MailboxSession`) and learns what changed only by
 ``poll()``, which this mixin calls just before each tagged response -- the
 moment RFC 3501 section 5.2 and 7.4.1 allow -- and periodically during IDLE
-(RFC 2177).  EXPUNGE responses are held back during FETCH, STORE and SEARCH
-(RFC 3501 section 7.4.1), not during their UID forms.
+(RFC 2177).  Commands run one at a time (:mod:`.command_order`), so the
+command completing is the only one in progress: EXPUNGE responses are held
+back when it is a FETCH, STORE or SEARCH (RFC 3501 section 7.4.1), not
+when it is one of their UID forms.
+
+STORE's arguments are parsed by :mod:`.store_syntax` and its message set
+like FETCH's (Twisted's parsers crash on a missing flag list and are
+quadratic in the size of the set).
 
 A keyword new to the mailbox is announced with ``FLAGS`` and
 ``OK [PERMANENTFLAGS ...]`` (RFC 3501 sections 7.2.6 and 7.1) before any
@@ -25,9 +31,10 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 from zope.interface import implementer
 
-from transcoder.errors import MailboxReadOnly
-from transcoder.imap.fetch import format_flags
+from transcoder.errors import BadCommand, MailboxReadOnly
+from transcoder.imap.fetch import FetchMixin, format_flags, sequence_set_argument
 from transcoder.imap.responses import status_text
+from transcoder.imap.store_syntax import StoreAction, parse_store_action
 from transcoder.store.interfaces import IKeywordListener, MailboxUpdates
 
 log = Logger()
@@ -37,6 +44,8 @@ log = Logger()
 _NO_UPDATES = frozenset({None, b"SELECT", b"EXAMINE", b"CLOSE", b"UNSELECT", b"LOGOUT"})
 #: Non-UID commands during which EXPUNGE must not be sent (RFC 3501 7.4.1).
 _NO_EXPUNGE = frozenset({b"FETCH", b"STORE", b"SEARCH"})
+#: A message set, parsed in linear time like FETCH's (not Twisted's ``arg_seqset``).
+_arg_sequence_set = FetchMixin.arg_sequence_set
 
 
 def mailbox_flags_lines(flags: Any, permanent: Any) -> list[bytes]:
@@ -194,9 +203,9 @@ class UpdatesMixin:
     def do_UID(self, tag: bytes, command: bytes, line: bytes) -> Any:
         """UID EXPUNGE (RFC 4315 section 2.1) besides Twisted's UID COPY/FETCH/STORE/SEARCH."""
         if command.upper() == b"EXPUNGE":
-            uids, rest = imap4.IMAP4Server.arg_seqset(self, line)
+            uids, rest = sequence_set_argument(line)
             if rest.strip():
-                raise imap4.IllegalClientResponse("Too many arguments for UID EXPUNGE")
+                raise BadCommand("Too many arguments for UID EXPUNGE")
             return self.do_EXPUNGE(tag, uids)
         return super().do_UID(tag, command, line)  # type: ignore[misc]
 
@@ -228,22 +237,37 @@ class UpdatesMixin:
 
     # -- STORE (RFC 3501 6.4.6) --------------------------------------------------
 
-    def do_STORE(self, tag: bytes, messages: Any, mode: bytes, flags: Any, uid: int = 0) -> Any:
-        """STORE: refused with NO [READ-ONLY] on an EXAMINEd mailbox (Twisted answers BAD)."""
-        self_: Any = self
-        if not self_.mbox.isWriteable():
-            self_.send_error(tag, MailboxReadOnly("Mailbox is read-only"))
-            return None
-        if mode.upper().lstrip(b"+-") not in (b"FLAGS", b"FLAGS.SILENT"):
-            raise imap4.IllegalClientResponse("STORE expects FLAGS, +FLAGS or -FLAGS")
-        return super().do_STORE(tag, messages, mode, flags, uid)  # type: ignore[misc]
+    def arg_store_action(self, line: bytes | None) -> tuple[StoreAction, bytes]:
+        """``store-att-flags``: the rest of the line (:mod:`.store_syntax`)."""
+        return parse_store_action(line or b""), b""
 
-    select_STORE = (
-        do_STORE,
-        imap4.IMAP4Server.arg_seqset,
-        imap4.IMAP4Server.arg_atom,
-        imap4.IMAP4Server.arg_flaglist,
-    )
+    def do_STORE(
+        self, tag: bytes, messages: imap4.MessageSet, action: StoreAction, uid: int = 0
+    ) -> defer.Deferred[None]:
+        """STORE / UID STORE; NO [READ-ONLY] on an EXAMINEd mailbox (Twisted answers BAD)."""
+        self_: Any = self
+        mbox = self_.mbox
+        if not mbox.isWriteable():
+            raise MailboxReadOnly("Mailbox is read-only")
+        d = defer.maybeDeferred(mbox.store, messages, list(action.flags), action.mode, bool(uid))
+        return d.addCallback(self._stored, tag, mbox, bool(uid), action.silent)
+
+    def _stored(
+        self, changed: dict[int, Any], tag: bytes, mbox: Any, uid: bool, silent: bool
+    ) -> None:
+        """``* n FETCH (FLAGS ...)`` for each message changed, unless silent; then OK.
+
+        UID STORE's responses carry the UID too (RFC 3501 section 6.4.8).
+        """
+        self_: Any = self
+        for seq, flags in [] if silent else sorted(changed.items()):
+            uid_item = b" UID %d" % mbox.getUID(seq) if uid else b""
+            self_.sendUntaggedResponse(
+                b"%d FETCH (FLAGS %s%s)" % (seq, format_flags(flags), uid_item)
+            )
+        self_.sendPositiveResponse(tag, b"STORE completed")
+
+    select_STORE = (do_STORE, _arg_sequence_set, arg_store_action)
 
 
 def _resolve_uids(mbox: Any, uids: imap4.MessageSet) -> list[int]:

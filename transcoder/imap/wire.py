@@ -23,6 +23,8 @@ unless named otherwise):
 * Status responses always carry text after their response code (9,
   ``resp-text``).
 * ID (RFC 2971) in every state.
+* While a command runs, the next command lines -- literal-bearing and
+  overlong ones included -- stay unread (:mod:`.command_order`).
 
 Other mixins use :meth:`WireMixin.send_error` and
 :attr:`WireMixin.current_command`.
@@ -83,14 +85,15 @@ class WireMixin(_ServerBase):
     settings: ServerSettings
     state: str
     parseState: str
-    blocked: list[bytes] | None
     startedTLS: bool
+    # Provided by the command order mixin (declared for the type checker only).
+    hold_input: Callable[[bytes], None]
+    next_command_waits: Callable[[], bool]
 
     _skipper: CommandSkipper | None = None
     _line_literal: tuple[int, bool] | None = None
     _literal_claimed = False
     _quiet_continuation = False
-    _stalled = False
     _receiving = False
     _reparse = False
 
@@ -162,14 +165,11 @@ class WireMixin(_ServerBase):
 
     def lineReceived(self, line: bytes) -> None:
         """Handle one line, with the literal it may announce (RFC 3501 4.3, RFC 7888)."""
-        literal = literal_at_end(line) if self._reads_literals() else None
-        if literal is not None and self.blocked is not None:
-            # Twisted would queue this line and split the literal into lines;
-            # keep the octets unread until the running command is done.
-            self._stalled = True
-            self.pauseProducing()
-            self.dataReceived(line + self.delimiter + self.clearLineBuffer())
+        if self.next_command_waits():
+            # A command is running: this one waits, unread (RFC 3501 5.5).
+            self.hold_input(line + self.delimiter)
             return
+        literal = literal_at_end(line) if self._reads_literals() else None
         if literal is not None and literal[1]:
             line = line[: line.rfind(b"{")] + b"{%d}" % literal[0]
         outer = (self._line_literal, self._literal_claimed)
@@ -191,13 +191,6 @@ class WireMixin(_ServerBase):
         pending = (imap4.LiteralString, imap4.LiteralFile)
         return self.parseState == "pending" and isinstance(self._pendingLiteral, pending)
 
-    def _unblock(self) -> None:
-        """Run queued commands; then read on from a line held back with its literal."""
-        super()._unblock()
-        if self._stalled and self.blocked is None:
-            self._stalled = False
-            self.resumeProducing()
-
     def rawDataReceived(self, data: bytes) -> None:
         """Literal octets, unless a refused command is being skipped."""
         if self._skipper is None:
@@ -215,6 +208,9 @@ class WireMixin(_ServerBase):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Answer BAD [TOOBIG] and skip the line to its CRLF (Twisted disconnects)."""
+        if self.next_command_waits():
+            self.hold_input(line)  # answered in its turn, after the running command
+            return
         tag = self._error_tag(line)
         if self.parseState == "pending":  # the line completes a command: abandon it
             self._pendingLiteral = None
