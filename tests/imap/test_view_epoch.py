@@ -432,3 +432,20 @@ def test_epoch_is_read_again_only_after_a_commit_or_an_expiry(
     alice.server.keys.clock.advance(timedelta(days=400).total_seconds())  # type: ignore[union-attr]
     ended(alice, b"NOOP")  # the key expired: read again, and the epoch moved
     assert counting.reads == before + 2
+
+
+def test_a_held_command_that_fails_is_still_answered(tmp_path: Path, keystore: KeyStore) -> None:
+    """A command whose handler raises after its epoch check gets its tagged BAD, not silence."""
+    alice = connect(tmp_path, keystore, UncachedHeldKeyStore)
+    held = alice.server.keys.store  # type: ignore[union-attr]
+
+    def run(line: bytes) -> bytes:
+        alice.send(line + b"\r\n")
+        held.release()
+        alice.clock.advance(0)  # the next command is read on the turn after an answer
+        return alice.output()
+
+    alice.deliver(MESSAGE)
+    assert b"s OK" in run(b"s SELECT INBOX")
+    assert run(b"b UID FOO 1").startswith(b"b BAD ")  # do_UID raises after the check
+    assert b"n OK" in run(b"n NOOP")
