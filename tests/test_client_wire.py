@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from transcoder.client import XKeyClient, XKeyConnectionError, XKeyError, main
+from transcoder.client.cli import RESYNC_NOTE
 
 #: A test's answer to one XKEY command: (untagged response lines, tagged status);
 #: an empty status hangs up instead of answering.
@@ -203,7 +204,8 @@ def test_malformed_response_exits_1(peer: ScriptedPeer) -> None:
 
 
 def test_set_policy_sends_format_then_mode_then_reads_policy(peer: ScriptedPeer) -> None:
-    """``policy --mode --format`` sets FORMAT before MODE, then prints the policy in force."""
+    """``policy --mode --format`` reads the policy (for the resync note), sets FORMAT before
+    MODE, then prints the policy in force."""
     peer.script = lambda line, literal: (
         [b"* XKEY POLICY (MODE ALWAYS FORMAT OPENPGP)"] if line == b"XKEY POLICY" else [],
         b"OK done",
@@ -211,6 +213,7 @@ def test_set_policy_sends_format_then_mode_then_reads_policy(peer: ScriptedPeer)
     status, out, _ = cli(peer, "policy", "--mode", "always", "--format", "openpgp")
     assert (status, out) == (0, "mode: ALWAYS\nformat: OPENPGP\n")
     assert peer.xkey_commands() == [
+        b"XKEY POLICY",
         b"XKEY POLICY FORMAT OPENPGP",
         b"XKEY POLICY MODE ALWAYS",
         b"XKEY POLICY",
@@ -218,10 +221,15 @@ def test_set_policy_sends_format_then_mode_then_reads_policy(peer: ScriptedPeer)
 
 
 def test_retire_sends_compact_fingerprint(peer: ScriptedPeer) -> None:
-    """``retire`` sends the fingerprint as one hex atom, whatever spacing was pasted."""
-    status, out, _ = cli(peer, "retire", "AB CD:EF")
-    assert (status, out) == (0, "retired AB CD:EF\n")
-    assert peer.xkey_commands() == [b"XKEY DELETE ABCDEF"]
+    """``retire`` sends the fingerprint as one hex atom, whatever spacing was pasted; then it
+    reads the policy: under MODE ALWAYS it notes the resync retiring costs."""
+    peer.script = lambda line, literal: (
+        [b"* XKEY POLICY (MODE ALWAYS FORMAT SMIME)"] if line == b"XKEY POLICY" else [],
+        b"OK done",
+    )
+    status, out, err = cli(peer, "retire", "AB CD:EF")
+    assert (status, out, err) == (0, "retired AB CD:EF\n", RESYNC_NOTE + "\n")
+    assert peer.xkey_commands() == [b"XKEY DELETE ABCDEF", b"XKEY POLICY"]
 
 
 def test_authenticate_plain_carries_utf8_password(peer: ScriptedPeer) -> None:

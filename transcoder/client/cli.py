@@ -161,14 +161,6 @@ def obtain_password(user: str, environ: Mapping[str, str], prompt: Callable[[str
         raise UsageError(f"no password: set {PASSWORD_VARIABLE} or run on a terminal") from None
 
 
-def serving_changed(before: PolicyInfo, after: PolicyInfo, key_format: str | None) -> bool:
-    """Whether storing or retiring a key of ``key_format`` (``None``: not known) may have
-    changed how mail is served: under MODE ALWAYS, the policy moved or the key is of its format."""
-    if "ALWAYS" not in (before.mode, after.mode):
-        return False
-    return before != after or key_format in (None, after.format)
-
-
 def run_command(
     client: XKeyClient,
     args: argparse.Namespace,
@@ -176,18 +168,24 @@ def run_command(
     out: TextIO,
     err: TextIO | None = None,
 ) -> None:
-    """Carry out the subcommand and print its result; on ``err``, what a change costs."""
+    """Carry out the subcommand and print its result; on ``err``, what a change costs.
+
+    Whether a change may have changed how mail is served is judged from the
+    policy: a new policy with ``MODE ALWAYS`` before or after (read before it
+    is set); a key stored or retired while the mode is ``ALWAYS`` and the
+    key's format is the policy's (not known for a retired key: assumed).
+    """
     sets_policy = args.command == "policy" and bool(args.mode or args.format)
-    watch = err is not None and (sets_policy or args.command in ("provision", "retire"))
-    before = client.policy() if watch else None
+    changes = sets_policy or args.command in ("provision", "retire")
+    before = client.policy() if err is not None and sets_policy else None
     key_format, set_to = carry_out(client, args, key, out)
-    if before is None:
+    if err is None or not changes:
         return
     after = set_to or client.policy()
-    if sets_policy:
+    if before is not None:
         changed = before != after and "ALWAYS" in (before.mode, after.mode)
     else:
-        changed = serving_changed(before, after, key_format)
+        changed = after.mode == "ALWAYS" and key_format in (None, after.format)
     if changed:
         print(RESYNC_NOTE, file=err)
 
