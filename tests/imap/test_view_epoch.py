@@ -447,5 +447,41 @@ def test_a_held_command_that_fails_is_still_answered(tmp_path: Path, keystore: K
 
     alice.deliver(MESSAGE)
     assert b"s OK" in run(b"s SELECT INBOX")
-    assert run(b"b UID FOO 1").startswith(b"b BAD ")  # do_UID raises after the check
+    assert run(b"b UID EXPUNGE x").startswith(b"b BAD ")  # raises after the check
     assert b"n OK" in run(b"n NOOP")
+
+
+def test_uid_command_with_a_literal_waits_for_its_check_whole(
+    tmp_path: Path, keystore: KeyStore
+) -> None:
+    """UID SEARCH's LITERAL+ octets are read as its argument while its epoch is read."""
+    alice = connect(tmp_path, keystore, UncachedHeldKeyStore)
+    held = alice.server.keys.store  # type: ignore[union-attr]
+
+    def release() -> bytes:
+        held.release()
+        alice.clock.advance(0)
+        return alice.output()
+
+    alice.deliver(MESSAGE)
+    alice.send(b"s SELECT INBOX\r\n")
+    assert b"s OK" in release()
+    alice.send(b"u UID SEARCH HEADER Subject {2+}\r\nhi\r\nn NOOP\r\n")
+    out = release()  # u's check
+    assert out.startswith(b"* SEARCH 1\r\nu OK"), out
+    assert b"n OK" in release()  # n's check: the literal was not taken for a command
+
+
+def test_uid_expunge_is_checked_like_the_other_commands(tmp_path: Path, keystore: KeyStore) -> None:
+    """UID EXPUNGE of a session whose views changed is not run: the session ends with BYE."""
+    alice = connect(tmp_path, keystore)
+    alice.deliver(MESSAGE)
+    select(alice)
+    ok(alice, b"STORE 1 +FLAGS (\\Deleted)")
+    other = connect(tmp_path, keystore)
+    put(other, identity("rsa2048").cert_der)
+    ok(other, b"XKEY POLICY MODE ALWAYS")
+    ended(alice, b"UID EXPUNGE 1")
+    fresh = connect(tmp_path, keystore)
+    select(fresh)
+    assert ok(fresh, b"UID SEARCH DELETED") == [b"* SEARCH 1"]

@@ -67,9 +67,22 @@ else:
 log = Logger()
 
 #: Commands run without checking the epoch: they leave the selected mailbox
-#: (the next SELECT presents the new value) or answer nothing about it.
+#: (the next SELECT presents the new value) or answer nothing about it.  UID
+#: is not held itself: the command it names is looked up again and held once
+#: its own arguments, literals included, are read (UID EXPUNGE, which is not
+#: looked up, is held by :meth:`ViewEpochGateMixin.do_UID`).
 UNHELD = frozenset(
-    {b"LOGOUT", b"CLOSE", b"UNSELECT", b"SELECT", b"EXAMINE", b"XKEY", b"CAPABILITY", b"ID"}
+    {
+        b"LOGOUT",
+        b"CLOSE",
+        b"UNSELECT",
+        b"SELECT",
+        b"EXAMINE",
+        b"XKEY",
+        b"CAPABILITY",
+        b"ID",
+        b"UID",
+    }
 )
 #: What a session whose views changed is told before the connection closes.
 BYE = (
@@ -250,6 +263,15 @@ class ViewEpochGateMixin(_ServerBase):
             return entry
         handler, *parsers = entry
         return (_held(handler), *parsers)
+
+    def do_UID(self, tag: bytes, command: bytes, line: bytes) -> Any:
+        """UID EXPUNGE held like every command; the other UID commands are held when looked up."""
+        if command.upper() == b"EXPUNGE":
+            uid_expunge = super().do_UID
+            return self.run_at_current_epoch(
+                lambda server, t, c, rest: uid_expunge(t, c, rest), tag, (command, line), {}
+            )
+        return super().do_UID(tag, command, line)
 
     def run_at_current_epoch(
         self, handler: Callable[..., Any], tag: bytes, args: tuple[Any, ...], kwargs: Any
