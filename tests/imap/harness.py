@@ -100,3 +100,16 @@ def make_session(
         session.store = store
     session.output()  # drop the greeting
     return session
+
+
+def second_session(first: Session) -> Session:
+    """Another connection logged into the same account of the same store."""
+    server = TranscodingIMAP4Server(settings=first.server.settings, clock=first.clock)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.11", 40001))
+    server.makeConnection(transport)
+    server.account = first.store.account(first.server.account.address)
+    server.state = "auth"
+    session = Session(server, transport, first.clock)
+    session.store = first.store
+    session.output()
+    return session

@@ -27,16 +27,13 @@ from typing import Any
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.threadpool import ThreadPool
 
-from tests.imap.harness import Session, make_session
+from tests.imap.harness import Session, make_session, second_session
 from tests.integration.transcoding import expected_inner
 from tests.keys.certs import NOW
 from tests.transcoders.smime_keys import SmimeIdentity, identity
-from transcoder.imap.server import TranscodingIMAP4Server
 from transcoder.imap.transcoding import TranscodingConfig
 from transcoder.imap.view import ViewCache
 from transcoder.imap.xkey import KeyAccess
@@ -92,19 +89,6 @@ class InlineKeyStore(AsyncKeyStore):
     def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run now; the result arrives as an already fired Deferred."""
         return defer.maybeDeferred(function, *args, **kwargs)
-
-
-def second_session(first: Session) -> Session:
-    """Another connection logged into the same account of the same store."""
-    server = TranscodingIMAP4Server(settings=first.server.settings, clock=first.clock)
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.11", 40001))
-    server.makeConnection(transport)
-    server.account = first.store.account(first.server.account.address)
-    server.state = "auth"
-    session = Session(server, transport, first.clock)
-    session.store = first.store
-    session.output()
-    return session
 
 
 def message_file(session: Session, number: int) -> Path:

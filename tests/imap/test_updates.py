@@ -4,27 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
-
 from tests.imap.client_model import ClientModel
-from tests.imap.harness import Session, make_session
-from transcoder.imap.server import TranscodingIMAP4Server
+from tests.imap.harness import Session, make_session, second_session
 
 MESSAGE = b"Subject: hello\r\n\r\nbody\r\n"
-
-
-def second_session(first: Session) -> Session:
-    """Another connection logged into the same account of the same store."""
-    server = TranscodingIMAP4Server(settings=first.server.settings, clock=first.clock)
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.11", 40001))
-    server.makeConnection(transport)
-    server.account = first.store.account(first.server.account.address)
-    server.state = "auth"
-    session = Session(server, transport, first.clock)
-    session.store = first.store
-    session.output()
-    return session
 
 
 def two_selected(tmp_path: Path, count: int = 3) -> tuple[Session, Session]:
