@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,21 @@ class GpgHome:
         """The public (or secret) key ``fpr`` as gpg exports it."""
         command = "--export-secret-keys" if secret else "--export"
         return self.run(*(["--armor"] if armor else []), command, fpr)
+
+
+@contextmanager
+def scratch_gpg_home(prefix: str) -> Iterator[GpgHome]:
+    """A fresh GpgHome in a temporary folder; its agent is stopped and the folder removed after."""
+    gpg = GpgHome(Path(tempfile.mkdtemp(prefix=prefix)))
+    try:
+        yield gpg
+    finally:
+        subprocess.run(
+            ["gpgconf", "--homedir", str(gpg.home), "--kill", "all"],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(gpg.home, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -139,13 +155,5 @@ def pgp_keys() -> Iterator[PgpKeys]:
     """Every OpenPGP test key, generated once; the scratch home and its agent are removed."""
     if shutil.which("gpg") is None:
         pytest.skip("gpg is not installed")
-    gpg = GpgHome(Path(tempfile.mkdtemp(prefix="test-keys-gpg-")))
-    try:
+    with scratch_gpg_home("test-keys-gpg-") as gpg:
         yield _make_keys(gpg)
-    finally:
-        subprocess.run(
-            ["gpgconf", "--homedir", str(gpg.home), "--kill", "all"],
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(gpg.home, ignore_errors=True)

@@ -14,7 +14,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,8 +25,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.integration.conftest import PASSWORD, REPO, RunningServer
+from tests.keyfactory import scratch_gpg_home
 from tests.keys.certs import der, make_cert, pem
-from tests.keys.conftest import UID_ALICE, GpgHome
+from tests.keys.conftest import UID_ALICE
 from transcoder.client import KeyInfo, PolicyInfo, XKeyClient, XKeyError
 
 pytestmark = pytest.mark.integration
@@ -68,17 +68,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyFiles]:
     bob = _now_cert("bob@example.org", ec.generate_private_key(ec.SECP256R1()))
     (folder / "alice.pem").write_bytes(pem(alice))
     (folder / "bob.pem").write_bytes(pem(bob))
-    gpg = GpgHome(Path(tempfile.mkdtemp(prefix="client-gpg-")))
-    try:
+    with scratch_gpg_home("client-gpg-") as gpg:
         fpr = gpg.generate(UID_ALICE, "future-default")
         (folder / "alice.gpg").write_bytes(gpg.export(fpr))
-    finally:
-        subprocess.run(
-            ["gpgconf", "--homedir", str(gpg.home), "--kill", "all"],
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(gpg.home, ignore_errors=True)
     yield KeyFiles(
         alice_cert=folder / "alice.pem",
         alice_cert_der=der(alice_ec),

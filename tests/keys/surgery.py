@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.keyfactory import GpgHome
+from tests.keyfactory import GpgHome, scratch_gpg_home
 
 Packets = list[tuple[int, bytes]]
 
@@ -260,13 +260,5 @@ def _make(gpg: GpgHome) -> SpoofKeys:
 @pytest.fixture(scope="session")
 def spoof_keys() -> Iterator[SpoofKeys]:
     """The spoofing tests' keys, generated once in a scratch home that is then removed."""
-    gpg = GpgHome(Path(tempfile.mkdtemp(prefix="test-spoof-gpg-")))
-    try:
+    with scratch_gpg_home("test-spoof-gpg-") as gpg:
         yield _make(gpg)
-    finally:
-        subprocess.run(
-            ["gpgconf", "--homedir", str(gpg.home), "--kill", "all"],
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(gpg.home, ignore_errors=True)
