@@ -115,6 +115,33 @@ def prepare_accounts(data: Path) -> None:
         add_account(data, address)
 
 
+def wait_for_greeting(process: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
+    """Whether 127.0.0.1:``port`` greets ``* OK`` in ``timeout`` s; False if ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=1) as s,
+        ):
+            if s.recv(100).startswith(b"* OK"):
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as a service manager would; SIGKILL if it lingers after 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class Server:
     """A ``twistd -n transcoder`` process on a free loopback port (no implicit TLS)."""
@@ -144,29 +171,17 @@ class Server:
             *("--imap", f"tcp:{self.port}:interface=127.0.0.1", *self.extra_args),
         ]
         self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log = self.log.read_text() if self.log.exists() else ""
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{log}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=1) as s,
-            ):
-                if s.recv(100).startswith(b"* OK"):
-                    return
-            time.sleep(0.1)
+        if wait_for_greeting(self.process, self.port, START_TIMEOUT):
+            return
+        if self.process.poll() is not None:
+            log = self.log.read_text() if self.log.exists() else ""
+            raise RuntimeError(f"server exited with {self.process.returncode}:\n{log}")
         raise RuntimeError(f"server did not greet within {START_TIMEOUT:.0f} s")
 
     def stop(self) -> None:
         """SIGTERM, as a service manager would; SIGKILL if it lingers."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
         self.process = None
 
     def wait_views_settled(self, timeout: float = 60.0) -> None:

@@ -27,15 +27,20 @@ import io
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import Server, drop_messages, free_port, make_smime_certificate, small_message
+from common import (
+    Server,
+    drop_messages,
+    free_port,
+    make_smime_certificate,
+    small_message,
+    terminate,
+    wait_for_greeting,
+)
 from load_mix import Account
 
 from transcoder import admin
@@ -200,17 +205,10 @@ service anvil {{
         self.process = subprocess.Popen(
             [str(self.binary()), "-F", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dovecot exited: {self._logs()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=1) as s,
-            ):
-                if s.recv(100).startswith(b"* OK"):
-                    return
-            time.sleep(0.1)
+        if wait_for_greeting(self.process, self.port, timeout):
+            return
+        if self.process.poll() is not None:
+            raise RuntimeError(f"dovecot exited: {self._logs()}")
         raise RuntimeError(f"dovecot did not greet within {timeout:.0f} s: {self._logs()}")
 
     def _logs(self) -> str:
@@ -222,13 +220,8 @@ service anvil {{
 
     def stop(self) -> None:
         """SIGTERM to the master (it stops its children); SIGKILL if it lingers."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
         self.process = None
 
     def __enter__(self) -> Dovecot:
