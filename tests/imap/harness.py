@@ -6,6 +6,7 @@ import io
 import itertools
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,15 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.mail import imap4
+from twisted.python.threadpool import ThreadPool
 
+from tests.keys.certs import NOW
 from transcoder.imap.server import TranscodingIMAP4Server
 from transcoder.imap.settings import ServerSettings
+from transcoder.imap.transcoding import TranscodingConfig
+from transcoder.imap.xkey import KeyAccess
+from transcoder.keys.async_store import AsyncKeyStore
+from transcoder.keys.keystore import KeyStore
 
 _TAGGED = re.compile(rb"^(?P<tag>[A-Za-z0-9]+) (?P<status>OK|NO|BAD)\b")
 
@@ -113,3 +120,29 @@ def second_session(first: Session) -> Session:
     session.store = first.store
     session.output()
     return session
+
+
+class InlineKeyStore(AsyncKeyStore):
+    """An AsyncKeyStore whose "pool" runs each call at once, on the calling thread."""
+
+    def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run now; the result arrives as an already fired Deferred."""
+        return defer.maybeDeferred(function, *args, **kwargs)
+
+
+def enable_smime(
+    session: Session, store: KeyStore, transcoding: TranscodingConfig, cert_der: bytes
+) -> None:
+    """Transcode ``session`` by ``transcoding``; XKEY PUT ``cert_der``, FORMAT SMIME, MODE ALWAYS.
+
+    Keys live in ``store`` and are judged at ``tests.keys.certs.NOW``.
+    """
+    clock = Clock()
+    clock.advance(NOW.timestamp())
+    session.server.keys = KeyAccess(InlineKeyStore(store, clock, ThreadPool()), clock)
+    session.server.transcoding = transcoding
+    session.send(b"k XKEY PUT {%d+}\r\n" % len(cert_der) + cert_der + b"\r\n")
+    assert b"k OK" in session.output()
+    for setting in (b"FORMAT SMIME", b"MODE ALWAYS"):
+        _, done = session.command(b"XKEY POLICY " + setting)
+        assert b"OK" in done, done

@@ -16,18 +16,14 @@ from pathlib import Path
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.task import Clock
-from twisted.python.threadpool import ThreadPool
 
-from tests.imap.harness import Session, make_session
-from tests.imap.test_fetch_races import InlineKeyStore, openssl_decrypt
+from tests.imap.harness import Session, enable_smime, make_session
+from tests.imap.test_fetch_races import openssl_decrypt
 from tests.integration.transcoding import expected_inner
-from tests.keys.certs import NOW
 from tests.transcoders.smime_keys import SmimeIdentity, identity
 from transcoder.cms import CmsSettings
 from transcoder.imap.transcoding import TranscodingConfig
 from transcoder.imap.view import ViewCache
-from transcoder.imap.xkey import KeyAccess
 from transcoder.keys.keystore import KeyStore
 from transcoder.transcoders.derivation import ViewSecret
 from transcoder.transcoders.registry import TranscoderRegistry
@@ -57,17 +53,10 @@ def server(
     root.mkdir(parents=True, exist_ok=True)
     with KeyStore(root / "keys.db") as store:
         session = make_session(root)
-        clock = Clock()
-        clock.advance(NOW.timestamp())
-        session.server.keys = KeyAccess(InlineKeyStore(store, clock, ThreadPool()), clock)
         registry = TranscoderRegistry([SmimeTranscoder(cms)])
         cache = ViewCache(root / "views", defer.maybeDeferred)
-        session.server.transcoding = TranscodingConfig(registry, cache, view_secret=secret)
-        session.send(b"k XKEY PUT {%d+}\r\n" % len(who.cert_der) + who.cert_der + b"\r\n")
-        assert b"k OK" in session.output()
-        for setting in (b"FORMAT SMIME", b"MODE ALWAYS"):
-            _, done = session.command(b"XKEY POLICY " + setting)
-            assert b"OK" in done, done
+        transcoding = TranscodingConfig(registry, cache, view_secret=secret)
+        enable_smime(session, store, transcoding, who.cert_der)
         session.deliver(MESSAGE)
         _, done = session.command(b"SELECT INBOX")
         assert b"OK" in done, done

@@ -27,17 +27,12 @@ from typing import Any
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.task import Clock
-from twisted.python.threadpool import ThreadPool
 
-from tests.imap.harness import Session, make_session, second_session
+from tests.imap.harness import Session, enable_smime, make_session, second_session
 from tests.integration.transcoding import expected_inner
-from tests.keys.certs import NOW
 from tests.transcoders.smime_keys import SmimeIdentity, identity
 from transcoder.imap.transcoding import TranscodingConfig
 from transcoder.imap.view import ViewCache
-from transcoder.imap.xkey import KeyAccess
-from transcoder.keys.async_store import AsyncKeyStore
 from transcoder.keys.keystore import KeyStore
 from transcoder.transcoders.registry import TranscoderRegistry
 from transcoder.transcoders.smime import SmimeTranscoder
@@ -81,14 +76,6 @@ def _run_into(outcome: list[Any], f: Callable[..., Any], *args: Any) -> None:
         outcome.append(f(*args))
     except BaseException as e:  # handed back to the reactor thread
         outcome.append(e)
-
-
-class InlineKeyStore(AsyncKeyStore):
-    """An AsyncKeyStore whose "pool" runs each call at once, on the calling thread."""
-
-    def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run now; the result arrives as an already fired Deferred."""
-        return defer.maybeDeferred(function, *args, **kwargs)
 
 
 def message_file(session: Session, number: int) -> Path:
@@ -143,17 +130,9 @@ def smime(tmp_path: Path, held: HeldRuns) -> Iterator[Session]:
     """alice under MODE ALWAYS with her S/MIME certificate, INBOX selected with MESSAGES."""
     with KeyStore(tmp_path / "keys.db") as store:
         session = make_session(tmp_path)
-        clock = Clock()
-        clock.advance(NOW.timestamp())
-        session.server.keys = KeyAccess(InlineKeyStore(store, clock, ThreadPool()), clock)
         registry = TranscoderRegistry([SmimeTranscoder()])
-        session.server.transcoding = TranscodingConfig(registry, ViewCache(tmp_path / "v", held))
-        cert = identity("p256").cert_der
-        session.send(b"k XKEY PUT {%d+}\r\n" % len(cert) + cert + b"\r\n")
-        assert b"k OK" in session.output()
-        for setting in (b"FORMAT SMIME", b"MODE ALWAYS"):
-            _, done = session.command(b"XKEY POLICY " + setting)
-            assert b"OK" in done, done
+        transcoding = TranscodingConfig(registry, ViewCache(tmp_path / "v", held))
+        enable_smime(session, store, transcoding, identity("p256").cert_der)
         held.run()
         for data in MESSAGES:
             session.deliver(data)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -22,17 +22,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer
-from twisted.internet.task import Clock
 from twisted.logger import eventAsText, globalLogPublisher
-from twisted.python.threadpool import ThreadPool
 
-from tests.imap.harness import Session, make_session
-from tests.keys.certs import NOW, der, key_usage, make_cert
+from tests.imap.harness import Session, enable_smime, make_session
+from tests.keys.certs import der, key_usage, make_cert
 from tests.transcoders.plugins import install_plugin, unique
 from transcoder.imap.transcoding import TranscodingConfig
 from transcoder.imap.view import ViewCache
-from transcoder.imap.xkey import KeyAccess
-from transcoder.keys.async_store import AsyncKeyStore
 from transcoder.keys.keystore import KeyStore
 from transcoder.transcoders.errors import OPAQUE_TEXT
 from transcoder.transcoders.registry import GROUP, TranscoderRegistry
@@ -66,14 +62,6 @@ class Exploding:
 '''
 
 
-class InlineKeyStore(AsyncKeyStore):
-    """An AsyncKeyStore whose "pool" runs each call at once, on the calling thread."""
-
-    def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run now; the result arrives as an already fired Deferred."""
-        return defer.maybeDeferred(function, *args, **kwargs)
-
-
 @pytest.fixture
 def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TranscoderRegistry:
     """A registry holding the installed ``exploding`` plugin, found by its entry point."""
@@ -101,18 +89,10 @@ def session(tmp_path: Path, registry: TranscoderRegistry) -> Iterator[Session]:
     """alice, INBOX selected with MESSAGE, her certificate stored by XKEY, MODE ALWAYS."""
     with KeyStore(tmp_path / "keys.db") as store:
         session = make_session(tmp_path)
-        clock = Clock()
-        clock.advance(NOW.timestamp())
-        session.server.keys = KeyAccess(InlineKeyStore(store, clock, ThreadPool()), clock)
         cache = ViewCache(tmp_path / "views", defer.maybeDeferred)
-        session.server.transcoding = TranscodingConfig(registry, cache)
         key = ec.generate_private_key(ec.SECP256R1())
         cert = der(make_cert(key, usage=key_usage(key_agreement=True)))
-        session.send(b"k XKEY PUT {%d+}\r\n" % len(cert) + cert + b"\r\n")
-        assert b"k OK" in session.output()
-        for setting in (b"FORMAT SMIME", b"MODE ALWAYS"):
-            _, done = session.command(b"XKEY POLICY " + setting)
-            assert b"OK" in done, done
+        enable_smime(session, store, TranscodingConfig(registry, cache), cert)
         session.deliver(MESSAGE)
         _, done = session.command(b"SELECT INBOX")
         assert b"OK" in done, done
