@@ -30,6 +30,30 @@ _LITERAL = re.compile(rb"\{(\d+)\}\Z")
 _STATUS = re.compile(rb"\S+ (OK|NO|BAD)\b")
 
 
+#: Ends of a connection that are no finding: the client's LOGOUT, the server's by design
+#: (failed logins; another session changed the account's keys or policy: views changed).
+EXPECTED_ENDS = (
+    "by the client",
+    "LOGOUT",
+    "STARTTLS accepted",
+    "Too many failed logins",
+    "Keys or policy of this account changed",
+)
+
+
+def expected(reason: str) -> bool:
+    """Whether a connection that ended for ``reason`` ended by design."""
+    return any(end in reason for end in EXPECTED_ENDS)
+
+
+def unanswered(why: Exception, name: str) -> str:
+    """The count a command cut off by the connection's end ``why`` goes into."""
+    reason = why.args[0] if isinstance(why.args[0], str) else repr(why.args[0])
+    if expected(reason):
+        return f"cut off by an end by design ({name})"
+    return f"left unanswered ({name})"
+
+
 class Closed(Exception):
     """The server closed the connection, or did not answer in time."""
 
@@ -156,10 +180,9 @@ class Connection:
         while True:
             try:
                 response = self.wire.response(deadline)
-            except Closed:
-                self.tally.counts[
-                    f"left unanswered ({command.name.decode('ascii', 'replace')})"
-                ] += 1
+            except Closed as why:
+                name = command.name.decode("ascii", "replace")
+                self.tally.counts[unanswered(why, name)] += 1
                 raise
             self.note(command, response)
             if response.startswith(b"+") and pending:
@@ -220,8 +243,8 @@ class Connection:
         while waiting:
             try:
                 response = self.wire.response(deadline)
-            except Closed:
-                self.tally.counts["left unanswered (pipelined)"] += len(waiting)
+            except Closed as why:
+                self.tally.counts[unanswered(why, "pipelined")] += len(waiting)
                 raise
             tag = response.split(b" ", 1)[0]
             command = waiting.get(tag)

@@ -52,7 +52,16 @@ from common import (
     small_message,
     work_directory,
 )
-from fuzz_client import Closed, Connection, Tally, Wire, log_in, open_connection, pipelinable
+from fuzz_client import (
+    Closed,
+    Connection,
+    Tally,
+    Wire,
+    expected,
+    log_in,
+    open_connection,
+    pipelinable,
+)
 
 from tests.security.imap_grammar import CommandFuzzer
 
@@ -62,17 +71,6 @@ MESSAGES = (
     b"--b\r\nContent-Type: text/plain\r\n\r\none\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n"
     b"Subject: inner\r\n\r\ninner\r\n--b--\r\n",
     b"Subject: =?UTF-8?Q?=C3=9Cber?=\nContent-Type: text/plain; charset=utf-8\n\n\xc3\xbc\n",
-)
-
-
-#: Ends of a connection that are no finding: the client's LOGOUT, the server's by design
-#: (failed logins; another session changed the account's keys or policy: views changed).
-EXPECTED_ENDS = (
-    "by the client",
-    "LOGOUT",
-    "STARTTLS accepted",
-    "Too many failed logins",
-    "Keys or policy of this account changed",
 )
 
 
@@ -113,7 +111,7 @@ class Fuzzing:
         if conn is not None:
             conn.wire.sock.close()
             tally.add(conn.tally)
-            if not any(end in reason for end in EXPECTED_ENDS):
+            if not expected(reason):
                 tally.samples.setdefault(f"last commands before {reason}", conn.last)
                 self.keep_transcript(index, reason, conn.wire)
         return tally
@@ -225,7 +223,7 @@ def report(tally: Tally, seconds: float, findings: Counter[str]) -> bool:
     for key in ("continuation for an oversized literal", "unexpected continuation request"):
         print(f"  {key}: {counts[key]}")
     for key, count in sorted(counts.items()):
-        if key.startswith("left unanswered"):
+        if key.startswith(("left unanswered", "cut off")):
             print(f"  {key}: {count}")
     print(f"SERVERBUG answers: {sum(tally.serverbug.values())}", dict(tally.serverbug) or "")
     print(f"connections: {sum(tally.closed.values())}, ended:")
