@@ -109,6 +109,16 @@ def make_session(
     return session
 
 
+def selected_session(tmp_path: Path, *messages: bytes) -> Session:
+    """A logged-in session (see :func:`make_session`) with ``messages`` in INBOX, selected."""
+    session = make_session(tmp_path)
+    for message in messages:
+        session.deliver(message)
+    _, done = session.command(b"SELECT INBOX")
+    assert b" OK " in done, done
+    return session
+
+
 def second_session(first: Session) -> Session:
     """Another connection logged into the same account of the same store."""
     server = TranscodingIMAP4Server(settings=first.server.settings, clock=first.clock)

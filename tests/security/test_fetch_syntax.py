@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.logger import LogLevel, globalLogPublisher
 
-from tests.imap.harness import Session, make_session
+from tests.imap.harness import Session, selected_session
 from transcoder.errors import BadCommand
 from transcoder.imap.fetch_syntax import (
     FetchItem,
@@ -127,12 +127,7 @@ def loud(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def selected(directory: Path) -> Session:
     """A logged-in session with two messages, INBOX selected."""
-    session = make_session(directory)
-    session.deliver(SINGLE)
-    session.deliver(MULTI)
-    _, done = session.command(b"SELECT INBOX")
-    assert b" OK " in done, done
-    return session
+    return selected_session(directory, SINGLE, MULTI)
 
 
 def answers(out: bytes, tag: bytes) -> list[bytes]:

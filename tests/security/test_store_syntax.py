@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.imap.harness import Session, make_session
+from tests.imap.harness import Session, selected_session
 from tests.security.test_fetch_syntax import answers, captured_log, loud
 from transcoder.errors import BadCommand
 from transcoder.imap.store_syntax import StoreAction, parse_store_action
@@ -68,12 +68,7 @@ MALFORMED = [
 
 def selected(directory: Path) -> Session:
     """A logged-in session with two messages, INBOX selected."""
-    session = make_session(directory)
-    session.deliver(MESSAGE)
-    session.deliver(MESSAGE)
-    _, done = session.command(b"SELECT INBOX")
-    assert b" OK " in done, done
-    return session
+    return selected_session(directory, MESSAGE, MESSAGE)
 
 
 def assert_usable(session: Session) -> None:
