@@ -56,6 +56,13 @@ class CountingKeyStore(InlineKeyStore):
         return super().view_inputs(account, now, with_keys)
 
 
+def release(session: Session) -> bytes:
+    """Let the oldest held keystore call finish; what the server wrote by the next turn."""
+    session.server.keys.store.release()
+    session.clock.advance(0)  # a command that ended lets the next one in on the next turn
+    return session.output()
+
+
 @pytest.fixture
 def keystore(tmp_path: Path) -> Any:
     """The keystore file the sessions of a test share."""
@@ -335,24 +342,17 @@ def test_held_command_and_pipelined_lines_keep_their_order(
     """While the epoch is read, later lines wait, a LITERAL+ APPEND's octets included."""
     alice = connect(tmp_path, keystore, UncachedHeldKeyStore)
     held = alice.server.keys.store  # type: ignore[union-attr]
-
-    def release() -> bytes:
-        """Let the oldest keystore call finish; what the server wrote by the next turn."""
-        held.release()
-        alice.clock.advance(0)  # a command that ended lets the next one in on the next turn
-        return alice.output()
-
     alice.send(b"s SELECT INBOX\r\n")
-    assert b"s OK" in release()
+    assert b"s OK" in release(alice)
     literal = b"Subject: x\r\n\r\na CRLF\r\nb NOOP\r\n"
     alice.send(
         b"a NOOP\r\nb APPEND INBOX {%d+}\r\n" % len(literal) + literal + b"\r\nc UID SEARCH ALL\r\n"
     )
     assert alice.output() == b""
-    assert release().startswith(b"a OK NOOP")  # a's check
-    out = release()  # b's check; APPENDUID for the selected mailbox needs no read
+    assert release(alice).startswith(b"a OK NOOP")  # a's check
+    out = release(alice)  # b's check; APPENDUID for the selected mailbox needs no read
     assert b"b OK [APPENDUID " in out, out
-    out = release()  # c's check
+    out = release(alice)  # c's check
     assert out.startswith(b"* SEARCH 1\r\n") and b"c OK" in out, out
     assert not held.held
     fresh = connect(tmp_path, keystore)
@@ -437,13 +437,10 @@ def test_epoch_is_read_again_only_after_a_commit_or_an_expiry(
 def test_a_held_command_that_fails_is_still_answered(tmp_path: Path, keystore: KeyStore) -> None:
     """A command whose handler raises after its epoch check gets its tagged BAD, not silence."""
     alice = connect(tmp_path, keystore, UncachedHeldKeyStore)
-    held = alice.server.keys.store  # type: ignore[union-attr]
 
     def run(line: bytes) -> bytes:
         alice.send(line + b"\r\n")
-        held.release()
-        alice.clock.advance(0)  # the next command is read on the turn after an answer
-        return alice.output()
+        return release(alice)
 
     alice.deliver(MESSAGE)
     assert b"s OK" in run(b"s SELECT INBOX")
@@ -456,20 +453,13 @@ def test_uid_command_with_a_literal_waits_for_its_check_whole(
 ) -> None:
     """UID SEARCH's LITERAL+ octets are read as its argument while its epoch is read."""
     alice = connect(tmp_path, keystore, UncachedHeldKeyStore)
-    held = alice.server.keys.store  # type: ignore[union-attr]
-
-    def release() -> bytes:
-        held.release()
-        alice.clock.advance(0)
-        return alice.output()
-
     alice.deliver(MESSAGE)
     alice.send(b"s SELECT INBOX\r\n")
-    assert b"s OK" in release()
+    assert b"s OK" in release(alice)
     alice.send(b"u UID SEARCH HEADER Subject {2+}\r\nhi\r\nn NOOP\r\n")
-    out = release()  # u's check
+    out = release(alice)  # u's check
     assert out.startswith(b"* SEARCH 1\r\nu OK"), out
-    assert b"n OK" in release()  # n's check: the literal was not taken for a command
+    assert b"n OK" in release(alice)  # n's check: the literal was not taken for a command
 
 
 def test_uid_expunge_is_checked_like_the_other_commands(tmp_path: Path, keystore: KeyStore) -> None:
