@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from twisted.logger import formatEvent, globalLogPublisher
 
+from tests.imap.harness import Session
 from tests.security.guessing_support import (
     CHECK_TIME,
     FAILED,
@@ -158,15 +159,20 @@ def test_full_queue_is_refused_unchecked(tmp_path: Path) -> None:
     assert b"alice@example.org" not in [login for _, login in site.checks]
 
 
-def test_attempt_of_a_closed_connection_is_withdrawn(tmp_path: Path) -> None:
-    """A connection that hangs up while waiting is never checked; the next in line gets its slot."""
-    site = Site(tmp_path)
+def queue_two_behind_a_burst(site: Site) -> Session:
+    """A burst of the attacker's LOGINs, then gone@ and next@ waiting; the gone@ connection."""
     for i in range(BURST):
         site.connect(ATTACKER).send(b"a LOGIN user%d@example.org x\r\n" % i)
     gone = site.connect(ATTACKER)
     gone.send(b"g LOGIN gone@example.org x\r\n")
-    nxt = site.connect(ATTACKER)
-    nxt.send(b"n LOGIN next@example.org x\r\n")
+    site.connect(ATTACKER).send(b"n LOGIN next@example.org x\r\n")
+    return gone
+
+
+def test_attempt_of_a_closed_connection_is_withdrawn(tmp_path: Path) -> None:
+    """A connection that hangs up while waiting is never checked; the next in line gets its slot."""
+    site = Site(tmp_path)
+    gone = queue_two_behind_a_burst(site)
     hang_up(gone)
     run_clock(site.clock, POLICY.max_delay + 2 * CHECK_TIME)
     logins = [login for _, login in site.checks]
@@ -177,12 +183,7 @@ def test_attempt_of_a_closed_connection_is_withdrawn(tmp_path: Path) -> None:
 def test_client_gone_unseen_while_waiting_does_not_use_the_slot(tmp_path: Path) -> None:
     """At its turn a waiting connection is read once more; if it closed, the next goes instead."""
     site = Site(tmp_path)
-    for i in range(BURST):
-        site.connect(ATTACKER).send(b"a LOGIN user%d@example.org x\r\n" % i)
-    gone = site.connect(ATTACKER)
-    gone.send(b"g LOGIN gone@example.org x\r\n")
-    nxt = site.connect(ATTACKER)
-    nxt.send(b"n LOGIN next@example.org x\r\n")
+    gone = queue_two_behind_a_burst(site)
     assert gone.transport.producerState == "paused"  # reading stops while it waits
     while gone.transport.producerState == "paused":
         site.clock.advance(0.01)
