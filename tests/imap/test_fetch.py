@@ -12,7 +12,7 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tests.imap.harness import Session, make_session
+from tests.imap.harness import selected_session as selected
 from transcoder.errors import ClientError
 from transcoder.imap.fetch import as_parsed_message
 from transcoder.imap.server import TranscodingIMAP4Server
@@ -27,15 +27,6 @@ MULTI = (
     b"--AbC=_x\r\nContent-Type: text/plain\r\n\r\nplain\r\n"
     b"--AbC=_x\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--AbC=_x--\r\n"
 )
-
-
-def selected(tmp_path: Path, *messages: bytes) -> Session:
-    session = make_session(tmp_path)
-    for message in messages:
-        session.deliver(message)
-    _, done = session.command(b"SELECT INBOX")
-    assert b"OK" in done, done
-    return session
 
 
 def literal_after(out: bytes, label: bytes) -> bytes:

@@ -28,7 +28,13 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
-from tests.imap.harness import Session, enable_smime, make_session, second_session
+from tests.imap.harness import (
+    Session,
+    enable_smime,
+    make_session,
+    second_session,
+    selected_session,
+)
 from tests.integration.transcoding import expected_inner
 from tests.transcoders.smime_keys import SmimeIdentity, identity
 from transcoder.imap.transcoding import TranscodingConfig
@@ -111,12 +117,7 @@ def openssl_decrypt(view: bytes, who: SmimeIdentity, workdir: Path) -> bytes:
 @pytest.fixture
 def plain(tmp_path: Path) -> Session:
     """alice, INBOX selected with MESSAGES, no transcoding."""
-    session = make_session(tmp_path)
-    for data in MESSAGES:
-        session.deliver(data)
-    _, done = session.command(b"SELECT INBOX")
-    assert b"OK" in done
-    return session
+    return selected_session(tmp_path, *MESSAGES)
 
 
 @pytest.fixture
