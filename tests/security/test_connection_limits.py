@@ -26,6 +26,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
+from tests.imap.harness import Session
 from tests.integration.conftest import RunningServer, free_port
 from tests.security.guessing_support import CHECK_TIME, PASSWORD, Site, peer_address, run_clock
 from tests.security.proxied_server import proxy_v1, proxy_v2
@@ -155,13 +156,19 @@ def test_slowloris_commands_are_closed_at_the_login_deadline(tmp_path: Path) -> 
     assert client.transport.disconnecting
 
 
-def test_login_deadline_ends_with_login(tmp_path: Path) -> None:
-    """A client that logged in is not held to the login deadline."""
-    site = Site(tmp_path)
+def logged_in(site: Site) -> Session:
+    """alice from ``A``, logged in with a synchronizing literal password."""
     client = site.connect(A)
     client.send(b"a LOGIN alice@example.org {%d}\r\n%s\r\n" % (len(PASSWORD), PASSWORD.encode()))
     run_clock(site.clock, 2 * CHECK_TIME)
     assert b"a OK " in client.output()
+    return client
+
+
+def test_login_deadline_ends_with_login(tmp_path: Path) -> None:
+    """A client that logged in is not held to the login deadline."""
+    site = Site(tmp_path)
+    client = logged_in(site)
     site.clock.advance(600)
     assert not client.transport.disconnecting
 
@@ -180,10 +187,7 @@ def test_silent_client_is_closed_after_the_preauth_timeout(tmp_path: Path) -> No
 def test_idle_authenticated_client_is_kept_30_minutes(tmp_path: Path) -> None:
     """After login an idle client is kept 30 minutes (RFC 3501 5.4), then autologged out."""
     site = Site(tmp_path)
-    client = site.connect(A)
-    client.send(b"a LOGIN alice@example.org {%d}\r\n%s\r\n" % (len(PASSWORD), PASSWORD.encode()))
-    run_clock(site.clock, 2 * CHECK_TIME)
-    assert b"a OK " in client.output()
+    client = logged_in(site)
     site.clock.advance(30 * 60 - 0.1)
     assert not client.transport.disconnecting
     site.clock.advance(0.1)
