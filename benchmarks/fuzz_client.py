@@ -159,6 +159,7 @@ class Connection:
         self.last = self.last[-600:] + b" || " + command.wire[:300]
         self.tally.counts["commands sent"] += 1
         if not command.tag:  # an empty line: nothing comes back
+            self.tally.counts["empty lines (nothing to answer)"] += 1
             self.wire.send(command.segments[0] or b"")
             return
         self.wire.send(command.segments[0] or b"")

@@ -217,7 +217,13 @@ def report(tally: Tally, seconds: float, findings: Counter[str]) -> bool:
     )
     print(f"\ncommands sent: {counts['commands sent']} in {seconds:.0f} s", end=" ")
     print(f"({counts['commands sent pipelined']} pipelined)")
-    for key in ("tagged OK", "tagged NO", "tagged BAD", "untagged BAD for an invalid tag"):
+    for key in (
+        "tagged OK",
+        "tagged NO",
+        "tagged BAD",
+        "untagged BAD for an invalid tag",
+        "empty lines (nothing to answer)",
+    ):
         print(f"  {key}: {counts[key]}")
     print(f"  answers in all: {answered}")
     for key in ("continuation for an oversized literal", "unexpected continuation request"):
