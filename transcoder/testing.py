@@ -2,7 +2,7 @@
 
 Mix :class:`TranscoderConformance` into a test class and say how to build
 your transcoder and a key it serves; every ``test_*`` method then checks one
-promise the server relies on (DESIGN.md, "Invariants")::
+promise the server relies on (docs/design.md, "Invariants")::
 
     from transcoder.testing import TranscoderConformance
 

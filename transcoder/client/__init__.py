@@ -1,7 +1,7 @@
 """The XKEY client: a library for MUA and script authors, and the ``transcoder-client`` CLI.
 
 It speaks plain IMAP (stdlib :mod:`imaplib`) and works against any server
-that advertises the ``XKEY`` capability (DESIGN.md, "Protocol: XKEY")::
+that advertises the ``XKEY`` capability (docs/design.md, "Protocol: XKEY")::
 
     from transcoder.client import XKeyClient, XKeyError
 

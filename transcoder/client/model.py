@@ -2,7 +2,7 @@
 
 Everything the library hands back is immutable: :class:`KeyInfo` for each
 ``* XKEY (...)`` key response, :class:`PolicyInfo` for ``* XKEY POLICY (...)``
-(DESIGN.md, "Protocol: XKEY").  Every failure is an :class:`XKeyError`
+(docs/design.md, "Protocol: XKEY").  Every failure is an :class:`XKeyError`
 carrying the response code the server sent (``XKEY-ADDRESS``, ...) or one of
 the client's own codes listed on the class.
 """

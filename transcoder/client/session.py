@@ -1,4 +1,4 @@
-""":class:`XKeyClient`: the XKEY command (DESIGN.md, "Protocol: XKEY") over stdlib imaplib.
+""":class:`XKeyClient`: the XKEY command (docs/design.md, "Protocol: XKEY") over stdlib imaplib.
 
 Connecting (:meth:`XKeyClient.connect`) follows RFC 3501 section 11.1 and
 RFC 8314: the server certificate is verified against the system's trust
@@ -31,7 +31,7 @@ Security = Literal["starttls", "tls", "plain"]
 DEFAULT_TIMEOUT = 30.0
 
 # imaplib refuses commands missing from its state table; XKEY is valid in the
-# authenticated and selected states (DESIGN.md).  setdefault leaves any entry
+# authenticated and selected states (docs/design.md).  setdefault leaves any entry
 # the application made itself alone.
 imaplib.Commands.setdefault("XKEY", ("AUTH", "SELECTED"))
 

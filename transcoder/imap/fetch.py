@@ -16,9 +16,9 @@ parameter values.  This module replaces its FETCH with one that
   messages makes memory grow, and other connections are served meanwhile;
 * obtains the message it serves through one seam, :meth:`FetchMixin.fetch_view`:
   later layers return a transcoded view there, while COPY, SEARCH and STORE
-  keep using the stored message (DESIGN.md, invariant 4);
+  keep using the stored message (docs/design.md, invariant 4);
 * refuses a message whose view cannot be built with a tagged NO before a byte
-  of that message is written (DESIGN.md, invariant 3: fail closed).
+  of that message is written (docs/design.md, invariant 3: fail closed).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ thread on first use.  Every FETCH command reads them anew (commands are told
 apart by a count the server keeps, never by the client's tag), so a change
 made by another session or process applies from the next FETCH on.  A
 message that is all ciphertext already is served as it is
-(:mod:`transcoder.mime.ciphertext`).  Failing closed (DESIGN.md invariant 3): no usable key
+(:mod:`transcoder.mime.ciphertext`).  Failing closed (docs/design.md invariant 3): no usable key
 is ``NO [XKEY-NOKEY]``; any transcoding error is ``NO [TRANSCODE-FAILED]``
 with the detail in the log -- never the plaintext.  COPY, SEARCH, STORE and
 APPEND never come here (invariant 4).
@@ -128,7 +128,7 @@ class PredictedView:
 
     Serves FETCH items that need no content -- RFC822.SIZE, BODYSTRUCTURE,
     ENVELOPE -- with exactly the numbers the encrypted view will have
-    (DESIGN.md invariant 2), so listing a mailbox costs no encryption.
+    (docs/design.md invariant 2), so listing a mailbox costs no encryption.
     """
 
     def __init__(self, header: bytes, size: int) -> None:

@@ -1,7 +1,7 @@
 """The transcoded view of a message and the on-disk cache that keeps it byte-stable.
 
 Encryption is randomised, yet an IMAP message must never change under a
-client (DESIGN.md, invariant 1): every FETCH of a message -- whole, in
+client (docs/design.md, invariant 1): every FETCH of a message -- whole, in
 partial slices, its size and structure, in this session and the next -- must
 describe the same octets.  So a view is transcoded once, written to
 ``DIR/views/`` atomically, and served from there until its key or the

@@ -1,4 +1,4 @@
-"""XKEY: users provision their keys and set their policy over IMAP (DESIGN.md, "Protocol: XKEY").
+"""XKEY: users provision their keys and set their policy over IMAP (docs/design.md, XKEY).
 
 The reference for client authors is ``docs/xkey.md``; the grammar lives in
 :mod:`transcoder.imap.xkey_syntax`.  What :class:`XKeyMixin` guarantees:

@@ -1,4 +1,4 @@
-"""Sans-IO syntax of XKEY (DESIGN.md, "Protocol: XKEY"): arguments in, requests out; data out.
+"""Sans-IO syntax of XKEY (docs/design.md, "Protocol: XKEY"): arguments in, requests out; data out.
 
 No Twisted here: :mod:`transcoder.imap.xkey` moves the bytes.  Grammar, in
 RFC 5234 ABNF over RFC 3501 section 9 (keywords are case-insensitive)::

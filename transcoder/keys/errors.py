@@ -1,6 +1,6 @@
 """Why key material or a key operation is refused; each maps to an XKEY response code.
 
-The codes are the ones DESIGN.md ("Protocol: XKEY") gives the client:
+The codes are the ones docs/design.md ("Protocol: XKEY") gives the client:
 ``NO [XKEY-INVALID]``, ``NO [XKEY-ADDRESS]``, ``NO [XKEY-TOOBIG]`` and
 ``NO [XKEY-NOKEY]``.  Messages are short, specific and safe to show the client:
 they describe the client's own input, never server paths or internal state.

@@ -19,7 +19,7 @@ class KeyFormat(enum.Enum):
 
 
 class KeyStatus(enum.Enum):
-    """Where a stored key is in its life (DESIGN.md, "Protocol: XKEY").
+    """Where a stored key is in its life (docs/design.md, "Protocol: XKEY").
 
     ``EXPIRED`` is never stored: it is how an ``ACTIVE`` key whose
     ``not_after`` has passed is reported.

@@ -8,7 +8,7 @@ format of the account's most recently activated usable encryption key
 ``MODE ALWAYS`` requires a usable key of the effective format when it is
 set (``NO [XKEY-NOKEY]`` otherwise).  Later events -- the key expiring, the
 user retiring it -- do not switch the mode off: FETCH then fails closed
-(DESIGN.md invariant 3) until a key is provisioned or the mode set to OFF.
+(docs/design.md invariant 3) until a key is provisioned or the mode set to OFF.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sans-IO MIME layer (see ../shared/DESIGN.md, "Layers"): entity splitting with byte offsets.
+"""Sans-IO MIME layer (see docs/design.md, "Layers"): entity splitting with byte offsets.
 
 No twisted import anywhere below this package.
 """

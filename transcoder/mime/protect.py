@@ -14,7 +14,7 @@ computes the two header sections that takes, without ever loading a body:
 * the **outer header** -- what stays readable: the original non-structural
   fields after a Header Confidentiality Policy (RFC 9788 section 3.2).
   The default is ``hcp_no_confidentiality`` (every field kept in clear, as
-  DESIGN.md asks, so message lists work in clients that do not decrypt);
+  docs/design.md asks, so message lists work in clients that do not decrypt);
   ``obscure_subject`` selects ``hcp_baseline``: Subject becomes ``[...]``
   and Comments and Keywords are dropped.  The transcoder appends its own
   structural fields and the blank line.

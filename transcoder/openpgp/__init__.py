@@ -1,7 +1,7 @@
 """python-gnupg adapter: isolated keyring, streaming encryption, a bound on gpg processes.
 
 No twisted import: blocking functions over files, which the IMAP layer runs
-in worker threads (see ../shared/DESIGN.md, "Layers").
+in worker threads (see docs/design.md, "Layers").
 """
 
 from transcoder.openpgp.encrypt import Readable, check_fingerprint, encrypt_armored

@@ -1,4 +1,4 @@
-"""store layer (see ../shared/DESIGN.md, "Layers"): Maildir++ behind Twisted's IMAP interfaces.
+"""store layer (see docs/design.md, "Layers"): Maildir++ behind Twisted's IMAP interfaces.
 
 :class:`MaildirStore` holds every account's Maildir; :class:`MaildirAccount`
 is a Twisted ``IAccount``; :class:`MailboxSession` is one SELECT/EXAMINE

@@ -14,7 +14,7 @@ The public surface of the search work:
 
 Results are message sequence numbers, as ``ISearchableMailbox`` promises;
 UID SEARCH maps them to UIDs (:attr:`SearchRun.uids`).  SEARCH works on the
-stored message, never a transcoded view (DESIGN.md, invariant 4).
+stored message, never a transcoded view (docs/design.md, invariant 4).
 """
 
 from __future__ import annotations

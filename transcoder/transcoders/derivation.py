@@ -4,7 +4,7 @@ A transcoder asks its request for octets by purpose -- ``draw("cms/cek",
 32)`` -- never for "some random octets" (:class:`IRandomSource`).  Two
 sources answer:
 
-* :class:`DerivedRandom`, what the server uses (issue 9, DESIGN.md
+* :class:`DerivedRandom`, what the server uses (issue 9, docs/design.md
   invariant 1): every draw is a pure function of the server's view secret,
   the *view identity* (:class:`ViewIdentity`: SHA-256 of the stored
   message's octets, the recipient key fingerprints, the transcoder's name

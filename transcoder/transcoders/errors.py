@@ -1,6 +1,6 @@
 """The one error a transcoder raises when it cannot produce a view.
 
-The client only ever sees an opaque ``NO [TRANSCODE-FAILED]`` (DESIGN.md
+The client only ever sees an opaque ``NO [TRANSCODE-FAILED]`` (docs/design.md
 invariant 3: fail closed, never plaintext); what went wrong is kept in
 :attr:`TranscodeFailed.detail` for the server log.
 """

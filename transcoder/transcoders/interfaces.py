@@ -1,7 +1,7 @@
 """What a transcoder is: :class:`ITranscoder` and the values it takes and returns.
 
 A transcoder is a pure, synchronous, blocking function from a stored message
-(and the user's keys) to the transcoded view (DESIGN.md, "The transcoded
+(and the user's keys) to the transcoded view (docs/design.md, "The transcoded
 view").  The server runs it in a worker thread; it gets the time and its
 randomness from the request, never from module globals, so tests can pin
 both.  Its randomness comes as labelled draws (:meth:`TranscodeRequest.draw`)

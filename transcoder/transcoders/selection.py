@@ -3,7 +3,7 @@
 Given the account's policy, its keys and the registry, :func:`select_transcoder`
 answers ``None`` (policy OFF: serve the stored message) or a
 :class:`Selection`; under ``MODE ALWAYS`` it never silently falls back to
-plaintext (DESIGN.md invariant 3): no usable key raises
+plaintext (docs/design.md invariant 3): no usable key raises
 :class:`~transcoder.keys.errors.NoUsableKey` (``NO [XKEY-NOKEY]``), no
 transcoder for the format raises
 :class:`~transcoder.transcoders.errors.TranscodeFailed`.
