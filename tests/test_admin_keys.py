@@ -230,3 +230,46 @@ def test_cli_exit_statuses_and_one_line_errors(
     assert done.returncode == 2
     done = cli(data, "key", "list")
     assert done.returncode == 0 and done.stdout.startswith(ALICE)
+
+
+def test_key_list_aligns_openpgp_and_smime_rows(
+    data: Path, p256: ec.EllipticCurvePrivateKey, pgp_keys: PgpKeys
+) -> None:
+    """A list mixing 64-digit S/MIME and 40-digit OpenPGP fingerprints reads as a table:
+    every column starts at the same offset on every line."""
+    run(data, "key", "import", ALICE, write(data / "a.pem", pem(make_cert(p256))))
+    run(data, "key", "import", ALICE, "-", stdin=pgp_keys.alice_25519)
+    status, out = run(data, "key", "list")
+    smime, openpgp = out.splitlines()
+    assert status == 0 and " OPENPGP " in openpgp
+    for word in ("ACTIVE", "ENCRYPT"):
+        assert smime.index(word) == openpgp.index(word), out
+    assert not any(line.endswith(" ") for line in out.splitlines())
+
+
+def test_import_says_what_it_superseded(data: Path) -> None:
+    """Importing a second certificate prints the stored key and the one it retired."""
+    first = make_cert(ec.generate_private_key(ec.SECP256R1()))
+    second = make_cert(ec.generate_private_key(ec.SECP256R1()))
+    assert run(data, "key", "import", ALICE, write(data / "1.pem", pem(first)))[0] == 0
+    status, out = run(data, "key", "import", ALICE, write(data / "2.pem", pem(second)))
+    stored, superseded = out.splitlines()
+    assert status == 0 and stored.startswith(f"stored {ALICE} SMIME ")
+    old = next(k for k in stored_keys(data) if k.material == der(first))
+    assert superseded.startswith(f"superseded (now retired) {ALICE} SMIME {old.fingerprint} ")
+    assert " RETIRED " in superseded
+
+
+def test_audit_lines_carry_no_unpersistable_logger(
+    data: Path, p256: ec.EllipticCurvePrivateKey
+) -> None:
+    """audit.jsonl lines hold the audit record and the event's time and level, not
+    twisted.logger's Logger object (written as {"unpersistable": true})."""
+    run(data, "key", "import", ALICE, write(data / "a.pem", pem(make_cert(p256))))
+    run(data, "policy", ALICE, "--mode", "always")
+    lines = (data / "audit.jsonl").read_text().splitlines()
+    events = [json.loads(line)["audit"]["event"] for line in lines]
+    assert {"key.stored", "policy.changed"} <= set(events)
+    for line in lines:
+        assert "unpersistable" not in line, line
+        assert "log_logger" not in json.loads(line)

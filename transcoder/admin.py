@@ -171,14 +171,35 @@ def _keystore(args: argparse.Namespace) -> Iterator[KeyStore]:
 
 def _describe(key: StoredKey) -> str:
     """One line per key: account, format, fingerprint, status, usage, expiry, algorithm."""
+    return _describe_all([key])[0]
+
+
+def _describe_all(keys: Sequence[StoredKey]) -> list[str]:
+    """:func:`_describe` for each key, columns aligned across the lines.
+
+    OpenPGP fingerprints (40 hex digits) are shorter than S/MIME ones (64),
+    and formats, statuses and usages differ in length: each column is as
+    wide as its widest value, so a mixed list reads as a table.
+    """
     from transcoder.keys.model import KeyUsage, format_timestamp
 
-    usage = ",".join(u.value for u in KeyUsage if u in key.usages)
-    not_after = format_timestamp(key.not_after) if key.not_after else "never"
-    return (
-        f"{key.account} {key.format.value} {key.fingerprint} {key.status.value}"
-        f" {usage} {not_after} {key.key_algorithm}"
-    )
+    rows = [
+        (
+            key.account,
+            key.format.value,
+            key.fingerprint,
+            key.status.value,
+            ",".join(u.value for u in KeyUsage if u in key.usages),
+            format_timestamp(key.not_after) if key.not_after else "never",
+            key.key_algorithm,
+        )
+        for key in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    return [
+        " ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
 
 
 def _read_key_file(name: str, stdin: TextIO, limit: int) -> bytes:
@@ -196,7 +217,7 @@ def _read_key_file(name: str, stdin: TextIO, limit: int) -> bytes:
 def cmd_key_import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
     """``key import ADDRESS FILE``: validate and store a key, as XKEY PUT does."""
     from transcoder.keys.errors import MAX_KEY_BYTES
-    from transcoder.keys.provisioning import provision
+    from transcoder.keys.provisioning import provision_key
     from transcoder.keys.smime_chain import load_trust_anchors
 
     address = _existing_account(args, args.address)
@@ -204,7 +225,7 @@ def cmd_key_import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> N
     anchors = tuple(load_trust_anchors(args.smime_ca)) if args.smime_ca else ()
     with _keystore(args) as store:
         try:
-            stored = provision(
+            done = provision_key(
                 store,
                 address,
                 data,
@@ -215,7 +236,10 @@ def cmd_key_import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> N
             )
         except ClientError as e:
             raise AdminError(f"key refused [{e.code}]: {e.text}") from None
-    print(f"stored {_describe(stored)}", file=stdout)
+    print(f"stored {_describe(done.stored)}", file=stdout)
+    for old in done.superseded:
+        # The rule is in docs/xkey.md: a newer key of the same format and role retires the older.
+        print(f"superseded (now retired) {_describe(old)}", file=stdout)
 
 
 def cmd_key_list(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
@@ -223,8 +247,8 @@ def cmd_key_list(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> Non
     address = _existing_account(args, args.address) if args.address else None
     with _keystore(args) as store:
         keys = store.list_keys(address, args.clock())
-    for key in keys:
-        print(_describe(key), file=stdout)
+    for line in _describe_all(keys):
+        print(line, file=stdout)
 
 
 def _owned(store: KeyStore, fingerprint: str, now: datetime) -> list[StoredKey]:

@@ -78,8 +78,11 @@ def audit_file_observer(out: IO[str]) -> Callable[[LogEvent], None]:
 
     def observe(event: LogEvent) -> None:
         if event.get("log_namespace") == AUDIT_NAMESPACE and "audit" in event:
+            # The Logger object is not JSON: twisted.logger would write it as
+            # {"unpersistable": true} on every line, which says nothing.
+            record = {key: value for key, value in event.items() if key != "log_logger"}
             with lock:
-                write(event)
+                write(record)
 
     return observe
 

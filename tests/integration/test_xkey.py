@@ -265,8 +265,11 @@ def test_list_after_puts_and_a_delete(running: RunningServer, pgp_keys: PgpKeys)
     first, second = (fresh_cert(ec.generate_private_key(ec.SECP256R1()), carol) for _ in "ab")
     fingerprints = []
     for cert in (first, second):
-        typ, text, (stored,) = xkey(client, "PUT", literal=der(cert))
+        typ, text, (stored, *superseded) = xkey(client, "PUT", literal=der(cert))
         assert typ == "OK", text
+        # The second PUT also reports the first certificate, which it retired.
+        assert [k.fingerprint for k in superseded] == fingerprints  # type: ignore[union-attr]
+        assert [k.status for k in superseded] == ["RETIRED"] * len(fingerprints)  # type: ignore[union-attr]
         fingerprints.append(stored.fingerprint)  # type: ignore[union-attr]
     typ, text, (retired,) = xkey(client, "DELETE", fingerprints[1])
     assert typ == "OK" and retired.status == "RETIRED"  # type: ignore[union-attr]

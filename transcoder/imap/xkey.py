@@ -20,9 +20,11 @@ The reference for client authors is ``docs/xkey.md``; the grammar lives in
 * Failures: ``NO [XKEY-INVALID|XKEY-ADDRESS|XKEY-TOOBIG|XKEY-NOKEY] <why>``,
   ``BAD`` for syntax.  Nothing is stored on any failure.  Every operation,
   refusals included, is audited by the keystore with the peer address.
-* Successful requests answer their result before the tagged ``OK``: PUT and
-  DELETE the key's ``* XKEY (...)``, LIST one per key, POLICY (shown or
-  changed) ``* XKEY POLICY (...)``.
+* Successful requests answer their result before the tagged ``OK``: PUT the
+  stored key's ``* XKEY (...)`` followed by one ``* XKEY (... STATUS
+  RETIRED)`` per key it superseded (so a user learns that a test
+  certificate retired their real one), DELETE the retired key's, LIST one
+  per key, POLICY (shown or changed) ``* XKEY POLICY (...)``.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from transcoder.imap.xkey_syntax import (
 from transcoder.keys.async_store import AsyncKeyStore, clock_now
 from transcoder.keys.errors import KeyTooBig
 from transcoder.keys.model import Policy, StoredKey
-from transcoder.keys.provisioning import provision
+from transcoder.keys.provisioning import Provisioned, provision_key
 
 _REQUEST_NAMES: dict[type, bytes] = {
     PutKey: b"PUT",
@@ -93,10 +95,10 @@ class KeyAccess:
         *,
         max_bytes: int,
         origin: Mapping[str, str] | None = None,
-    ) -> Deferred[StoredKey]:
-        """Validate and store ``data`` as ``account``'s key, in the pool (see ``provision``)."""
+    ) -> Deferred[Provisioned]:
+        """Validate and store ``data`` as ``account``'s key, in the pool (see ``provision_key``)."""
         return self.store.run(
-            provision,
+            provision_key,
             self.store.store,
             account,
             data,
@@ -172,7 +174,8 @@ class XKeyMixin(MailboxCommandMixin):
         if isinstance(request, PutKey):
             limit = self.settings.max_key_size
             data = request.material
-            self._send_keys([await keys.provision(account, data, max_bytes=limit, origin=origin)])
+            done = await keys.provision(account, data, max_bytes=limit, origin=origin)
+            self._send_keys([done.stored, *done.superseded])
         elif isinstance(request, ListKeys):
             self._send_keys(await store.list_keys(account, keys.now()))
         elif isinstance(request, DeleteKey):

@@ -12,6 +12,10 @@ Order of work, and why:
    :meth:`IKeyStore.record_refusal` and raised again; nothing is stored.
 2. :meth:`IKeyStore.put` -- one transaction, which audits the key stored and
    any older key it superseded.
+3. :func:`provision_key` reports what the put superseded (keys of the same
+   format and role that were in force and are now ``RETIRED``), so that
+   ``XKEY PUT`` and ``transcoder-admin key import`` can say so: a user who
+   uploads a test certificate must learn that it retired their real one.
 
 The refusal record names the material's SHA-256 (``material_sha256``) and,
 for an X.509 certificate that parses at all, its fingerprint -- the same
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
@@ -35,8 +40,22 @@ from cryptography.hazmat.primitives import hashes
 from transcoder.errors import ClientError
 from transcoder.keys.errors import MAX_KEY_BYTES
 from transcoder.keys.keystore import KeyStore
-from transcoder.keys.model import KeyFormat, StoredKey
+from transcoder.keys.model import KeyFormat, KeyStatus, StoredKey
 from transcoder.keys.validate import sniff_format, validate_key
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """What one provisioning did: the key stored, and the keys it superseded.
+
+    ``superseded`` holds, oldest first, the account's keys that were in force
+    (stored ``ACTIVE``, expired ones included) before and were retired by
+    this put because the new key took their format and role; empty when the
+    key was the first of its kind or a refresh of the key in force.
+    """
+
+    stored: StoredKey
+    superseded: tuple[StoredKey, ...] = ()
 
 
 def provision(
@@ -57,6 +76,36 @@ def provision(
     the keystore is unchanged then.  ``store`` is typed as :class:`KeyStore`
     for mypy; any :class:`~transcoder.keys.interfaces.IKeyStore` works.
     """
+    return provision_key(
+        store,
+        account,
+        data,
+        now,
+        trust_anchors=trust_anchors,
+        gpg_binary=gpg_binary,
+        max_bytes=max_bytes,
+        origin=origin,
+    ).stored
+
+
+def provision_key(
+    store: KeyStore,
+    account: str,
+    data: bytes,
+    now: datetime,
+    *,
+    trust_anchors: Sequence[x509.Certificate] = (),
+    gpg_binary: str = "gpg",
+    max_bytes: int = MAX_KEY_BYTES,
+    origin: Mapping[str, str] | None = None,
+) -> Provisioned:
+    """As :func:`provision`, and also report the keys the new one superseded.
+
+    Superseded keys are those in force before the put (``retired_at`` unset)
+    and retired at ``now`` after it: the put retires them in its own
+    transaction (:meth:`KeyStore.put`), the two reads around it only find
+    them again.
+    """
     try:
         key = validate_key(
             data,
@@ -75,7 +124,17 @@ def provision(
             origin={**(origin or {}), "material_sha256": hashlib.sha256(data).hexdigest()},
         )
         raise
-    return store.put(account, key, now, origin)
+    in_force = {k.fingerprint for k in store.list_keys(account, now) if k.retired_at is None}
+    stored = store.put(account, key, now, origin)
+    superseded = tuple(
+        k
+        for k in store.list_keys(account, now)
+        if k.fingerprint in in_force
+        and k.fingerprint != stored.fingerprint
+        and k.status is KeyStatus.RETIRED
+        and k.retired_at == stored.activated_at
+    )
+    return Provisioned(stored, superseded)
 
 
 def refused_fingerprint(data: bytes, max_bytes: int = MAX_KEY_BYTES) -> str | None:
