@@ -85,7 +85,12 @@ class Options(usage.Options):
             "S/MIME content cipher: aes256-cbc, aes128-cbc, aes256-gcm or aes128-gcm.",
         ],
         ["smime-rsa-padding", None, "pkcs1v15", "RSA key transport: pkcs1v15 or oaep."],
-        ["view-cache-size", None, "1024", "Size cap of the transcoded-view cache, in MiB."],
+        [
+            "view-cache-size",
+            None,
+            "1024",
+            "Size cap of the transcoded-view cache, in MiB (0: no cache; views recomputed).",
+        ],
         [
             "view-secret",
             None,
@@ -123,7 +128,7 @@ class Options(usage.Options):
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
             raise usage.UsageError("--tls-cert and --tls-key go together")
         self["max-literal-size"] = _number(self, "max-literal-size", 1024)
-        self["view-cache-size"] = _number(self, "view-cache-size", 1)
+        self["view-cache-size"] = _number(self, "view-cache-size", 0)
         self["gpg-processes"] = _number(self, "gpg-processes", 0)
         for name in ("max-connections", "max-connections-per-address", "login-deadline"):
             self[name] = _number(self, name, 1)

@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from transcoder.errors import ClientError
-from transcoder.imap.view import SharedResult, ViewCache, ViewKey
+from transcoder.imap.view import SMALL_VIEW, SharedResult, ViewCache, ViewKey
 from transcoder.keys.view_epochs import ViewInputs, ViewsChanged
 from transcoder.mime.ciphertext import is_ciphertext
 from transcoder.mime.entity import Entity, parse_message
@@ -44,7 +44,12 @@ from transcoder.store.interfaces import IParsedMessage
 from transcoder.store.message import MessageExpunged
 from transcoder.transcoders.derivation import SystemRandom, ViewRandomness, ViewSecret
 from transcoder.transcoders.errors import TranscodeFailed
-from transcoder.transcoders.interfaces import ISizePredictor, SizePredictor, TranscodeRequest
+from transcoder.transcoders.interfaces import (
+    ISizePredictor,
+    SizePredictor,
+    TranscodeRequest,
+    is_deterministic,
+)
 from transcoder.transcoders.registry import TranscoderRegistry
 from transcoder.transcoders.selection import Selection, select_transcoder
 
@@ -71,6 +76,15 @@ class TranscodingConfig:
     cache: ViewCache
     obscure_subject: bool = False
     view_secret: ViewSecret | None = None
+
+
+def likely_small(stored_size: int) -> bool:
+    """Whether the view of a ``stored_size``-octet message fits :data:`SMALL_VIEW` (roughly).
+
+    Base64 with CRLF lines makes a view about 1.37 times the message, plus
+    its header and the recipients' key material.
+    """
+    return stored_size * 3 // 2 + 8192 <= SMALL_VIEW
 
 
 def select_for_account(
@@ -309,8 +323,21 @@ class TranscodingMixin:
             return config.cache.run_blocking(predict_view, stored, selection, request_args)
         randomness = self._view_fields(selection)[4]
         return config.cache.get(
-            key, lambda out: transcode_into(stored, selection, request_args, out, randomness)
+            key,
+            lambda out: transcode_into(stored, selection, request_args, out, randomness),
+            durable=not self._recomputable(selection),
+            small=likely_small(stored.size),
         )
+
+    def _recomputable(self, selection: Selection) -> bool:
+        """Whether the selection's views are a pure function of their inputs.
+
+        Only then may a copy be dropped (docs/design.md invariant 1): the
+        transcoder draws every random octet from the request and the draws
+        are derived from the view secret.
+        """
+        config: TranscodingConfig = self.transcoding  # type: ignore[assignment]
+        return config.view_secret is not None and is_deterministic(selection.transcoder)
 
     def _fail_closed(self, failure: Any, message: Any) -> Any:
         """Client errors pass through (with their code); anything else becomes TRANSCODE-FAILED.

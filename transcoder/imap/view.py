@@ -1,27 +1,44 @@
-"""The transcoded view of a message and the on-disk cache that keeps it byte-stable.
+"""The transcoded view of a message and the cache of views (issue 9: an optimisation only).
 
-Encryption is randomised, yet an IMAP message must never change under a
-client (docs/design.md, invariant 1): every FETCH of a message -- whole, in
-partial slices, its size and structure, in this session and the next -- must
-describe the same octets.  So a view is transcoded once, written to
-``DIR/views/`` atomically, and served from there until its key or the
-transcoder's settings change:
+Every FETCH of a message -- whole, in partial slices, its size and
+structure, in this session and the next -- must describe the same octets
+(docs/design.md, invariant 1).  How that holds depends on the transcoder:
 
-* the cache key is (account, mailbox UIDVALIDITY, UID, key fingerprint,
-  transcoder name and settings); a new key or new settings simply name a
-  different entry;
-* entries live in one directory per account, so a key or policy change
-  drops them all with one ``rmtree`` (:meth:`ViewCache.invalidate_account`);
-* the cache is size-capped and evicts the least recently used entries;
-* two FETCHes racing for the same cold entry share one transcoding.
+* **Deterministic views** (a transcoder with ``deterministic = True`` and a
+  view secret, :func:`~transcoder.transcoders.interfaces.is_deterministic`;
+  S/MIME): the view is a pure function of its inputs, so a copy is kept only
+  to save work.  A lost copy is recomputed identically, so nothing here is
+  ever synced.  Small views (at most :data:`SMALL_VIEW` octets) are kept in
+  memory, in a byte-capped LRU; large ones -- worth keeping because clients
+  fetch them in partial slices -- are written to ``DIR/views/volatile/``
+  without fsync, and that directory is emptied at start (an entry a crash
+  left half written is never served).  ``--view-cache-size 0`` keeps no copy
+  at all: each FETCH transcodes into memory (small) or a spool file under
+  ``DIR/views/spool/`` removed once the view is dropped (large), or streams
+  (:mod:`transcoder.imap.view_stream`).
+* **Views that cannot be recomputed** (gpg's own randomness in PGP/MIME
+  until issue 12, or no view secret): the copy *is* the view.  It is written
+  once to ``DIR/views/`` atomically and synced (one file and one fsync per
+  view), survives restarts and is served until its key or the settings
+  change.  These are kept whatever ``--view-cache-size`` says (up to
+  :data:`DURABLE_FLOOR` when it is 0).
+
+Common to both: the cache key is (account, mailbox UIDVALIDITY, UID, key
+fingerprint, transcoder name and settings); a new key or new settings simply
+name a different entry.  A key or policy change drops an account's entries
+at once (:meth:`ViewCache.invalidate_account`).  Two FETCHes racing for the
+same cold entry share one transcoding.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import shutil
+import tempfile
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,10 +55,23 @@ from transcoder.store.interfaces import IParsedMessage
 
 log = Logger()
 
+MiB = 1024**2
 GiB = 1024**3
+#: Views up to this size are made in memory and, when cached, kept there.
+#: 256 KiB: a 4 KB message's view is ~6 KB; a client's partial slices of a
+#: large message are typically 64-512 KiB, and only larger views are fetched
+#: that way, so they alone are worth a file.
+SMALL_VIEW = 256 * 1024
+#: The memory share of the cache: at most this many octets of small views.
+MEMORY_CAP = 64 * MiB
+#: Views that cannot be recomputed are kept up to this even with the cache off.
+DURABLE_FLOOR = GiB
 #: Entry paths remembered, so that a cached hit costs no hashing and no path
 #: building (about 600 octets each: at most 2.5 MB).
 PATH_MEMO = 4096
+#: Subdirectories of the cache root: recomputable large views, and spool files.
+VOLATILE = "volatile"
+SPOOL = "spool"
 
 
 @dataclass(frozen=True)
@@ -57,7 +87,6 @@ class ViewKey:
 
     def relative_path(self) -> Path:
         """Where the entry lives below the cache root: one directory per account."""
-        account = hashlib.sha256(self.account.encode()).hexdigest()[:32]
         entry = hashlib.sha256(
             "\0".join(
                 (
@@ -69,12 +98,18 @@ class ViewKey:
                 )
             ).encode()
         ).hexdigest()
-        return Path(account[:2], account, entry[:2], entry + ".eml")
+        return account_directory(self.account) / entry[:2] / (entry + ".eml")
+
+
+def account_directory(account: str) -> Path:
+    """The account's directory below a cache root (its name is a digest of the account)."""
+    digest = hashlib.sha256(account.encode()).hexdigest()[:32]
+    return Path(digest[:2], digest)
 
 
 @implementer(IParsedMessage)
 class TranscodedView:
-    """A transcoded message on disk: what FETCH serves under policy ALWAYS."""
+    """A transcoded message in a file: what FETCH serves under policy ALWAYS."""
 
     def __init__(self, path: Path, size: int) -> None:
         self.path = path
@@ -90,6 +125,26 @@ class TranscodedView:
         if self._entity is None:
             with self.open() as fp:
                 self._entity = parse_message(fp)
+        return self._entity
+
+
+@implementer(IParsedMessage)
+class MemoryView:
+    """A (small) transcoded message held in memory."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+        self._entity: Entity | None = None
+
+    def open(self) -> BinaryIO:
+        """The view's octets from position 0 (a fresh handle each call)."""
+        return io.BytesIO(self.data)
+
+    def entity(self) -> Entity:
+        """The MIME structure of the view (parsed once, cached)."""
+        if self._entity is None:
+            self._entity = parse_message(self.open())
         return self._entity
 
 
@@ -149,33 +204,17 @@ class SharedResult:
         return waiter
 
 
-class ViewCache:
-    """Size-capped, LRU, restart-surviving cache of transcoded views under ``root``.
+class _DiskEntries:
+    """The files of one tier (durable or volatile) under ``root``: an LRU capped in octets."""
 
-    ``run_blocking(f, *args)`` runs transcoding off the reactor thread
-    (``deferToThreadPool`` in the service; synchronous in protocol tests).
-    """
-
-    def __init__(
-        self,
-        root: Path,
-        run_blocking: Callable[..., defer.Deferred[Any]],
-        max_bytes: int = GiB,
-    ) -> None:
+    def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
-        self._run_blocking = run_blocking
-        self._inflight: dict[Path, SharedResult] = {}
-        self._lru: OrderedDict[Path, int] = OrderedDict()
-        self._total = 0
-        self._trash_count = 0
-        self._load_index()
+        self.lru: OrderedDict[Path, int] = OrderedDict()
+        self.total = 0
 
-    def _load_index(self) -> None:
+    def load(self) -> None:
         """Rebuild the LRU order from the files a previous run left (oldest use first)."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for trash in self.root.glob("*/*.trash*"):
-            shutil.rmtree(trash, ignore_errors=True)  # an invalidation a crash interrupted
         found = []
         for path in self.root.rglob("*.eml"):
             try:
@@ -183,109 +222,289 @@ class ViewCache:
             except FileNotFoundError:
                 continue
             found.append((st.st_mtime, path, st.st_size))
-        for stale in self.root.rglob("*.tmp"):
-            stale.unlink(missing_ok=True)  # a transcoding a crash interrupted
         for _, path, size in sorted(found):
-            self._lru[path] = size
-            self._total += size
+            self.lru[path] = size
+            self.total += size
 
-    @property
-    def total_bytes(self) -> int:
-        """Octets held by the cache now."""
-        return self._total
-
-    def run_blocking(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        """Run ``f(*args)`` where the cache runs its transcodings (a worker thread)."""
-        return self._run_blocking(f, *args)
-
-    def lookup(self, key: ViewKey) -> TranscodedView | None:
-        """The cached view for ``key`` (its use recorded), or ``None``: no transcoding here."""
-        path = _entry_path(self.root, key)
-        size = self._lru.get(path)
-        if size is not None and self._touch(path):
-            return TranscodedView(path, size)
-        return None
-
-    def get(self, key: ViewKey, transcode: Transcode) -> defer.Deferred[TranscodedView]:
-        """The view for ``key``: from disk, or made by ``transcode(out) -> size`` once."""
-        cached = self.lookup(key)
-        if cached is not None:
-            return defer.succeed(cached)
-        path = _entry_path(self.root, key)
-        shared = self._inflight.get(path)
-        if shared is None:  # else another FETCH is transcoding this entry: share it
-            work = self._run_blocking(_materialize, path, transcode)
-            shared = SharedResult(work.addBoth(self._landed, path))
-            if not shared.done:
-                self._inflight[path] = shared
-        return shared.fork()
-
-    def _landed(self, outcome: Any, path: Path) -> Any:
-        self._inflight.pop(path, None)
-        if isinstance(outcome, TranscodedView):
-            self._lru[path] = outcome.size
-            self._total += outcome.size
-            self._evict(keep=path)
-        return outcome
-
-    def _touch(self, path: Path) -> bool:
-        """Mark a cached entry used; False (and forget it) if its file has gone."""
+    def touch(self, path: Path) -> int | None:
+        """The size of a kept entry, its use recorded; None if absent (or its file gone)."""
+        size = self.lru.get(path)
+        if size is None:
+            return None
         try:
             # One system call both checks that the file is still there and
             # records the use, so that the LRU order survives a restart.
             os.utime(path)
         except FileNotFoundError:
-            self._total -= self._lru.pop(path)
-            return False
-        self._lru.move_to_end(path)
-        return True
+            self.total -= self.lru.pop(path)
+            return None
+        self.lru.move_to_end(path)
+        return size
 
-    def _evict(self, keep: Path) -> None:
-        while self._total > self.max_bytes and len(self._lru) > 1:
-            oldest, size = next(iter(self._lru.items()))
-            if oldest == keep:
-                self._lru.move_to_end(oldest)
+    def add(self, path: Path, size: int) -> None:
+        """Record a new entry and evict the least recently used ones over the cap."""
+        self.lru[path] = size
+        self.total += size
+        while self.total > self.max_bytes and len(self.lru) > 1:
+            oldest, old_size = next(iter(self.lru.items()))
+            if oldest == path:
+                self.lru.move_to_end(oldest)
                 continue
-            del self._lru[oldest]
-            self._total -= size
+            del self.lru[oldest]
+            self.total -= old_size
             oldest.unlink(missing_ok=True)
+
+    def forget_under(self, directory: Path) -> None:
+        """Forget the entries below ``directory`` (its files are removed by the caller)."""
+        for path in [p for p in self.lru if directory in p.parents]:
+            self.total -= self.lru.pop(path)
+
+
+class _MemoryEntries:
+    """Small views in memory: an LRU capped in octets, keyed by the entry's path."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.lru: OrderedDict[Path, MemoryView] = OrderedDict()
+        self.total = 0
+
+    def get(self, path: Path) -> MemoryView | None:
+        view = self.lru.get(path)
+        if view is not None:
+            self.lru.move_to_end(path)
+        return view
+
+    def add(self, path: Path, view: MemoryView) -> None:
+        if view.size > self.max_bytes or path in self.lru:
+            return
+        self.lru[path] = view
+        self.total += view.size
+        while self.total > self.max_bytes:
+            _, oldest = self.lru.popitem(last=False)
+            self.total -= oldest.size
+
+    def forget_under(self, directory: Path) -> None:
+        for path in [p for p in self.lru if directory in p.parents]:
+            self.total -= self.lru.pop(path).size
+
+
+class ViewCache:
+    """The cache of transcoded views under ``root`` (see the module docstring).
+
+    ``max_bytes`` caps the recomputable views kept (0: none is kept; small
+    ones take at most :data:`MEMORY_CAP` of it, in memory); views that
+    cannot be recomputed are kept on disk up to ``max_bytes`` or
+    :data:`DURABLE_FLOOR` when it is 0.  ``run_blocking(f, *args)`` runs
+    transcoding off the reactor thread (``deferToThreadPool`` in the
+    service; synchronous in protocol tests).  ``streams`` starts a
+    transcoding that is sent as it is made (:mod:`transcoder.imap.view_stream`),
+    or is None where there is no reactor to stream on.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        run_blocking: Callable[..., defer.Deferred[Any]],
+        max_bytes: int = GiB,
+        streams: Any = None,
+    ) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.streams = streams
+        self._run_blocking = run_blocking
+        self._inflight: dict[Path, SharedResult] = {}
+        self._durable = _DiskEntries(root, max_bytes or DURABLE_FLOOR)
+        self._volatile = _DiskEntries(root / VOLATILE, max_bytes)
+        self._memory = _MemoryEntries(min(max_bytes, MEMORY_CAP))
+        self._trash_count = 0
+        self._prepare()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether recomputable views are kept at all (``--view-cache-size`` above 0)."""
+        return self.max_bytes > 0
+
+    def _prepare(self) -> None:
+        """Clear what a previous run left that must not be served, and index the rest."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name in (VOLATILE, SPOOL):
+            # Recomputable entries were never synced: one a crash cut short
+            # could look whole.  They are dropped; spool files are unreferenced.
+            shutil.rmtree(self.root / name, ignore_errors=True)
+            (self.root / name).mkdir(mode=0o700)
+        for trash in self.root.glob("*/*.trash*"):
+            shutil.rmtree(trash, ignore_errors=True)  # an invalidation a crash interrupted
+        for stale in self.root.rglob("*.tmp"):
+            stale.unlink(missing_ok=True)  # a transcoding a crash interrupted
+        self._durable.load()
+
+    @property
+    def total_bytes(self) -> int:
+        """Octets held by the cache now: on disk and in memory."""
+        return self._durable.total + self._volatile.total + self._memory.total
+
+    @property
+    def memory_bytes(self) -> int:
+        """Octets of small views held in memory now."""
+        return self._memory.total
+
+    def run_blocking(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """Run ``f(*args)`` where the cache runs its transcodings (a worker thread)."""
+        return self._run_blocking(f, *args)
+
+    def lookup(self, key: ViewKey) -> TranscodedView | MemoryView | None:
+        """The cached view for ``key`` (its use recorded), or ``None``: no transcoding here."""
+        relative = _relative_path(key)
+        view = self._memory.get(relative)
+        if view is not None:
+            return view
+        for tier in (self._volatile, self._durable):
+            path = tier.root / relative
+            size = tier.touch(path)
+            if size is not None:
+                return TranscodedView(path, size)
+        return None
+
+    def pending(self, key: ViewKey) -> defer.Deferred[Any] | None:
+        """The view being made for ``key`` by another FETCH, if any (shared)."""
+        shared = self._inflight.get(_relative_path(key))
+        return None if shared is None else shared.fork()
+
+    def get(
+        self, key: ViewKey, transcode: Transcode, durable: bool = True, small: bool = False
+    ) -> defer.Deferred[Any]:
+        """The view for ``key``: from the cache, or made by ``transcode(out) -> size`` once.
+
+        ``durable``: the view cannot be recomputed identically, so it is
+        written to disk and synced.  Otherwise ``small`` views are made in
+        memory and large ones in a file (volatile when cached, else spooled).
+        """
+        cached = self.lookup(key)
+        if cached is not None:
+            return defer.succeed(cached)
+        relative = _relative_path(key)
+        shared = self._inflight.get(relative)
+        if shared is None:  # else another FETCH is transcoding this entry: share it
+            work = self._start(relative, transcode, durable, small)
+            shared = SharedResult(work.addBoth(self._landed, relative, durable))
+            if not shared.done:
+                self._inflight[relative] = shared
+        return shared.fork()
+
+    def _start(
+        self, relative: Path, transcode: Transcode, durable: bool, small: bool
+    ) -> defer.Deferred[Any]:
+        if durable:
+            return self._run_blocking(_materialize, self.root / relative, transcode, True)
+        if small:
+            return self._run_blocking(_in_memory, transcode)
+        if self.enabled:
+            path = self.root / VOLATILE / relative
+            return self._run_blocking(_materialize, path, transcode, False)
+        return self._run_blocking(_spooled, self.root / SPOOL, transcode)
+
+    def _landed(self, outcome: Any, relative: Path, durable: bool) -> Any:
+        self._inflight.pop(relative, None)
+        if isinstance(outcome, MemoryView):
+            if self.enabled and outcome.size <= SMALL_VIEW:
+                self._memory.add(relative, outcome)
+        elif isinstance(outcome, _SpooledView):
+            pass  # kept by nothing but the FETCH serving it
+        elif isinstance(outcome, TranscodedView):
+            (self._durable if durable else self._volatile).add(outcome.path, outcome.size)
+        return outcome
+
+    def keep_volatile(self, key: ViewKey) -> Path | None:
+        """Where a streamed transcoding may leave a copy of ``key``'s view, or None (not cached).
+
+        The caller writes ``<path>.<unique>.tmp`` and publishes it with
+        :meth:`published` (from the reactor thread).
+        """
+        if not self.enabled:
+            return None
+        return self.root / VOLATILE / _relative_path(key)
+
+    def published(self, path: Path, size: int) -> None:
+        """A streamed transcoding's copy is in place at ``path``."""
+        if path not in self._volatile.lru:
+            self._volatile.add(path, size)
+
+    def spool_directory(self) -> Path:
+        """Where views too large for memory and not cached are spooled."""
+        return self.root / SPOOL
 
     def invalidate_account(self, account: str) -> None:
         """Drop every view of ``account`` (its key or policy changed).
 
-        The account's directory is renamed aside at once and removed off the
-        reactor thread, so a large cache does not stall other clients.
+        The account's directories are renamed aside at once and removed off
+        the reactor thread, so a large cache does not stall other clients.
         """
-        probe = ViewKey(account, 0, 0, "", "", "").relative_path()
-        account_dir = self.root / probe.parts[0] / probe.parts[1]
-        for path in [p for p in self._lru if account_dir in p.parents]:
-            self._total -= self._lru.pop(path)
-        self._trash_count += 1
-        trash = account_dir.with_name(f"{account_dir.name}.trash{self._trash_count}")
-        try:
-            account_dir.rename(trash)
-        except FileNotFoundError:
-            return
-        self._run_blocking(shutil.rmtree, trash, True)
+        relative = account_directory(account)
+        self._memory.forget_under(relative)
+        for tier in (self._durable, self._volatile):
+            account_dir = tier.root / relative
+            tier.forget_under(account_dir)
+            self._trash_count += 1
+            trash = account_dir.with_name(f"{account_dir.name}.trash{self._trash_count}")
+            try:
+                account_dir.rename(trash)
+            except FileNotFoundError:
+                continue
+            self._run_blocking(shutil.rmtree, trash, True)
 
 
 @functools.lru_cache(maxsize=PATH_MEMO)
-def _entry_path(root: Path, key: ViewKey) -> Path:
-    """``root / key.relative_path()``, memoised: FETCH asks for the same keys again and again."""
-    return root / key.relative_path()
+def _relative_path(key: ViewKey) -> Path:
+    """``key.relative_path()``, memoised: FETCH asks for the same keys again and again."""
+    return key.relative_path()
 
 
-def _materialize(path: Path, transcode: Transcode) -> TranscodedView:
-    """Run ``transcode`` into a temporary file and publish it atomically (worker thread)."""
+def _materialize(path: Path, transcode: Transcode, durable: bool) -> TranscodedView:
+    """Run ``transcode`` into a temporary file and publish it atomically (worker thread).
+
+    ``durable``: synced before it is published, for a view that cannot be
+    recomputed; a recomputable one is not (a crash loses it, and its
+    directory is emptied at start).
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(path)}.tmp")
     try:
         with open(tmp, "wb") as out:
             size = transcode(out)
-            out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return TranscodedView(path, size)
+
+
+def _in_memory(transcode: Transcode) -> MemoryView:
+    """Run ``transcode`` into memory (worker thread)."""
+    out = io.BytesIO()
+    transcode(out)
+    return MemoryView(out.getvalue())
+
+
+class _SpooledView(TranscodedView):
+    """A view in a spool file that is removed once nothing refers to the view any more."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(path, size)
+        weakref.finalize(self, path.unlink, missing_ok=True)
+
+
+def _spooled(directory: Path, transcode: Transcode) -> _SpooledView:
+    """Run ``transcode`` into a fresh spool file (worker thread)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, name = tempfile.mkstemp(suffix=".eml", dir=directory)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            size = transcode(out)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return _SpooledView(path, size)

@@ -101,6 +101,14 @@ class ITranscoder(Interface):
 
     Implementations must be safe to call from several worker threads at
     once: keep per-call state in locals, not on the instance.
+
+    An optional attribute, not declared here so that transcoders written
+    before it still verify: ``deterministic = True`` says that every random
+    octet of the output comes from the request's draws, so the same request
+    always gives the same octets.  The server then keeps views as a cache it
+    may drop and recompute (and streams them on first FETCH); without it
+    (:func:`is_deterministic` is False) each view is stored durably once
+    made, for byte-stability (docs/design.md, invariant 1).
     """
 
     name = Attribute("Unique short name, e.g. 'smime' or 'pgp-mime' (str).")
@@ -122,6 +130,15 @@ class ITranscoder(Interface):
         when no key can be used or the message cannot be transcoded; what was
         already written to ``out`` must then be discarded by the caller.
         """
+
+
+def is_deterministic(transcoder: object) -> bool:
+    """Whether ``transcoder`` declares ``deterministic = True`` (see :class:`ITranscoder`).
+
+    An attribute read, not part of :class:`Transcoder`: transcoders written
+    before it (and gpg-backed ones) are simply not deterministic.
+    """
+    return getattr(transcoder, "deterministic", False) is True
 
 
 class ISizePredictor(Interface):
@@ -180,4 +197,5 @@ __all__ = [
     "TranscodeRequest",
     "TranscodeResult",
     "Transcoder",
+    "is_deterministic",
 ]

@@ -115,6 +115,8 @@ class SmimeTranscoder:
     name = "smime"
     media_type = "application/pkcs7-mime"
     key_format = KeyFormat.SMIME
+    #: Every random value comes from the request's draws (see the module docstring).
+    deterministic = True
 
     def __init__(self, settings: CmsSettings | None = None) -> None:
         self.settings = settings if settings is not None else CmsSettings()
