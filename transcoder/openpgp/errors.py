@@ -33,3 +33,15 @@ class GpgFailed(ServerError):
         if self.returncode is not None:
             head += f" (exit status {self.returncode})"
         return "\n".join([head, *self.status_lines])
+
+
+class OpenPgpError(ServerError):
+    """The native OpenPGP encoder refused: a malformed key packet, a message too large to frame,
+    a broken random source.  Opaque to the client, like :class:`GpgFailed`."""
+
+
+class UnsupportedRecipient(OpenPgpError):
+    """A key the native encoder does not implement (algorithm, curve, key version).
+
+    Such keys are encrypted to by gpg instead (:mod:`transcoder.transcoders.pgpmime`).
+    """
