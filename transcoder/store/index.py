@@ -27,17 +27,17 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from transcoder.files import fsync_dir, write_atomically
 from transcoder.store import intake
+from transcoder.store.entity_cache import EntityCache
 from transcoder.store.flags import KEYWORDS_FILE, Keywords, split_filename
 from transcoder.store.uidlist import (
     UIDLIST_FILE,
@@ -50,11 +50,12 @@ from transcoder.store.uidlist import (
     salvage_validity,
 )
 
+if TYPE_CHECKING:
+    from transcoder.mime.entity import Entity
+
 log = Logger()
 #: Changer id of flag changes made by another process (found by a re-scan).
 EXTERNAL = 0
-#: Parsed MIME trees kept per mailbox (see MaildirMessage.entity).
-ENTITY_CACHE = 32
 
 
 @dataclass(frozen=True)
@@ -78,19 +79,27 @@ def _arrival_key(name: str) -> tuple[int, str]:
     return (int(head) if head.isdigit() else 0, name)
 
 
-def _listing(directory: Path) -> dict[str, str]:
-    """``base -> file name`` of the message files in ``directory`` (missing dir = empty)."""
-    found: dict[str, str] = {}
+def _names_in(directory: Path) -> set[str]:
+    """The names of the message files in ``directory`` (missing dir = none)."""
     try:
-        names = sorted(os.listdir(directory))
+        names = os.listdir(directory)
     except FileNotFoundError:
-        return found
-    for name in names:
-        if name.startswith(".") or "\n" in name:
-            continue
+        return set()
+    return {name for name in names if not name.startswith(".") and "\n" not in name}
+
+
+def _by_base(names: set[str]) -> dict[str, str]:
+    """``base -> file name`` of ``names``; of two names with one base, the first sorted."""
+    found: dict[str, str] = {}
+    for name in sorted(names):
         base, _ = split_filename(name)
         found.setdefault(base, name)  # a duplicate base is ignored, the first kept
     return found
+
+
+def _listing(directory: Path) -> dict[str, str]:
+    """``base -> file name`` of the message files in ``directory`` (missing dir = empty)."""
+    return _by_base(_names_in(directory))
 
 
 class MailboxIndex:
@@ -102,6 +111,7 @@ class MailboxIndex:
         name: str,
         clock: IReactorTime,
         allocate_validity: Callable[[int], int],
+        entity_cache: EntityCache | None = None,
     ) -> None:
         self.path = path
         self.name = name
@@ -121,8 +131,13 @@ class MailboxIndex:
         self.flag_log: dict[int, tuple[int, int]] = {}
         self.expunge_count = 0
         self.deleted = False
-        self.entities: OrderedDict[int, Any] = OrderedDict()
+        #: Parsed MIME trees (see MaildirMessage.entity), shared with the store's other mailboxes.
+        self.entity_cache = EntityCache() if entity_cache is None else entity_cache
+        self._entity_owner = self.entity_cache.new_owner()
         self._stamp: tuple[int, int] | None = None
+        #: The names in ``cur/`` as of the last scan, with our own changes since
+        #: (None: unknown, the next scan compares every message).
+        self._names: set[str] | None = None
         self._lock = FileLock(path / UIDLIST_LOCK)
         self._next_session = 1
         intake.remove_stale_tmp(path / "tmp", clock.seconds())
@@ -149,6 +164,15 @@ class MailboxIndex:
         """The stored flags of message ``uid`` (empty if gone)."""
         rec = self.records.get(uid)
         return () if rec is None else self.keywords.flags(rec.info)
+
+    def cached_entity(self, uid: int) -> Entity | None:
+        """The parsed structure of message ``uid`` if it is cached (reactor thread only)."""
+        return self.entity_cache.get(self._entity_owner, uid)
+
+    def keep_entity(self, uid: int, entity: Entity) -> None:
+        """Cache the parsed structure of message ``uid`` (reactor thread only)."""
+        if uid in self.records:
+            self.entity_cache.put(self._entity_owner, uid, entity)
 
     def relocate(self, path: Path, name: str) -> None:
         """The mailbox's directory was renamed (RENAME): follow it."""
@@ -193,9 +217,21 @@ class MailboxIndex:
 
     def _rescan(self) -> None:
         self.keywords.load()
-        dirty = self._sync_uidlist()
-        cur_files = _listing(self.cur)
-        self._pickup_new(cur_files)
+        dirty = self._sync_uidlist()  # forgets the known names if another writer changed it
+        known, self._names = self._names, None  # unknown again should anything below fail
+        names = _names_in(self.cur)
+        self._pickup_new(names)
+        changed = None if known is None else self._apply_changes(known, names)
+        if changed is None:
+            changed = self._match_all(names)
+        if dirty or changed:
+            self._write_uidlist()
+        self._names = names
+
+    def _match_all(self, names: set[str]) -> bool:
+        """Bring the records in line with ``names``, message by message; True if UIDs changed."""
+        cur_files = _by_base(names)
+        dirty = False
         for uid in list(self.uids):
             rec = self.records[uid]
             name = cur_files.pop(rec.base, None)
@@ -208,23 +244,77 @@ class MailboxIndex:
             dirty = True
         for base, name in sorted(cur_files.items(), key=lambda item: _arrival_key(item[1])):
             dirty = self._adopt(base, name) or dirty
-        if dirty:
-            self._write_uidlist()
+        return dirty
 
-    def _pickup_new(self, cur_files: dict[str, str]) -> None:
+    def _apply_changes(self, known: set[str], names: set[str]) -> bool | None:
+        """Apply only what differs between ``known`` and ``names`` (the usual case).
+
+        ``known`` is what the last scan listed plus this process's own
+        renames, unlinks and additions since, so the difference is what other
+        programs did: a set difference instead of a pass over every message.
+        True if UIDs changed; None (nothing applied) when the difference is
+        unusual -- two files with one base name -- and :meth:`_match_all`
+        must decide.
+        """
+        gone, came = known - names, names - known
+        if not gone and not came:
+            return False
+        arrived: dict[str, str] = {}
+        for name in came:
+            base = split_filename(name)[0]
+            if base in arrived:
+                return None
+            arrived[base] = name
+        gone_by_base = {split_filename(name)[0]: name for name in gone}
+        if len(gone_by_base) != len(gone):
+            return None
+        for base in arrived:
+            uid = self._by_base.get(base)
+            if uid is not None and gone_by_base.get(base) != self.records[uid].filename:
+                return None  # a second file for a message we show
+        dirty = False
+        for base, name in gone_by_base.items():
+            uid = self._by_base.get(base)
+            if uid is None or self.records[uid].filename != name:
+                continue  # a file we never showed
+            renamed = arrived.pop(base, None)
+            if renamed is None:  # expunged by another program
+                self._forget(uid)
+                self._uid_of_base.pop(base, None)
+                dirty = True
+            else:  # flags changed by another program
+                self._set_info(uid, split_filename(renamed)[1], EXTERNAL)
+        for base, name in sorted(arrived.items(), key=lambda item: _arrival_key(item[1])):
+            dirty = self._adopt(base, name) or dirty
+        return dirty
+
+    def _own_change(self, old: str | None, new: str | None) -> None:
+        """This process renamed, removed or added a file of ``cur/``: keep the known names."""
+        if self._names is not None:
+            if old is not None:
+                self._names.discard(old)
+            if new is not None:
+                self._names.add(new)
+
+    def _pickup_new(self, names: set[str]) -> None:
         new = self.path / "new"
+        arrivals = _listing(new)
+        if not arrivals:
+            return
+        bases = {split_filename(name)[0] for name in names}
         moved = False
-        for base, name in sorted(_listing(new).items(), key=lambda item: _arrival_key(item[1])):
+        for base, name in sorted(arrivals.items(), key=lambda item: _arrival_key(item[1])):
             src = new / name
             try:
-                if base in cur_files:
+                if base in bases:
                     os.unlink(src)  # already moved before a crash; never twice
                     continue
                 target = f"{base}:2,{split_filename(name)[1]}"
                 intake.rewrite_canonical(src, self.tmp / (base + ".intake"), self.cur / target)
             except FileNotFoundError:
                 continue  # another program took it first
-            cur_files[base] = target
+            names.add(target)
+            bases.add(base)
             moved = True
         if moved:
             fsync_dir(self.cur)
@@ -255,7 +345,7 @@ class MailboxIndex:
         del self.uids[bisect.bisect_left(self.uids, uid)]
         self._by_base.pop(rec.base, None)
         self.flag_log.pop(uid, None)
-        self.entities.pop(uid, None)
+        self.entity_cache.drop(self._entity_owner, uid)
         self.expunge_count += 1
 
     def _set_info(self, uid: int, info: str, changer: int) -> None:
@@ -286,6 +376,9 @@ class MailboxIndex:
         self.recent_upto, self._generation = uidlist.recent_upto, uidlist.generation
         self._version = (uidlist.validity, uidlist.generation)
         self._uid_of_base = {base: uid for uid, base in uidlist.entries}
+        # Another writer numbered files: the next scan compares every message
+        # against the new list, whatever the directories' times say.
+        self._names, self._stamp = None, None
         return uidlist.generation == 0
 
     def _fresh_uidlist(self, above: int) -> UidList:

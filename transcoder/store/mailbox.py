@@ -40,6 +40,8 @@ def _move_no_replace(src: Path, dst: Path) -> None:
 class MailboxState(MailboxIndex):
     """One mailbox as this process sees it, and every change made to it."""
 
+    _unsynced_renames = False
+
     def new_session_id(self) -> int:
         """A number identifying a session as the author of flag changes."""
         self._next_session += 1
@@ -81,16 +83,30 @@ class MailboxState(MailboxIndex):
             info = self.keywords.info(new, keep=rec.info)
             if info == rec.info:
                 return self.keywords.flags(info)
+            target = f"{rec.base}:2,{info}"
             try:
-                os.rename(self.cur / rec.filename, self.cur / f"{rec.base}:2,{info}")
+                os.rename(self.cur / rec.filename, self.cur / target)
             except FileNotFoundError:
                 if attempt == 2:
                     return None
                 self.refresh(force=True)  # renamed or removed by another program
                 continue
+            self._own_change(rec.filename, target)
+            self._unsynced_renames = True
             self._set_info(uid, info, changer)
             return self.keywords.flags(info)
         return None
+
+    def sync_flags(self) -> None:
+        """Make the flag changes so far durable: one fsync of ``cur/`` for all of them.
+
+        A flag change is a rename; the tagged OK of the command that made it
+        promises it survives a crash, so the command calls this once, after
+        its last rename and before its answer.
+        """
+        if self._unsynced_renames:
+            self._unsynced_renames = False
+            fsync_dir(self.cur)
 
     def remove(self, uids: Iterable[int]) -> None:
         """Delete the files of ``uids`` and forget them (EXPUNGE)."""
@@ -114,6 +130,7 @@ class MailboxState(MailboxIndex):
             except FileNotFoundError:
                 missed.append(uid)
                 continue
+            self._own_change(rec.filename, None)
             self._forget(uid)
             self._uid_of_base.pop(rec.base, None)
         return missed
@@ -135,6 +152,7 @@ class MailboxState(MailboxIndex):
                     os.rename(self.cur / rec.filename, dest / "cur" / rec.filename)
                 except FileNotFoundError:
                     continue
+                self._own_change(rec.filename, None)
                 moved.append((uid, rec.base))
                 self._forget(uid)
                 self._uid_of_base.pop(rec.base, None)
@@ -162,6 +180,7 @@ class MailboxState(MailboxIndex):
                 st = os.stat(target)
             except FileNotFoundError as e:
                 raise StoreError(f"message file vanished while adding to {self.name}") from e
+            self._own_change(None, target.name)
             fsync_dir(self.cur)
             uid = self.next_uid
             self.next_uid += 1

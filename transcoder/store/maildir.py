@@ -28,6 +28,7 @@ from twisted.internet.threads import deferToThread
 from transcoder.errors import InvalidAccount, MailboxNotFound
 from transcoder.files import fsync_dir
 from transcoder.store.account import MaildirAccount
+from transcoder.store.entity_cache import EntityCache
 from transcoder.store.intake import UniqueNames, write_new_file
 from transcoder.store.mailbox import MailboxState
 from transcoder.store.uidlist import allocate_uidvalidity
@@ -78,6 +79,8 @@ class MaildirStore:
         self.names = UniqueNames(clock, random_bytes, hostname)
         self._states: weakref.WeakValueDictionary[str, MailboxState] = weakref.WeakValueDictionary()
         self._kept: OrderedDict[str, MailboxState] = OrderedDict()
+        #: Parsed MIME trees of every mailbox's messages (see entity_cache).
+        self.entity_cache = EntityCache()
 
     def account(self, address: str) -> MaildirAccount:
         """The account of ``address``; its Maildir and INBOX are created on first use."""
@@ -120,7 +123,11 @@ class MaildirStore:
         state = self._states.get(key)
         if state is None or state.deleted:
             state = MailboxState(
-                path, name, self.clock, lambda above: account.allocate_validity(above)
+                path,
+                name,
+                self.clock,
+                lambda above: account.allocate_validity(above),
+                self.entity_cache,
             )
             self._states[key] = state
         self._kept[key] = state

@@ -34,7 +34,6 @@ from zope.interface import implementer
 
 from transcoder.mime.entity import parse_message
 from transcoder.store.flags import RECENT
-from transcoder.store.index import ENTITY_CACHE
 from transcoder.store.interfaces import IParsedMessage
 
 if TYPE_CHECKING:
@@ -267,14 +266,12 @@ class MaildirMessage:
         """
         if self._entity is None:
             shared = _on_reactor_thread()
-            cached = self._state.entities.get(self.uid) if shared else None
+            cached = self._state.cached_entity(self.uid) if shared else None
             if cached is None:
                 with self.open() as fp:
                     cached = parse_message(fp)
                 if shared:
-                    self._state.entities[self.uid] = cached
-                    while len(self._state.entities) > ENTITY_CACHE:
-                        self._state.entities.popitem(last=False)
+                    self._state.keep_entity(self.uid, cached)
             self._entity = cached
         return self._entity
 

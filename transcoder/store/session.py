@@ -266,12 +266,15 @@ class MailboxSession:
             self.state.register_keywords(change)
         self.state.refresh()
         result = {}
-        for seq, u in self._resolve(messages, uid):
-            if u in self._pending:
-                continue
-            new = self.state.set_flags(u, lambda cur: apply_mode(cur, change, mode), self._id)
-            if new is not None:
-                result[seq] = list(self._flags_for(u))
+        try:
+            for seq, u in self._resolve(messages, uid):
+                if u in self._pending:
+                    continue
+                new = self.state.set_flags(u, lambda cur: apply_mode(cur, change, mode), self._id)
+                if new is not None:
+                    result[seq] = list(self._flags_for(u))
+        finally:
+            self.state.sync_flags()  # one fsync for the command, before its OK
         # Before the caller sends the untagged FETCH responses naming them.
         self._announce_keywords()
         return result
