@@ -22,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from transcoder.cms.settings import CmsSettings
 from transcoder.imap.transcoding import TranscodingConfig
 from transcoder.imap.view import ViewCache
+from transcoder.imap.view_stream import stream_starter
 from transcoder.imap.xkey import KeyAccess
 from transcoder.keys.async_store import AsyncKeyStore, audit_to_logger
 from transcoder.keys.keystore import KeyStore
@@ -30,7 +31,7 @@ from transcoder.openpgp.errors import GpgFailed
 from transcoder.openpgp.keyring import Keyring
 from transcoder.openpgp.pool import GpgPool
 from transcoder.transcoders.interfaces import Transcoder
-from transcoder.transcoders.pgpmime import PgpMimeTranscoder
+from transcoder.transcoders.pgpmime import NativePgpMimeTranscoder, PgpMimeTranscoder
 from transcoder.transcoders.registry import TranscoderRegistry
 from transcoder.transcoders.smime import SmimeTranscoder
 from transcoder.view_secret import load_view_secret
@@ -133,6 +134,16 @@ def key_layer(options: dict[str, Any], data: Path) -> tuple[KeyAccess, KeyServic
     return access, KeyService(store, pool, data / "audit.jsonl")
 
 
+def log_gpg_fallback(key: Any, reason: str) -> None:
+    """Log, once per key version, that gpg encrypts to ``key`` instead of the native encoder."""
+    log.info(
+        "OpenPGP key {fingerprint} of {account} is encrypted to by gpg: {why}",
+        fingerprint=key.fingerprint,
+        account=key.account,
+        why=reason,
+    )
+
+
 def transcoding_layer(
     options: dict[str, Any], data: Path
 ) -> tuple[TranscodingConfig, ThreadPoolService]:
@@ -148,6 +159,8 @@ def transcoding_layer(
     gpg_processes = options["gpg-processes"] or os.cpu_count() or 2
     builtins: list[Transcoder] = [
         SmimeTranscoder(cms),
+        # The native encoder first; gpg serves the keys it refuses (issue 12).
+        NativePgpMimeTranscoder(on_fallback=log_gpg_fallback),
         PgpMimeTranscoder(keyring, GpgPool(gpg_processes)),
     ]
     registry, failures = TranscoderRegistry.from_entry_points(builtins)
@@ -161,7 +174,12 @@ def transcoding_layer(
     def run_blocking(f: Callable[..., Any], *args: Any) -> Any:
         return threads.deferToThreadPool(reactor, pool, f, *args)
 
-    cache = ViewCache(data / "views", run_blocking, max_bytes=options["view-cache-size"] * MiB)
+    cache = ViewCache(
+        data / "views",
+        run_blocking,
+        max_bytes=options["view-cache-size"] * MiB,
+        streams=stream_starter(reactor.callFromThread),
+    )
     secret = load_view_secret(data, options.get("view-secret"))[0]
     config = TranscodingConfig(
         registry, cache, obscure_subject=bool(options["obscure-subject"]), view_secret=secret

@@ -78,11 +78,19 @@ class Reader:
     open_view: Callable[[bytes], bytes]
 
 
-@pytest.fixture(scope="module")
-def suite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """bob@example.org and alice@example.org with the three messages, policy not yet set."""
+@pytest.fixture(scope="module", params=["cache", "no-cache"])
+def suite_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """bob@example.org and alice@example.org with the three messages, policy not yet set.
+
+    Once with the view cache and once with ``--view-cache-size 0`` (issue 9:
+    the cache is an optimisation, every test holds without it).
+    """
     accounts = ["bob@example.org", "alice@example.org"]
-    with running_server(tmp_path_factory.mktemp("leak-suite"), accounts) as server:
+    extra = ("--view-cache-size", "0") if request.param == "no-cache" else ()
+    root = tmp_path_factory.mktemp("leak-suite")
+    with running_server(root, accounts, extra) as server:
         for user in accounts:
             imap = login(server, user)
             assert [append(imap, m) for m in MESSAGES.values()] == [1, 2, 3]

@@ -361,20 +361,34 @@ class FetchMixin:
 
     @defer.inlineCallbacks
     def _write_response(self, response: _Response, stream: ResponseStream) -> Any:
-        """Write the pieces in order; large file windows in chunks, waiting while paused."""
-        for piece in response.pieces:
-            if stream.paused:
-                yield stream.ready()
-            if isinstance(piece, bytes):
-                stream.write(piece)
-                continue
-            start, end = piece
-            assert response.fp is not None  # content items always open the view
-            if end - start <= INLINE_LIMIT:
-                response.fp.seek(start)
-                stream.write(response.fp.read(end - start))
-            else:
-                yield stream.write_window(response.fp, start, end)
+        """Write the pieces in order; large file windows in chunks, waiting while paused.
+
+        Once a response has begun it cannot be answered with a tagged NO:
+        any failure while writing it (a view whose encryption fails
+        mid-stream, a file cut short) drops the connection instead.
+        """
+        try:
+            for piece in response.pieces:
+                if stream.paused:
+                    yield stream.ready()
+                if isinstance(piece, bytes):
+                    stream.write(piece)
+                    continue
+                start, end = piece
+                fp: Any = response.fp
+                assert fp is not None  # content items always open the view
+                if hasattr(fp, "read_between"):  # a view sent as it is encrypted
+                    yield stream.write_streamed(fp, start, end)
+                elif end - start <= INLINE_LIMIT:
+                    fp.seek(start)
+                    stream.write(fp.read(end - start))
+                else:
+                    yield stream.write_window(fp, start, end)
+        except StreamStopped:
+            raise
+        except Exception as e:
+            stream.abort(f"{type(e).__name__}: {e}")
+            raise StreamStopped("response cut short") from e
 
 
 class _ViewWindow:

@@ -189,3 +189,31 @@ class ResponseStream:
                 raise OSError("message file is shorter than its structure")
             self.write(data)
             position += len(data)
+
+    @defer.inlineCallbacks
+    def write_streamed(self, source: Any, start: int, end: int) -> Any:
+        """Write octets ``start``..``end`` of a view being made, as they come, pausing as told.
+
+        ``source.read_between(position, end)`` fires with the next octets
+        (:class:`~transcoder.imap.view_stream.StreamedViewFile`); nothing is
+        asked of it while the transport is full, which stops the encryptor.
+        """
+        position = start
+        while position < end:
+            yield self.ready()
+            piece = yield source.read_between(position, end)
+            self.write(piece)
+            position += len(piece)
+
+    def abort(self, why: str) -> None:
+        """Drop the connection: a response was cut short and cannot be completed.
+
+        A literal whose length went out must be followed by exactly that many
+        octets; when they cannot be made (the encryption failed mid-stream),
+        closing is the only honest answer -- padding would corrupt the view,
+        and plaintext would break fail-closed (docs/design.md invariant 3).
+        """
+        log.error("FETCH response cut short, connection dropped: {why}", why=why)
+        if not self.stopped:
+            self._transport.abortConnection()
+            self.stopProducing()

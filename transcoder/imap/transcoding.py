@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from transcoder.errors import ClientError
 from transcoder.imap.view import SMALL_VIEW, SharedResult, ViewCache, ViewKey
+from transcoder.imap.view_stream import StreamedView
 from transcoder.keys.view_epochs import ViewInputs, ViewsChanged
 from transcoder.mime.ciphertext import is_ciphertext
 from transcoder.mime.entity import Entity, parse_message
@@ -147,6 +148,7 @@ class PredictedView:
 
     def __init__(self, header: bytes, size: int) -> None:
         self.size = size
+        self.header = header
         self._entity = replace(parse_message(io.BytesIO(header)), end=size)
 
     def open(self) -> BinaryIO:
@@ -177,6 +179,14 @@ def predict_view(message: Any, selection: Selection, request_args: dict[str, Any
             **request_args,
         )
         return PredictedView(*predictor.predicted_shape(request))
+
+
+def _streamed(predicted: Any, cache: ViewCache, key: ViewKey, transcode: Any) -> Any:
+    """The :class:`StreamedView` of a prediction (a message served as it is stays itself)."""
+    if not isinstance(predicted, PredictedView):
+        return predicted
+    size = predicted.size
+    return StreamedView(predicted.header, size, lambda: cache.stream(key, transcode, size))
 
 
 @implementer(IParsedMessage)
@@ -321,13 +331,26 @@ class TranscodingMixin:
             if stored.size <= INLINE_PREDICT_LIMIT:
                 return defer.maybeDeferred(predict_view, stored, selection, request_args)
             return config.cache.run_blocking(predict_view, stored, selection, request_args)
+        pending = config.cache.pending(key)
+        if pending is not None:  # another FETCH is making it: shared
+            return pending
         randomness = self._view_fields(selection)[4]
-        return config.cache.get(
-            key,
-            lambda out: transcode_into(stored, selection, request_args, out, randomness),
-            durable=not self._recomputable(selection),
-            small=likely_small(stored.size),
-        )
+
+        def transcode(out: BinaryIO) -> int:
+            return transcode_into(stored, selection, request_args, out, randomness)
+
+        recomputable = self._recomputable(selection)
+        small = likely_small(stored.size)
+        if (
+            recomputable
+            and not small
+            and config.cache.streams is not None
+            and ISizePredictor.providedBy(selection.transcoder)
+        ):
+            # Sent as it is encrypted: size and header are known in advance.
+            predicted = config.cache.run_blocking(predict_view, stored, selection, request_args)
+            return predicted.addCallback(_streamed, config.cache, key, transcode)
+        return config.cache.get(key, transcode, durable=not recomputable, small=small)
 
     def _recomputable(self, selection: Selection) -> bool:
         """Whether the selection's views are a pure function of their inputs.

@@ -414,24 +414,48 @@ class ViewCache:
             (self._durable if durable else self._volatile).add(outcome.path, outcome.size)
         return outcome
 
-    def keep_volatile(self, key: ViewKey) -> Path | None:
-        """Where a streamed transcoding may leave a copy of ``key``'s view, or None (not cached).
+    def stream(self, key: ViewKey, transcode: Transcode, size: int) -> Any:
+        """Start ``transcode`` as a stream (:mod:`transcoder.imap.view_stream`); the ViewStream.
 
-        The caller writes ``<path>.<unique>.tmp`` and publishes it with
-        :meth:`published` (from the reactor thread).
+        When the cache is on and the view fits it, the stream also writes the
+        view into the cache.  A stream its reader left early (a partial
+        FETCH) finishes that copy alone; FETCHes of the view meanwhile wait
+        for it (:meth:`pending`) rather than encrypt it again.
         """
-        if not self.enabled:
+        keep = None
+        if self.enabled and size <= self.max_bytes:
+            keep = self.root / VOLATILE / _relative_path(key)
+        stream = self.streams(transcode, keep)
+        if keep is None:
+            return stream
+        relative = _relative_path(key)
+        landed: list[defer.Deferred[Any]] = []
+
+        def detached() -> None:
+            if relative not in self._inflight:
+                landed.append(defer.Deferred())
+                self._inflight[relative] = SharedResult(landed[0])
+
+        def kept(outcome: Any) -> None:
+            if landed:
+                self._inflight.pop(relative, None)
+            if isinstance(outcome, TranscodedView) and outcome.path not in self._volatile.lru:
+                self._volatile.add(outcome.path, outcome.size)
+            if not landed:
+                return None
+            if isinstance(outcome, TranscodedView):
+                landed[0].callback(outcome)
+            else:  # a failure: the waiters make the view themselves
+                landed[0].errback(
+                    outcome
+                    if isinstance(outcome, Failure)
+                    else Failure(LookupError("streamed view not kept"))
+                )
             return None
-        return self.root / VOLATILE / _relative_path(key)
 
-    def published(self, path: Path, size: int) -> None:
-        """A streamed transcoding's copy is in place at ``path``."""
-        if path not in self._volatile.lru:
-            self._volatile.add(path, size)
-
-    def spool_directory(self) -> Path:
-        """Where views too large for memory and not cached are spooled."""
-        return self.root / SPOOL
+        stream.on_detach = detached
+        stream.kept.addBoth(kept)
+        return stream
 
     def invalidate_account(self, account: str) -> None:
         """Drop every view of ``account`` (its key or policy changed).
