@@ -39,6 +39,7 @@ from transcoder.imap.server import TranscodingIMAP4Factory
 from transcoder.imap.settings import MiB, ServerSettings
 from transcoder.imap.view_epoch import ServerViewsService
 from transcoder.layers import key_layer, transcoding_layer
+from transcoder.listening import OptionListener
 from transcoder.store import MaildirStore
 from transcoder.tls import TLSFiles, ensure_self_signed, load_pem_pair
 
@@ -236,13 +237,13 @@ def with_backlog(description: str) -> str:
     return description
 
 
-def listener(description: str, factory: Any) -> StreamServerEndpointService:
-    """A listening service on an endpoint string (``haproxy:`` reads the PROXY header first)."""
+def listener(description: str, factory: Any, option: str = "imap") -> StreamServerEndpointService:
+    """A listening service on an endpoint string (``haproxy:`` reads the PROXY header first);
+    a port in use stops the start with one line naming ``--option`` (transcoder.listening)."""
     from twisted.internet import reactor
 
-    svc = StreamServerEndpointService(server_endpoint(reactor, with_backlog(description)), factory)
-    svc._raiseSynchronously = True  # as strports.service: a port in use stops the start
-    return svc
+    endpoint = server_endpoint(reactor, with_backlog(description))
+    return OptionListener(endpoint, factory, option, description)
 
 
 def verification_cache(options: dict[str, Any], accounts: AccountsFile) -> VerificationCache | None:
@@ -288,5 +289,5 @@ def makeService(options: dict[str, Any]) -> service.IService:
     listener(options["imap"], limited).setServiceParent(top)
     if options["imaps"].lower() != "none":
         tls_factory = TLSMemoryBIOFactory(context, False, limited)
-        listener(options["imaps"], tls_factory).setServiceParent(top)
+        listener(options["imaps"], tls_factory, "imaps").setServiceParent(top)
     return top
