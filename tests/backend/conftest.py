@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import PASSWORD
 from transcoder.backend.dovecot import DovecotInstance
 
 #: The backend's accounts: address -> password.
-USERS = {"alice@example.org": "alice-Pass 1", "bob@example.org": 'bob"pass\\2'}
+USERS = {"alice@example.org": PASSWORD, "bob@example.org": 'bob "pass\\word'}
 
 
 @pytest.fixture(scope="module")

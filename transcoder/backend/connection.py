@@ -1,0 +1,415 @@
+"""One IMAP connection to the backend server, for one client session (issue 11).
+
+:func:`connect` opens ``imap://HOST:PORT`` (plain TCP: loopback or a private
+link) or ``imaps://HOST:PORT`` (implicit TLS, the certificate verified
+against ``--backend-ca`` or the system's trust store, host name included) and
+waits for the greeting.  :class:`BackendProtocol` then issues commands
+(:meth:`BackendProtocol.command`, pipelined: each is written at once, answered
+by its tag) and hands every untagged response both to the commands in flight
+and to a ``listener`` -- the selected mailbox, which relays EXISTS, EXPUNGE
+and FETCH FLAGS through the IMAP layer's ``MailboxUpdates`` (RFC 3501 section
+7.4.1 is kept by the front's own poll points).
+
+Literals the backend sends are streamed into disk-backed spools as they
+arrive (:mod:`.response_syntax`): a 100 MB message costs constant memory.
+
+Why not Twisted's ``IMAP4Client``: it buffers every literal in memory,
+answers with parsed Python structures only for the commands it knows (its
+FETCH parser drops what it does not expect), serialises nothing the front
+needs (UID-keyed results, unsolicited updates routed to a mailbox) and would
+have to be subclassed through name-mangled internals.  The front needs a few
+commands, literals on disk and every untagged response; that is this small
+client.
+
+A backend that goes away -- connection lost, ``* BYE``, no answer within
+``command_timeout`` -- fails every command in flight with
+:class:`BackendUnavailable` (a ``NO [UNAVAILABLE]`` for the client) and runs
+the ``on_lost`` callbacks, through which the front ends its client's session
+with ``* BYE [UNAVAILABLE]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from transcoder.backend.response_syntax import (
+    Continuation,
+    DataResponse,
+    Response,
+    ResponseReader,
+    ResponseSyntaxError,
+    StatusResponse,
+    parse_response,
+)
+from transcoder.errors import ClientError, ConfigurationError
+
+log = Logger()
+
+_URL = re.compile(r"\A(imaps?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5})/?\Z")
+#: Response codes of the backend passed on to the client as they are (RFC 5530, RFC 3501).
+PASSED_CODES = frozenset(
+    {
+        "ALREADYEXISTS",
+        "CANNOT",
+        "CLIENTBUG",
+        "EXPUNGEISSUED",
+        "LIMIT",
+        "NONEXISTENT",
+        "NOPERM",
+        "OVERQUOTA",
+        "TRYCREATE",
+        "UNAVAILABLE",
+        "INUSE",
+        "READ-ONLY",
+        "TOOBIG",
+        "BADCHARSET",
+    }
+)
+
+
+class BackendUnavailable(ClientError):
+    """The backend server is unreachable or went away."""
+
+    code = "UNAVAILABLE"
+
+
+class BackendRefused(ClientError):
+    """The backend refused the command (its NO/BAD, with its response code when it is one of ours).
+
+    The text is the backend's own: it is about the client's request (a
+    mailbox name, a message set) and holds no secret of the front.
+    """
+
+    code = "CANNOT"
+
+
+@dataclass(frozen=True)
+class BackendAddress:
+    """Where the backend is: ``imap://host:port`` or ``imaps://host:port``."""
+
+    tls: bool
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str) -> BackendAddress:
+        """The address of ``url``; ConfigurationError if it is not ``imap[s]://HOST:PORT``."""
+        match = _URL.match(url.strip())
+        if match is None or not 0 < int(match.group(3)) < 65536:
+            raise ConfigurationError(
+                f"--backend must be imap://HOST:PORT or imaps://HOST:PORT, not {url!r}"
+            )
+        return cls(match.group(1) == "imaps", match.group(2).strip("[]"), int(match.group(3)))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'imaps' if self.tls else 'imap'}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """How to reach the backend: its address, the CA file for ``imaps``, and timeouts."""
+
+    address: BackendAddress
+    ca_file: str | None = None
+    connect_timeout: float = 10.0
+    command_timeout: float = 120.0
+
+
+@dataclass
+class CommandResult:
+    """A completed command: its tagged status and the untagged responses sent meanwhile."""
+
+    status: StatusResponse
+    untagged: list[Response] = field(default_factory=list)
+
+    def data(self, name: bytes) -> list[DataResponse]:
+        """The untagged data responses named ``name`` (``LIST``, ``FETCH``...)."""
+        return [r for r in self.untagged if isinstance(r, DataResponse) and r.name == name]
+
+    def codes(self, name: bytes) -> list[bytes]:
+        """The arguments of untagged ``OK [name ...]`` codes (``UIDVALIDITY``...)."""
+        return [
+            r.code_argument
+            for r in self.untagged
+            if isinstance(r, StatusResponse) and r.code_name == name
+        ]
+
+
+@dataclass(frozen=True)
+class Literal:
+    """A command argument sent as a literal (RFC 3501 section 4.3; ``{n+}`` with LITERAL+)."""
+
+    value: bytes
+
+
+@dataclass
+class _Command:
+    tag: bytes
+    pieces: list[bytes | Literal]
+    result: defer.Deferred[CommandResult]
+    untagged: list[Response] = field(default_factory=list)
+
+
+class BackendProtocol(protocol.Protocol):
+    """The client side of one backend connection (see the module docstring)."""
+
+    def __init__(self, clock: IReactorTime, command_timeout: float = 120.0) -> None:
+        self.clock = clock
+        self.command_timeout = command_timeout
+        self.greeting: defer.Deferred[StatusResponse] = defer.Deferred()
+        self.capabilities: frozenset[bytes] = frozenset()
+        self.listener: Callable[[Response], None] | None = None
+        self.on_lost: list[Callable[[], None]] = []
+        self.connected_now = False
+        self._reader = ResponseReader()
+        self._tags = (b"b%d" % n for n in itertools.count(1))
+        self._in_flight: dict[bytes, _Command] = {}
+        self._queue: list[_Command] = []
+        self._awaiting_continuation: _Command | None = None
+        self._waiting_pieces: list[bytes | Literal] = []
+        self._timer: IDelayedCall | None = None
+        self._bye: StatusResponse | None = None
+
+    # -- connection events --------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Wait for the greeting (within the command timeout)."""
+        self.connected_now = True
+        self._arm_timer()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Parse responses and dispatch them; a malformed one ends the connection."""
+        try:
+            for pieces in self._reader.feed(data):
+                self._dispatch(parse_response(pieces))
+        except ResponseSyntaxError as e:
+            log.error("backend sent a malformed response: {error}", error=e)
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        """Fail what waits; tell the owners (their client gets BYE)."""
+        self.connected_now = False
+        self._cancel_timer()
+        why = "the backend server closed the connection"
+        if self._bye is not None:
+            why = "the backend server said BYE: " + self._bye.text.decode("utf-8", "replace")
+        error = BackendUnavailable("Backend server unavailable")
+        if not self.greeting.called:
+            self.greeting.errback(Failure(BackendUnavailable(f"no greeting: {reason.value}")))
+        waiting = [*self._in_flight.values(), *self._queue]
+        if self._awaiting_continuation is not None:
+            waiting.append(self._awaiting_continuation)
+        self._in_flight.clear()
+        self._queue.clear()
+        self._awaiting_continuation = None
+        for command in waiting:
+            if not command.result.called:
+                command.result.errback(Failure(error))
+        if waiting or self.on_lost:
+            log.info("backend connection ended: {why}", why=why)
+        callbacks, self.on_lost = self.on_lost, []
+        for callback in callbacks:
+            callback()
+
+    # -- commands ------------------------------------------------------------------
+
+    def command(self, *pieces: bytes | Literal) -> defer.Deferred[CommandResult]:
+        """Send ``tag`` + the pieces (joined by spaces); fires when the tagged OK comes.
+
+        A NO or BAD errbacks with :class:`BackendRefused`; a lost backend
+        with :class:`BackendUnavailable`.
+        """
+        if not self.connected_now:
+            return defer.fail(BackendUnavailable("Backend server unavailable"))
+        command = _Command(next(self._tags), list(pieces), defer.Deferred())
+        self._queue.append(command)
+        self._send_queued()
+        return command.result.addCallback(_check_ok)
+
+    def _send_queued(self) -> None:
+        while self._queue and self._awaiting_continuation is None:
+            command = self._queue.pop(0)
+            self._in_flight[command.tag] = command
+            self._arm_timer()
+            self._write_pieces(command, [command.tag, *command.pieces])
+
+    def _write_pieces(self, command: _Command, pieces: Sequence[bytes | Literal]) -> None:
+        """Write pieces up to a synchronizing literal, whose octets wait for ``+``."""
+        out = bytearray()
+        for i, piece in enumerate(pieces):
+            if i and not out.endswith(b"\r\n"):
+                out += b" "
+            if isinstance(piece, bytes):
+                out += piece
+                continue
+            if b"LITERAL+" in self.capabilities:
+                out += b"{%d+}\r\n" % len(piece.value) + piece.value
+                continue
+            out += b"{%d}\r\n" % len(piece.value)
+            self.transport.write(bytes(out))
+            self._awaiting_continuation = command
+            self._waiting_pieces = [piece.value, *pieces[i + 1 :]]
+            return
+        self.transport.write(bytes(out) + b"\r\n")
+
+    def _continue(self) -> None:
+        command, self._awaiting_continuation = self._awaiting_continuation, None
+        if command is None:
+            log.warn("backend sent an unexpected continuation request")
+            return
+        value, *rest = self._waiting_pieces
+        assert isinstance(value, bytes)
+        self.transport.write(value)
+        # The rest of the line follows the literal's octets directly.
+        self._write_pieces(command, [b"", *rest] if rest else [])
+        if not rest:
+            self.transport.write(b"\r\n")
+        self._send_queued()
+
+    def logout(self) -> None:
+        """LOGOUT (best effort) and close."""
+        if not self.connected_now:
+            return
+        self.on_lost = []
+        d = self.command(b"LOGOUT")
+        d.addBoth(lambda _: self.transport.loseConnection())
+
+    # -- responses ------------------------------------------------------------------
+
+    def _dispatch(self, response: Response) -> None:
+        self._arm_timer()
+        if isinstance(response, Continuation):
+            self._continue()
+            return
+        if isinstance(response, StatusResponse) and response.tag != b"*":
+            command = self._in_flight.pop(response.tag, None)
+            if command is None:
+                log.warn("backend answered an unknown tag {tag!r}", tag=response.tag)
+                return
+            if not self._in_flight and not self._queue:
+                self._cancel_timer()
+            if response.code_name == b"CAPABILITY":  # LOGIN's OK names the new ones
+                self.capabilities = frozenset(response.code_argument.upper().split())
+            command.result.callback(CommandResult(response, command.untagged))
+            return
+        if not self.greeting.called and isinstance(response, StatusResponse):
+            self._greeted(response)
+            return
+        if isinstance(response, StatusResponse) and response.status == b"BYE":
+            self._bye = response
+        if isinstance(response, DataResponse) and response.name == b"CAPABILITY":
+            self.capabilities = frozenset(t.upper() for t in response.tokens[1:])
+        for command in self._in_flight.values():
+            command.untagged.append(response)
+        if self.listener is not None:
+            self.listener(response)
+
+    def _greeted(self, response: StatusResponse) -> None:
+        self._cancel_timer()
+        if response.code_name == b"CAPABILITY":
+            self.capabilities = frozenset(response.code_argument.upper().split())
+        if response.status == b"OK":
+            self.greeting.callback(response)
+        else:
+            self.greeting.errback(Failure(BackendUnavailable("backend refused the connection")))
+            self.transport.loseConnection()
+
+    # -- the answer timeout ---------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        self._cancel_timer()
+        self._timer = self.clock.callLater(self.command_timeout, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        log.error("backend did not answer within {s} s; closing", s=self.command_timeout)
+        self.transport.abortConnection()
+
+
+def _check_ok(result: CommandResult) -> CommandResult:
+    status = result.status
+    if status.status == b"OK":
+        return result
+    name = (status.code_name or b"").decode("ascii", "replace")
+    text = status.text.decode("utf-8", "replace") or "Backend refused the command"
+    code = name if name in PASSED_CODES else None
+    raise BackendRefused(text, code=code)
+
+
+def _tls_options(settings: BackendSettings) -> Any:
+    """Client TLS options: the backend's name checked, its chain verified against the CA file."""
+    from twisted.internet import ssl
+
+    if settings.ca_file is None:
+        trust = ssl.platformTrust()
+    else:
+        try:
+            with open(settings.ca_file, "rb") as f:
+                pem = f.read()
+        except OSError as e:
+            raise ConfigurationError(f"cannot read --backend-ca {settings.ca_file}: {e}") from e
+        blocks = re.findall(
+            rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.DOTALL
+        )
+        if not blocks:
+            raise ConfigurationError(f"--backend-ca {settings.ca_file} holds no certificate")
+        trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in blocks])
+    return ssl.optionsForClientTLS(settings.address.host, trustRoot=trust)
+
+
+def check_settings(settings: BackendSettings) -> None:
+    """Fail at start (ConfigurationError) on a CA file that cannot be used."""
+    if settings.address.tls:
+        _tls_options(settings)
+
+
+class _Factory(protocol.Factory):
+    noisy = False  # one per client session: no "Starting factory" line each time
+
+    def __init__(self, clock: IReactorTime, settings: BackendSettings) -> None:
+        self.clock = clock
+        self.settings = settings
+
+    def buildProtocol(self, addr: Any) -> BackendProtocol:
+        return BackendProtocol(self.clock, self.settings.command_timeout)
+
+
+async def _connect(reactor: Any, settings: BackendSettings) -> BackendProtocol:
+    address = settings.address
+    endpoint: Any = HostnameEndpoint(
+        reactor, address.host, address.port, timeout=settings.connect_timeout
+    )
+    if address.tls:
+        endpoint = wrapClientTLS(_tls_options(settings), endpoint)
+    try:
+        proto: BackendProtocol = await endpoint.connect(_Factory(reactor, settings))
+    except Exception as e:
+        log.error("cannot connect to the backend {address}: {error}", address=address, error=e)
+        raise BackendUnavailable("Backend server unavailable") from e
+    try:
+        await proto.greeting
+    except BackendUnavailable:
+        log.error("backend {address} sent no greeting (TLS verification failed?)", address=address)
+        raise BackendUnavailable("Backend server unavailable") from None
+    return proto
+
+
+def connect(reactor: Any, settings: BackendSettings) -> defer.Deferred[BackendProtocol]:
+    """A greeted connection to the backend; BackendUnavailable (logged) if none can be had."""
+    return defer.Deferred.fromCoroutine(_connect(reactor, settings))

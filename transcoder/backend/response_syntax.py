@@ -1,0 +1,405 @@
+"""Reading a backend IMAP server's responses (RFC 3501 section 7, 9), sans-IO.
+
+:class:`ResponseReader` is fed the octets the backend sends and returns the
+complete responses they hold.  A response is a line, or lines joined by
+literals (``{n}`` CRLF then n octets).  Each literal goes into a
+:class:`Spool` as it arrives: kept in memory up to ``memory_limit`` octets,
+written to a temporary file beyond, so reading a 100 MB message costs the
+front constant memory (issue 11).
+
+:func:`parse_response` turns a response into one of
+
+* :class:`StatusResponse` -- ``tag|* OK|NO|BAD|PREAUTH|BYE [code] text``;
+* :class:`Continuation` -- ``+ text``;
+* :class:`DataResponse` -- every other untagged response, as tokens: atoms
+  and numbers are :class:`bytes`, quoted strings and small literals
+  :class:`String`, large literals the :class:`Spool` itself, ``NIL`` is
+  ``None``, parenthesised lists are :class:`list`.  An atom with a bracketed
+  part (``BODY[HEADER.FIELDS (A B)]``) is one atom.
+
+Anything malformed raises :class:`ResponseSyntaxError`: the connection is
+then unusable (the front answers ``NO [UNAVAILABLE]`` and ends the session).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+#: Literals up to this size stay in memory; larger ones go to a temporary file.
+MEMORY_LIMIT = 64 * 1024
+#: The longest response line accepted (without its literals).
+MAX_LINE = 1024 * 1024
+_LITERAL_AT_END = re.compile(rb"\{(\d{1,19})\}\Z")
+_STATUS = frozenset({b"OK", b"NO", b"BAD", b"PREAUTH", b"BYE"})
+_ATOM_END = frozenset(b" ()\r\n")
+
+
+class ResponseSyntaxError(Exception):
+    """The backend sent something that is not an IMAP response."""
+
+
+class Spool:
+    """A literal's octets: in memory while small, in an unnamed temporary file beyond.
+
+    :meth:`open` returns a new reader with its own position each time (readers
+    may be used from several threads at once: they read with ``pread``).
+    """
+
+    def __init__(self, memory_limit: int = MEMORY_LIMIT, directory: str | None = None) -> None:
+        self._memory: bytearray | None = bytearray()
+        self._file: BinaryIO | None = None
+        self._limit = memory_limit
+        self._directory = directory
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``."""
+        if self._memory is not None and len(self._memory) + len(data) <= self._limit:
+            self._memory += data
+        else:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(dir=self._directory)  # noqa: SIM115
+                assert self._memory is not None
+                self._file.write(self._memory)
+                self._memory = None
+            self._file.write(data)
+        self.size += len(data)
+
+    def finish(self) -> None:
+        """All octets are written: flush them to the file (if any) for the readers."""
+        if self._file is not None:
+            self._file.flush()
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the octets are held in memory (no file was needed)."""
+        return self._memory is not None
+
+    def getvalue(self) -> bytes:
+        """All octets, read into memory: only for small literals."""
+        with self.open() as fp:
+            return fp.read()
+
+    def open(self) -> BinaryIO:
+        """A new reader of the octets, positioned at 0."""
+        if self._memory is not None:
+            return io.BytesIO(bytes(self._memory))
+        assert self._file is not None
+        return io.BufferedReader(_PositionalReader(self._file.fileno(), self.size, self))
+
+    def close(self) -> None:
+        """Drop the octets (the temporary file is removed)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._memory = bytearray()
+        self.size = 0
+
+
+class _PositionalReader(io.RawIOBase):
+    """Reads a file descriptor with ``pread``: its own position, safe beside other readers."""
+
+    def __init__(self, fd: int, size: int, owner: Spool) -> None:
+        super().__init__()
+        self._fd = fd
+        self._size = size
+        self._pos = 0
+        self._owner = owner  # keeps the file open while a reader lives
+
+    def readable(self) -> bool:
+        """Always True."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always True."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Read at the current position."""
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self._size - self._pos)
+        if want <= 0:
+            return 0
+        data = os.pread(self._fd, want, self._pos)
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move the position."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        """The position."""
+        return self._pos
+
+
+@dataclass(frozen=True)
+class String:
+    """A quoted string or a small literal."""
+
+    value: bytes
+
+
+@dataclass(frozen=True)
+class StatusResponse:
+    """``tag OK|NO|BAD|PREAUTH|BYE [code] text`` (tag ``*`` when untagged)."""
+
+    tag: bytes
+    status: bytes
+    code: bytes | None
+    text: bytes
+
+    @property
+    def code_name(self) -> bytes | None:
+        """The response code's name (``UIDVALIDITY``), upper-cased."""
+        return None if self.code is None else self.code.split(b" ", 1)[0].upper()
+
+    @property
+    def code_argument(self) -> bytes:
+        """What follows the response code's name."""
+        parts = (self.code or b"").split(b" ", 1)
+        return parts[1] if len(parts) > 1 else b""
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """``+ text``: the backend waits for a literal's octets."""
+
+    text: bytes
+
+
+@dataclass(frozen=True)
+class DataResponse:
+    """An untagged response other than a status: its tokens after ``*``."""
+
+    tokens: tuple[Any, ...]
+
+    @property
+    def name(self) -> bytes:
+        """``EXISTS`` of ``* 3 EXISTS``, ``LIST`` of ``* LIST ...``, upper-cased."""
+        first = self.tokens[0] if self.tokens else b""
+        if isinstance(first, bytes) and first.isdigit() and len(self.tokens) > 1:
+            second = self.tokens[1]
+            return second.upper() if isinstance(second, bytes) else b""
+        return first.upper() if isinstance(first, bytes) else b""
+
+    @property
+    def number(self) -> int | None:
+        """The leading number of ``* n EXISTS|RECENT|EXPUNGE|FETCH``, else None."""
+        first = self.tokens[0] if self.tokens else b""
+        if isinstance(first, bytes) and first.isdigit():
+            return int(first)
+        return None
+
+
+Response = StatusResponse | Continuation | DataResponse
+
+
+class ResponseReader:
+    """Octets in, complete responses out (see the module docstring).
+
+    A response is kept as its pieces: line text (``bytes``) and literals
+    (:class:`Spool`), in order.
+    """
+
+    def __init__(self, memory_limit: int = MEMORY_LIMIT, spool_dir: str | None = None) -> None:
+        self._buffer = bytearray()
+        self._pieces: list[bytes | Spool] = []
+        self._literal: Spool | None = None
+        self._remaining = 0
+        self._memory_limit = memory_limit
+        self._spool_dir = spool_dir
+
+    def feed(self, data: bytes) -> list[list[bytes | Spool]]:
+        """Take ``data``; the responses it completed, each as its pieces."""
+        done: list[list[bytes | Spool]] = []
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._literal is not None:
+                take = min(self._remaining, size - pos)
+                self._literal.write(data[pos : pos + take])
+                self._remaining -= take
+                pos += take
+                if self._remaining == 0:
+                    self._literal.finish()
+                    self._pieces.append(self._literal)
+                    self._literal = None
+                continue
+            if self._buffer.endswith(b"\r") and data[pos : pos + 1] == b"\n":
+                del self._buffer[-1]  # a CRLF split between two reads
+                end, pos = pos, pos + 1
+            else:
+                end = data.find(b"\r\n", pos)
+                if end < 0:
+                    self._buffer += data[pos:]
+                    pos = size
+                    if len(self._buffer) > MAX_LINE:
+                        raise ResponseSyntaxError("response line too long")
+                    continue
+                self._buffer += data[pos:end]
+                pos = end + 2
+            line, self._buffer = bytes(self._buffer), bytearray()
+            if len(line) > MAX_LINE:
+                raise ResponseSyntaxError("response line too long")
+            if self._starts_literal(line):
+                continue
+            self._pieces.append(line)
+            done.append(self._pieces)
+            self._pieces = []
+        return done
+
+    def _starts_literal(self, line: bytes) -> bool:
+        """A line ending in ``{n}`` announces a literal: start spooling it."""
+        match = _LITERAL_AT_END.search(line)
+        if match is None:
+            return False
+        self._pieces.append(line[: match.start()])
+        self._remaining = int(match.group(1))
+        self._literal = Spool(self._memory_limit, self._spool_dir)
+        if self._remaining == 0:
+            self._pieces.append(self._literal)
+            self._literal = None
+        return True
+
+
+# -- parsing a response -----------------------------------------------------------
+
+
+def parse_response(pieces: list[bytes | Spool]) -> Response:
+    """The :data:`Response` of a complete response's pieces (ResponseSyntaxError if malformed)."""
+    first = pieces[0]
+    assert isinstance(first, bytes)
+    tag, _, rest = first.partition(b" ")
+    if tag == b"+":
+        return Continuation(rest)
+    word, _, text = rest.partition(b" ")
+    if word.upper() in _STATUS and len(pieces) == 1:
+        code = None
+        if text.startswith(b"["):
+            close = text.find(b"]")
+            if close < 0:
+                raise ResponseSyntaxError("unterminated response code")
+            code, text = text[1:close], text[close + 1 :].lstrip(b" ")
+        return StatusResponse(tag, word.upper(), code, text)
+    if tag != b"*":
+        raise ResponseSyntaxError("tagged response that is not a status")
+    tokens = _Tokens([rest, *pieces[1:]]).parse_list(closing=False)
+    return DataResponse(tuple(tokens))
+
+
+class _Tokens:
+    """A recursive-descent reader of response tokens across line pieces and literals."""
+
+    def __init__(self, pieces: list[bytes | Spool]) -> None:
+        self._pieces = pieces
+        self._index = 0
+        self._pos = 0
+
+    def _text(self) -> bytes | None:
+        if self._index >= len(self._pieces):
+            return None
+        piece = self._pieces[self._index]
+        return piece if isinstance(piece, bytes) else None
+
+    def parse_list(self, closing: bool) -> list[Any]:
+        out: list[Any] = []
+        while True:
+            text = self._text()
+            if text is None:
+                if self._index >= len(self._pieces):
+                    if closing:
+                        raise ResponseSyntaxError("unterminated list")
+                    return out
+                spool = self._pieces[self._index]
+                assert isinstance(spool, Spool)
+                out.append(String(spool.getvalue()) if spool.in_memory else spool)
+                self._index += 1
+                self._pos = 0
+                continue
+            while self._pos < len(text) and text[self._pos] == 0x20:
+                self._pos += 1
+            if self._pos >= len(text):
+                self._index += 1
+                self._pos = 0
+                continue
+            ch = text[self._pos]
+            if ch == 0x28:  # (
+                self._pos += 1
+                inner = self.parse_list(closing=True)
+                out.append(inner)
+            elif ch == 0x29:  # )
+                if not closing:
+                    raise ResponseSyntaxError("unbalanced ')'")
+                self._pos += 1
+                return out
+            elif ch == 0x22:  # "
+                out.append(self._quoted(text))
+            else:
+                atom = self._atom(text)
+                out.append(None if atom.upper() == b"NIL" else atom)
+
+    def _quoted(self, text: bytes) -> String:
+        i = self._pos + 1
+        value = bytearray()
+        while i < len(text):
+            ch = text[i]
+            if ch == 0x5C and i + 1 < len(text):  # backslash
+                value.append(text[i + 1])
+                i += 2
+                continue
+            if ch == 0x22:
+                self._pos = i + 1
+                return String(bytes(value))
+            value.append(ch)
+            i += 1
+        raise ResponseSyntaxError("unterminated quoted string")
+
+    def _atom(self, text: bytes) -> bytes:
+        i = self._pos
+        depth = 0
+        while i < len(text):
+            ch = text[i]
+            if ch == 0x5B:  # [
+                depth += 1
+            elif ch == 0x5D and depth:  # ]
+                depth -= 1
+            elif depth == 0 and ch in _ATOM_END:
+                break
+            i += 1
+        atom = text[self._pos : i]
+        self._pos = i
+        if not atom:
+            raise ResponseSyntaxError("empty atom")
+        return atom
+
+
+# -- writing commands ------------------------------------------------------------------
+
+
+def quote(value: bytes) -> bytes | None:
+    """``value`` as a quoted string, or None if it needs a literal (CR, LF, NUL, 8-bit)."""
+    if any(b in (0, 0x0A, 0x0D) or b > 0x7F for b in value):
+        return None
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def format_uid_set(uids: list[int]) -> bytes:
+    """``1:3,7`` for ``[1, 2, 3, 7]`` (ascending, merged runs)."""
+    out: list[bytes] = []
+    ordered = sorted(set(uids))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(b"%d" % ordered[i] if i == j else b"%d:%d" % (ordered[i], ordered[j]))
+        i = j + 1
+    return b",".join(out)
