@@ -10,7 +10,7 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --config-settings editable_mode=compat -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]'
 
 lint: venv
 	$(BIN)/ruff check transcoder tests twisted/plugins examples benchmarks
