@@ -23,10 +23,12 @@ parameter values.  This module replaces its FETCH with one that
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import email.utils
 import tempfile
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from twisted.internet import defer, threads
@@ -222,7 +224,7 @@ class FetchMixin:
         stream = ResponseStream(self.transport, self_.clock, self_.POSTAUTH_TIMEOUT)
         stream.start()
         d = defer.maybeDeferred(self_.mbox.fetch, messages, uid=uid)
-        d.addCallback(lambda found: self._fetch_all(list(found), items, bool(uid), stream))
+        d.addCallback(self._fetch_found, messages, items, bool(uid), stream)
 
         def settle(result: object) -> object:
             # Before the answer: the next command may start as soon as it is sent.
@@ -251,6 +253,27 @@ class FetchMixin:
         d.addCallbacks(done, failed)
 
     select_FETCH = (do_FETCH, arg_sequence_set, arg_fetch_items)
+
+    def _fetch_found(
+        self,
+        found: Any,
+        messages: imap4.MessageSet,
+        items: tuple[FetchItem, ...],
+        uid: bool,
+        stream: ResponseStream,
+    ) -> defer.Deferred[bool]:
+        """Serve what the mailbox found; True if some named message had vanished.
+
+        A message this session still knows but another session expunged
+        before the FETCH began is not found: the others are served and the
+        FETCH ends ``NO [EXPUNGEISSUED]``, exactly as for one expunged
+        during the FETCH (RFC 2180 section 4.1.2; RFC 3501 section 7.4.1
+        forbids telling the client of the EXPUNGE now).
+        """
+        found = list(found)
+        missing = len(found) < named_count(self.mbox, messages, uid)
+        d = self._fetch_all(found, items, uid, stream)
+        return d.addCallback(lambda vanished: bool(vanished or missing))
 
     @defer.inlineCallbacks
     def _fetch_all(
@@ -389,6 +412,51 @@ class FetchMixin:
         except Exception as e:
             stream.abort(f"{type(e).__name__}: {e}")
             raise StreamStopped("response cut short") from e
+
+
+class _SessionUids(Sequence[int]):
+    """The UIDs of a mailbox session's messages, by position (sorted: RFC 3501 section 2.3.1.1)."""
+
+    def __init__(self, mbox: Any) -> None:
+        self._mbox = mbox
+        self._count = mbox.getMessageCount()
+
+    def __len__(self) -> int:
+        return int(self._count)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._mbox.getUID(index + 1)
+
+
+def named_count(mbox: Any, messages: imap4.MessageSet, uid: bool) -> int:
+    """How many messages of the session's snapshot ``messages`` names (``*`` is the last).
+
+    Sequence numbers are counted directly; UIDs by binary search over the
+    session's UIDs, so a large set costs a few lookups per range.
+    """
+    count = mbox.getMessageCount()
+    if not count:
+        return 0
+    uids = _SessionUids(mbox) if uid else None
+    last = uids[count - 1] if uids is not None else count
+    spans = []
+    for low, high in messages.ranges:
+        a = last if low is None else int(low)
+        b = last if high is None else int(high)
+        if uids is not None:  # UIDs to positions (1-based, inclusive)
+            a, b = min(a, b), max(a, b)
+            a, b = bisect.bisect_left(uids, a) + 1, bisect.bisect_right(uids, b)
+        else:
+            a, b = max(min(a, b), 1), min(max(a, b), count)
+        if a <= b:
+            spans.append((a, b))
+    total, reach = 0, 0
+    for a, b in sorted(spans):
+        a = max(a, reach + 1)
+        if a <= b:
+            total += b - a + 1
+            reach = b
+    return total
 
 
 class _ViewWindow:
