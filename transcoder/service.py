@@ -31,6 +31,9 @@ from twisted.python import usage
 
 from transcoder.auth import AccountsFile, make_portal
 from transcoder.auth.verification_cache import VerificationCache
+from transcoder.backend.auth import make_backend_portal
+from transcoder.backend.connection import BackendAddress, BackendSettings, check_settings
+from transcoder.backend.server import BackendIMAP4Factory
 from transcoder.cms.settings import CmsSettings
 from transcoder.errors import ConfigurationError, TranscoderError
 from transcoder.imap.connection_limits import ConnectionLimitFactory
@@ -114,6 +117,20 @@ class Options(usage.Options):
             "300",
             "Seconds a successful login is remembered, sparing scrypt (0: never).",
         ],
+        [
+            "backend",
+            None,
+            None,
+            "Serve the mail of an existing IMAP server, imap://HOST:PORT or imaps://HOST:PORT;"
+            " logins are checked there (issue 11; docs/design.md, Backend front).",
+        ],
+        [
+            "backend-ca",
+            None,
+            None,
+            "PEM file of CA certificates the imaps:// backend's certificate must chain to"
+            " (default: the system's trust store).",
+        ],
     ]
     optFlags = [
         ["no-plaintext-loopback", None, "Refuse LOGIN before TLS even from loopback clients."],
@@ -138,6 +155,23 @@ class Options(usage.Options):
             CmsSettings(self["smime-cipher"], self["smime-rsa-padding"])
         except ConfigurationError as e:
             raise usage.UsageError(str(e)) from None
+        self["backend"] = _backend_settings(self)
+
+
+def _backend_settings(options: usage.Options) -> BackendSettings | None:
+    """``--backend`` and ``--backend-ca`` as BackendSettings (None without ``--backend``)."""
+    if not options["backend"]:
+        if options["backend-ca"]:
+            raise usage.UsageError("--backend-ca goes with --backend imaps://HOST:PORT")
+        return None
+    try:
+        settings = BackendSettings(BackendAddress.parse(options["backend"]), options["backend-ca"])
+        if options["backend-ca"] and not settings.address.tls:
+            raise usage.UsageError("--backend-ca goes with --backend imaps://HOST:PORT")
+        check_settings(settings)
+    except ConfigurationError as e:
+        raise usage.UsageError(str(e)) from None
+    return settings
 
 
 def _number(options: usage.Options, name: str, minimum: int) -> int:
@@ -268,10 +302,17 @@ def makeService(options: dict[str, Any]) -> service.IService:
         raise SystemExit(f"transcoder: {e}") from None
     if options["log-level"] != "debug":
         filter_global_log(options["log-level"])
-    store = MaildirStore(data / "mail")
-    accounts = AccountsFile(data / "accounts")
-    portal = make_portal(accounts, store, cache=verification_cache(options, accounts))
-    factory = TranscodingIMAP4Factory(
+    factory_class = TranscodingIMAP4Factory
+    if options["backend"] is not None:  # logins and mail on the backend (issue 11)
+        from twisted.internet import reactor
+
+        portal = make_backend_portal(reactor, options["backend"])
+        factory_class = BackendIMAP4Factory
+    else:
+        store = MaildirStore(data / "mail")
+        accounts = AccountsFile(data / "accounts")
+        portal = make_portal(accounts, store, cache=verification_cache(options, accounts))
+    factory = factory_class(
         portal,
         settings_from(options),
         context_factory=context,

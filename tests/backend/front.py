@@ -1,0 +1,97 @@
+"""The front under test: ``twistd -n transcoder --backend imap://...`` before a real Dovecot."""
+
+from __future__ import annotations
+
+import imaplib
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.backend.conftest import USERS
+from tests.integration.conftest import RunningServer, free_port
+from transcoder.backend.dovecot import DovecotInstance
+
+
+@contextmanager
+def running_front(dovecot: DovecotInstance, *extra: str) -> Iterator[RunningServer]:
+    """A front on a fresh data directory (no accounts file entries: logins go to Dovecot)."""
+    root = Path(tempfile.mkdtemp(prefix="transcoder-front-"))
+    backend = ("--backend", f"imap://127.0.0.1:{dovecot.port}")
+    server = RunningServer(root / "data", free_port(), free_port(), (*backend, *extra))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def front_login(server: RunningServer, user: str, mailbox: str | None = "INBOX") -> imaplib.IMAP4:
+    """An imaplib session of ``user`` on the front (its Dovecot password)."""
+    imap = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=60)
+    imap.login(user, USERS[user])
+    if mailbox is not None:
+        typ, data = imap.select(mailbox)
+        assert typ == "OK", data
+    return imap
+
+
+def direct_login(
+    dovecot: DovecotInstance, user: str, mailbox: str | None = "INBOX"
+) -> imaplib.IMAP4:
+    """An imaplib session of ``user`` straight on Dovecot."""
+    imap = imaplib.IMAP4("127.0.0.1", dovecot.port, timeout=60)
+    imap.login(user, USERS[user])
+    if mailbox is not None:
+        typ, data = imap.select(mailbox)
+        assert typ == "OK", data
+    return imap
+
+
+class WireClient:
+    """A raw IMAP connection: exact lines, for BYE and IDLE checks."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.buffer = b""
+        self.greeting = self.line()
+
+    def line(self, timeout: float = 30) -> bytes:
+        """The next line (CRLF stripped); b"" when the server closed."""
+        self.sock.settimeout(timeout)
+        while b"\r\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                rest, self.buffer = self.buffer, b""
+                return rest
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def send(self, data: bytes) -> None:
+        """Send raw octets."""
+        self.sock.sendall(data)
+
+    def command(self, tag: bytes, text: bytes) -> list[bytes]:
+        """Send ``tag text``; the lines up to the tagged answer, that one included."""
+        self.send(tag + b" " + text + b"\r\n")
+        return self.until(tag + b" ")
+
+    def until(self, prefix: bytes, timeout: float = 30) -> list[bytes]:
+        """Lines up to (and including) one starting with ``prefix``."""
+        lines = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.line(max(0.1, deadline - time.monotonic()))
+            lines.append(line)
+            if line.startswith(prefix) or not line:
+                return lines
+        raise AssertionError(f"no {prefix!r} line: {lines}")
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()

@@ -1,0 +1,236 @@
+"""The front before a real Dovecot (issue 11, phase 1): logins, the read path, updates, refusals.
+
+Every check compares what a client sees through the front with what Dovecot
+itself answers (imaplib straight to Dovecot), or opens what the front serves
+with ``openssl cms -decrypt``.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from imapclient.response_parser import parse_fetch_response
+
+from tests.backend.conftest import USERS
+from tests.backend.front import WireClient, direct_login, front_login, running_front
+from tests.cms.parties import make_party
+from tests.integration.conftest import RunningServer
+from tests.integration.transcoding import openssl_decrypt, smime_parts
+from transcoder.backend.dovecot import DovecotInstance
+from transcoder.client import XKeyClient
+
+pytestmark = pytest.mark.integration
+
+ALICE, BOB = "alice@example.org", "bob@example.org"
+PLAIN = (
+    b"From: Carol <carol@example.net>\r\nTo: alice@example.org\r\nSubject: plain\r\n\r\nHello.\r\n"
+)
+MULTIPART = (
+    b"From: carol@example.net\r\nSubject: multipart\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\npreamble\r\n--b1\r\n'
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\nfirst part\r\n--b1\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"AAECAwQFBgcICQ==\r\n--b1--\r\nepilogue\r\n"
+)
+EIGHT_BIT = (
+    b"From: =?utf-8?q?J=C3=BCrgen?= <j@example.net>\r\nSubject: 8bit\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    b"Gr\xc3\xbc\xc3\x9fe \xe2\x80\x94 caf\xc3\xa9\r\n"
+)
+LARGE = b"Subject: large\r\nMIME-Version: 1.0\r\n\r\n" + (b"x" * 998 + b"\r\n") * 3000
+MESSAGES = (PLAIN, MULTIPART, EIGHT_BIT, LARGE)
+
+
+@pytest.fixture(scope="module")
+def front(dovecot: DovecotInstance) -> Iterator[RunningServer]:
+    """The front before the module's Dovecot, with alice's INBOX holding :data:`MESSAGES`."""
+    for n, message in enumerate(MESSAGES):
+        dovecot.drop(ALICE, message, name=f"{1_700_000_000 + n}.M{n}P1.front")
+    with running_front(dovecot) as server:
+        yield server
+
+
+def _fetch(imap: imaplib.IMAP4, items: str) -> dict[int, dict[bytes, object]]:
+    typ, data = imap.uid("FETCH", "1:*", items)
+    assert typ == "OK", data
+    parsed = parse_fetch_response(data)
+    out = {}
+    for uid, values in parsed.items():
+        values = {k: v for k, v in values.items() if k != b"SEQ"}
+        if b"FLAGS" in values:  # \Recent is each session's own (RFC 3501 section 2.3.2)
+            values[b"FLAGS"] = tuple(f for f in values[b"FLAGS"] if f != b"\\Recent")
+        out[uid] = values
+    return out
+
+
+def test_policy_off_serves_dovecots_values_byte_for_byte(
+    front: RunningServer, dovecot: DovecotInstance
+) -> None:
+    """FLAGS UID RFC822.SIZE INTERNALDATE BODY[] ENVELOPE through the front equal Dovecot's own."""
+    items = "(FLAGS UID RFC822.SIZE INTERNALDATE BODY.PEEK[] ENVELOPE)"
+    through, direct = front_login(front, ALICE), direct_login(dovecot, ALICE)
+    try:
+        seen_through, seen_direct = _fetch(through, items), _fetch(direct, items)
+    finally:
+        through.logout()
+        direct.logout()
+    assert len(seen_direct) >= len(MESSAGES)
+    assert seen_through == seen_direct
+    bodies = [values[b"BODY[]"] for values in seen_through.values()]
+    assert bodies[: len(MESSAGES)] == list(MESSAGES)
+
+
+def test_select_and_status_show_the_backends_mailbox(
+    front: RunningServer, dovecot: DovecotInstance
+) -> None:
+    """SELECT's UIDVALIDITY/UIDNEXT/EXISTS and STATUS are Dovecot's (MODE OFF: no view epoch)."""
+    direct = direct_login(dovecot, ALICE, None)
+    through = front_login(front, ALICE, None)
+    try:
+        query = "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"
+        values = [imap.status("INBOX", query)[1][0].split(b" ", 1)[1] for imap in (through, direct)]
+        assert values[0] == values[1]  # the name is quoted by one and not the other
+        through.select("INBOX")
+        direct.select("INBOX")
+        for code in ("UIDVALIDITY", "UIDNEXT", "EXISTS"):
+            assert through.response(code) == direct.response(code)
+        typ, listing = through.list()
+        assert typ == "OK" and b'(\\HasNoChildren) "/" "Archive"' in listing
+    finally:
+        through.logout()
+        direct.logout()
+
+
+def test_login_is_checked_by_the_backend(front: RunningServer) -> None:
+    """Dovecot's password logs in; a wrong one or an unknown account is refused uniformly."""
+    for user, password in ((ALICE, "wrong"), ("nobody@example.org", USERS[ALICE])):
+        imap = imaplib.IMAP4("127.0.0.1", front.imap_port, timeout=60)
+        with pytest.raises(imaplib.IMAP4.error, match=r"\[AUTHENTICATIONFAILED\]"):
+            imap.login(user, password)
+        imap.shutdown()
+    imap = imaplib.IMAP4("127.0.0.1", front.imap_port, timeout=60)
+    typ, _ = imap.login(BOB, USERS[BOB])  # quotes and backslashes in the password
+    assert typ == "OK"
+    imap.logout()
+
+
+def test_flags_travel_both_ways(front: RunningServer, dovecot: DovecotInstance) -> None:
+    """STORE through the front is in Dovecot; Dovecot's change reaches the front at NOOP."""
+    through, direct = front_login(front, ALICE), direct_login(dovecot, ALICE)
+    try:
+        typ, _ = through.uid("STORE", "1", "+FLAGS", "(\\Flagged)")
+        assert typ == "OK"
+        assert b"\\Flagged" in direct.uid("FETCH", "1", "(FLAGS)")[1][0]
+        direct.uid("STORE", "2", "+FLAGS", "($Label1)")
+        typ, _ = through.noop()
+        assert typ == "OK"
+        updates = through.untagged_responses.get("FETCH", [])
+        assert any(re.search(rb"UID 2 FLAGS \(.*\$Label1", line) for line in updates), updates
+    finally:
+        through.logout()
+        direct.logout()
+
+
+def test_mail_delivered_to_dovecot_shows_up_at_the_front(
+    front: RunningServer, dovecot: DovecotInstance
+) -> None:
+    """A message dropped into Dovecot is announced (EXISTS) to an IDLEing front client."""
+    client = WireClient(front.imap_port)
+    try:
+        client.command(b"a", b"LOGIN " + ALICE.encode() + b' "' + USERS[ALICE].encode() + b'"')
+        selected = client.command(b"b", b"SELECT INBOX")
+        exists = [line for line in selected if line.endswith(b" EXISTS")]
+        before = int(exists[0].split()[1])
+        client.send(b"c IDLE\r\n")
+        assert client.line().startswith(b"+")
+        dovecot.drop(ALICE, b"Subject: during idle\r\n\r\nnew\r\n")
+        lines = client.until(b"* %d EXISTS" % (before + 1), timeout=30)
+        assert lines[-1] == b"* %d EXISTS" % (before + 1)
+        client.send(b"DONE\r\n")
+        assert client.until(b"c ")[-1].startswith(b"c OK")
+    finally:
+        client.close()
+
+
+def test_writes_not_carried_are_refused_clearly(front: RunningServer) -> None:
+    """APPEND, COPY, MOVE and SEARCH answer NO [CANNOT] (phase 2); MOVE is not advertised."""
+    client = WireClient(front.imap_port)
+    try:
+        client.command(b"a", b"LOGIN " + ALICE.encode() + b' "' + USERS[ALICE].encode() + b'"')
+        capability = client.command(b"b", b"CAPABILITY")[0]
+        assert b" MOVE" not in capability and b"IMAP4rev1" in capability
+        client.command(b"c", b"SELECT INBOX")
+        for tag, command in (
+            (b"d", b"COPY 1 Archive"),
+            (b"e", b"UID MOVE 1 Archive"),
+            (b"f", b"SEARCH ALL"),
+            (b"g", b"APPEND INBOX {5}"),
+        ):
+            answer = client.command(tag, command)[-1]
+            assert answer.startswith(tag + b" NO [CANNOT]"), (command, answer)
+        answer = client.command(b"h", b"NOOP")[-1]
+        assert answer.startswith(b"h OK")  # the refused APPEND's literal was never expected
+    finally:
+        client.close()
+
+
+def test_mode_always_user_gets_smime_that_openssl_opens(
+    front: RunningServer, dovecot: DovecotInstance, tmp_path: Path
+) -> None:
+    """bob provisions a certificate through XKEY: Dovecot's mail reaches him as S/MIME."""
+    dovecot.drop(BOB, PLAIN)
+    party = make_party(tmp_path, "bob", rsa.generate_private_key(65537, 2048))
+    imap = front_login(front, BOB, None)
+    try:
+        xkey = XKeyClient(imap)
+        assert xkey.provision(party.cert_der) is not None
+        xkey.set_policy(mode="ALWAYS", format="SMIME")
+    finally:
+        imap.logout()
+    imap = front_login(front, BOB)
+    try:
+        typ, data = imap.uid("FETCH", "1", "(RFC822.SIZE BODY.PEEK[])")
+        assert typ == "OK", data
+        view = data[0][1]
+        size = int(re.search(rb"RFC822.SIZE (\d+)", data[0][0]).group(1))
+    finally:
+        imap.logout()
+    assert size == len(view)
+    smime_parts(view)
+    assert b"Hello." not in view
+    inner = openssl_decrypt(view, party, tmp_path)
+    assert b"Hello." in inner and b"Subject: plain" in inner
+    direct = direct_login(dovecot, BOB)
+    try:  # the mail at rest is Dovecot's, untouched
+        assert direct.uid("FETCH", "1", "(BODY.PEEK[])")[1][0][1] == PLAIN
+    finally:
+        direct.logout()
+
+
+def test_a_backend_stopped_mid_session_ends_the_session_with_bye(tmp_path: Path) -> None:
+    """Dovecot stops: the client is told * BYE [UNAVAILABLE] and the connection closes."""
+    import shutil
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="transcoder-dovecot-"))
+    instance = DovecotInstance(directory / "dovecot", dict(USERS))
+    try:
+        with instance, running_front(instance) as server:
+            client = WireClient(server.imap_port)
+            client.command(b"a", b"LOGIN " + ALICE.encode() + b' "' + USERS[ALICE].encode() + b'"')
+            client.command(b"b", b"SELECT INBOX")
+            started = time.monotonic()
+            instance.stop()
+            line = client.line(timeout=30)
+            assert line.startswith(b"* BYE [UNAVAILABLE]"), line
+            assert client.line(timeout=10) == b""  # closed
+            assert time.monotonic() - started < 30
+            client.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

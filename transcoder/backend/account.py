@@ -1,0 +1,206 @@
+"""One user's mailboxes on the backend server, as the IMAP layer's account (issue 11).
+
+:class:`BackendAccount` is the ``IAccount`` the realm (:mod:`.auth`) hands out
+for a login the backend accepted.  It owns the client session's backend
+connection and answers the IMAP layer's account calls over it:
+
+* LIST / LSUB: the backend's own matching, names decoded from modified UTF-7
+  for the IMAP layer (which encodes them again);
+* SELECT / EXAMINE: the backend's SELECT / EXAMINE, then the snapshot of
+  UIDs and flags (:class:`~transcoder.backend.mailbox.BackendMailbox`);
+* STATUS: the backend's STATUS (:meth:`BackendAccount.status`; the one
+  backend connection stays on the selected mailbox);
+* CREATE / DELETE / RENAME / SUBSCRIBE / UNSUBSCRIBE: passed on as they are;
+* APPEND: not carried yet (phase 2): ``NO [CANNOT]`` before the literal is read.
+
+The backend's NO for a command reaches the client with the backend's
+response code when it is one the front knows (:data:`.connection.PASSED_CODES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.mail import imap4
+from zope.interface import implementer
+
+from transcoder.backend.connection import BackendProtocol, BackendRefused, Literal
+from transcoder.backend.mailbox import BackendMailbox, NotCarried
+from transcoder.backend.response_syntax import DataResponse, String, quote
+from transcoder.errors import BadCommand, InvalidMailboxName
+from transcoder.store.listing import MailboxInfo
+from transcoder.store.names import decode_mutf7, encode_mutf7
+
+_STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"})
+
+
+def _wire_name(name: str | bytes) -> bytes | Literal:
+    """A mailbox name or pattern as a command argument (modified UTF-7, quoted)."""
+    text = name if isinstance(name, str) else name.decode("utf-8", "replace")
+    encoded = encode_mutf7(text).encode("ascii")
+    quoted = quote(encoded)
+    return Literal(encoded) if quoted is None else quoted
+
+
+def _text_name(token: Any) -> str | None:
+    """A mailbox name token of the backend's as text; None if it is not modified UTF-7."""
+    raw = token.value if isinstance(token, String) else token
+    if not isinstance(raw, bytes):
+        return None
+    try:
+        return decode_mutf7(raw.decode("ascii"))
+    except ValueError:
+        return None
+
+
+@implementer(imap4.IAccount, imap4.INamespacePresenter)
+class BackendAccount:
+    """The mailboxes of one address on the backend (see the module docstring)."""
+
+    def __init__(self, address: str, connection: BackendProtocol, clock: Any) -> None:
+        self.address = address
+        self.connection = connection
+        self.clock = clock
+
+    # -- lookup -----------------------------------------------------------------------
+
+    def exists(self, name: str | bytes) -> bool:
+        """Asked by APPEND before its literal: APPEND is not carried yet, so refuse it here."""
+        raise NotCarried("APPEND is not carried to the backend yet")
+
+    def select(self, name: str | bytes, rw: bool = True) -> defer.Deferred[BackendMailbox | None]:
+        """SELECT (``rw``) or EXAMINE on the backend; None if the backend refuses the name."""
+        return defer.Deferred.fromCoroutine(self._select(name, rw))
+
+    async def _select(self, name: str | bytes, rw: bool) -> BackendMailbox | None:
+        text = name if isinstance(name, str) else name.decode("utf-8", "replace")
+        verb = b"SELECT" if rw else b"EXAMINE"
+        try:
+            result = await self.connection.command(verb, _wire_name(text))
+        except BackendRefused:
+            return None
+        writeable = rw and result.status.code_name != b"READ-ONLY"
+        mailbox = BackendMailbox(self, text, writeable, self.clock, result)
+        await mailbox.load_snapshot()
+        return mailbox
+
+    def _listing(
+        self, verb: bytes, ref: str | bytes, wildcard: str | bytes
+    ) -> defer.Deferred[list[tuple[str, MailboxInfo]]]:
+        d = self.connection.command(verb, _wire_name(ref), _wire_name(wildcard))
+        return d.addCallback(lambda result: self._entries(result.data(verb)))
+
+    @staticmethod
+    def _entries(responses: list[DataResponse]) -> list[tuple[str, MailboxInfo]]:
+        out = []
+        for response in responses:
+            tokens = response.tokens
+            if len(tokens) < 4 or not isinstance(tokens[1], list):
+                continue
+            name = _text_name(tokens[3])
+            if name is None:
+                continue  # not modified UTF-7: a name the front could not present
+            attributes = tuple(t.decode("ascii", "replace") for t in tokens[1])
+            out.append((name, MailboxInfo(attributes)))
+        return out
+
+    def listMailboxes(
+        self, ref: str | bytes, wildcard: str | bytes
+    ) -> defer.Deferred[list[tuple[str, MailboxInfo]]]:
+        """LIST (RFC 3501 section 6.3.8), matched by the backend."""
+        return self._listing(b"LIST", ref, wildcard)
+
+    def list_subscribed(
+        self, ref: str | bytes, wildcard: str | bytes
+    ) -> defer.Deferred[list[tuple[str, MailboxInfo]]]:
+        """LSUB (RFC 3501 section 6.3.9), matched by the backend."""
+        return self._listing(b"LSUB", ref, wildcard)
+
+    # -- STATUS -------------------------------------------------------------------------
+
+    def status(self, name: str, items: Iterable[str]) -> defer.Deferred[dict[str, int]]:
+        """STATUS on the backend (the selected mailbox stays selected there)."""
+        wanted = [item.upper() for item in items]
+        for item in wanted:
+            if item not in _STATUS_ITEMS:
+                raise BadCommand(f"Unknown STATUS item {item}")
+        argument = b"(" + " ".join(wanted).encode("ascii") + b")"
+        d = self.connection.command(b"STATUS", _wire_name(name), argument)
+        return d.addCallback(lambda result: self._status_values(result.data(b"STATUS")))
+
+    @staticmethod
+    def _status_values(responses: list[DataResponse]) -> dict[str, int]:
+        values: dict[str, int] = {}
+        for response in responses:
+            pairs = response.tokens[2] if len(response.tokens) > 2 else []
+            if not isinstance(pairs, list):
+                continue
+            for i in range(0, len(pairs) - 1, 2):
+                key, value = pairs[i], pairs[i + 1]
+                if isinstance(key, bytes) and isinstance(value, bytes) and value.isdigit():
+                    values[key.decode("ascii").upper()] = int(value)
+        return values
+
+    # -- hierarchy and subscriptions: passed on ---------------------------------------------
+
+    def _simple(self, verb: bytes, *names: str | bytes) -> defer.Deferred[bool]:
+        for name in names:
+            text = name if isinstance(name, str) else name.decode("utf-8", "replace")
+            if not text:
+                raise InvalidMailboxName("Empty mailbox name")
+        d = self.connection.command(verb, *(_wire_name(n) for n in names))
+        return d.addCallback(lambda _: True)
+
+    def create(self, pathspec: str | bytes) -> defer.Deferred[bool]:
+        """CREATE on the backend."""
+        return self._simple(b"CREATE", pathspec)
+
+    def addMailbox(self, name: str | bytes, mbox: Any = None) -> defer.Deferred[bool]:
+        """IAccount's create (only ``mbox=None``)."""
+        if mbox is not None:
+            raise NotCarried("Cannot add a foreign mailbox object to a backend account")
+        return self.create(name)
+
+    def delete(self, name: str | bytes) -> defer.Deferred[bool]:
+        """DELETE on the backend."""
+        return self._simple(b"DELETE", name)
+
+    def rename(self, oldname: str | bytes, newname: str | bytes) -> defer.Deferred[bool]:
+        """RENAME on the backend."""
+        return self._simple(b"RENAME", oldname, newname)
+
+    def subscribe(self, name: str | bytes) -> defer.Deferred[bool]:
+        """SUBSCRIBE on the backend."""
+        return self._simple(b"SUBSCRIBE", name)
+
+    def unsubscribe(self, name: str | bytes) -> defer.Deferred[bool]:
+        """UNSUBSCRIBE on the backend."""
+        return self._simple(b"UNSUBSCRIBE", name)
+
+    def isSubscribed(self, name: str | bytes) -> bool:
+        """Not known without asking the backend: LSUB answers it."""
+        return False
+
+    # -- namespaces (RFC 2342) ------------------------------------------------------------
+
+    def getPersonalNamespaces(self) -> list[list[str]]:
+        """One personal namespace: ``("" "/")`` (the backend's delimiter is checked at login)."""
+        return [["", "/"]]
+
+    def getSharedNamespaces(self) -> list[list[str]] | None:
+        """None: shared namespaces are not carried."""
+        return None
+
+    def getUserNamespaces(self) -> list[list[str]] | None:
+        """None: other users' namespaces are not carried."""
+        return None
+
+    getOtherNamespaces = getUserNamespaces
+
+    # -- adding messages (phase 2) ----------------------------------------------------------
+
+    def append(self, name: str | bytes, source: Any, flags: Any = (), date: Any = None) -> Any:
+        """APPEND is not carried yet: ``NO [CANNOT]``."""
+        return defer.fail(NotCarried("APPEND is not carried to the backend yet"))

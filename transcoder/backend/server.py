@@ -1,0 +1,219 @@
+"""The IMAP server as a front before a backend IMAP server (issue 11): what differs.
+
+:class:`BackendIMAP4Server` is the whole :class:`~transcoder.imap.server.TranscodingIMAP4Server`
+-- XKEY, views and transcoding, throttled logins, command order, streamed
+FETCH, mailbox updates -- with :class:`BackendFrontMixin` in front of it for
+what a backend changes:
+
+* **FETCH** loads a message's octets from the backend only when an item
+  needs them (content or MIME structure) and no cached view already serves
+  it: :meth:`BackendFrontMixin.fetch_view` wraps the view seam;
+* **STATUS** asks the backend (the session's one backend connection stays on
+  the selected mailbox); **NOOP** waits for the backend's NOOP, so its
+  answer carries what changed there;
+* **the backend going away** ends the client's session with
+  ``* BYE [UNAVAILABLE]`` (RFC 3501 section 7.1.5) at once; commands already
+  waiting get ``NO [UNAVAILABLE]``;
+* **capabilities**: only what is carried through: no MOVE (COPY, MOVE, APPEND
+  and SEARCH answer ``NO [CANNOT]`` until phase 2, docs/design.md
+  "Backend front").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from transcoder.backend.account import BackendAccount
+from transcoder.backend.mailbox import NotCarried
+from transcoder.backend.message import BackendMessage, OctetsNotLoaded
+from transcoder.errors import ClientError
+from transcoder.imap.fetch_syntax import FetchItem
+from transcoder.imap.mailbox_base import MailboxCommandMixin
+from transcoder.imap.mailbox_syntax import decode_mailbox_name, format_mailbox
+from transcoder.imap.server import TranscodingIMAP4Factory, TranscodingIMAP4Server
+
+log = Logger()
+
+#: FETCH items answered without the message's octets (its size is the backend's RFC822.SIZE).
+_METADATA_ITEMS = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"})
+#: Capabilities of commands the front does not carry through to the backend yet.
+_NOT_CARRIED = (b"MOVE",)
+
+
+def _needs_octets(items: tuple[FetchItem, ...]) -> bool:
+    """Whether a FETCH's items need the messages' octets (content or MIME structure)."""
+    return any(item.section is not None or item.name not in _METADATA_ITEMS for item in items)
+
+
+class BackendFrontMixin:
+    """What the front changes in the IMAP server (see the module docstring)."""
+
+    # Attributes of the server this mixin is combined with (for the type checker).
+    account: Any
+    mbox: Any
+    transport: Any
+    _fetch_needs_octets = True
+    _backend_gone = False
+
+    # -- capabilities --------------------------------------------------------------
+
+    def capabilities(self) -> dict[bytes, Any]:
+        """The server's capabilities less those not carried through to the backend."""
+        caps: dict[bytes, Any] = super().capabilities()  # type: ignore[misc]
+        for name in _NOT_CARRIED:
+            caps.pop(name, None)
+        return caps
+
+    # -- the backend's connection --------------------------------------------------------
+
+    def _login_succeeded(self, result: Any, tag: bytes, login: bytes | None) -> None:
+        """Logged in: follow the backend connection, whose loss ends this session."""
+        super()._login_succeeded(result, tag, login)  # type: ignore[misc]
+        account = getattr(self, "account", None)
+        if isinstance(account, BackendAccount):
+            account.connection.on_lost.append(self._backend_lost)
+
+    def _backend_lost(self) -> None:
+        """The backend went away: ``* BYE [UNAVAILABLE]`` and close (RFC 3501 section 7.1.5)."""
+        if self._backend_gone or not getattr(self.transport, "connected", True):
+            return
+        self._backend_gone = True
+        self_: Any = self
+        self_.sendLine(b"* BYE [UNAVAILABLE] Backend server unavailable")
+        self.transport.loseConnection()
+
+    # -- FETCH ------------------------------------------------------------------------
+
+    def do_FETCH(
+        self, tag: bytes, messages: Any, items: tuple[FetchItem, ...], uid: int = 0
+    ) -> Any:
+        """Note whether the items need octets (commands run one at a time), then FETCH."""
+        self._fetch_needs_octets = _needs_octets(items)
+        return super().do_FETCH(tag, messages, items, uid)  # type: ignore[misc]
+
+    select_FETCH: Any = (
+        do_FETCH,
+        TranscodingIMAP4Server.arg_sequence_set,
+        TranscodingIMAP4Server.arg_fetch_items,
+    )
+
+    def fetch_view(self, message: Any, content: bool = True) -> defer.Deferred[Any]:
+        """The view seam, loading the backend's octets only when they are needed.
+
+        The transcoding layer answers from its view cache without reading the
+        message; when it must read it (a view to make, a size to predict) on
+        the reactor thread, the message raises :class:`OctetsNotLoaded`,
+        and the view is asked for again once the octets are here.  A stored
+        message served as it is gets its octets when the FETCH's items need them.
+        """
+        parent = super().fetch_view  # type: ignore[misc]
+        if not isinstance(message, BackendMessage):
+            return parent(message, content)
+
+        def retry(failure: Any) -> Any:
+            failure.trap(OctetsNotLoaded)
+            return message.load().addCallback(lambda _: parent(message, content))
+
+        d: defer.Deferred[Any] = parent(message, content)
+        d.addErrback(retry)
+        d.addCallback(self._with_octets)
+        return d
+
+    def _with_octets(self, view: Any) -> Any:
+        if isinstance(view, BackendMessage) and not view.loaded and self._fetch_needs_octets:
+            return view.load()
+        return view
+
+    # -- NOOP and STATUS --------------------------------------------------------------------
+
+    def do_NOOP(self, tag: bytes) -> None:
+        """NOOP: in the selected state, the backend's NOOP first (its news are reported)."""
+        self_: Any = self
+        refresh = getattr(self.mbox, "refresh", None) if self_.state == "select" else None
+        if refresh is None:
+            self_.sendPositiveResponse(tag, b"NOOP completed")
+            return
+        d = defer.maybeDeferred(refresh)
+        d.addCallbacks(
+            lambda _: self_.sendPositiveResponse(tag, b"NOOP completed"),
+            lambda failure: self_.send_error(tag, failure),
+        )
+
+    unauth_NOOP = (do_NOOP,)
+    auth_NOOP = unauth_NOOP
+    select_NOOP = unauth_NOOP
+    logout_NOOP = unauth_NOOP
+
+    def do_CHECK(self, tag: bytes) -> None:
+        """CHECK (RFC 3501 section 6.4.1): as NOOP."""
+        self.do_NOOP(tag)
+
+    select_CHECK = (do_CHECK,)
+
+    def do_STATUS(self, tag: bytes, raw_name: bytes, items: list[str]) -> None:
+        """STATUS, answered by the backend (the selected mailbox stays selected there)."""
+        self_: Any = self
+        self_.run_command(tag, self._backend_status, raw_name, items)
+
+    auth_STATUS: Any = (
+        do_STATUS,
+        MailboxCommandMixin.arg_mailbox,
+        MailboxCommandMixin.arg_status_items,
+    )
+    select_STATUS: Any = auth_STATUS
+
+    async def _backend_status(self, tag: bytes, raw_name: bytes, items: list[str]) -> None:
+        self_: Any = self
+        name = decode_mailbox_name(raw_name)
+        values = await self.account.status(name, items)
+        missing = [item for item in items if item not in values]
+        if missing:
+            raise ClientError("Backend did not report " + " ".join(missing), code="UNAVAILABLE")
+        if "UIDVALIDITY" in values:
+            values["UIDVALIDITY"] = await self_.presented_validity(int(values["UIDVALIDITY"]))
+        body = " ".join(f"{item} {int(values[item])}" for item in items).encode("ascii")
+        self_.sendUntaggedResponse(b"STATUS " + format_mailbox(name) + b" (" + body + b")")
+        self_.sendPositiveResponse(tag, b"STATUS completed")
+
+    # -- not carried yet (phase 2) -------------------------------------------------------
+
+    def do_SEARCH(self, tag: bytes, criteria: Any, uid: int = 0) -> None:
+        """SEARCH is not carried to the backend yet: ``NO [CANNOT]``."""
+        self_: Any = self
+        self_.send_error(tag, NotCarried("SEARCH is not carried to the backend yet"))
+
+    select_SEARCH: Any = (do_SEARCH, TranscodingIMAP4Server.arg_search_criteria)
+
+    def do_COPY(self, tag: bytes, messages: Any, raw_name: bytes, uid: int = 0) -> None:
+        """COPY is not carried to the backend yet: ``NO [CANNOT]``."""
+        self_: Any = self
+        self_.send_error(tag, NotCarried("COPY is not carried to the backend yet"))
+
+    def do_MOVE(self, tag: bytes, messages: Any, raw_name: bytes, uid: int = 0) -> None:
+        """MOVE is not carried to the backend yet: ``NO [CANNOT]``."""
+        self_: Any = self
+        self_.send_error(tag, NotCarried("MOVE is not carried to the backend yet"))
+
+    select_COPY: Any = (
+        do_COPY,
+        TranscodingIMAP4Server.arg_sequence_set,
+        MailboxCommandMixin.arg_mailbox,
+    )
+    select_MOVE: Any = (
+        do_MOVE,
+        TranscodingIMAP4Server.arg_sequence_set,
+        MailboxCommandMixin.arg_mailbox,
+    )
+
+
+class BackendIMAP4Server(BackendFrontMixin, TranscodingIMAP4Server):
+    """The IMAP server as a front before a backend IMAP server (see the module docstring)."""
+
+
+class BackendIMAP4Factory(TranscodingIMAP4Factory):
+    """Builds :class:`BackendIMAP4Server` protocols; portal: :func:`.auth.make_backend_portal`."""
+
+    protocol = BackendIMAP4Server
