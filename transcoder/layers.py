@@ -157,12 +157,11 @@ def transcoding_layer(
     except GpgFailed as e:
         log.warn("OpenPGP transcoding unavailable (fails closed): {why}", why=e.log_detail())
     gpg_processes = options["gpg-processes"] or os.cpu_count() or 2
-    builtins: list[Transcoder] = [
-        SmimeTranscoder(cms),
+    builtins: list[Transcoder] = [SmimeTranscoder(cms)]
+    if options.get("openpgp-encoder", "native") == "native":
         # The native encoder first; gpg serves the keys it refuses (issue 12).
-        NativePgpMimeTranscoder(on_fallback=log_gpg_fallback),
-        PgpMimeTranscoder(keyring, GpgPool(gpg_processes)),
-    ]
+        builtins.append(NativePgpMimeTranscoder(on_fallback=log_gpg_fallback))
+    builtins.append(PgpMimeTranscoder(keyring, GpgPool(gpg_processes)))
     registry, failures = TranscoderRegistry.from_entry_points(builtins)
     for failure in failures:
         log.error(

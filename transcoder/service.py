@@ -83,6 +83,13 @@ class Options(usage.Options):
         ],
         ["gpg", None, "gpg", "The gpg binary (GnuPG 2.1 or later) for OpenPGP keys and mail."],
         [
+            "openpgp-encoder",
+            None,
+            "native",
+            "PGP/MIME encryption: native (in the server; gpg only for keys it cannot serve)"
+            " or gpg (one gpg process per message).",
+        ],
+        [
             "smime-cipher",
             None,
             "aes256-cbc",
@@ -148,6 +155,8 @@ class Options(usage.Options):
         self["max-literal-size"] = _number(self, "max-literal-size", 1024)
         self["view-cache-size"] = _number(self, "view-cache-size", 0)
         self["gpg-processes"] = _number(self, "gpg-processes", 0)
+        if self["openpgp-encoder"] not in ("native", "gpg"):
+            raise usage.UsageError("--openpgp-encoder must be native or gpg")
         for name in ("max-connections", "max-connections-per-address", "login-deadline"):
             self[name] = _number(self, name, 1)
         self["auth-cache-ttl"] = _number(self, "auth-cache-ttl", 0)

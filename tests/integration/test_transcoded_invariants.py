@@ -340,7 +340,8 @@ def gpg_wrapped_server(
     with running_server(root, accounts) as server:
         provision(server, ALICE, pgp.x25519.material, OPENPGP)
         server.stop()
-        server.extra_args = ("--gpg", str(wrapper))
+        # gpg at FETCH time: the native encoder (issue 12) would never call it.
+        server.extra_args = ("--gpg", str(wrapper), "--openpgp-encoder", "gpg")
         server.start()
         yield server
 

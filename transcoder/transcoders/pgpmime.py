@@ -1,7 +1,7 @@
-"""The built-in PGP/MIME transcoder: the whole message as one ``multipart/encrypted``.
+"""The built-in PGP/MIME transcoders: the whole message as one ``multipart/encrypted``.
 
-The recipe on top of :mod:`transcoder.openpgp` (gpg through python-gnupg).
-The view (RFC 3156 section 4; header protection per RFC 9788)::
+Two transcoders make the same view (RFC 3156 section 4; header protection
+per RFC 9788)::
 
     <outer header: transcoder.mime.protect>
     MIME-Version: 1.0
@@ -27,42 +27,65 @@ The view (RFC 3156 section 4; header protection per RFC 9788)::
     --pgp-mime-...--
 
 whose plaintext is the inner entity (the original message with its header
-fields carried inside, ``hp="cipher"``), streamed from the stored file into
-gpg's stdin; gpg's armored output is written to ``out`` as it comes.  This
-is the layout Thunderbird, mutt and K-9/FairEmail produce and decrypt.
+fields carried inside, ``hp="cipher"``).  This is the layout Thunderbird,
+mutt and K-9/FairEmail produce and decrypt.  The boundary is the request's
+draw ``pgp-mime/boundary``; it cannot collide with the content: the armor's
+lines are base64 (no ``-`` at a line start but in its BEGIN/END lines,
+which do not start with ``--pgp-mime-``).
 
-The boundary is the request's draw ``pgp-mime/boundary``, so it is derived
-like every S/MIME value; gpg's own randomness (session key, PKESK) is not
-yet (issue 12 brings a native encoder): a PGP/MIME view is byte-stable only
-through the view cache.  The boundary cannot collide with the content: the
-armor's lines are base64 (no ``-`` at a line start but in its BEGIN/END
-lines, which do not start with ``--pgp-mime-``).
+* :class:`NativePgpMimeTranscoder` (``pgp-mime``, issue 12) encrypts in the
+  server with :mod:`transcoder.openpgp.encoder`: no process per message,
+  and every random octet -- session key, CFB prefix, RSA padding, ephemeral
+  ECDH keys, boundary -- is a draw, so the view is a pure function of its
+  inputs (``deterministic = True``: the server may drop and recompute it).
+  It serves a set of keys only if it can encrypt to each of them natively
+  (:func:`~transcoder.openpgp.recipients.recipient_for_key`: v4 RSA and
+  ECDH on cv25519, P-256, P-384, P-521 -- every key the keystore accepts
+  today); the draws are scoped by a digest of the inner entity's header
+  and extent, as :func:`transcoder.transcoders.smime.plaintext_draws` does.
+* :class:`PgpMimeTranscoder` (``pgp-mime-gpg``, issue 5) streams the inner
+  entity through one gpg process per message (python-gnupg); gpg draws its
+  own session key, so its views are stored once made.  It serves the keys
+  the native encoder refuses (ElGamal, v5 keys, unknown curves...): it is
+  registered after the native one, and :func:`select_transcoder` takes the
+  first transcoder whose ``can_serve`` accepts the account's keys.  The
+  native transcoder reports each key it refuses once, through its
+  ``on_fallback`` callback (the server logs it).  Each message costs one gpg
+  process (about 3-5 ms on top of the encryption), bounded by a
+  :class:`~transcoder.openpgp.pool.GpgPool`.
 
-No size prediction (no :class:`ISizePredictor`): gpg's output length depends
-on its packet framing (partial body lengths) and the recipients' key types,
-so it cannot be computed exactly without encrypting.
-
-Each message costs one gpg process (about 3-5 ms on top of the encryption);
-gpg cannot encrypt several independent messages in one run, so the
-transcoder bounds the number of concurrent processes with a
-:class:`~transcoder.openpgp.pool.GpgPool` (default: one per CPU) and lets
-the worker threads keep every core busy.
+Neither claims :class:`ISizePredictor`.  The native view's size is known
+without encrypting (:meth:`NativePgpMimeTranscoder.predicted_size`, exact),
+but the server's prediction (``PredictedView``) describes a view by its
+header section alone, which for a ``multipart/encrypted`` view would give a
+BODYSTRUCTURE without its two parts, and the header carries the drawn
+boundary, which a prediction made without the view's draws cannot repeat.
 
 No twisted import here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import threading
+from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 from zope.interface import implementer
 
 from transcoder.keys.model import KeyFormat, KeyStatus, OpenPgpDetails, StoredKey
-from transcoder.mime.protect import InnerEntityReader, parse_top_level, protect
-from transcoder.openpgp.errors import GpgFailed
+from transcoder.mime.protect import (
+    InnerEntityReader,
+    ProtectedParts,
+    open_inner,
+    parse_top_level,
+    protect,
+)
+from transcoder.openpgp.encoder import armored_message_size, encrypt_armored
+from transcoder.openpgp.errors import GpgFailed, OpenPgpError
 from transcoder.openpgp.keyring import Keyring, unusable_reason
 from transcoder.openpgp.pool import GpgPool
+from transcoder.openpgp.recipients import Recipient, recipient_for_key
 from transcoder.transcoders.errors import TranscodeFailed
 from transcoder.transcoders.interfaces import ITranscoder, TranscodeRequest, TranscodeResult
 from transcoder.transcoders.selection import usable_keys
@@ -133,10 +156,11 @@ class PgpMimeTranscoder:
     processes.  Safe to call from several worker threads at once.
     """
 
-    name = "pgp-mime"
+    name = "pgp-mime-gpg"
     media_type = "multipart/encrypted"
     key_format = KeyFormat.OPENPGP
     settings_id = f"pgp-mime-v{LAYOUT_VERSION};aes256;compress-none;armor"
+    deterministic = False
 
     def __init__(self, keyring: Keyring, pool: GpgPool | None = None) -> None:
         self.keyring = keyring
@@ -177,4 +201,118 @@ class PgpMimeTranscoder:
         return TranscodeResult(len(head) + armored + len(tail), self.media_type)
 
 
-__all__ = ["LAYOUT_VERSION", "PgpMimeTranscoder", "make_boundary", "view_head", "view_tail"]
+#: Called with a key the native encoder refuses and why (once per key version).
+FallbackReport = Callable[[StoredKey, str], None]
+
+
+def pgp_draws(request: TranscodeRequest, parts: ProtectedParts) -> Callable[[str, int], bytes]:
+    """The request's draws, each label scoped to the inner entity ``parts`` describe.
+
+    As :func:`transcoder.transcoders.smime.plaintext_draws`: SHA-256 of the
+    inner header section and the body's extent, so the session key and the
+    CFB prefix are a function of the exact plaintext encrypted.
+    """
+    extent = f"{parts.body_start}-{parts.body_end}".encode("ascii")
+    scope = hashlib.sha256(parts.inner_header + b"\0" + extent).hexdigest()[:32]
+    return lambda label, size: request.draw(f"pgp-mime/{scope}/{label}", size)
+
+
+#: The length of every boundary (``pgp-mime-`` and 32 hex digits): sizes need no draw.
+BOUNDARY_LENGTH = len(b"pgp-mime-") + 2 * BOUNDARY_BYTES
+
+
+@implementer(ITranscoder)
+class NativePgpMimeTranscoder:
+    """Encrypts each message to the user's active OpenPGP keys in the server (module doc).
+
+    ``on_fallback`` is told once about each key version it will not serve
+    (the gpg transcoder then serves the account).  Safe to call from several
+    worker threads at once.
+    """
+
+    name = "pgp-mime"
+    media_type = "multipart/encrypted"
+    key_format = KeyFormat.OPENPGP
+    settings_id = f"pgp-mime-v{LAYOUT_VERSION};native;aes256;seipd1;compress-none;armor"
+    deterministic = True
+
+    def __init__(self, on_fallback: FallbackReport | None = None) -> None:
+        self.on_fallback = on_fallback
+        self._reported: set[tuple[str, bytes]] = set()
+        self._lock = threading.Lock()
+
+    def _native(self, key: StoredKey) -> bool:
+        """Whether the encoder can encrypt to ``key``; reports a refusal once."""
+        try:
+            recipient_for_key(key)
+        except OpenPgpError as e:
+            marker = (key.fingerprint, hashlib.sha256(key.material).digest())
+            with self._lock:
+                first = marker not in self._reported
+                self._reported.add(marker)
+            if first and self.on_fallback is not None:
+                self.on_fallback(key, str(e))
+            return False
+        return True
+
+    def can_serve(self, keys: Sequence[StoredKey]) -> bool:
+        """Whether some key is servable and the encoder can encrypt to every servable key."""
+        servable = [k for k in keys if _servable(k)]
+        return bool(servable) and all(self._native(k) for k in servable)
+
+    def _recipients(self, request: TranscodeRequest) -> tuple[Recipient, ...]:
+        """The recipients of the usable keys; TranscodeFailed when none or one is refused."""
+        keys = tuple(
+            k
+            for k in usable_keys(request.keys, KeyFormat.OPENPGP, request.now)
+            if unusable_reason(k, request.now) is None
+        )
+        if not keys:
+            raise TranscodeFailed("no active, unexpired OpenPGP encryption key")
+        try:
+            return tuple(recipient_for_key(k) for k in keys)
+        except OpenPgpError as e:
+            raise TranscodeFailed(f"OpenPGP key not usable by the native encoder: {e}") from e
+
+    def predicted_size(self, request: TranscodeRequest) -> int:
+        """Octets :meth:`transcode` writes for ``request``: headers read, nothing drawn."""
+        recipients = self._recipients(request)
+        parts = protect(parse_top_level(request.source, request.size), request.obscure_subject)
+        placeholder = b"-" * BOUNDARY_LENGTH
+        fixed = len(view_head(parts.outer_header, placeholder)) + len(view_tail(placeholder))
+        try:
+            return fixed + armored_message_size(parts.inner_size, recipients)
+        except OpenPgpError as e:
+            raise TranscodeFailed(f"OpenPGP encryption refused: {e}") from e
+
+    def transcode(self, request: TranscodeRequest, out: BinaryIO) -> TranscodeResult:
+        """Write the PGP/MIME view of ``request.source`` to ``out``, streaming the body."""
+        recipients = self._recipients(request)
+        parts = protect(parse_top_level(request.source, request.size), request.obscure_subject)
+        boundary = make_boundary(request)
+        head = view_head(parts.outer_header, boundary)
+        tail = view_tail(boundary)
+        out.write(head)
+        try:
+            armored = encrypt_armored(
+                open_inner(request.source, parts),
+                parts.inner_size,
+                out,
+                recipients,
+                pgp_draws(request, parts),
+            )
+        except (OpenPgpError, EOFError) as e:  # the source shrank under us, a refused draw
+            raise TranscodeFailed(f"OpenPGP encryption failed: {e}") from e
+        out.write(tail)
+        return TranscodeResult(len(head) + armored + len(tail), self.media_type)
+
+
+__all__ = [
+    "LAYOUT_VERSION",
+    "NativePgpMimeTranscoder",
+    "PgpMimeTranscoder",
+    "make_boundary",
+    "pgp_draws",
+    "view_head",
+    "view_tail",
+]
