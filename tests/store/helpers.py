@@ -73,3 +73,24 @@ def deliver_like_postfix(maildir: Path, name: str, data: bytes) -> Path:
     target = maildir / "new" / name
     tmp.rename(target)
     return target
+
+
+class Worker:
+    """A worker thread run by hand: each call waits until the test lets it run (for real)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...], defer.Deferred[Any]]] = []
+
+    def __call__(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.calls.append((f, args, d))
+        return d
+
+    def run_next(self) -> None:
+        f, args, d = self.calls.pop(0)
+        try:
+            result = f(*args)
+        except Exception:
+            d.errback()
+        else:
+            d.callback(result)

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from twisted.internet import defer
 from twisted.mail.imap4 import MessageSet
+from twisted.python.failure import Failure
 
-from tests.store.helpers import append, message
+from tests.store.helpers import Worker, append, message
 from transcoder import files
-from transcoder.store import MailboxSession, MaildirAccount
+from transcoder.store import MailboxSession, MaildirAccount, MaildirStore
+from transcoder.store import group_sync as group_sync_module
 from transcoder.store import mailbox as mailbox_module
 
 
@@ -30,6 +34,19 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, list[str]]]:
         files.fsync_dir(path)
 
     monkeypatch.setattr(mailbox_module, "fsync_dir", watched)
+    return seen
+
+
+@pytest.fixture
+def group_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, list[str]]]:
+    """The same, for the fsyncs run by the group commit (in the worker)."""
+    seen: list[tuple[Path, list[str]]] = []
+
+    def watched(path: Path) -> None:
+        seen.append((path, sorted(os.listdir(path))))
+        files.fsync_dir(path)
+
+    monkeypatch.setattr(group_sync_module, "fsync_dir", watched)
     return seen
 
 
@@ -81,3 +98,56 @@ def test_a_failed_store_still_fsyncs_what_it_renamed(
     ((path, names),) = fsyncs
     assert path == cur
     assert sum(name.endswith(":2,S") and not (cur / name).is_dir() for name in names) == 4
+
+
+def fired(d: defer.Deferred[Any]) -> list[Any]:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    return out
+
+
+def test_stores_meanwhile_share_one_fsync_that_starts_after_them(
+    store: MaildirStore, account: MaildirAccount, group_fsyncs: list[tuple[Path, list[str]]]
+) -> None:
+    """Group commit: a STORE is answered only after an fsync begun after its rename;
+    STOREs that arrive during an fsync share the next one."""
+    a = five(account)
+    b = account.select("INBOX")
+    assert b is not None
+    worker = Worker()
+    store.run_blocking = worker
+    first = fired(a.store_durably(MessageSet(1), ["\\Seen"], 1, uid=False))
+    assert first == [] and len(worker.calls) == 1
+    second = fired(b.store_durably(MessageSet(2), ["\\Flagged"], 1, uid=False))
+    third = fired(a.store_durably(MessageSet(3), ["\\Seen"], 1, uid=False))
+    assert len(worker.calls) == 1  # the first fsync is still running: they wait
+    worker.run_next()
+    assert first == [{1: ["\\Seen", "\\Recent"]}]
+    assert second == [] and third == []
+    assert len(worker.calls) == 1  # one fsync for both
+    worker.run_next()
+    assert second == [{2: ["\\Flagged"]}] and third == [{3: ["\\Seen", "\\Recent"]}]
+    assert worker.calls == []
+    cur = account.root / "cur"
+    assert [path for path, _ in group_fsyncs] == [cur, cur]
+    assert sum(n.endswith(":2,S") or n.endswith(":2,F") for n in group_fsyncs[1][1]) == 3
+    # Nothing renamed since, nothing running: no fsync to wait for.
+    assert fired(a.flags_durable()) == [None] and worker.calls == []
+
+
+def test_a_failed_group_fsync_fails_every_store_of_its_batch(
+    store: MaildirStore, account: MaildirAccount
+) -> None:
+    """The fsync itself fails (the directory went away): the STORE is not answered OK."""
+    a = five(account)
+    worker = Worker()
+    store.run_blocking = worker
+    outcome = fired(a.store_durably(MessageSet(1), ["\\Seen"], 1, uid=False))
+    cur = account.root / "cur"
+    cur.rename(account.root / "cur.away")
+    try:
+        worker.run_next()
+    finally:
+        (account.root / "cur.away").rename(cur)
+    (failure,) = outcome
+    assert isinstance(failure, Failure) and failure.check(FileNotFoundError)

@@ -249,7 +249,10 @@ class UpdatesMixin:
         mbox = self_.mbox
         if not mbox.isWriteable():
             raise MailboxReadOnly("Mailbox is read-only")
-        d = defer.maybeDeferred(mbox.store, messages, list(action.flags), action.mode, bool(uid))
+        # The Maildir store makes the renames durable off the reactor thread,
+        # one fsync shared by the STOREs of every session meanwhile.
+        store = getattr(mbox, "store_durably", mbox.store)
+        d = defer.maybeDeferred(store, messages, list(action.flags), action.mode, bool(uid))
         return d.addCallback(self._stored, tag, mbox, bool(uid), action.silent)
 
     def _stored(

@@ -15,10 +15,14 @@ import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
 
 from transcoder.errors import MailboxNotFoundTryCreate, StoreError
 from transcoder.files import fsync_dir
 from transcoder.store.flags import KEYWORDS_FILE
+from transcoder.store.group_sync import GroupSync
 from transcoder.store.index import MailboxIndex, MessageRecord
 from transcoder.store.uidlist import UIDLIST_FILE, read_version
 
@@ -41,6 +45,7 @@ class MailboxState(MailboxIndex):
     """One mailbox as this process sees it, and every change made to it."""
 
     _unsynced_renames = False
+    _group: GroupSync | None = None
 
     def new_session_id(self) -> int:
         """A number identifying a session as the author of flag changes."""
@@ -107,6 +112,21 @@ class MailboxState(MailboxIndex):
         if self._unsynced_renames:
             self._unsynced_renames = False
             fsync_dir(self.cur)
+
+    def flags_durable(self, run_blocking: Callable[..., Any]) -> defer.Deferred[None]:
+        """Like :meth:`sync_flags`, off the reactor thread and shared (:mod:`.group_sync`).
+
+        Fires once every flag change made so far is durable.
+        """
+        if self._group is None:
+            self._group = GroupSync(lambda: self.cur, run_blocking, self._renames_covered)
+        if not self._unsynced_renames and not self._group.running:
+            return defer.succeed(None)
+        return self._group.wait()
+
+    def _renames_covered(self) -> None:
+        """An fsync of ``cur/`` is starting: it covers every rename made until now."""
+        self._unsynced_renames = False
 
     def remove(self, uids: Iterable[int]) -> None:
         """Delete the files of ``uids`` and forget them (EXPUNGE)."""
