@@ -6,12 +6,20 @@ import io
 import json
 import pickle
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 
+from tests.keyfactory import PgpKeys
+from tests.keys.certs import der, key_usage, make_cert, pem
 from transcoder.client import KeyInfo, PolicyInfo, XKeyConnectionError, XKeyError, main
-from transcoder.client.cli import format_keys, format_policy
+from transcoder.client.cli import build_parser, format_keys, format_policy, resolve_settings
+from transcoder.client.keyfile import KeyFileFacts, inspect_key, would_replace
 from transcoder.client.session import is_loopback, normalize_fingerprint
+from transcoder.client.settings import Settings
 from transcoder.client.syntax import (
     join_untagged,
     parse_status_text,
@@ -20,6 +28,7 @@ from transcoder.client.syntax import (
     parse_xkey_responses,
 )
 from transcoder.errors import ClientError
+from transcoder.keys.validate import validate_key
 
 DESIGN_EXAMPLE = (
     b'(FORMAT SMIME FINGERPRINT "00ff" ADDRESSES ("a@b.example") '
@@ -267,8 +276,12 @@ def test_timestamps_print_in_utc() -> None:
 
 
 def test_policy_lines() -> None:
-    """``policy`` prints mode and format, ``none`` when there is no format."""
-    assert format_policy(PolicyInfo("OFF", None)) == ["mode: OFF", "format: none"]
+    """``policy`` prints mode and format; without one, that the first key sets it."""
+    assert format_policy(PolicyInfo("OFF", None)) == [
+        "mode: OFF",
+        "format: not set yet (the first key you provision sets it)",
+    ]
+    assert format_policy(PolicyInfo("ALWAYS", "SMIME")) == ["mode: ALWAYS", "format: SMIME"]
 
 
 # --- helpers of the session --------------------------------------------------------------
@@ -319,14 +332,14 @@ def run(*argv: str, environ: dict[str, str] | None = None) -> tuple[int, str, st
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--host", "h", "keys"],
-        ["--user", "u", "keys"],
         ["--host", "h", "--user", "u"],
+        ["--host", "h", "--user", "u", "--plain", "--tls", "keys"],
+        ["--port", "x", "keys"],
+        ["new-identity", "x509", "alice@example.org"],
         ["--host", "h", "--user", "u", "policy", "--mode", "sometimes"],
         ["--host", "h", "--user", "u", "policy", "--format", "pem"],
         ["--host", "h", "--user", "u", "--tls", "--starttls", "keys"],
         ["--host", "h", "--user", "u", "--tls", "--insecure", "--cafile", "f", "keys"],
-        ["--host", "h", "--user", "u", "--insecure", "keys"],
         ["--host", "h", "--user", "u", "--password", "secret", "keys"],
         ["--host", "h", "--user", "u", "provision"],
     ],
@@ -374,3 +387,183 @@ def test_no_password_without_terminal_exits_2() -> None:
     )
     assert status == 2
     assert "TRANSCODER_PASSWORD" in err.getvalue()
+
+
+# --- settings: command line, environment, config file, defaults ---------------------------
+
+
+def settings_of(argv: list[str], environ: dict[str, str]) -> Settings:
+    """The settings ``main`` would connect with."""
+    return resolve_settings(build_parser().parse_args(argv), environ)
+
+
+def test_defaults_are_the_servers() -> None:
+    """With nothing given: localhost, STARTTLS on 1143; --tls: 1993; --plain: 1143."""
+    assert settings_of(["keys"], {}) == Settings("localhost", 1143, "starttls", None, None)
+    assert settings_of(["--tls", "keys"], {}).port == 1993
+    assert settings_of(["keys", "--plain"], {}).port == 1143  # options may follow the command
+    assert settings_of(["--tls", "--port", "993", "keys"], {}).port == 993
+
+
+def test_command_line_over_environment_over_config_file(tmp_path: Path) -> None:
+    """Each setting comes from the first source that gives it; a relative cafile in the
+    config file is relative to the file's folder."""
+    config = tmp_path / "conf" / "transcoder" / "client.conf"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        "[server]\nhost = file.example\nport = 2143\nsecurity = tls\ncafile = ca.pem\n"
+        "user = file@example.org\n"
+    )
+    environ = {"XDG_CONFIG_HOME": str(tmp_path / "conf"), "TRANSCODER_USER": "env@example.org"}
+    assert settings_of(["keys"], environ) == Settings(
+        "file.example", 2143, "tls", str(config.parent / "ca.pem"), "env@example.org"
+    )
+    environ["TRANSCODER_SECURITY"] = "STARTTLS"
+    got = settings_of(["--user", "cli@example.org", "--host", "cli.example", "keys"], environ)
+    assert (got.host, got.security, got.user) == ("cli.example", "starttls", "cli@example.org")
+    assert got.port == 2143  # the file's port still applies
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("[server]\nhots = x\n", "unknown setting 'hots'"),
+        ("host = x\n", "no [server] section"),
+        ("[server]\nhost\n", "cannot read"),
+        ("[other]\nhost = x\n", "no [server] section"),
+        ("[server]\nport = many\n", "port must be a number"),
+        ("[server]\nsecurity = ssl\n", "security must be one of"),
+    ],
+)
+def test_bad_config_file_exits_2(tmp_path: Path, text: str, why: str) -> None:
+    """A config file with a typo is reported on one line (exit 2), before connecting."""
+    config = tmp_path / "client.conf"
+    config.write_text(text)
+    status, _, err = run("keys", environ={"TRANSCODER_CLIENT_CONFIG": str(config)})
+    assert status == 2 and why in err and err.count("\n") == 1, err
+
+
+def test_configure_writes_the_settings_used_next_time(tmp_path: Path) -> None:
+    """``configure`` saves host, port, security, the absolute cafile and the user (mode 0600);
+    afterwards the short form connects with them."""
+    cafile = tmp_path / "server.crt"
+    cafile.write_bytes(der_to_pem_cert())
+    environ = {"HOME": str(tmp_path / "home")}
+    out = io.StringIO()
+    argv = ["configure", "--user", "demo@localhost", "--cafile", str(cafile)]
+    assert main(argv, environ=environ, stdout=out) == 0
+    path = tmp_path / "home" / ".config" / "transcoder" / "client.conf"
+    assert out.getvalue().startswith(f"wrote {path}:\n")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert settings_of(["keys"], environ) == Settings(
+        "localhost", 1143, "starttls", str(cafile), "demo@localhost"
+    )
+
+
+def test_configure_needs_a_user_and_a_loadable_cafile(tmp_path: Path) -> None:
+    """Without a user, or with a cafile that is no certificate, nothing is written (exit 2)."""
+    environ = {"HOME": str(tmp_path)}
+    status, _, err = run("configure", environ=environ)
+    assert status == 2 and "configure needs --user" in err
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    status, _, err = run("configure", "--user", "u@x", "--cafile", str(bad), environ=environ)
+    assert status == 2 and "cannot load --cafile" in err
+    assert not (tmp_path / ".config").exists()
+
+
+def test_no_user_anywhere_exits_2_with_the_setup_step() -> None:
+    """No --user, $TRANSCODER_USER or config file: exit 2 naming all three, before connecting."""
+    status, _, err = run("keys", environ={"TRANSCODER_PASSWORD": "x"})
+    assert status == 2
+    assert "--user" in err and "TRANSCODER_USER" in err and "configure --user" in err
+
+
+def test_plain_with_tls_options_exits_2() -> None:
+    """--plain with --cafile or --insecure on the command line is a contradiction (exit 2)."""
+    for extra in (["--cafile", "x.pem"], ["--insecure"]):
+        status, _, err = run("--user", "u", "--plain", *extra, "keys")
+        assert status == 2 and "need TLS" in err, err
+
+
+# --- key files: what would be replaced -----------------------------------------------------
+
+
+def der_to_pem_cert() -> bytes:
+    """A PEM certificate (any) for loading as a CA file."""
+    return pem(make_cert(ec.generate_private_key(ec.SECP256R1())))
+
+
+def test_inspect_certificate_and_openpgp_key(pgp_keys: PgpKeys) -> None:
+    """A certificate's SHA-256 fingerprint and role, an OpenPGP key's primary fingerprint,
+    as XKEY reports them; unreadable data is left to the server."""
+    cert = make_cert(ec.generate_private_key(ec.SECP256R1()))
+    facts = inspect_key(pem(cert))
+    assert facts == KeyFileFacts("SMIME", cert.fingerprint(hashes.SHA256()).hex(), True)
+    signing = make_cert(
+        ec.generate_private_key(ec.SECP256R1()), usage=key_usage(digital_signature=True)
+    )
+    assert inspect_key(der(signing)).encrypts is False  # type: ignore[union-attr]
+    pgp = inspect_key(pgp_keys.alice_25519)
+    assert pgp == KeyFileFacts("OPENPGP", pgp_keys.alice_25519_fpr.lower(), True)
+    assert inspect_key(b"hello") is None
+
+
+def test_would_replace_only_active_keys_of_the_same_format_and_role() -> None:
+    """Only an ACTIVE key of the same format and role with another fingerprint is replaced."""
+    facts = KeyFileFacts("SMIME", "aa", True)
+
+    def key(
+        fpr: str, fmt: str = "SMIME", usage: tuple[str, ...] = ("ENCRYPT",), st: str = "ACTIVE"
+    ) -> KeyInfo:
+        return KeyInfo(fmt, fpr, (), None, usage, st)
+
+    stored = [
+        key("AA"),  # the same key: a refresh
+        key("bb", st="RETIRED"),
+        key("cc", fmt="OPENPGP"),
+        key("dd", usage=("SIGN",)),
+        key("ee", st="EXPIRED"),
+        key("ff"),
+    ]
+    assert [k.fingerprint for k in would_replace(facts, stored)] == ["ff"]
+
+
+# --- new-identity --------------------------------------------------------------------------
+
+
+def test_new_smime_identity_is_accepted_and_importable(tmp_path: Path) -> None:
+    """The certificate passes the server's own validation for the address; the PKCS#12 holds
+    key and certificate under PBE-SHA1-3DES with the given password; files are not
+    overwritten."""
+    out = io.StringIO()
+    environ = {"TRANSCODER_P12_PASSWORD": "p12 secret"}
+    argv = ["new-identity", "smime", "alice@example.org", "--dir", str(tmp_path)]
+    assert main(argv, environ=environ, stdout=out) == 0
+    crt = (tmp_path / "alice@example.org.crt").read_bytes()
+    validated = validate_key(crt, "alice@example.org", datetime.now(UTC))
+    assert validated.format.value == "SMIME" and validated.key_algorithm == "RSA-3072"
+    assert (tmp_path / "alice@example.org.key").stat().st_mode & 0o777 == 0o600
+    p12 = (tmp_path / "alice@example.org.p12").read_bytes()
+    key, cert, _ = pkcs12.load_key_and_certificates(p12, b"p12 secret")
+    assert cert is not None and cert.public_bytes(serialization.Encoding.PEM) == crt
+    assert key is not None
+    # pbeWithSHAAnd3-KeyTripleDES-CBC (RFC 7292 appendix C), not PBES2
+    assert b"\x2a\x86\x48\x86\xf7\x0d\x01\x0c\x01\x03" in p12
+    assert "PKCS#12 password: p12 secret" in out.getvalue()
+    err = io.StringIO()
+    assert main(argv, environ=environ, stdout=io.StringIO(), stderr=err) == 2
+    assert "exists; not overwritten" in err.getvalue()
+
+
+def test_new_openpgp_identity_is_accepted(tmp_path: Path) -> None:
+    """gpg makes an Ed25519 key with a Curve25519 encryption subkey that the server accepts."""
+    out = io.StringIO()
+    argv = ["new-identity", "openpgp", "alice@example.org", "--dir", str(tmp_path)]
+    assert main(argv, environ={}, stdout=out) == 0
+    public = (tmp_path / "alice@example.org.pub.asc").read_bytes()
+    validated = validate_key(public, "alice@example.org", datetime.now(UTC))
+    assert validated.format.value == "OPENPGP"
+    assert f"fingerprint: {validated.fingerprint.upper()}" in out.getvalue()
+    secret = (tmp_path / "alice@example.org.sec.asc").read_bytes()
+    assert secret.startswith(b"-----BEGIN PGP PRIVATE KEY BLOCK-----")

@@ -16,9 +16,13 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.keys.certs import make_cert, pem
 from transcoder.client import XKeyClient, XKeyConnectionError, XKeyError, main
 from transcoder.client.cli import RESYNC_NOTE
 
@@ -113,12 +117,24 @@ def connect(peer: ScriptedPeer, password: str = "pw") -> XKeyClient:
     return XKeyClient.connect(peer.host, port, "alice@example.org", password, "plain")
 
 
-def cli(peer: ScriptedPeer, *argv: str) -> tuple[int, str, str]:
+def plain(argv: tuple[str, ...] | list[str]) -> list[str]:
+    """``argv`` with ``--plain`` unless it chooses TLS (the scripted peer speaks no TLS)."""
+    return list(argv) if "--starttls" in argv or "--tls" in argv else ["--plain", *argv]
+
+
+def never_asked(question: str) -> str:
+    raise AssertionError(f"asked {question!r}")
+
+
+def cli(
+    peer: ScriptedPeer, *argv: str, confirm: Callable[[str], str] = never_asked
+) -> tuple[int, str, str]:
     """Run the CLI in-process against the peer; return (status, stdout, stderr)."""
     port = peer.start()
     out, err = io.StringIO(), io.StringIO()
     status = main(
-        ["--host", peer.host, "--port", str(port), "--user", "alice@example.org", *argv],
+        ["--host", peer.host, "--port", str(port), "--user", "alice@example.org", *plain(argv)],
+        confirm=confirm,
         environ={"TRANSCODER_PASSWORD": "pw"},
         stdout=out,
         stderr=err,
@@ -250,7 +266,7 @@ def test_password_from_prompt(peer: ScriptedPeer) -> None:
         return "typed"
 
     argv = ["--host", "127.0.0.1", "--port", str(port), "--user", "alice@example.org", "keys"]
-    assert main(argv, environ={}, prompt=prompt, stdout=io.StringIO()) == 0
+    assert main(plain(argv), environ={}, prompt=prompt, stdout=io.StringIO()) == 0
     assert prompts == ["Password for alice@example.org: "]
     assert peer.logins == [("alice@example.org", "typed")]
 
@@ -327,3 +343,112 @@ def test_non_ascii_password_without_plain_mechanism(peer: ScriptedPeer) -> None:
         connect(peer, password="pässwort")
     assert caught.value.code == "AUTHENTICATIONFAILED"
     assert not any(b"LOGIN" in c for c in peer.commands)
+
+
+# -- provision: asking before a key in force is replaced ----------------------------------
+
+ACTIVE_OLD = (
+    b'* XKEY (FORMAT SMIME FINGERPRINT "0123abcd" ADDRESSES ("alice@example.org") '
+    b"NOT-AFTER NIL USAGE (ENCRYPT SIGN) STATUS ACTIVE)"
+)
+
+
+@pytest.fixture(scope="module")
+def cert_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A certificate file for alice and its fingerprint (SHA-256 of the DER)."""
+    cert = make_cert(ec.generate_private_key(ec.SECP256R1()))
+    path = tmp_path_factory.mktemp("wire") / "alice.pem"
+    path.write_bytes(pem(cert))
+    return str(path), cert.fingerprint(hashes.SHA256()).hex()
+
+
+def replacing_server(fingerprint: str, mode: bytes = b"OFF") -> Script:
+    """LIST shows an active certificate; PUT stores ``fingerprint`` and reports the old one."""
+
+    def script(line: bytes, literal: bytes | None) -> Answer:
+        if line == b"XKEY LIST":
+            return [ACTIVE_OLD], b"OK listed"
+        if line == b"XKEY POLICY":
+            return [b"* XKEY POLICY (MODE " + mode + b" FORMAT SMIME)"], b"OK shown"
+        stored = ACTIVE_OLD.replace(b"0123abcd", fingerprint.encode())
+        return [stored, ACTIVE_OLD.replace(b"STATUS ACTIVE", b"STATUS RETIRED")], b"OK put"
+
+    return script
+
+
+@pytest.mark.parametrize("answer", ["n\n", "\n", "no\n"])
+def test_provision_asks_and_stores_nothing_when_declined(
+    peer: ScriptedPeer, cert_file: tuple[str, str], answer: str
+) -> None:
+    """A certificate that would retire the active one: the active key is shown, the user is
+    asked; anything but yes sends no PUT and exits 1."""
+    path, fingerprint = cert_file
+    peer.script = replacing_server(fingerprint)
+    questions: list[str] = []
+
+    def confirm(question: str) -> str:
+        questions.append(question)
+        return answer
+
+    status, out, err = cli(peer, "provision", path, confirm=confirm)
+    assert (status, out) == (1, "")
+    assert questions == ["Replace it? [y/N] "]
+    assert "this key replaces your active SMIME key" in err and "0123abcd" in err
+    assert err.endswith("not replaced, nothing stored (pass --replace to replace without asking)\n")
+    assert peer.xkey_commands() == [b"XKEY LIST", b"XKEY POLICY"]
+    assert peer.literals == []
+
+
+def test_provision_replaces_when_confirmed_and_shows_what_it_superseded(
+    peer: ScriptedPeer, cert_file: tuple[str, str]
+) -> None:
+    """Answered yes: PUT is sent; stdout shows the stored key and the superseded one. Under
+    MODE ALWAYS the question says what the replacement costs, and the resync note follows."""
+    path, fingerprint = cert_file
+    peer.script = replacing_server(fingerprint, mode=b"ALWAYS")
+    status, out, err = cli(peer, "provision", path, confirm=lambda question: "y\n")
+    assert status == 0, err
+    stored, superseded = out.splitlines()
+    assert stored.startswith(f"stored:     {fingerprint}  SMIME    ACTIVE ")
+    assert superseded.startswith("superseded: 0123abcd") and " RETIRED " in superseded
+    assert "a full resync" in err and err.endswith(RESYNC_NOTE + "\n")
+    size = len(Path(path).read_bytes())
+    assert peer.xkey_commands()[:3] == [b"XKEY LIST", b"XKEY POLICY", b"XKEY PUT {%d}" % size]
+
+
+def test_provision_replace_skips_the_question(
+    peer: ScriptedPeer, cert_file: tuple[str, str]
+) -> None:
+    """--replace: no LIST, no question, straight to PUT."""
+    path, fingerprint = cert_file
+    peer.script = replacing_server(fingerprint)
+    status, out, _ = cli(peer, "provision", path, "--replace")
+    assert status == 0 and out.startswith("stored:")
+    assert peer.xkey_commands()[0].startswith(b"XKEY PUT {")
+
+
+def test_provision_without_terminal_refuses_to_replace(
+    peer: ScriptedPeer, cert_file: tuple[str, str]
+) -> None:
+    """No terminal to ask on (a script): nothing stored, exit 1, and the hint --replace."""
+    path, fingerprint = cert_file
+    peer.script = replacing_server(fingerprint)
+
+    def no_terminal(question: str) -> str:
+        raise EOFError
+
+    status, _, err = cli(peer, "provision", path, confirm=no_terminal)
+    assert status == 1 and "no terminal to ask on; pass --replace" in err
+    assert peer.literals == []
+
+
+def test_refreshing_the_active_key_asks_nothing(
+    peer: ScriptedPeer, cert_file: tuple[str, str]
+) -> None:
+    """The key in force uploaded again (a refresh) replaces nothing: no question."""
+    path, fingerprint = cert_file
+    listed = ACTIVE_OLD.replace(b"0123abcd", fingerprint.encode())
+    policy = b"* XKEY POLICY (MODE OFF FORMAT SMIME)"
+    peer.script = lambda line, literal: ([policy if line == b"XKEY POLICY" else listed], b"OK ok")
+    status, out, _ = cli(peer, "provision", path)
+    assert status == 0 and out.startswith(f"stored:     {fingerprint}")

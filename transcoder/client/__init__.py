@@ -14,13 +14,30 @@ that advertises the ``XKEY`` capability (docs/design.md, "Protocol: XKEY")::
 
 Modules: :mod:`.model` (the frozen values and the errors), :mod:`.syntax`
 (pure response parsing), :mod:`.session` (:class:`XKeyClient` over imaplib),
-:mod:`.cli` (the command line; exit status 0 / 1 refused / 2 failed).
+:mod:`.settings` (where to connect: command line, environment, config file),
+:mod:`.keyfile` (what a key file is, before it is sent), :mod:`.identity`
+(test identities), :mod:`.cli` (the command line; exit status 0 / 1 refused /
+2 failed).
 """
 
 from __future__ import annotations
 
 from transcoder.client.cli import main
-from transcoder.client.model import KeyInfo, PolicyInfo, XKeyConnectionError, XKeyError
+from transcoder.client.model import (
+    KeyInfo,
+    PolicyInfo,
+    PutResult,
+    XKeyConnectionError,
+    XKeyError,
+)
 from transcoder.client.session import XKeyClient
 
-__all__ = ["KeyInfo", "PolicyInfo", "XKeyClient", "XKeyConnectionError", "XKeyError", "main"]
+__all__ = [
+    "KeyInfo",
+    "PolicyInfo",
+    "PutResult",
+    "XKeyClient",
+    "XKeyConnectionError",
+    "XKeyError",
+    "main",
+]

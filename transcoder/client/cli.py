@@ -2,19 +2,36 @@
 
 Usage::
 
-    transcoder-client --host H [--port P] [--starttls | --tls] [--insecure | --cafile FILE]
-                      --user U COMMAND
+    transcoder-client [CONNECTION] COMMAND [CONNECTION]
 
-    COMMAND:  provision FILE                 store a certificate or OpenPGP public key ("-": stdin)
+    CONNECTION: [--host H] [--port P] [--starttls | --tls | --plain]
+                [--cafile FILE | --insecure] [--user ADDRESS] [--config FILE] [--timeout S]
+
+    COMMAND:  configure                      save the CONNECTION options given, once
+              provision FILE [--replace]     store a certificate or OpenPGP public key ("-": stdin)
               keys [--json]                  list your keys
               retire FINGERPRINT             retire a key
               policy [--mode always|off] [--format smime|openpgp] [--json]
+              new-identity smime|openpgp ADDRESS [--dir DIR] [--days N]
+                                             make a test identity (no server needed)
+
+Defaults are the server's (``twistd -n transcoder``): ``localhost``, STARTTLS
+on port 1143; ``--tls`` is implicit TLS on 1993.  Each setting comes from
+the command line, else the environment (``TRANSCODER_HOST``, ``_PORT``,
+``_SECURITY``, ``_CAFILE``, ``_USER``), else the config file that
+``configure`` writes (:mod:`transcoder.client.settings`).
 
 The password comes from the environment variable ``TRANSCODER_PASSWORD`` or,
 when that is unset, a prompt on the terminal -- never the command line, where
 other local users could read it.  The server certificate is verified (system
-CAs, or ``--cafile``); ``--insecure`` turns verification off, with a warning.
-Without ``--starttls``/``--tls`` the password is only sent to a loopback peer.
+CAs, or ``--cafile``, e.g. the server's generated ``DIR/tls/server.crt``);
+``--insecure`` turns verification off, with a warning.  ``--plain`` (no TLS)
+sends the password only to a loopback peer.
+
+``provision`` reads the key first: when it would replace a key in force
+(the server retires the active key of the same format and role), it shows
+that key and asks before storing, unless ``--replace``.  It prints the key
+stored and, from the server's answer, each key it superseded.
 
 A change that may alter how mail is served -- a key stored or retired
 under ``MODE ALWAYS``, a new mode or format -- is followed by a note on
@@ -23,8 +40,8 @@ so the user's mail clients download everything again.
 
 Exit status (see :data:`EXIT_CODES`): 0 success; 1 the server refused (one
 line on stderr: ``transcoder-client: XKEY-ADDRESS: <server text>``), does
-not offer XKEY, or answered something malformed; 2 command-line error,
-unreadable FILE, or connection/TLS/login failure.
+not offer XKEY, answered something malformed, or you declined a replacement;
+2 command-line error, unreadable FILE, or connection/TLS/login failure.
 """
 
 from __future__ import annotations
@@ -33,11 +50,21 @@ import argparse
 import getpass
 import json
 import os
+import secrets
 import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
+from transcoder.client.identity import (
+    KINDS,
+    IdentityError,
+    new_openpgp_identity,
+    new_smime_identity,
+)
+from transcoder.client.keyfile import inspect_key, would_replace
 from transcoder.client.model import (
     KeyInfo,
     PolicyInfo,
@@ -46,6 +73,17 @@ from transcoder.client.model import (
     format_timestamp,
 )
 from transcoder.client.session import DEFAULT_TIMEOUT, XKeyClient, normalize_fingerprint
+from transcoder.client.settings import (
+    DEFAULT_PORTS,
+    ENVIRONMENT,
+    Settings,
+    SettingsError,
+    config_path,
+    from_environment,
+    read_config,
+    render_config,
+    write_config,
+)
 
 PROG = "transcoder-client"
 #: Printed (on stderr) after a change that may have changed how mail is served (issue 9).
@@ -54,15 +92,61 @@ RESYNC_NOTE = (
     "UIDVALIDITY: your mail clients drop the copies they keep and download all messages "
     "again (a full resync), and open connections are ended (they reconnect)"
 )
+#: Said before a replacement is confirmed, when it will cost a resync.
+REPLACE_COST = (
+    "mail is served encrypted to that key now (MODE ALWAYS): after the replacement every "
+    "mailbox shows a new UIDVALIDITY and your mail clients download all messages again "
+    "(a full resync)"
+)
 PASSWORD_VARIABLE = "TRANSCODER_PASSWORD"
+#: The password ``new-identity smime`` protects the PKCS#12 file with (else one is generated).
+P12_PASSWORD_VARIABLE = "TRANSCODER_P12_PASSWORD"
 #: Exit status of each outcome.
 EXIT_CODES = {"ok": 0, "refused": 1, "failed": 2}
-#: Default ports: IMAP (STARTTLS or plain) and IMAPS (RFC 8314).
-DEFAULT_PORTS = {"starttls": 143, "plain": 143, "tls": 993}
+__all__ = ["DEFAULT_PORTS", "EXIT_CODES", "RESYNC_NOTE", "main"]
 
 
 class UsageError(Exception):
     """A problem on our side of the exchange (options, files): exit status 2."""
+
+
+class Declined(Exception):
+    """The user did not confirm replacing a key: nothing stored, exit status 1."""
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    """The options saying where and how to connect.
+
+    Given to the main parser and to every command (so they may follow the
+    command too), each defaulting to "not given": the environment and the
+    config file fill in what the command line leaves out.
+    """
+    unset = argparse.SUPPRESS
+    parser.add_argument("--host", default=unset, help="server name or address (localhost)")
+    parser.add_argument("--port", type=int, default=unset, help="default 1143, or 1993 with --tls")
+    security = parser.add_mutually_exclusive_group()
+    for flag, help_text in (
+        ("--starttls", "STARTTLS (the default)"),
+        ("--tls", "implicit TLS"),
+        ("--plain", "no TLS: to a loopback server only"),
+    ):
+        security.add_argument(
+            flag, dest="security", action="store_const", const=flag[2:], default=unset,
+            help=help_text,
+        )  # fmt: skip
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--cafile",
+        default=unset,
+        help="PEM file of CA certificates to verify the server with "
+        "(for the server's self-signed one: DIR/tls/server.crt)",
+    )
+    trust.add_argument(
+        "--insecure", action="store_true", default=unset, help="do not verify the certificate"
+    )
+    parser.add_argument("--user", default=unset, help="login name (your address)")
+    parser.add_argument("--config", default=unset, metavar="FILE", help="config file to use")
+    parser.add_argument("--timeout", type=float, default=unset, help="seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,37 +155,42 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Provision and manage your S/MIME and OpenPGP keys on an IMAP server "
         "that offers XKEY.",
-        epilog=f"The password is read from ${PASSWORD_VARIABLE} or prompted for. Exit status: "
-        "0 success, 1 refused by the server (or no XKEY), 2 usage, connection, TLS or "
-        "login failure.",
+        epilog=f"Settings come from the command line, else ${', $'.join(ENVIRONMENT.values())}"
+        ", else the config file `configure` writes. The password is read from "
+        f"${PASSWORD_VARIABLE} or prompted for. Exit status: 0 success, 1 refused by the "
+        "server (or no XKEY, or a replacement declined), 2 usage, connection, TLS or login "
+        "failure.",
     )
-    parser.add_argument("--host", required=True, help="server name or address")
-    parser.add_argument("--port", type=int, help="default 143, or 993 with --tls")
-    security = parser.add_mutually_exclusive_group()
-    security.add_argument(
-        "--starttls", dest="security", action="store_const", const="starttls", help="STARTTLS"
-    )
-    security.add_argument(
-        "--tls", dest="security", action="store_const", const="tls", help="implicit TLS"
-    )
-    # Neither: plain IMAP, and the password only goes to a loopback peer.
-    parser.set_defaults(security="plain")
-    trust = parser.add_mutually_exclusive_group()
-    trust.add_argument("--cafile", help="PEM file of CA certificates to verify the server with")
-    trust.add_argument("--insecure", action="store_true", help="do not verify the certificate")
-    parser.add_argument("--user", required=True, help="login name (your address)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds")
+    _connection_options(parser)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_options(common)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    provision = commands.add_parser("provision", help="store a certificate or OpenPGP key")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[common])
+
+    command("configure", "save the connection options given (and $TRANSCODER_*) for next time")
+    provision = command("provision", "store a certificate or OpenPGP key")
     provision.add_argument("file", metavar="FILE", help='key file (PEM, DER, PGP); "-" = stdin')
-    keys = commands.add_parser("keys", help="list your keys")
+    provision.add_argument(
+        "--replace", action="store_true", help="replace an active key without asking"
+    )
+    keys = command("keys", "list your keys")
     keys.add_argument("--json", action="store_true", help="print JSON")
-    retire = commands.add_parser("retire", help="retire a key")
+    retire = command("retire", "retire a key")
     retire.add_argument("fingerprint", metavar="FINGERPRINT")
-    policy = commands.add_parser("policy", help="show or change your policy")
+    policy = command("policy", "show or change your policy")
     policy.add_argument("--mode", type=str.upper, choices=("ALWAYS", "OFF"))
     policy.add_argument("--format", type=str.upper, choices=("SMIME", "OPENPGP"))
     policy.add_argument("--json", action="store_true", help="print JSON")
+    identity = commands.add_parser(
+        "new-identity", help="make a test S/MIME or OpenPGP identity (no server needed)"
+    )
+    identity.add_argument("kind", choices=KINDS)
+    identity.add_argument("address", metavar="ADDRESS")
+    identity.add_argument("--dir", default=".", help="where to write the files (default: .)")
+    identity.add_argument("--days", type=int, default=365, help="validity (default: 365)")
+    identity.add_argument("--gpg", default="gpg", metavar="PATH", help="gpg binary (openpgp)")
     return parser
 
 
@@ -119,12 +208,33 @@ def format_keys(keys: Sequence[KeyInfo]) -> list[str]:
 
 def format_policy(policy: PolicyInfo) -> list[str]:
     """The policy as ``mode: ...`` and ``format: ...`` lines."""
-    return [f"mode: {policy.mode}", f"format: {policy.format or 'none'}"]
+    shown = policy.format or "not set yet (the first key you provision sets it)"
+    return [f"mode: {policy.mode}", f"format: {shown}"]
 
 
-def ssl_context(args: argparse.Namespace, stderr: TextIO) -> ssl.SSLContext:
-    """Verify against the system CAs, or ``--cafile``; ``--insecure`` verifies nothing."""
-    if args.insecure:
+def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """The command line over the environment over the config file, then the defaults."""
+    try:
+        given = Settings(
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            security=getattr(args, "security", None),
+            cafile=getattr(args, "cafile", None),
+            user=getattr(args, "user", None),
+        )
+        path = config_path(environ, getattr(args, "config", None))
+        stored = read_config(path, required=hasattr(args, "config"))
+        settings = given.over(from_environment(environ).over(stored)).with_defaults()
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    if settings.security == "plain" and (hasattr(args, "cafile") or hasattr(args, "insecure")):
+        raise UsageError("--insecure and --cafile need TLS (not --plain)")
+    return settings
+
+
+def ssl_context(settings: Settings, insecure: bool, stderr: TextIO) -> ssl.SSLContext:
+    """Verify against the system CAs, or the cafile; ``--insecure`` verifies nothing."""
+    if insecure:
         print(
             f"{PROG}: warning: --insecure: the server certificate is not verified; "
             "anyone on the path can read your password",
@@ -135,9 +245,9 @@ def ssl_context(args: argparse.Namespace, stderr: TextIO) -> ssl.SSLContext:
         context.verify_mode = ssl.CERT_NONE
         return context
     try:
-        return ssl.create_default_context(cafile=args.cafile)
+        return ssl.create_default_context(cafile=settings.cafile)
     except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load --cafile {args.cafile}: {exc}") from exc
+        raise UsageError(f"cannot load --cafile {settings.cafile}: {exc}") from exc
 
 
 def read_key_file(name: str, stdin: TextIO) -> bytes:
@@ -161,12 +271,60 @@ def obtain_password(user: str, environ: Mapping[str, str], prompt: Callable[[str
         raise UsageError(f"no password: set {PASSWORD_VARIABLE} or run on a terminal") from None
 
 
+def ask_terminal(question: str) -> str:
+    """Ask on the controlling terminal (standard input may be the key); EOFError without one."""
+    try:
+        with open("/dev/tty", "r+", encoding="utf-8") as tty:
+            tty.write(question)
+            tty.flush()
+            answer = tty.readline()
+    except OSError:
+        raise EOFError from None
+    if not answer:
+        raise EOFError
+    return answer
+
+
+def confirm_replacement(
+    client: XKeyClient,
+    key: bytes,
+    err: TextIO,
+    confirm: Callable[[str], str],
+) -> None:
+    """Show the active key(s) ``key`` would replace and ask; Declined unless confirmed."""
+    facts = inspect_key(key)
+    if facts is None:
+        return  # not readable here: the server judges it, and reports what it supersedes
+    replaced = would_replace(facts, client.keys())
+    if not replaced:
+        return
+    print(
+        f"{PROG}: this key replaces your active {facts.format} key, which is then retired "
+        "(kept in your key history, no longer used):",
+        file=err,
+    )
+    for line in format_keys(replaced):
+        print(f"  {line}", file=err)
+    policy = client.policy()
+    if policy.mode == "ALWAYS" and policy.format == facts.format:
+        print(f"{PROG}: {REPLACE_COST}", file=err)
+    try:
+        answer = confirm("Replace it? [y/N] ")
+    except EOFError:
+        raise Declined(
+            "not replaced, nothing stored: no terminal to ask on; pass --replace to replace it"
+        ) from None
+    if answer.strip().lower() not in ("y", "yes"):
+        raise Declined("not replaced, nothing stored (pass --replace to replace without asking)")
+
+
 def run_command(
     client: XKeyClient,
     args: argparse.Namespace,
     key: bytes,
     out: TextIO,
     err: TextIO | None = None,
+    confirm: Callable[[str], str] | None = None,
 ) -> None:
     """Carry out the subcommand and print its result; on ``err``, what a change costs.
 
@@ -174,7 +332,11 @@ def run_command(
     policy: a new policy with ``MODE ALWAYS`` before or after (read before it
     is set); a key stored or retired while the mode is ``ALWAYS`` and the
     key's format is the policy's (not known for a retired key: assumed).
+    ``confirm`` asks before ``provision`` replaces an active key (unless
+    ``--replace``); ``None`` never asks.
     """
+    if args.command == "provision" and confirm is not None and not args.replace:
+        confirm_replacement(client, key, err or sys.stderr, confirm)
     sets_policy = args.command == "policy" and bool(args.mode or args.format)
     changes = sets_policy or args.command in ("provision", "retire")
     before = client.policy() if err is not None and sets_policy else None
@@ -198,10 +360,15 @@ def carry_out(
     Returns the format of the key stored (``None`` if not known) and the policy set, if any.
     """
     if args.command == "provision":
-        stored = client.provision(key)
-        for line in format_keys([stored]) if stored else [f"stored {args.file}"]:
-            print(line, file=out)
-        return (stored.format if stored else None), None
+        result = client.provision_key(key)
+        if result.stored is None:
+            print(f"stored {args.file}", file=out)
+            return None, None
+        lines = format_keys([result.stored, *result.superseded])
+        print(f"stored:     {lines[0]}", file=out)
+        for line in lines[1:]:
+            print(f"superseded: {line}", file=out)
+        return result.stored.format, None
     if args.command == "keys":
         keys = client.keys()
         lines = (
@@ -224,6 +391,7 @@ def carry_out(
 
 def prepare(
     args: argparse.Namespace,
+    settings: Settings,
     stdin: TextIO,
     environ: Mapping[str, str],
     prompt: Callable[[str], str],
@@ -237,8 +405,67 @@ def prepare(
             normalize_fingerprint(args.fingerprint)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    context = ssl_context(args, stderr)
-    return key, context, obtain_password(args.user, environ, prompt)
+    if settings.user is None:
+        raise UsageError(
+            f"no user: pass --user ADDRESS, set {ENVIRONMENT['user']}, or save it once "
+            f"with: {PROG} configure --user ADDRESS"
+        )
+    context = ssl_context(settings, bool(getattr(args, "insecure", False)), stderr)
+    return key, context, obtain_password(settings.user, environ, prompt)
+
+
+def configure(
+    args: argparse.Namespace, settings: Settings, environ: Mapping[str, str], out: TextIO
+) -> None:
+    """Write the settings given (and the defaults) to the config file."""
+    if settings.user is None:
+        raise UsageError("configure needs --user ADDRESS (your login)")
+    path = config_path(environ, getattr(args, "config", None))
+    if path is None:
+        raise UsageError("no home folder to keep the settings in: pass --config FILE")
+    if settings.cafile:
+        cafile = Path(settings.cafile).resolve()
+        ssl_context(Settings(cafile=str(cafile)), False, out)  # loads, or UsageError
+        settings = Settings(
+            settings.host, settings.port, settings.security, str(cafile), settings.user
+        )
+    try:
+        write_config(path, settings)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    print(f"wrote {path}:", file=out)
+    for line in render_config(settings).splitlines()[1:]:
+        print(f"  {line}", file=out)
+    print(f"now, e.g.: {PROG} keys", file=out)
+
+
+def new_identity(
+    args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, now: datetime
+) -> None:
+    """``new-identity smime|openpgp ADDRESS``: write the files and say what each is for."""
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise UsageError(f"no such folder: {folder}")
+    if args.days < 1:
+        raise UsageError("--days must be at least 1")
+    try:
+        if args.kind == "smime":
+            password = environ.get(P12_PASSWORD_VARIABLE) or secrets.token_urlsafe(12)
+            written = new_smime_identity(args.address, folder, now, password, days=args.days)
+            extra = [f"PKCS#12 password: {password}"]
+        else:
+            written, fingerprint = new_openpgp_identity(
+                args.address, folder, gpg=args.gpg, days=args.days
+            )
+            extra = [f"fingerprint: {fingerprint}"]
+    except IdentityError as exc:
+        raise UsageError(str(exc)) from None
+    for item in written:
+        print(f"wrote {item.path}  ({item.purpose})", file=out)
+    for line in extra:
+        print(line, file=out)
+    print(f"next: {PROG} provision {written[0].path}", file=out)
+    print("(a test identity: self-made, its private key unprotected on disk)", file=out)
 
 
 def main(
@@ -246,29 +473,42 @@ def main(
     *,
     environ: Mapping[str, str] | None = None,
     prompt: Callable[[str], str] = getpass.getpass,
+    confirm: Callable[[str], str] = ask_terminal,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> int:
     """Run ``transcoder-client`` and return its exit status (keyword arguments
-    replace the process's environment and streams, for tests and embedding)."""
+    replace the process's environment, streams, terminal and clock, for tests
+    and embedding; an ``environ`` without ``HOME`` reads no config file)."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if (args.insecure or args.cafile) and args.security == "plain":
-        parser.error("--insecure and --cafile need --starttls or --tls")
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
     try:
-        env = os.environ if environ is None else environ
-        key, context, password = prepare(args, stdin or sys.stdin, env, prompt, err)
-        port = args.port or DEFAULT_PORTS[args.security]
+        if args.command == "new-identity":
+            new_identity(args, env, out, clock())
+            return EXIT_CODES["ok"]
+        settings = resolve_settings(args, env)
+        if args.command == "configure":
+            configure(args, settings, env, out)
+            return EXIT_CODES["ok"]
+        key, context, password = prepare(args, settings, stdin or sys.stdin, env, prompt, err)
+        assert settings.host is not None and settings.port is not None  # with_defaults()
         with XKeyClient.connect(
-            args.host, port, args.user, password, args.security, context, args.timeout
+            settings.host,
+            settings.port,
+            settings.user or "",
+            password,
+            settings.security or "starttls",  # type: ignore[arg-type]
+            context,
+            getattr(args, "timeout", DEFAULT_TIMEOUT),
         ) as client:
-            run_command(client, args, key, out, err)
+            run_command(client, args, key, out, err, confirm)
     except (UsageError, XKeyConnectionError) as exc:
         print(f"{PROG}: {exc}", file=err)
         return EXIT_CODES["failed"]
-    except XKeyError as exc:
+    except (XKeyError, Declined) as exc:
         print(f"{PROG}: {exc}", file=err)
         return EXIT_CODES["refused"]
     except KeyboardInterrupt:

@@ -86,6 +86,19 @@ class KeyInfo:
 
 
 @dataclass(frozen=True)
+class PutResult:
+    """What ``XKEY PUT`` reported: the key stored, then each key it superseded.
+
+    ``stored`` is ``None`` from a server that describes no key; ``superseded``
+    holds the keys of the same format and role that were in force and are now
+    ``RETIRED`` (docs/xkey.md, "XKEY PUT") -- empty for a first key or a refresh.
+    """
+
+    stored: KeyInfo | None
+    superseded: tuple[KeyInfo, ...] = ()
+
+
+@dataclass(frozen=True)
 class PolicyInfo:
     """The account's transcoding policy, as ``XKEY POLICY`` reports it.
 

@@ -20,6 +20,7 @@ from transcoder.client.model import (
     MODES,
     KeyInfo,
     PolicyInfo,
+    PutResult,
     XKeyConnectionError,
     XKeyError,
 )
@@ -223,9 +224,21 @@ class XKeyClient:
         ``data`` goes as raw octets (DER and binary OpenPGP are not text).
         Returns the stored key when the server describes it in a ``* XKEY``
         response, as imap-transcoder does; ``None`` from a server that does not.
+        :meth:`provision_key` also tells which keys it superseded.
+        """
+        return self.provision_key(data).stored
+
+    def provision_key(self, data: bytes) -> PutResult:
+        """``XKEY PUT``, reporting the stored key and each key it superseded.
+
+        The server answers the stored key's ``* XKEY`` first, then one
+        ``* XKEY (... STATUS RETIRED)`` per key the new one retired.
         """
         keys, _ = parse_xkey_responses(self._run("PUT", literal=bytes(data)))
-        return keys[-1] if keys else None
+        if not keys:
+            return PutResult(None)
+        stored, *rest = keys
+        return PutResult(stored, tuple(k for k in rest if k.status == "RETIRED"))
 
     def keys(self) -> list[KeyInfo]:
         """``XKEY LIST``: every key stored for this account, retired ones included."""
