@@ -118,6 +118,8 @@ def test_login_is_checked_by_the_backend(front: RunningServer) -> None:
     typ, _ = imap.login(BOB, USERS[BOB])  # quotes and backslashes in the password
     assert typ == "OK"
     imap.logout()
+    # The front's own failed-login handling ran: its fail2ban line (docs/fail2ban.md).
+    assert 'authentication failed: rip=127.0.0.1 user="alice@example.org"' in front.log.read_text()
 
 
 def test_flags_travel_both_ways(front: RunningServer, dovecot: DovecotInstance) -> None:
@@ -234,3 +236,77 @@ def test_a_backend_stopped_mid_session_ends_the_session_with_bye(tmp_path: Path)
             client.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _wire_login(server: RunningServer, user: str = ALICE) -> WireClient:
+    client = WireClient(server.imap_port)
+    password = USERS[user].replace("\\", "\\\\").replace('"', '\\"')
+    answer = client.command(b"a", b"LOGIN " + user.encode() + b' "' + password.encode() + b'"')
+    assert answer[-1].startswith(b"a OK"), answer
+    return client
+
+
+def test_hierarchy_commands_are_carried_to_dovecot(
+    front: RunningServer, dovecot: DovecotInstance
+) -> None:
+    """CREATE, RENAME, SUBSCRIBE and DELETE through the front change Dovecot's mailboxes."""
+    client = _wire_login(front)
+    direct = direct_login(dovecot, ALICE, None)
+    try:
+        assert client.command(b"b", b"CREATE Projects/2026")[-1].startswith(b"b OK")
+        assert client.command(b"c", b'RENAME "Projects/2026" "Projects/Done"')[-1].startswith(
+            b"c OK"
+        )
+        assert client.command(b"d", b"SUBSCRIBE Projects/Done")[-1].startswith(b"d OK")
+        assert b'"/" Projects/Done' in b" ".join(direct.lsub()[1])
+        assert b'"/" Projects/Done' in b" ".join(direct.list()[1])
+        refused = client.command(b"e", b"CREATE Projects/Done")[-1]
+        assert refused.startswith(b"e NO [ALREADYEXISTS]"), refused
+        assert client.command(b"f", b"DELETE Projects/Done")[-1].startswith(b"f OK")
+        assert b"Projects/Done" not in b" ".join(direct.list()[1])
+    finally:
+        client.close()
+        direct.logout()
+
+
+def test_an_expunge_in_dovecot_waits_for_a_point_where_it_may_be_sent(
+    front: RunningServer, dovecot: DovecotInstance
+) -> None:
+    """Expunged directly in Dovecot: no EXPUNGE during FETCH (RFC 3501 7.4.1); NOOP sends it."""
+    direct = direct_login(dovecot, ALICE, None)
+    direct.create("Shrinking")
+    for n in range(3):
+        dovecot.drop(ALICE, b"Subject: %d\r\n\r\nbody\r\n" % n, "Shrinking")
+    client = _wire_login(front)
+    try:
+        client.command(b"b", b"SELECT Shrinking")
+        direct.select("Shrinking")
+        direct.store("1", "+FLAGS", "(\\Deleted)")
+        direct.expunge()
+        lines = client.command(b"c", b"FETCH 1:3 (FLAGS)")
+        assert not any(line.endswith(b"EXPUNGE") for line in lines), lines
+        assert [line.split()[1] for line in lines if b" FETCH " in line] == [b"2", b"3"]
+        lines = client.command(b"d", b"NOOP")
+        assert b"* 1 EXPUNGE" in lines, lines
+        lines = client.command(b"e", b"FETCH 1:* (UID)")
+        assert [line for line in lines if line.startswith(b"* ")] == [
+            b"* 1 FETCH (UID 2)",
+            b"* 2 FETCH (UID 3)",
+        ]
+    finally:
+        client.close()
+        direct.logout()
+
+
+def test_authenticate_plain_is_checked_by_the_backend(front: RunningServer) -> None:
+    """AUTHENTICATE PLAIN (RFC 4616, SASL-IR) logs in with the backend's password."""
+    import base64
+
+    client = WireClient(front.imap_port)
+    try:
+        good = base64.b64encode(b"\0" + BOB.encode() + b"\0" + USERS[BOB].encode())
+        answer = client.command(b"a", b"AUTHENTICATE PLAIN " + good)[-1]
+        assert answer.startswith(b"a OK"), answer
+        assert client.command(b"b", b"SELECT INBOX")[-1].startswith(b"b OK")
+    finally:
+        client.close()
