@@ -44,6 +44,7 @@ from transcoder.imap.view_epoch import ServerViewsService
 from transcoder.layers import key_layer, transcoding_layer
 from transcoder.listening import OptionListener
 from transcoder.store import MaildirStore
+from transcoder.store.maildir import SERVER_RESCAN_INTERVAL
 from transcoder.tls import TLSFiles, ensure_self_signed, load_pem_pair
 
 DEFAULT_IMAP = "tcp:1143:interface=127.0.0.1"
@@ -318,7 +319,7 @@ def makeService(options: dict[str, Any]) -> service.IService:
         portal = make_backend_portal(reactor, options["backend"])
         factory_class = BackendIMAP4Factory
     else:
-        store = MaildirStore(data / "mail")
+        store = MaildirStore(data / "mail", rescan_interval=SERVER_RESCAN_INTERVAL)
         accounts = AccountsFile(data / "accounts")
         portal = make_portal(accounts, store, cache=verification_cache(options, accounts))
     factory = factory_class(

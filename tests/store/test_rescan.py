@@ -14,7 +14,7 @@ from pathlib import Path
 from twisted.internet.task import Clock
 from twisted.mail.imap4 import MessageSet
 
-from tests.store.helpers import ADDRESS, append, make_store, message
+from tests.store.helpers import ADDRESS, append, make_store, message, run_now
 from transcoder.store import MailboxSession, MailboxUpdates, MaildirAccount, MaildirStore
 
 
@@ -113,3 +113,46 @@ def test_uid_list_written_by_another_process_is_read_in_full(
     append(account, message("c"))
     assert mine.poll().exists == 3
     assert list(mine.uids) == [1, 2, 3]
+
+
+def test_rescan_interval_delays_only_other_programs_changes(store: MaildirStore) -> None:
+    """Within ``rescan_interval`` of a listing, another program's change waits for the next
+    listing; this process's own changes reach every session at once."""
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    live = MaildirStore(store.root, clock, rescan_interval=0.05, run_blocking=run_now)
+    account = live.account(ADDRESS)
+    append(account, message("one"))
+    a, b = select(account), select(account)
+    cur = inbox(store) / "cur"
+    clock.advance(1)
+    assert a.poll() == MailboxUpdates()  # listed now
+    (cur / "1700000100.M1.mutt:2,").write_bytes(message("from mutt"))
+    a.store(MessageSet(1), ["\\Flagged"], 1, uid=False)  # ours: no listing needed
+    append(account, message("two"))
+    seen = b.poll()
+    assert seen.exists == 2 and seen.flags == ((1, 1, ("\\Flagged",)),)
+    clock.advance(0.049)
+    assert b.poll() == MailboxUpdates()  # mutt's file: not listed yet
+    clock.advance(0.002)
+    assert b.poll().exists == 3  # listed again
+    assert [a.state.records[uid].base for uid in b.uids][-1] == "1700000100.M1.mutt"
+
+
+def test_rescan_interval_never_hides_a_file_a_change_needs(store: MaildirStore) -> None:
+    """A flag change on a file another program renamed within the interval still lands."""
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    live = MaildirStore(store.root, clock, rescan_interval=60.0, run_blocking=run_now)
+    account = live.account(ADDRESS)
+    append(account, message("one"))
+    session = select(account)
+    session.poll()
+    cur = inbox(store) / "cur"
+    (name,) = os.listdir(cur)
+    os.rename(cur / name, cur / (name.split(":")[0] + ":2,F"))
+    assert session.store(MessageSet(1), ["\\Seen"], 1, uid=False) == {
+        1: ["\\Flagged", "\\Seen", "\\Recent"]
+    }
+    (name,) = os.listdir(cur)
+    assert name.endswith(":2,FS")

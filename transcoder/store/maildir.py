@@ -36,6 +36,8 @@ from transcoder.store.uidlist import allocate_uidvalidity
 #: Runs ``f(*args)`` off the reactor thread; returns a Deferred of its result.
 RunBlocking = Callable[..., Any]
 _KEEP_STATES = 64
+#: How stale another program's changes may be when a session polls, in the server.
+SERVER_RESCAN_INTERVAL = 0.05
 
 
 def check_address(address: str) -> str:
@@ -55,8 +57,11 @@ class MaildirStore:
     """All accounts' Maildirs under ``root`` (``DIR/mail``).
 
     ``clock`` gives UIDVALIDITY and file-name times; ``run_blocking`` runs
-    the file copies of APPEND/COPY (default: Twisted's thread pool);
-    ``random_bytes`` and ``hostname`` make unique file names.
+    the file copies of APPEND/COPY and STORE's fsyncs (default: Twisted's
+    thread pool); ``random_bytes`` and ``hostname`` make unique file names;
+    ``rescan_interval`` is how long a mailbox listing stays good enough
+    for other programs' changes (see :mod:`.index`; the server's is
+    :data:`SERVER_RESCAN_INTERVAL`, 0 looks at every refresh).
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class MaildirStore:
         run_blocking: RunBlocking = deferToThread,
         random_bytes: Callable[[int], bytes] = os.urandom,
         hostname: str | None = None,
+        rescan_interval: float = 0.0,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -76,6 +82,7 @@ class MaildirStore:
         self.root = Path(root)
         self.clock = clock
         self.run_blocking = run_blocking
+        self.rescan_interval = rescan_interval
         self.names = UniqueNames(clock, random_bytes, hostname)
         self._states: weakref.WeakValueDictionary[str, MailboxState] = weakref.WeakValueDictionary()
         self._kept: OrderedDict[str, MailboxState] = OrderedDict()
@@ -128,6 +135,7 @@ class MaildirStore:
                 self.clock,
                 lambda above: account.allocate_validity(above),
                 self.entity_cache,
+                self.rescan_interval,
             )
             self._states[key] = state
         self._kept[key] = state
