@@ -78,6 +78,30 @@ def content_algorithm(settings: CmsSettings, iv: bytes) -> algos.EncryptionAlgor
     return algos.EncryptionAlgorithm({"algorithm": name, "parameters": iv})
 
 
+#: Stands for the IV in the algorithm's DER template (unlike any other octets there).
+_IV_PLACEHOLDER = bytes(range(0xA0, 0xB0))
+
+
+@lru_cache(maxsize=16)
+def _algorithm_template(settings: CmsSettings) -> tuple[bytes, bytes]:
+    """The DER of :func:`content_algorithm` before and after its IV (built once per settings)."""
+    placeholder = _IV_PLACEHOLDER[: iv_length(settings)]
+    encoded = content_algorithm(settings, placeholder).dump()
+    if encoded.count(placeholder) != 1:
+        raise CmsError("IV placeholder not unique in the algorithm encoding")
+    before, _, after = encoded.partition(placeholder)
+    return before, after
+
+
+def content_algorithm_der(settings: CmsSettings, iv: bytes) -> bytes:
+    """``content_algorithm(settings, iv).dump()``, spliced from a template: asn1crypto
+    building the same two fields for every message cost more than the rest of the framing."""
+    if len(iv) != iv_length(settings):
+        raise CmsError(f"IV of {len(iv)} octets, {iv_length(settings)} wanted")
+    before, after = _algorithm_template(settings)
+    return before + iv + after
+
+
 @dataclass(frozen=True)
 class Framing:
     """What goes around the streamed ciphertext.
@@ -123,15 +147,18 @@ def envelope_version(recipient_versions: Sequence[int], settings: CmsSettings) -
 
 def frame(
     recipient_infos: Sequence[EncodedInfo],
-    algorithm: algos.EncryptionAlgorithm,
+    algorithm: algos.EncryptionAlgorithm | bytes,
     settings: CmsSettings,
     plain_len: int,
 ) -> Framing:
-    """The framing of a message of ``plain_len`` plaintext octets to ``recipient_infos``."""
+    """The framing of a message of ``plain_len`` plaintext octets to ``recipient_infos``.
+
+    ``algorithm`` is the contentEncryptionAlgorithm, or its DER.
+    """
     return frame_der(
         _recipient_infos(recipient_infos),
         envelope_version([info.version for info in recipient_infos], settings),
-        algorithm.dump(),
+        algorithm if isinstance(algorithm, bytes) else algorithm.dump(),
         settings,
         plain_len,
     )

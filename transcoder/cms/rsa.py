@@ -13,8 +13,9 @@ the RSA operation itself remains:
   B.2.1) and the empty label -- the parameters
   :func:`transcoder.cms.recipients._rsa_algorithm` announces (RFC 4055
   section 4.1): the seed is one draw of 32 octets.
-* RSAEP (section 5.1.1): ``c = m^e mod n`` with Python integers from the
-  public numbers, then I2OSP to the modulus length (section 4.1).
+* RSAEP (section 5.1.1): ``c = m^e mod n`` from the public numbers, then
+  I2OSP to the modulus length (section 4.1), computed by libcrypto's
+  ``BN_mod_exp`` where it loads, else Python's ``pow`` (:mod:`.modexp`).
 
 The plaintext ``m`` holds the content-encryption key.  Python's ``pow`` is
 not constant-time, nor is OpenSSL's RSA public-key operation; with e =
@@ -32,6 +33,7 @@ import hashlib
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from transcoder.cms.errors import CmsError
+from transcoder.cms.modexp import mod_exp
 from transcoder.cms.randomness import Draw, draw_exactly, recipient_label
 from transcoder.cms.settings import CmsSettings
 
@@ -106,7 +108,7 @@ def rsaep(key: rsa.RSAPublicKey, encoded: bytes) -> bytes:
     m = int.from_bytes(encoded, "big")  # OS2IP
     if len(encoded) != k or m >= numbers.n:
         raise CmsError("message representative out of range")
-    return pow(m, numbers.e, numbers.n).to_bytes(k, "big")
+    return mod_exp(m, numbers.e, numbers.n, k)
 
 
 def encrypt_key(

@@ -29,7 +29,7 @@ from transcoder.cms.base64lines import HEADROOM, Base64LineWriter, base64_lines_
 from transcoder.cms.envelope import (
     AES_BLOCK,
     check_recipients,
-    content_algorithm,
+    content_algorithm_der,
     enveloped_size,
     frame,
     iv_length,
@@ -80,7 +80,7 @@ def encrypt_to_smime_body(
     cek = draw_exactly(draw, CEK, settings.key_size)
     iv = draw_exactly(draw, IV, iv_length(settings))
     infos = [recipient_info(r, i, cek, settings, draw) for i, r in enumerate(found)]
-    framing = frame(infos, content_algorithm(settings, iv), settings, plain_len)
+    framing = frame(infos, content_algorithm_der(settings, iv), settings, plain_len)
     writer = Base64LineWriter(dst)
     writer.write(framing.prefix)
     if settings.authenticated:
@@ -129,13 +129,17 @@ def _read_into(src: BinaryIO, view: memoryview) -> int:
 
 
 class _Slot:
-    """A plaintext buffer and the ciphertext buffer it is encrypted into."""
+    """A plaintext buffer and the ciphertext buffer it is encrypted into.
 
-    def __init__(self) -> None:
-        self.plain = memoryview(bytearray(CHUNK))
+    ``size`` is :data:`CHUNK`, or the whole plaintext when it is smaller: a
+    4 KB message need not allocate (and fault in) half a megabyte.
+    """
+
+    def __init__(self, size: int = CHUNK) -> None:
+        self.plain = memoryview(bytearray(size))
         # Headroom for the base64 carry, and room for the block a CBC
         # encryptor may release on top of the chunk (update_into's contract).
-        self.cipher = memoryview(bytearray(HEADROOM + CHUNK + AES_BLOCK))
+        self.cipher = memoryview(bytearray(HEADROOM + size + AES_BLOCK))
 
 
 def _encrypt_into(
@@ -144,7 +148,7 @@ def _encrypt_into(
     """Encrypt exactly ``plain_len`` octets of ``src`` into ``writer``."""
     chunks = _Chunks(src, plain_len)
     if plain_len < PARALLEL_THRESHOLD:
-        slot = _Slot()
+        slot = _Slot(max(1, min(CHUNK, plain_len)))
         while chunks.remaining:
             count = encryptor.update_into(chunks.read(slot.plain), slot.cipher[HEADROOM:])
             writer.write_chunk(slot.cipher, HEADROOM + count)

@@ -50,7 +50,7 @@ from transcoder.cms import (
     smime_type,
 )
 from transcoder.keys.model import KeyFormat, KeyStatus, StoredKey
-from transcoder.mime.protect import ProtectedParts, open_inner, parse_top_level, protect
+from transcoder.mime.protect import InnerEntityReader, ProtectedParts, parse_top_level, protect
 from transcoder.transcoders.errors import TranscodeFailed
 from transcoder.transcoders.interfaces import (
     ISizePredictor,
@@ -162,7 +162,9 @@ class SmimeTranscoder:
         out.write(plan.header)
         try:
             written = encrypt_to_smime_body(
-                open_inner(request.source, plan.parts),
+                # Unbuffered: the encryptor reads whole chunks itself, and a
+                # buffer of CHUNK octets per message cost small messages dearly.
+                InnerEntityReader(request.source, plan.parts),  # type: ignore[arg-type]
                 plan.parts.inner_size,
                 out,
                 plan.recipients,
