@@ -8,7 +8,9 @@ with ``openssl cms -decrypt``.
 from __future__ import annotations
 
 import imaplib
+import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,21 +107,6 @@ def test_select_and_status_show_the_backends_mailbox(
     finally:
         through.logout()
         direct.logout()
-
-
-def test_login_is_checked_by_the_backend(front: RunningServer) -> None:
-    """Dovecot's password logs in; a wrong one or an unknown account is refused uniformly."""
-    for user, password in ((ALICE, "wrong"), ("nobody@example.org", USERS[ALICE])):
-        imap = imaplib.IMAP4("127.0.0.1", front.imap_port, timeout=60)
-        with pytest.raises(imaplib.IMAP4.error, match=r"\[AUTHENTICATIONFAILED\]"):
-            imap.login(user, password)
-        imap.shutdown()
-    imap = imaplib.IMAP4("127.0.0.1", front.imap_port, timeout=60)
-    typ, _ = imap.login(BOB, USERS[BOB])  # quotes and backslashes in the password
-    assert typ == "OK"
-    imap.logout()
-    # The front's own failed-login handling ran: its fail2ban line (docs/fail2ban.md).
-    assert 'authentication failed: rip=127.0.0.1 user="alice@example.org"' in front.log.read_text()
 
 
 def test_flags_travel_both_ways(front: RunningServer, dovecot: DovecotInstance) -> None:
@@ -228,7 +215,7 @@ def test_a_backend_stopped_mid_session_ends_the_session_with_bye(tmp_path: Path)
             client.command(b"a", b"LOGIN " + ALICE.encode() + b' "' + USERS[ALICE].encode() + b'"')
             client.command(b"b", b"SELECT INBOX")
             started = time.monotonic()
-            instance.stop()
+            os.kill(instance.pid, signal.SIGTERM)  # stop() waits for it at the end
             line = client.line(timeout=30)
             assert line.startswith(b"* BYE [UNAVAILABLE]"), line
             assert client.line(timeout=10) == b""  # closed
@@ -310,3 +297,21 @@ def test_authenticate_plain_is_checked_by_the_backend(front: RunningServer) -> N
         assert client.command(b"b", b"SELECT INBOX")[-1].startswith(b"b OK")
     finally:
         client.close()
+
+
+def test_login_is_checked_by_the_backend(front: RunningServer) -> None:
+    """Dovecot's password logs in; a wrong one or an unknown account is refused uniformly.
+
+    Last in the module: Dovecot slows later logins from an address that failed (its anvil).
+    """
+    for user, password in ((ALICE, "wrong"), ("nobody@example.org", USERS[ALICE])):
+        imap = imaplib.IMAP4("127.0.0.1", front.imap_port, timeout=60)
+        with pytest.raises(imaplib.IMAP4.error, match=r"\[AUTHENTICATIONFAILED\]"):
+            imap.login(user, password)
+        imap.shutdown()
+    imap = imaplib.IMAP4("127.0.0.1", front.imap_port, timeout=60)
+    typ, _ = imap.login(BOB, USERS[BOB])  # quotes and backslashes in the password
+    assert typ == "OK"
+    imap.logout()
+    # The front's own failed-login handling ran: its fail2ban line (docs/fail2ban.md).
+    assert 'authentication failed: rip=127.0.0.1 user="alice@example.org"' in front.log.read_text()
