@@ -119,7 +119,7 @@ def test_join_untagged_rebuilds_literals() -> None:
 
 
 def test_key_response_from_the_design() -> None:
-    """The DESIGN.md example response becomes the KeyInfo it describes."""
+    """The docs/design.md example response becomes the KeyInfo it describes."""
     keys, policies = parse_xkey_responses([DESIGN_EXAMPLE])
     assert policies == []
     assert keys == [

@@ -70,7 +70,7 @@ def parsed_by_client(response: bytes) -> KeyInfo | PolicyInfo:
     ],
 )
 def test_requests_parse(line: bytes, request_: object) -> None:
-    """Each XKEY form of DESIGN.md parses to its request, keywords in any case."""
+    """Each XKEY form of docs/design.md parses to its request, keywords in any case."""
     assert parse_arguments(line) == request_
 
 
@@ -104,7 +104,7 @@ def test_syntax_errors_are_bad(line: bytes) -> None:
 
 
 def test_key_response_matches_design() -> None:
-    """The untagged key response is exactly DESIGN.md's example."""
+    """The untagged key response is exactly docs/design.md's example."""
     assert key_response(LISTING) == (
         b'XKEY (FORMAT SMIME FINGERPRINT "' + FPR.encode() + b'" ADDRESSES ("a@b.example")'
         b' NOT-AFTER "2027-01-31T00:00:00Z" USAGE (ENCRYPT) STATUS ACTIVE)'
@@ -146,7 +146,7 @@ def test_strings_quote_or_become_literals() -> None:
 
 
 def test_client_reads_design_example() -> None:
-    """The client library reads DESIGN.md's key response back to the key's fields."""
+    """The client library reads docs/design.md's key response back to the key's fields."""
     assert parsed_by_client(key_response(LISTING)) == KeyInfo(
         format="SMIME",
         fingerprint=FPR,

@@ -7,7 +7,7 @@ server holds bob@example.org (S/MIME, RSA-3072) and alice@example.org
 a small one, a multipart one with attachments and a 5 MB one, each holding
 a unique marker in clear in its stored body.
 
-DESIGN.md invariants pinned down: 1 (byte-stable view: two sessions and a
+docs/design.md invariants pinned down: 1 (byte-stable view: two sessions and a
 restart), 2 (sizes come from the view) and the leak half of 3 (the marker
 never crosses the wire in clear).
 """

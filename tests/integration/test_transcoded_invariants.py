@@ -1,4 +1,4 @@
-"""DESIGN.md's invariants of the transcoded view, end to end on the real server.
+"""docs/design.md's invariants of the transcoded view, end to end on the real server.
 
 * Policy OFF serves the stored octets; switching ALWAYS/OFF switches the view.
 * Sizes come from the view (2): RFC822.SIZE and BODYSTRUCTURE fetched before

@@ -1,7 +1,7 @@
 """Hostile IMAP commands from a grammar, for the fuzz tests and benchmarks/fuzz_commands.py.
 
 Commands are those of RFC 3501 with ID (RFC 2971), IDLE (RFC 2177), MOVE
-(RFC 6851), UNSELECT (RFC 3691), UID EXPUNGE (RFC 4315) and XKEY (DESIGN.md),
+(RFC 6851), UNSELECT (RFC 3691), UID EXPUNGE (RFC 4315) and XKEY (docs/design.md),
 plus names no server knows.  Their arguments follow the grammar of RFC 3501
 section 9 closely enough to reach deep into each parser, then get mutated:
 atoms, quoted strings with escapes (good and broken), literals ``{n}`` and

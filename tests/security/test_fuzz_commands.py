@@ -2,7 +2,7 @@
 
 Commands of RFC 3501 and its extensions, with mutated arguments (see
 :mod:`tests.security.imap_grammar`), go through the real server protocol over
-a real Maildir, in each session state.  What must hold (DESIGN.md,
+a real Maildir, in each session state.  What must hold (docs/design.md,
 invariant 5): every command gets exactly one tagged ``OK``/``NO``/``BAD``
 with its own tag -- or, after LOGOUT or too many failed logins, a ``BYE`` --
 an invalid tag an untagged ``BAD``; never ``NO [SERVERBUG]``; no traceback or

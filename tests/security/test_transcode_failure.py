@@ -2,7 +2,7 @@
 
 The attack surface: a transcoder (a third-party plugin above all) that
 raises something the server did not plan for.  The answer must stay the
-fail-closed one of DESIGN.md invariant 3 -- ``NO [TRANSCODE-FAILED]`` with
+fail-closed one of docs/design.md invariant 3 -- ``NO [TRANSCODE-FAILED]`` with
 the opaque text -- not ``NO [SERVERBUG]``, nothing of the message sent,
 ``\\Seen`` not set, and the error's detail in the server log only.  The
 transcoder here is a real plugin distribution, found through its entry
