@@ -47,6 +47,8 @@ CRC_FOLD_BITS = (1 << 23) - 1
 _FOLD_MASK = (1 << CRC_FOLD_BITS) - 1
 #: Octets folded at a time: the most that fit in CRC_FOLD_BITS bits (about a megabyte).
 _FOLD_OCTETS = CRC_FOLD_BITS // 8
+#: Octets reduced modulo the generator at a time, at the end.
+_REDUCE_OCTETS = 64 * 1024
 
 
 class Crc24:
@@ -78,19 +80,24 @@ class Crc24:
         self._pending_size += len(data)
         if self._pending_size >= _FOLD_OCTETS:
             joined = b"".join(self._pending)
+            self._pending = []
             whole = len(joined) - len(joined) % _FOLD_OCTETS
+            view = memoryview(joined)
             for start in range(0, whole, _FOLD_OCTETS):
-                self._absorb(joined[start : start + _FOLD_OCTETS])
+                self._absorb(view[start : start + _FOLD_OCTETS])
             self._pending = [joined[whole:]]
             self._pending_size = len(joined) - whole
 
-    def _absorb(self, block: bytes) -> None:
+    def _absorb(self, block: bytes | memoryview) -> None:
         """``S = S * x**(8 len) + block``, modulo ``x**m - 1``: a rotation of at most m bits
         and an XOR (``block`` has fewer than m bits)."""
         shift = 8 * len(block)
-        if self._size:
-            value = self._value
-            self._value = ((value << shift) & _FOLD_MASK) | (value >> (CRC_FOLD_BITS - shift))
+        if self._size:  # rotate left by ``shift`` within m bits, no temporary above m bits
+            keep = CRC_FOLD_BITS - shift
+            high = self._value >> keep
+            self._value &= (1 << keep) - 1
+            self._value <<= shift
+            self._value |= high
         self._value ^= int.from_bytes(block, "big")
         self._size += len(block)
 
@@ -98,14 +105,15 @@ class Crc24:
         """The CRC-24 of everything given (a 24-bit integer)."""
         if len(self._head) < 3:
             return crc24(self._head)
-        value, size = self._value, self._size
-        rest = b"".join(self._pending)
-        if size:  # S * x**(8 len) + rest, not folded: a polynomial below x**(m + 8 len)
-            value = (value << (8 * len(rest))) | int.from_bytes(rest, "big")
-            octets = value.to_bytes((CRC_FOLD_BITS + 7) // 8 + len(rest), "big")
-        else:
-            octets = rest
-        return crc24(octets, 0)  # S * x**24 mod P: leading zero octets change nothing
+        octets = b"".join(self._pending)
+        if self._size:
+            self._pending, self._pending_size = [], 0
+            self._absorb(octets)  # S modulo x**m - 1, which P divides: the same CRC
+            octets = self._value.to_bytes(_FOLD_OCTETS + 1, "big")
+        crc = 0  # S * x**24 mod P, where S is the octets; leading zero octets change nothing
+        for start in range(0, len(octets), _REDUCE_OCTETS):  # small pieces: small temporaries
+            crc = crc24(octets[start : start + _REDUCE_OCTETS], crc)
+        return crc
 
 
 def armored_size(binary_length: int) -> int:
