@@ -477,3 +477,49 @@ def test_admin_synopses_parse() -> None:
     for line in lines:
         for argv in synopsis_variants(line):
             build_parser().parse_args(argv)  # exits 2, failing the test, when it is wrong
+
+
+# -- the documents stand on their own ----------------------------------------------------------
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown file."""
+    found = set()
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            title = re.sub(r"[^\w\- ]", "", title)
+            found.add(title.replace(" ", "-"))
+    return found
+
+
+@pytest.mark.parametrize(
+    "document", ["README.md", "docs/design.md", "docs/xkey.md", "docs/fail2ban.md"]
+)
+def test_links_stay_in_the_repository_and_resolve(document: str) -> None:
+    """Every link that is not a web address names a file of the repository (and a heading
+    of it, when it has an anchor): the documents need nothing outside the project."""
+    path = REPO / document
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        name, _, anchor = target.partition("#")
+        linked = (path.parent / name).resolve() if name else path
+        assert linked.is_relative_to(REPO) and linked.exists(), (document, target)
+        if anchor and linked.suffix == ".md":
+            assert anchor in anchors(linked), (document, target)
+
+
+def test_design_document_covers_the_system() -> None:
+    """docs/design.md has the parts issue 13 asks of it: layers, invariants, the view, XKEY,
+    and says what a key change costs a client."""
+    text = (REPO / "docs" / "design.md").read_text()
+    for heading in (
+        "## Layers",
+        "## Invariants",
+        "## The transcoded view",
+        "## Protocol: XKEY",
+    ):
+        assert f"\n{heading}" in text, heading
+    assert "full resync" in text and "view_epochs.py" in text
+    assert "shared design notes" not in text
