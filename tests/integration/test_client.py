@@ -262,3 +262,50 @@ def test_example_script(server: RunningServer, keys: KeyFiles) -> None:
     assert done.returncode == 0, done.stderr
     assert keys.alice_pgp_fpr in done.stdout.upper()
     assert done.stdout.splitlines()[-1] == "policy: mode ALWAYS, format OPENPGP"
+
+
+def test_configure_then_short_form_and_replacing_a_key(
+    server: RunningServer, keys: KeyFiles, tmp_path: Path
+) -> None:
+    """After the one setup step (configure: port, --cafile server.crt, user) the short form
+    provisions over STARTTLS; a second certificate is not stored without a terminal to ask
+    on, and --replace stores it and shows the first one RETIRED."""
+    env = {**os.environ, "HOME": str(tmp_path), "TRANSCODER_PASSWORD": PASSWORD}
+    env.pop("XDG_CONFIG_HOME", None)
+    base = [sys.executable, "-m", "transcoder.client"]
+
+    def short(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base, *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # no terminal: nothing can be asked
+            timeout=60,
+            check=False,
+        )
+
+    setup = short(
+        "configure", "--port", str(server.imap_port), "--cafile", str(cafile(server)),
+        "--user", ALICE,
+    )  # fmt: skip
+    assert setup.returncode == 0, setup.stderr
+    first = short("provision", str(keys.alice_cert))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("stored:     ") and "superseded" not in first.stdout
+    second_cert = _now_cert(ALICE, ec.generate_private_key(ec.SECP256R1()))
+    second = tmp_path / "second.pem"
+    second.write_bytes(pem(second_cert))
+    refused = short("provision", str(second))
+    assert refused.returncode == 1
+    assert "this key replaces your active SMIME key" in refused.stderr
+    assert refused.stderr.rstrip().endswith("no terminal to ask on; pass --replace to replace it")
+    assert [k["status"] for k in listed(server)] == ["ACTIVE"]
+    replaced = short("provision", "--replace", str(second))
+    assert replaced.returncode == 0, replaced.stderr
+    stored, superseded = replaced.stdout.splitlines()
+    assert stored.startswith("stored:     ") and " ACTIVE " in stored
+    assert superseded.startswith("superseded: ") and " RETIRED " in superseded
+    assert [k["status"] for k in listed(server)] == ["RETIRED", "ACTIVE"]
