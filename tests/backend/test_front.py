@@ -148,7 +148,7 @@ def test_mail_delivered_to_dovecot_shows_up_at_the_front(
 
 
 def test_writes_not_carried_are_refused_clearly(front: RunningServer) -> None:
-    """APPEND, COPY, MOVE and SEARCH answer NO [CANNOT] (phase 2); MOVE is not advertised."""
+    """APPEND, COPY and MOVE answer NO [CANNOT] (phase 2); MOVE is not advertised."""
     client = WireClient(front.imap_port)
     try:
         client.command(b"a", b"LOGIN " + ALICE.encode() + b' "' + USERS[ALICE].encode() + b'"')
@@ -158,7 +158,6 @@ def test_writes_not_carried_are_refused_clearly(front: RunningServer) -> None:
         for tag, command in (
             (b"d", b"COPY 1 Archive"),
             (b"e", b"UID MOVE 1 Archive"),
-            (b"f", b"SEARCH ALL"),
             (b"g", b"APPEND INBOX {5}"),
         ):
             answer = client.command(tag, command)[-1]
@@ -295,6 +294,51 @@ def test_authenticate_plain_is_checked_by_the_backend(front: RunningServer) -> N
         answer = client.command(b"a", b"AUTHENTICATE PLAIN " + good)[-1]
         assert answer.startswith(b"a OK"), answer
         assert client.command(b"b", b"SELECT INBOX")[-1].startswith(b"b OK")
+    finally:
+        client.close()
+
+
+def test_search_answers_sequence_numbers_or_uids(
+    front: RunningServer, dovecot: DovecotInstance
+) -> None:
+    """Where sequence numbers and UIDs differ, SEARCH answers the one, UID SEARCH the other."""
+    direct = direct_login(dovecot, ALICE, None)
+    direct.create("Searching")
+    for subject in (b"gone", b"kept", b"wanted"):
+        dovecot.drop(ALICE, b"Subject: " + subject + b"\r\n\r\nbody\r\n", "Searching")
+    direct.select("Searching")
+    direct.store("1", "+FLAGS", "(\\Deleted)")
+    direct.expunge()
+    direct.logout()
+    client = _wire_login(front)
+    try:
+        client.command(b"b", b"SELECT Searching")
+        assert client.command(b"c", b"SEARCH SUBJECT wanted")[0] == b"* SEARCH 2"
+        assert client.command(b"d", b"UID SEARCH SUBJECT wanted")[0] == b"* SEARCH 3"
+        assert client.command(b"e", b"SEARCH 1")[0] == b"* SEARCH 1"
+    finally:
+        client.close()
+
+
+def test_search_is_evaluated_by_dovecot_on_the_plaintext(front: RunningServer) -> None:
+    """SEARCH BODY/SUBJECT (a literal too) through the front: Dovecot's answer, our numbers."""
+    client = _wire_login(front)
+    try:
+        client.command(b"b", b"SELECT INBOX")
+        lines = client.command(b"c", b'SEARCH BODY "first part"')
+        assert lines[0] == b"* SEARCH 2", lines
+        client.send(b"d UID SEARCH CHARSET UTF-8 SUBJECT {5}\r\n")
+        assert client.line().startswith(b"+")
+        client.send(b"large UNDELETED\r\n")
+        lines = client.until(b"d ")
+        assert lines[0] == b"* SEARCH 4", lines
+        assert lines[-1].startswith(b"d OK")
+        lines = client.command(b"e", b"SEARCH 1:2 NOT SUBJECT plain")
+        assert lines[0] == b"* SEARCH 2", lines
+        refused = client.command(b"f", b"SEARCH CHARSET KOI8-R ALL")[-1]
+        assert refused.startswith(b"f NO [BADCHARSET"), refused
+        refused = client.command(b"g", b"SEARCH FROBNICATE")[-1]
+        assert refused.startswith(b"g BAD"), refused
     finally:
         client.close()
 

@@ -40,7 +40,7 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 from zope.interface import implementer
 
-from transcoder.backend.connection import BackendProtocol, CommandResult
+from transcoder.backend.connection import BackendProtocol, CommandResult, Literal
 from transcoder.backend.message import BackendMessage
 from transcoder.backend.response_syntax import (
     DataResponse,
@@ -481,8 +481,33 @@ class BackendMailbox:
         return defer.fail(NotCarried("COPY is not carried to the backend yet"))
 
     def search(self, query: Any, uid: bool) -> Any:
-        """SEARCH is answered by the server mixin (:mod:`.server`), never here."""
-        raise NotCarried("SEARCH is not carried to the backend yet")
+        """Never called: the server mixin relays SEARCH (:meth:`search_on_backend`)."""
+        raise NotCarried("SEARCH is relayed to the backend")
+
+    def search_on_backend(self, criteria: list[bytes | Literal], uid: bool) -> defer.Deferred[Any]:
+        """``UID SEARCH criteria`` on the backend: the client's sequence numbers or UIDs.
+
+        The backend evaluates the criteria on the plaintext it stores.  Sequence
+        numbers in the criteria are the client's: they mean the same on the
+        backend only while the client's snapshot is the backend's sequence, so
+        a SEARCH while changes wait to be reported is refused (``NO [CANNOT]``;
+        the client's next NOOP brings them).  Messages the client was not told
+        of yet are left out of the answer.
+        """
+        if self._uids != self._mirror:
+            return defer.fail(NotCarried("Mailbox changed on the backend; NOOP, then SEARCH again"))
+        d = self.connection.command(b"UID SEARCH", *criteria)
+        return d.addCallback(self._search_answer, uid)
+
+    def _search_answer(self, result: CommandResult, uid: bool) -> list[int]:
+        found: set[int] = set()
+        for response in result.data(b"SEARCH"):
+            found.update(
+                int(t) for t in response.tokens[1:] if isinstance(t, bytes) and t.isdigit()
+            )
+        if uid:
+            return [u for u in self._uids if u in found]
+        return [seq for seq, u in enumerate(self._uids, 1) if u in found]
 
     # -- reporting ----------------------------------------------------------------------------
 

@@ -14,19 +14,21 @@ what a backend changes:
 * **the backend going away** ends the client's session with
   ``* BYE [UNAVAILABLE]`` (RFC 3501 section 7.1.5) at once; commands already
   waiting get ``NO [UNAVAILABLE]``;
-* **capabilities**: only what is carried through: no MOVE (COPY, MOVE, APPEND
-  and SEARCH answer ``NO [CANNOT]`` until phase 2, docs/design.md
-  "Backend front").
+* **SEARCH** is evaluated by the backend on the plaintext it stores;
+* **capabilities**: only what is carried through: no MOVE (COPY, MOVE and
+  APPEND answer ``NO [CANNOT]`` until phase 2, docs/design.md "Backend front").
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from transcoder.backend.account import BackendAccount
+from transcoder.backend.connection import Literal
 from transcoder.backend.mailbox import NotCarried
 from transcoder.backend.message import BackendMessage, OctetsNotLoaded
 from transcoder.errors import ClientError
@@ -34,13 +36,43 @@ from transcoder.imap.fetch_syntax import FetchItem
 from transcoder.imap.mailbox_base import MailboxCommandMixin
 from transcoder.imap.mailbox_syntax import decode_mailbox_name, format_mailbox
 from transcoder.imap.server import TranscodingIMAP4Factory, TranscodingIMAP4Server
+from transcoder.store.search_syntax import parse_search_arguments
 
 log = Logger()
 
 #: FETCH items answered without the message's octets (its size is the backend's RFC822.SIZE).
 _METADATA_ITEMS = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"})
+#: A literal's announcement in SEARCH criteria (RFC 3501 section 4.3, RFC 7888's ``{n+}``).
+_LITERAL = re.compile(rb"\{(\d{1,10})\+?\}\r\n")
 #: Capabilities of commands the front does not carry through to the backend yet.
 _NOT_CARRIED = (b"MOVE",)
+
+
+def search_pieces(criteria: bytes) -> list[bytes | Literal]:
+    """SEARCH criteria as the client sent them, split into text and literals for the backend.
+
+    The IMAP layer hands the criteria over with each literal inline in wire
+    form (``{n}`` CRLF octets, or ``{n+}``); scanning from the start, a
+    ``{n}`` CRLF can only be a literal's announcement (a quoted string holds
+    no CR or LF), and its octets are skipped whole.
+    """
+    pieces: list[bytes | Literal] = []
+    position = 0
+    while True:
+        match = _LITERAL.search(criteria, position)
+        if match is None:
+            break
+        text = criteria[position : match.start()].strip(b" ")
+        if text:
+            pieces.append(text)
+        start = match.end()
+        end = start + int(match.group(1))
+        pieces.append(Literal(criteria[start:end]))
+        position = end
+    text = criteria[position:].strip(b" ")
+    if text:
+        pieces.append(text)
+    return pieces
 
 
 def _needs_octets(items: tuple[FetchItem, ...]) -> bool:
@@ -181,9 +213,30 @@ class BackendFrontMixin:
     # -- not carried yet (phase 2) -------------------------------------------------------
 
     def do_SEARCH(self, tag: bytes, criteria: Any, uid: int = 0) -> None:
-        """SEARCH is not carried to the backend yet: ``NO [CANNOT]``."""
+        """SEARCH / UID SEARCH, evaluated by the backend on the plaintext it stores.
+
+        The criteria are checked by the front's own parser first (``BAD``,
+        ``NO [BADCHARSET]`` as on the built-in store), then sent as the client
+        sent them, literals included (:func:`search_pieces`).
+        """
         self_: Any = self
-        self_.send_error(tag, NotCarried("SEARCH is not carried to the backend yet"))
+        if isinstance(criteria, ClientError):
+            self_.send_error(tag, criteria)
+            return
+        try:
+            parse_search_arguments(criteria)
+            pieces = search_pieces(criteria)
+        except ClientError as error:
+            self_.send_error(tag, error)
+            return
+        d = defer.maybeDeferred(self.mbox.search_on_backend, pieces, bool(uid))
+
+        def answer(numbers: list[int]) -> None:
+            # RFC 3501 section 7.2.5: "SEARCH" then one SP before each number.
+            self_.sendUntaggedResponse(b"SEARCH" + b"".join(b" %d" % n for n in numbers))
+            self_.sendPositiveResponse(tag, b"UID SEARCH completed" if uid else b"SEARCH completed")
+
+        d.addCallbacks(answer, lambda failure: self_.send_error(tag, failure))
 
     select_SEARCH: Any = (do_SEARCH, TranscodingIMAP4Server.arg_search_criteria)
 
