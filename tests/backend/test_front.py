@@ -147,25 +147,47 @@ def test_mail_delivered_to_dovecot_shows_up_at_the_front(
         client.close()
 
 
-def test_writes_not_carried_are_refused_clearly(front: RunningServer) -> None:
-    """APPEND, COPY and MOVE answer NO [CANNOT] (phase 2); MOVE is not advertised."""
-    client = WireClient(front.imap_port)
+def test_append_is_refused_clearly_before_its_literal(front: RunningServer) -> None:
+    """APPEND answers NO [CANNOT] (phase 2) before the literal is sent; MOVE is advertised."""
+    client = _wire_login(front)
     try:
-        client.command(b"a", b"LOGIN " + ALICE.encode() + b' "' + USERS[ALICE].encode() + b'"')
         capability = client.command(b"b", b"CAPABILITY")[0]
-        assert b" MOVE" not in capability and b"IMAP4rev1" in capability
-        client.command(b"c", b"SELECT INBOX")
-        for tag, command in (
-            (b"d", b"COPY 1 Archive"),
-            (b"e", b"UID MOVE 1 Archive"),
-            (b"g", b"APPEND INBOX {5}"),
-        ):
-            answer = client.command(tag, command)[-1]
-            assert answer.startswith(tag + b" NO [CANNOT]"), (command, answer)
+        assert b" MOVE" in capability and b" UIDPLUS" in capability  # Dovecot has both
+        answer = client.command(b"g", b"APPEND INBOX {5}")[-1]
+        assert answer.startswith(b"g NO [CANNOT]"), answer
         answer = client.command(b"h", b"NOOP")[-1]
         assert answer.startswith(b"h OK")  # the refused APPEND's literal was never expected
     finally:
         client.close()
+
+
+def test_copy_and_move_are_dovecots(front: RunningServer, dovecot: DovecotInstance) -> None:
+    """COPY and MOVE through the front: COPYUID from Dovecot, MOVE's EXPUNGE, TRYCREATE."""
+    direct = direct_login(dovecot, ALICE, None)
+    for name in ("Moving", "Moved"):
+        direct.create(name)
+    for subject in (b"one", b"two", b"three"):
+        dovecot.drop(ALICE, b"Subject: " + subject + b"\r\n\r\nbody\r\n", "Moving")
+    client = _wire_login(front)
+    try:
+        client.command(b"b", b"SELECT Moving")
+        validity = direct.status("Moved", "(UIDVALIDITY)")[1][0].split()[-1].rstrip(b")")
+        answer = client.command(b"c", b"COPY 1 Moved")[-1]
+        assert answer.startswith(b"c OK [COPYUID " + validity + b" 1 1]"), answer
+        lines = client.command(b"d", b"UID MOVE 2:3 Moved")
+        assert lines[0].startswith(b"* OK [COPYUID " + validity + b" 2:3 2:3]"), lines
+        assert lines[1:3] == [b"* 3 EXPUNGE", b"* 2 EXPUNGE"], lines
+        assert lines[-1].startswith(b"d OK")
+        refused = client.command(b"e", b"COPY 1 Nowhere")[-1]
+        assert refused.startswith(b"e NO [TRYCREATE]"), refused
+        direct.select("Moved")
+        fetched = direct.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1]
+        subjects = [item[1].strip() for item in fetched if isinstance(item, tuple)]
+        assert subjects == [b"Subject: one", b"Subject: two", b"Subject: three"]
+        assert direct.select("Moving")[1] == [b"1"]
+    finally:
+        client.close()
+        direct.logout()
 
 
 def test_mode_always_user_gets_smime_that_openssl_opens(

@@ -36,7 +36,7 @@ from transcoder.store.names import decode_mutf7, encode_mutf7
 _STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"})
 
 
-def _wire_name(name: str | bytes) -> bytes | Literal:
+def wire_name(name: str | bytes) -> bytes | Literal:
     """A mailbox name or pattern as a command argument (modified UTF-7, quoted)."""
     text = name if isinstance(name, str) else name.decode("utf-8", "replace")
     encoded = encode_mutf7(text).encode("ascii")
@@ -78,7 +78,7 @@ class BackendAccount:
         text = name if isinstance(name, str) else name.decode("utf-8", "replace")
         verb = b"SELECT" if rw else b"EXAMINE"
         try:
-            result = await self.connection.command(verb, _wire_name(text))
+            result = await self.connection.command(verb, wire_name(text))
         except BackendRefused:
             return None
         writeable = rw and result.status.code_name != b"READ-ONLY"
@@ -89,7 +89,7 @@ class BackendAccount:
     def _listing(
         self, verb: bytes, ref: str | bytes, wildcard: str | bytes
     ) -> defer.Deferred[list[tuple[str, MailboxInfo]]]:
-        d = self.connection.command(verb, _wire_name(ref), _wire_name(wildcard))
+        d = self.connection.command(verb, wire_name(ref), wire_name(wildcard))
         return d.addCallback(lambda result: self._entries(result.data(verb)))
 
     @staticmethod
@@ -127,7 +127,7 @@ class BackendAccount:
             if item not in _STATUS_ITEMS:
                 raise BadCommand(f"Unknown STATUS item {item}")
         argument = b"(" + " ".join(wanted).encode("ascii") + b")"
-        d = self.connection.command(b"STATUS", _wire_name(name), argument)
+        d = self.connection.command(b"STATUS", wire_name(name), argument)
         return d.addCallback(lambda result: self._status_values(result.data(b"STATUS")))
 
     @staticmethod
@@ -150,7 +150,7 @@ class BackendAccount:
             text = name if isinstance(name, str) else name.decode("utf-8", "replace")
             if not text:
                 raise InvalidMailboxName("Empty mailbox name")
-        d = self.connection.command(verb, *(_wire_name(n) for n in names))
+        d = self.connection.command(verb, *(wire_name(n) for n in names))
         return d.addCallback(lambda _: True)
 
     def create(self, pathspec: str | bytes) -> defer.Deferred[bool]:

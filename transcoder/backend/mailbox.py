@@ -477,8 +477,40 @@ class BackendMailbox:
         return defer.fail(NotCarried("APPEND is not carried to the backend yet"))
 
     def copy(self, message: Any) -> defer.Deferred[int]:
-        """COPY is not carried yet: ``NO [CANNOT]``."""
-        return defer.fail(NotCarried("COPY is not carried to the backend yet"))
+        """Never called: the server mixin relays COPY (:meth:`copy_on_backend`)."""
+        return defer.fail(NotCarried("COPY is relayed to the backend"))
+
+    def copy_on_backend(
+        self, messages: imap4.MessageSet, uid: bool, target: bytes | Literal, move: bool
+    ) -> defer.Deferred[bytes | None]:
+        """``UID COPY`` / ``UID MOVE`` of ``messages`` into ``target`` on the backend.
+
+        Fires with the argument of the backend's COPYUID (``validity sources
+        copies``, RFC 4315), or None when nothing was named or the backend
+        gave none.  The backend's EXPUNGEs of a MOVE reach the mirror; the
+        caller reports them (:meth:`commit_expunges`).
+        """
+        if move:
+            self._check_writable()
+            if b"MOVE" not in self.connection.capabilities:
+                return defer.fail(NotCarried("The backend server has no MOVE"))
+        wanted = [u for _, u in self._resolve(messages, uid) if u not in self._expunged]
+        if not wanted:
+            return defer.succeed(None)
+        verb = b"UID MOVE " if move else b"UID COPY "
+        d = self.connection.command(verb + format_uid_set(wanted), target)
+
+        def copyuid(result: CommandResult) -> bytes | None:
+            if result.status.code_name == b"COPYUID":
+                return result.status.code_argument
+            found = result.codes(b"COPYUID")
+            return found[0] if found else None
+
+        return d.addCallback(copyuid)
+
+    def commit_expunges(self) -> list[int]:
+        """Drop what the backend expunged from the client's snapshot; the sequence numbers."""
+        return self._commit_expunges()
 
     def search(self, query: Any, uid: bool) -> Any:
         """Never called: the server mixin relays SEARCH (:meth:`search_on_backend`)."""

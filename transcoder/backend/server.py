@@ -15,8 +15,10 @@ what a backend changes:
   ``* BYE [UNAVAILABLE]`` (RFC 3501 section 7.1.5) at once; commands already
   waiting get ``NO [UNAVAILABLE]``;
 * **SEARCH** is evaluated by the backend on the plaintext it stores;
-* **capabilities**: only what is carried through: no MOVE (COPY, MOVE and
-  APPEND answer ``NO [CANNOT]`` until phase 2, docs/design.md "Backend front").
+* **COPY / MOVE** are the backend's UID COPY / UID MOVE (the target never
+  selected: the one connection stays on the client's mailbox);
+* **capabilities**: only what is carried through: MOVE when the backend has
+  it; APPEND answers ``NO [CANNOT]`` until phase 2 (docs/design.md "Backend front").
 """
 
 from __future__ import annotations
@@ -27,15 +29,16 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from transcoder.backend.account import BackendAccount
+from transcoder.backend.account import BackendAccount, wire_name
 from transcoder.backend.connection import Literal
-from transcoder.backend.mailbox import NotCarried
 from transcoder.backend.message import BackendMessage, OctetsNotLoaded
 from transcoder.errors import ClientError
 from transcoder.imap.fetch_syntax import FetchItem
 from transcoder.imap.mailbox_base import MailboxCommandMixin
 from transcoder.imap.mailbox_syntax import decode_mailbox_name, format_mailbox
+from transcoder.imap.responses import status_text
 from transcoder.imap.server import TranscodingIMAP4Factory, TranscodingIMAP4Server
+from transcoder.imap.transfer import check_sequence_numbers
 from transcoder.store.search_syntax import parse_search_arguments
 
 log = Logger()
@@ -44,8 +47,8 @@ log = Logger()
 _METADATA_ITEMS = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"})
 #: A literal's announcement in SEARCH criteria (RFC 3501 section 4.3, RFC 7888's ``{n+}``).
 _LITERAL = re.compile(rb"\{(\d{1,10})\+?\}\r\n")
-#: Capabilities of commands the front does not carry through to the backend yet.
-_NOT_CARRIED = (b"MOVE",)
+#: Capabilities advertised only when the backend has them too (and never before login).
+_CARRIED_IF_BACKEND_HAS = (b"MOVE",)
 
 
 def search_pieces(criteria: bytes) -> list[bytes | Literal]:
@@ -95,8 +98,11 @@ class BackendFrontMixin:
     def capabilities(self) -> dict[bytes, Any]:
         """The server's capabilities less those not carried through to the backend."""
         caps: dict[bytes, Any] = super().capabilities()  # type: ignore[misc]
-        for name in _NOT_CARRIED:
-            caps.pop(name, None)
+        account = getattr(self, "account", None)
+        backend = account.connection.capabilities if isinstance(account, BackendAccount) else ()
+        for name in _CARRIED_IF_BACKEND_HAS:
+            if name not in backend:
+                caps.pop(name, None)
         return caps
 
     # -- the backend's connection --------------------------------------------------------
@@ -241,14 +247,14 @@ class BackendFrontMixin:
     select_SEARCH: Any = (do_SEARCH, TranscodingIMAP4Server.arg_search_criteria)
 
     def do_COPY(self, tag: bytes, messages: Any, raw_name: bytes, uid: int = 0) -> None:
-        """COPY is not carried to the backend yet: ``NO [CANNOT]``."""
+        """COPY / UID COPY: the backend's UID COPY (its COPYUID passed on, RFC 4315)."""
         self_: Any = self
-        self_.send_error(tag, NotCarried("COPY is not carried to the backend yet"))
+        self_.run_command(tag, self._backend_copy, messages, raw_name, bool(uid), False)
 
     def do_MOVE(self, tag: bytes, messages: Any, raw_name: bytes, uid: int = 0) -> None:
-        """MOVE is not carried to the backend yet: ``NO [CANNOT]``."""
+        """MOVE / UID MOVE (RFC 6851): the backend's UID MOVE; its EXPUNGEs are reported."""
         self_: Any = self
-        self_.send_error(tag, NotCarried("MOVE is not carried to the backend yet"))
+        self_.run_command(tag, self._backend_copy, messages, raw_name, bool(uid), True)
 
     select_COPY: Any = (
         do_COPY,
@@ -260,6 +266,30 @@ class BackendFrontMixin:
         TranscodingIMAP4Server.arg_sequence_set,
         MailboxCommandMixin.arg_mailbox,
     )
+
+    async def _backend_copy(
+        self, tag: bytes, messages: Any, raw_name: bytes, uid: bool, move: bool
+    ) -> None:
+        self_: Any = self
+        name = decode_mailbox_name(raw_name)
+        source = self.mbox
+        if not uid:
+            check_sequence_numbers(messages, source.getMessageCount())
+        copied = await source.copy_on_backend(messages, uid, wire_name(name), move)
+        code = None
+        if copied is not None:
+            validity, _, sets = copied.partition(b" ")
+            if validity.isdigit():
+                presented = await self_.presented_validity(int(validity))
+                code = f"COPYUID {presented} {sets.decode('ascii', 'replace')}"
+        if not move:
+            self_.sendPositiveResponse(tag, status_text(code, "COPY completed"))
+            return
+        if code is not None:
+            self_.sendUntaggedResponse(b"OK " + status_text(code, "Moved"))
+        for seq in source.commit_expunges():
+            self_.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+        self_.sendPositiveResponse(tag, b"MOVE completed")
 
 
 class BackendIMAP4Server(BackendFrontMixin, TranscodingIMAP4Server):
