@@ -1,18 +1,24 @@
-"""Benchmark: OpenPGP transcoding through our python-gnupg adapter vs the gpg command line.
+"""Benchmark: OpenPGP transcoding, native and through gpg, vs the gpg command line.
 
 Run:  python benchmarks/gpg_encrypt.py [--size-mb 100] [--messages 1000] [--key x25519|rsa]
 
-1. One large message (default 100 MB): ``encrypt_armored`` (python-gnupg
-   feeding gpg's stdin from the file and writing its armored output, converted
-   to CRLF, to a file) and the whole ``PgpMimeTranscoder.transcode`` (header
-   protection + PGP/MIME framing) against plain ``gpg --encrypt --armor
+1. One large message (default 100 MB): the native encoder's
+   ``NativePgpMimeTranscoder.transcode`` (issue 12: header protection,
+   PGP/MIME framing, PKESK, AES-256 CFB with MDC, armor, all in-process),
+   ``encrypt_armored`` (python-gnupg feeding gpg's stdin from the file and
+   writing its armored output, converted to CRLF, to a file) and the gpg
+   ``PgpMimeTranscoder.transcode`` against plain ``gpg --encrypt --armor
    --compress-algo none --trust-model always -r KEY`` from the file into a
-   file, run alternately in the same process; best of ``--repeat`` runs.  The
-   RSS growth of this process during our runs is sampled every 5 ms.
-2. Many small messages (default 1,000 x 4 KB): transcodes per second one at a
-   time, and from a thread pool through a :class:`GpgPool` of one gpg per CPU
-   (what the server does with its worker threads), next to the bare cost of
-   starting one gpg per message.
+   file and into /dev/null, run alternately in the same process; best of
+   ``--repeat`` runs.  Our outputs go to a file.  The RSS growth of this
+   process during our runs is sampled every 5 ms.
+2. Many small messages (default 1,000 x 4 KB): transcodes per second, native
+   and through gpg, one at a time and from a thread pool (for gpg through a
+   :class:`GpgPool` of one gpg per CPU, what the server does with its worker
+   threads), next to the bare cost of starting one gpg per message.
+
+``os.getloadavg()`` is printed with the figures: other processes on the
+machine slow every row, so compare rows of one run only.
 
 Everything lives in a temporary directory that is removed at the end; the key
 is generated there and validated by the keystore's own validator.
@@ -44,7 +50,7 @@ from transcoder.keys.openpgp import validate_openpgp_key
 from transcoder.openpgp.keyring import Keyring
 from transcoder.openpgp.pool import GpgPool
 from transcoder.transcoders.interfaces import TranscodeRequest
-from transcoder.transcoders.pgpmime import PgpMimeTranscoder
+from transcoder.transcoders.pgpmime import NativePgpMimeTranscoder, PgpMimeTranscoder
 
 ACCOUNT = "bench@example.org"
 MB = 1_000_000
@@ -137,59 +143,83 @@ def write_source(path: Path, size: int) -> None:
 
 
 def large(work: Path, key: StoredKey, plain_home: Path, size: int, repeat: int) -> None:
-    """Part 1: one large message, ours vs gpg's command line."""
+    """Part 1: one large message, ours (native and gpg) vs gpg's command line."""
     keyring = Keyring(work / "gnupg")
     transcoder = PgpMimeTranscoder(keyring, GpgPool())
+    native = NativePgpMimeTranscoder()
     source, out = work / "source.eml", work / "out"
     write_source(source, size)
     assert isinstance(key.details, OpenPgpDetails)
 
-    def baseline() -> None:
-        with source.open("rb") as src, out.open("wb") as dst:
-            subprocess.run(
-                gpg_command_line(plain_home, key.fingerprint),
-                stdin=src,
-                stdout=dst,
-                check=True,
-            )
+    def baseline(into: Path) -> Callable[[], None]:
+        def run() -> None:
+            with source.open("rb") as src, into.open("wb") as dst:
+                subprocess.run(
+                    gpg_command_line(plain_home, key.fingerprint),
+                    stdin=src,
+                    stdout=dst,
+                    check=True,
+                )
+
+        return run
 
     def adapter() -> None:
         with source.open("rb") as src, out.open("wb") as dst:
             keyring.encrypt_armored(src, dst, [key], datetime.now(UTC))
 
-    def transcode() -> None:
-        with source.open("rb") as src, out.open("wb") as dst:
-            request = TranscodeRequest(src, size, (key,), datetime.now(UTC), os.urandom)
-            transcoder.transcode(request, dst)
+    def transcode_with(chosen: PgpMimeTranscoder | NativePgpMimeTranscoder) -> Callable[[], None]:
+        def run() -> None:
+            with source.open("rb") as src, out.open("wb") as dst:
+                request = TranscodeRequest(src, size, (key,), datetime.now(UTC), os.urandom)
+                chosen.transcode(request, dst)
 
-    best = {"gpg": float("inf"), "encrypt_armored": float("inf"), "transcode": float("inf")}
-    growth = 0
+        return run
+
+    references = {"gpg -> file": baseline(out), "gpg -> /dev/null": baseline(Path("/dev/null"))}
+    ours = {
+        "native transcode": transcode_with(native),
+        "gpg encrypt_armored": adapter,
+        "gpg transcode": transcode_with(transcoder),
+    }
+    best = {name: float("inf") for name in (*references, *ours)}
+    growth = {name: 0 for name in ours}
     for _ in range(repeat):
-        best["gpg"] = min(best["gpg"], timed(baseline))
-        for name, action in (("encrypt_armored", adapter), ("transcode", transcode)):
+        for name, action in references.items():
+            best[name] = min(best[name], timed(action))
+        for name, action in ours.items():
             with rss_growth() as peak:
                 best[name] = min(best[name], timed(action))
-            growth = max(growth, peak[0])
+            growth[name] = max(growth[name], peak[0])
     print(f"{size / MB:.0f} MB message, {key.key_algorithm}, best of {repeat}:")
+    print(f"  os.getloadavg() {os.getloadavg()}")
     for name, seconds in best.items():
-        ratio = best["gpg"] / seconds
-        print(f"  {name:16s} {size / MB / seconds:7.1f} MB/s   ratio vs gpg {ratio:.2f}")
-    print(f"  RSS growth during our runs: {growth / 2**20:.1f} MiB")
+        to_file = best["gpg -> file"] / seconds
+        to_null = best["gpg -> /dev/null"] / seconds
+        print(
+            f"  {name:20s} {size / MB / seconds:7.1f} MB/s   speed / gpg -> file {to_file:.2f},"
+            f" / gpg -> /dev/null {to_null:.2f}"
+        )
+    for name, octets in growth.items():
+        print(f"  RSS growth during {name}: {octets / 2**20:.1f} MiB")
 
 
 def small(work: Path, key: StoredKey, plain_home: Path, count: int) -> None:
-    """Part 2: many 4 KB messages, sequential and through the pool."""
+    """Part 2: many 4 KB messages, native and through gpg, sequential and threaded."""
     keyring = Keyring(work / "gnupg-small")
     cpus = os.cpu_count() or 1
     transcoder = PgpMimeTranscoder(keyring, GpgPool(cpus))
+    native = NativePgpMimeTranscoder()
     body = (b"x" * 74 + b"\r\n") * 52
     message = b"From: a@example.org\r\nSubject: small\r\n\r\n" + body[: 4096 - 40]
 
-    def one(_: int) -> int:
-        request = TranscodeRequest(
-            io.BytesIO(message), len(message), (key,), datetime.now(UTC), os.urandom
-        )
-        return transcoder.transcode(request, io.BytesIO()).size
+    def one_with(chosen: PgpMimeTranscoder | NativePgpMimeTranscoder) -> Callable[[int], int]:
+        def one(_: int) -> int:
+            request = TranscodeRequest(
+                io.BytesIO(message), len(message), (key,), datetime.now(UTC), os.urandom
+            )
+            return chosen.transcode(request, io.BytesIO()).size
+
+        return one
 
     def bare(_: int) -> int:
         return subprocess.run(
@@ -199,15 +229,23 @@ def small(work: Path, key: StoredKey, plain_home: Path, count: int) -> None:
             check=True,
         ).returncode
 
-    one(0)  # warm: python-gnupg's handle, the keyring file
-    sequential = timed(lambda: [one(i) for i in range(count)])
-    with ThreadPoolExecutor(cpus * 2) as pool:
-        pooled = timed(lambda: list(pool.map(one, range(count))))
-    bare_time = timed(lambda: [bare(i) for i in range(count)])
+    rates: dict[str, float] = {}
+    for name, chosen in (("native", native), ("gpg", transcoder)):
+        one = one_with(chosen)
+        one(0)  # warm: the recipient cache, python-gnupg's handle, the keyring file
+        rates[f"{name} sequential"] = count / timed(lambda f=one: [f(i) for i in range(count)])
+        with ThreadPoolExecutor(cpus * 2) as pool:
+            rates[f"{name} {cpus * 2} threads"] = count / timed(
+                lambda f=one: list(pool.map(f, range(count)))  # type: ignore[misc]
+            )
+    rates["bare gpg CLI, sequential"] = count / timed(lambda: [bare(i) for i in range(count)])
     print(f"{count} x {len(message)} octet messages, {key.key_algorithm}:")
-    print(f"  sequential transcode     {count / sequential:7.0f} msg/s")
-    print(f"  {cpus * 2} threads, pool of {cpus}   {count / pooled:7.0f} msg/s")
-    print(f"  bare gpg CLI, sequential {count / bare_time:7.0f} msg/s")
+    print(f"  os.getloadavg() {os.getloadavg()}")
+    for name, rate in rates.items():
+        print(f"  {name:28s} {rate:7.0f} msg/s")
+    native_best = max(rates["native sequential"], rates[f"native {cpus * 2} threads"])
+    gpg_best = max(rates["gpg sequential"], rates[f"gpg {cpus * 2} threads"])
+    print(f"  native / gpg (best of each)  {native_best / gpg_best:7.1f} x")
 
 
 def main() -> None:
