@@ -314,7 +314,7 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     """The quick start from a fresh clone: install, start the server, a second server, the
     client's one setup step, a test identity provisioned over STARTTLS against the generated
     certificate, encryption on, imaplib fetches ciphertext, openssl cms decrypts it."""
-    require_tools("openssl", "gpg", "ip")
+    require_tools("openssl", "gpg")
     clone = fresh_clone(tmp_path / "clone")
     offline_venv(clone)
     session = make_session(tmp_path, clone)
@@ -339,7 +339,7 @@ def test_xkey_doc_commands_run_as_written(tmp_path: Path) -> None:
     """docs/xkey.md's recipes and client commands against a running server: openssl makes an
     acceptable certificate and a PKCS#12 gpgsm 2.2 imports, gpg a key with an encryption
     subkey, new-identity both; the client provisions them over STARTTLS, replacing one."""
-    require_tools("openssl", "gpg", "gpgsm", "ip")
+    require_tools("openssl", "gpg", "gpgsm")
     work = tmp_path / "work"
     work.mkdir()
     session = make_session(tmp_path, work)
