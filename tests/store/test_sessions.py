@@ -6,12 +6,14 @@ import io
 import os
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.mail.imap4 import MessageSet
 
 from tests.store.helpers import append, message, result_of
 from transcoder.errors import MailboxReadOnly, MessageNotFound
 from transcoder.store import MailboxSession, MailboxUpdates, MaildirAccount
 from transcoder.store.flags import InvalidFlag
+from transcoder.store.mailbox import RECENT_SAVE_DELAY
 
 
 def select(account: MaildirAccount, name: str = "INBOX", rw: bool = True) -> MailboxSession:
@@ -250,3 +252,29 @@ def test_destroy_marks_noselect(five: MaildirAccount) -> None:
     s = select(five)
     s.destroy()
     assert "\\Noselect" in s.getFlags()
+
+
+def recent_on_disk(account: MaildirAccount) -> int:
+    """The ``R`` field of INBOX's uid list: the highest UID some session was told of."""
+    head = (account.root / "transcoder-uidlist").read_text().split("\n", 1)[0]
+    (field,) = [word for word in head.split() if word.startswith("R")]
+    return int(field[1:])
+
+
+def test_recent_claims_are_written_within_a_second_or_at_close(
+    clock: Clock, five: MaildirAccount
+) -> None:
+    """A \\Recent claim holds in this process at once; the uid list gets it within
+    RECENT_SAVE_DELAY or when the session closes, whichever comes first (issue 10)."""
+    first = select(five)
+    assert first.getRecentCount() == 5
+    assert recent_on_disk(five) == 0  # not written yet, one fsync'ed rewrite spared
+    assert select(five).getRecentCount() == 0  # yet no other session here gets them
+    clock.advance(RECENT_SAVE_DELAY)
+    assert recent_on_disk(five) == 5
+    append(five, message("six"))
+    assert first.poll().recent == 6
+    assert recent_on_disk(five) == 5
+    first.close()
+    assert recent_on_disk(five) == 6
+    assert clock.getDelayedCalls() == []

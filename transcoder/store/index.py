@@ -137,6 +137,8 @@ class MailboxIndex:
         self.validity = 0
         self.next_uid = 1
         self.recent_upto = 0
+        #: The highest \\Recent claim in the uid list on disk.
+        self.recent_written = 0
         self._generation = 0
         self._version: tuple[int, int] | None = None
         self.keywords = Keywords(path / KEYWORDS_FILE)
@@ -392,11 +394,15 @@ class MailboxIndex:
             uidlist = self._fresh_uidlist(salvage_validity(path))
         if uidlist is None:
             uidlist = self._fresh_uidlist(0)
+        recent_upto = uidlist.recent_upto
         if uidlist.validity != self.validity:
             for uid in list(self.uids):  # UIDs of another UIDVALIDITY mean nothing now
                 self._forget(uid)
+        else:  # our own claims not written yet stay claimed (MailboxState.claim_recent)
+            recent_upto = max(recent_upto, self.recent_upto)
         self.validity, self.next_uid = uidlist.validity, uidlist.next_uid
-        self.recent_upto, self._generation = uidlist.recent_upto, uidlist.generation
+        self.recent_upto, self._generation = recent_upto, uidlist.generation
+        self.recent_written = uidlist.recent_upto
         self._version = (uidlist.validity, uidlist.generation)
         self._uid_of_base = {base: uid for uid, base in uidlist.entries}
         # Another writer numbered files: the next scan compares every message
@@ -413,3 +419,4 @@ class MailboxIndex:
         entries = tuple(sorted((uid, base) for base, uid in self._uid_of_base.items()))
         uidlist = UidList(self.validity, self.next_uid, self.recent_upto, self._generation, entries)
         write_atomically(self.path / UIDLIST_FILE, uidlist.render())
+        self.recent_written = self.recent_upto

@@ -186,8 +186,13 @@ class MailboxSession:
         self._destroyed = True
 
     def close(self) -> None:
-        """End the session (CLOSE, UNSELECT, SELECT of another mailbox, logout)."""
+        """End the session (CLOSE, UNSELECT, SELECT of another mailbox, logout).
+
+        \\Recent claims not written yet are written now, so none is pending
+        on a clock once the sessions are gone.
+        """
         self._listeners.clear()
+        self.state.save_recent()
 
     # -- resolving message sets ---------------------------------------------------
 
