@@ -214,7 +214,7 @@ def test_transcoder_client_says_what_a_change_costs(
 ) -> None:
     """transcoder-client notes the full resync after a change of how mail is served, only then."""
     (workdir / "alice.der").write_bytes(certs[0].cert_der)
-    connection = ["--port", str(server.imap_port)]
+    connection = ["--plain", "--port", str(server.imap_port)]  # loopback: no TLS needed
     done = transcoder_client(server, "provision", str(workdir / "alice.der"), connection=connection)
     assert (done.returncode, done.stderr) == (0, "")  # MODE OFF: nothing changes
     done = transcoder_client(server, "policy", "--mode", "always", connection=connection)
