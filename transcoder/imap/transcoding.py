@@ -118,7 +118,8 @@ def transcode_into(
     view's identity, so every draw depends on it), then transcoded.
     """
     with message.open() as source:
-        if is_ciphertext(parse_top_level(source, message.size), source):
+        top = parse_top_level(source, message.size)
+        if is_ciphertext(top, source):
             source.seek(0)
             copied = 0
             for chunk in iter(lambda: source.read(_COPY_CHUNK), b""):
@@ -132,6 +133,7 @@ def transcode_into(
             size=message.size,
             keys=selection.keys,
             random_bytes=random,
+            top_level=top,
             **request_args,
         )
         return selection.transcoder.transcode(request, out).size
@@ -168,7 +170,8 @@ def predict_view(message: Any, selection: Selection, request_args: dict[str, Any
     """
     predictor = cast(SizePredictor, selection.transcoder)
     with message.open() as source:
-        if is_ciphertext(parse_top_level(source, message.size), source):
+        top = parse_top_level(source, message.size)
+        if is_ciphertext(top, source):
             return message
         source.seek(0)
         request = TranscodeRequest(
@@ -176,6 +179,7 @@ def predict_view(message: Any, selection: Selection, request_args: dict[str, Any
             size=message.size,
             keys=selection.keys,
             random_bytes=SystemRandom(),
+            top_level=top,
             **request_args,
         )
         return PredictedView(*predictor.predicted_shape(request))

@@ -101,6 +101,7 @@ class ViewKey:
         return account_directory(self.account) / entry[:2] / (entry + ".eml")
 
 
+@functools.lru_cache(maxsize=1024)
 def account_directory(account: str) -> Path:
     """The account's directory below a cache root (its name is a digest of the account)."""
     digest = hashlib.sha256(account.encode()).hexdigest()[:32]
@@ -261,31 +262,31 @@ class _DiskEntries:
 
 
 class _MemoryEntries:
-    """Small views in memory: an LRU capped in octets, keyed by the entry's path."""
+    """Small views in memory: an LRU capped in octets."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.lru: OrderedDict[Path, MemoryView] = OrderedDict()
+        self.lru: OrderedDict[ViewKey, MemoryView] = OrderedDict()
         self.total = 0
 
-    def get(self, path: Path) -> MemoryView | None:
-        view = self.lru.get(path)
+    def get(self, key: ViewKey) -> MemoryView | None:
+        view = self.lru.get(key)
         if view is not None:
-            self.lru.move_to_end(path)
+            self.lru.move_to_end(key)
         return view
 
-    def add(self, path: Path, view: MemoryView) -> None:
-        if view.size > self.max_bytes or path in self.lru:
+    def add(self, key: ViewKey, view: MemoryView) -> None:
+        if view.size > self.max_bytes or key in self.lru:
             return
-        self.lru[path] = view
+        self.lru[key] = view
         self.total += view.size
         while self.total > self.max_bytes:
             _, oldest = self.lru.popitem(last=False)
             self.total -= oldest.size
 
-    def forget_under(self, directory: Path) -> None:
-        for path in [p for p in self.lru if directory in p.parents]:
-            self.total -= self.lru.pop(path).size
+    def forget_account(self, account: str) -> None:
+        for key in [k for k in self.lru if k.account == account]:
+            self.total -= self.lru.pop(key).size
 
 
 class ViewCache:
@@ -312,7 +313,7 @@ class ViewCache:
         self.max_bytes = max_bytes
         self.streams = streams
         self._run_blocking = run_blocking
-        self._inflight: dict[Path, SharedResult] = {}
+        self._inflight: dict[ViewKey, SharedResult] = {}
         self._durable = _DiskEntries(root, max_bytes or DURABLE_FLOOR)
         self._volatile = _DiskEntries(root / VOLATILE, max_bytes)
         self._memory = _MemoryEntries(min(max_bytes, MEMORY_CAP))
@@ -354,12 +355,13 @@ class ViewCache:
 
     def lookup(self, key: ViewKey) -> TranscodedView | MemoryView | None:
         """The cached view for ``key`` (its use recorded), or ``None``: no transcoding here."""
-        relative = _relative_path(key)
-        view = self._memory.get(relative)
+        view = self._memory.get(key)
         if view is not None:
             return view
         for tier in (self._volatile, self._durable):
-            path = tier.root / relative
+            if not tier.lru:
+                continue  # no path to compute (a cold small FETCH's common case)
+            path = tier.root / _relative_path(key)
             size = tier.touch(path)
             if size is not None:
                 return TranscodedView(path, size)
@@ -367,7 +369,7 @@ class ViewCache:
 
     def pending(self, key: ViewKey) -> defer.Deferred[Any] | None:
         """The view being made for ``key`` by another FETCH, if any (shared)."""
-        shared = self._inflight.get(_relative_path(key))
+        shared = self._inflight.get(key)
         return None if shared is None else shared.fork()
 
     def get(
@@ -382,32 +384,32 @@ class ViewCache:
         cached = self.lookup(key)
         if cached is not None:
             return defer.succeed(cached)
-        relative = _relative_path(key)
-        shared = self._inflight.get(relative)
+        shared = self._inflight.get(key)
         if shared is None:  # else another FETCH is transcoding this entry: share it
-            work = self._start(relative, transcode, durable, small)
-            shared = SharedResult(work.addBoth(self._landed, relative, durable))
+            work = self._start(key, transcode, durable, small)
+            shared = SharedResult(work.addBoth(self._landed, key, durable))
             if not shared.done:
-                self._inflight[relative] = shared
+                self._inflight[key] = shared
         return shared.fork()
 
     def _start(
-        self, relative: Path, transcode: Transcode, durable: bool, small: bool
+        self, key: ViewKey, transcode: Transcode, durable: bool, small: bool
     ) -> defer.Deferred[Any]:
         if durable:
-            return self._run_blocking(_materialize, self.root / relative, transcode, True)
+            path = self.root / _relative_path(key)
+            return self._run_blocking(_materialize, path, transcode, True)
         if small:
             return self._run_blocking(_in_memory, transcode)
         if self.enabled:
-            path = self.root / VOLATILE / relative
+            path = self.root / VOLATILE / _relative_path(key)
             return self._run_blocking(_materialize, path, transcode, False)
         return self._run_blocking(_spooled, self.root / SPOOL, transcode)
 
-    def _landed(self, outcome: Any, relative: Path, durable: bool) -> Any:
-        self._inflight.pop(relative, None)
+    def _landed(self, outcome: Any, key: ViewKey, durable: bool) -> Any:
+        self._inflight.pop(key, None)
         if isinstance(outcome, MemoryView):
             if self.enabled and outcome.size <= SMALL_VIEW:
-                self._memory.add(relative, outcome)
+                self._memory.add(key, outcome)
         elif isinstance(outcome, _SpooledView):
             pass  # kept by nothing but the FETCH serving it
         elif isinstance(outcome, TranscodedView):
@@ -428,17 +430,16 @@ class ViewCache:
         stream = self.streams(transcode, keep)
         if keep is None:
             return stream
-        relative = _relative_path(key)
         landed: list[defer.Deferred[Any]] = []
 
         def detached() -> None:
-            if relative not in self._inflight:
+            if key not in self._inflight:
                 landed.append(defer.Deferred())
-                self._inflight[relative] = SharedResult(landed[0])
+                self._inflight[key] = SharedResult(landed[0])
 
         def kept(outcome: Any) -> None:
             if landed:
-                self._inflight.pop(relative, None)
+                self._inflight.pop(key, None)
             if isinstance(outcome, TranscodedView) and outcome.path not in self._volatile.lru:
                 self._volatile.add(outcome.path, outcome.size)
             if not landed:
@@ -464,7 +465,7 @@ class ViewCache:
         the reactor thread, so a large cache does not stall other clients.
         """
         relative = account_directory(account)
-        self._memory.forget_under(relative)
+        self._memory.forget_account(account)
         for tier in (self._durable, self._volatile):
             account_dir = tier.root / relative
             tier.forget_under(account_dir)

@@ -34,6 +34,7 @@ from typing import BinaryIO, Protocol, cast
 from zope.interface import Attribute, Interface
 
 from transcoder.keys.model import KeyFormat, StoredKey, require_aware
+from transcoder.mime.entity import Entity
 from transcoder.transcoders.derivation import (
     CallableRandom,
     IRandomSource,
@@ -67,6 +68,10 @@ class TranscodeRequest:
     now: datetime
     random_bytes: RandomSource | Callable[[int], bytes]
     obscure_subject: bool = False
+    #: ``parse_top_level(source, size)`` when the server has parsed it already
+    #: (it does, to tell ciphertext apart); a transcoder may use it instead of
+    #: parsing the header again.
+    top_level: Entity | None = None
 
     def __post_init__(self) -> None:
         require_aware(self.now)

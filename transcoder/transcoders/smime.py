@@ -142,7 +142,9 @@ class SmimeTranscoder:
     def _plan(self, request: TranscodeRequest) -> _Plan:
         """Recipients, protected header sections and the view's header; reads headers only."""
         recipients = self._recipients(request)
-        entity = parse_top_level(request.source, request.size)
+        entity = request.top_level
+        if entity is None:
+            entity = parse_top_level(request.source, request.size)
         parts = protect(entity, request.obscure_subject)
         return _Plan(parts, parts.outer_header + smime_headers(self.settings), recipients)
 
