@@ -147,18 +147,35 @@ def test_mail_delivered_to_dovecot_shows_up_at_the_front(
         client.close()
 
 
-def test_append_is_refused_clearly_before_its_literal(front: RunningServer) -> None:
-    """APPEND answers NO [CANNOT] (phase 2) before the literal is sent; MOVE is advertised."""
-    client = _wire_login(front)
-    try:
-        capability = client.command(b"b", b"CAPABILITY")[0]
-        assert b" MOVE" in capability and b" UIDPLUS" in capability  # Dovecot has both
-        answer = client.command(b"g", b"APPEND INBOX {5}")[-1]
-        assert answer.startswith(b"g NO [CANNOT]"), answer
-        answer = client.command(b"h", b"NOOP")[-1]
-        assert answer.startswith(b"h OK")  # the refused APPEND's literal was never expected
-    finally:
-        client.close()
+def test_append_stores_plaintext_in_dovecot(front: RunningServer, dovecot: DovecotInstance) -> None:
+    """APPEND through the front: Dovecot's APPENDUID, the octets stored as sent (SEARCH finds them).
+
+    For a MODE ALWAYS user too (invariant 4: only FETCH sees the view); a
+    missing mailbox is Dovecot's NO [TRYCREATE].
+    """
+    message = b"Subject: appended\r\n\r\n" + b"needle-in-the-haystack " * 50000 + b"\r\n"
+    for user in (ALICE, BOB):
+        imap = front_login(front, user, None)
+        direct = direct_login(dovecot, user, None)
+        try:
+            typ, data = imap.append("Archive", "(\\Flagged)", None, message)
+            assert typ == "OK", data
+            status = direct.status("Archive", "(UIDVALIDITY)")[1][0]
+            validity = re.search(rb"UIDVALIDITY (\d+)", status)
+            match = re.search(rb"\[APPENDUID (\d+) (\d+)\]", data[0])
+            assert match is not None and validity is not None, (data, status)
+            # As SELECT presents it: Dovecot's own while the account's views never changed.
+            assert match.group(1) == validity.group(1) or user == BOB
+            uid = match.group(2)
+            direct.select("Archive")
+            assert direct.uid("SEARCH", "BODY", "needle-in-the-haystack")[1][0].split()[-1] == uid
+            stored = direct.uid("FETCH", uid, "(FLAGS BODY.PEEK[])")[1][0]
+            assert stored[1] == message and b"\\Flagged" in stored[0]
+            typ, data = imap.append("Nowhere", None, None, b"Subject: x\r\n\r\ny\r\n")
+            assert typ == "NO" and data[0].startswith(b"[TRYCREATE]"), data
+        finally:
+            imap.logout()
+            direct.logout()
 
 
 def test_copy_and_move_are_dovecots(front: RunningServer, dovecot: DovecotInstance) -> None:

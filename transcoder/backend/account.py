@@ -11,7 +11,8 @@ connection and answers the IMAP layer's account calls over it:
 * STATUS: the backend's STATUS (:meth:`BackendAccount.status`; the one
   backend connection stays on the selected mailbox);
 * CREATE / DELETE / RENAME / SUBSCRIBE / UNSUBSCRIBE: passed on as they are;
-* APPEND: not carried yet (phase 2): ``NO [CANNOT]`` before the literal is read.
+* APPEND: the backend's APPEND, the message streamed from the front's spool
+  (LITERAL+ when the backend has it), the UID from its APPENDUID.
 
 The backend's NO for a command reaches the client with the backend's
 response code when it is one the front knows (:data:`.connection.PASSED_CODES`).
@@ -19,14 +20,22 @@ response code when it is one the front knows (:data:`.connection.PASSED_CODES`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
 
 from twisted.internet import defer
 from twisted.mail import imap4
 from zope.interface import implementer
 
-from transcoder.backend.connection import BackendProtocol, BackendRefused, Literal
+from transcoder.backend.connection import (
+    BackendProtocol,
+    BackendRefused,
+    CommandResult,
+    FileLiteral,
+    Literal,
+)
 from transcoder.backend.mailbox import BackendMailbox, NotCarried
 from transcoder.backend.response_syntax import DataResponse, String, quote
 from transcoder.errors import BadCommand, InvalidMailboxName
@@ -63,12 +72,15 @@ class BackendAccount:
         self.address = address
         self.connection = connection
         self.clock = clock
+        #: The UIDVALIDITY of the backend's APPENDUID for the last APPEND, if it sent one.
+        self.appended_validity: int | None = None
 
     # -- lookup -----------------------------------------------------------------------
 
     def exists(self, name: str | bytes) -> bool:
-        """Asked by APPEND before its literal: APPEND is not carried yet, so refuse it here."""
-        raise NotCarried("APPEND is not carried to the backend yet")
+        """Asked by APPEND before its literal; only the backend knows, so the APPEND is
+        sent and a missing mailbox is the backend's ``NO [TRYCREATE]`` after the message."""
+        return True
 
     def select(self, name: str | bytes, rw: bool = True) -> defer.Deferred[BackendMailbox | None]:
         """SELECT (``rw``) or EXAMINE on the backend; None if the backend refuses the name."""
@@ -199,8 +211,38 @@ class BackendAccount:
 
     getOtherNamespaces = getUserNamespaces
 
-    # -- adding messages (phase 2) ----------------------------------------------------------
+    # -- adding messages -----------------------------------------------------------------
 
-    def append(self, name: str | bytes, source: Any, flags: Any = (), date: Any = None) -> Any:
-        """APPEND is not carried yet: ``NO [CANNOT]``."""
-        return defer.fail(NotCarried("APPEND is not carried to the backend yet"))
+    def append(
+        self,
+        name: str | bytes,
+        source: BinaryIO,
+        flags: Iterable[str | bytes] = (),
+        date: datetime | None = None,
+    ) -> defer.Deferred[int]:
+        """APPEND on the backend, the message streamed from ``source``; fires with its UID.
+
+        The backend's APPENDUID (RFC 4315) gives the UID; its UIDVALIDITY is kept
+        in :attr:`appended_validity` for the front's own APPENDUID.
+        """
+        self.appended_validity = None
+        size = source.seek(0, os.SEEK_END)
+        source.seek(0)
+        pieces: list[bytes | Literal | FileLiteral] = [wire_name(name)]
+        names = [f if isinstance(f, bytes) else f.encode("utf-8") for f in flags]
+        if names:
+            pieces.append(b"(" + b" ".join(names) + b")")
+        if isinstance(date, datetime):
+            stamp = date if date.tzinfo is not None else date.replace(tzinfo=UTC)
+            pieces.append(b'"' + stamp.strftime("%d-%b-%Y %H:%M:%S %z").encode("ascii") + b'"')
+        pieces.append(FileLiteral(source, size))
+        d = self.connection.command(b"APPEND", *pieces)
+        return d.addCallback(self._appended)
+
+    def _appended(self, result: CommandResult) -> int:
+        status = result.status
+        parts = status.code_argument.split() if status.code_name == b"APPENDUID" else []
+        if len(parts) == 2 and all(p.isdigit() for p in parts):
+            self.appended_validity = int(parts[0])
+            return int(parts[1])
+        return 0

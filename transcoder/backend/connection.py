@@ -32,14 +32,15 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 
 from transcoder.backend.response_syntax import (
@@ -153,10 +154,22 @@ class Literal:
     value: bytes
 
 
+@dataclass(frozen=True)
+class FileLiteral:
+    """A literal argument read from an open file of ``size`` octets (APPEND's message)."""
+
+    source: BinaryIO
+    size: int
+
+
+class _StopWriting(Exception):
+    """The command was answered before its literal was sent: stop writing it."""
+
+
 @dataclass
 class _Command:
     tag: bytes
-    pieces: list[bytes | Literal]
+    pieces: list[bytes | Literal | FileLiteral]
     result: defer.Deferred[CommandResult]
     untagged: list[Response] = field(default_factory=list)
 
@@ -176,8 +189,8 @@ class BackendProtocol(protocol.Protocol):
         self._tags = (b"b%d" % n for n in itertools.count(1))
         self._in_flight: dict[bytes, _Command] = {}
         self._queue: list[_Command] = []
-        self._awaiting_continuation: _Command | None = None
-        self._waiting_pieces: list[bytes | Literal] = []
+        self._writing: defer.Deferred[None] | None = None
+        self._continuation: tuple[_Command, defer.Deferred[None]] | None = None
         self._timer: IDelayedCall | None = None
         self._bye: StatusResponse | None = None
 
@@ -208,11 +221,9 @@ class BackendProtocol(protocol.Protocol):
         if not self.greeting.called:
             self.greeting.errback(Failure(BackendUnavailable(f"no greeting: {reason.value}")))
         waiting = [*self._in_flight.values(), *self._queue]
-        if self._awaiting_continuation is not None:
-            waiting.append(self._awaiting_continuation)
         self._in_flight.clear()
         self._queue.clear()
-        self._awaiting_continuation = None
+        self._stop_continuation()
         for command in waiting:
             if not command.result.called:
                 command.result.errback(Failure(error))
@@ -224,7 +235,7 @@ class BackendProtocol(protocol.Protocol):
 
     # -- commands ------------------------------------------------------------------
 
-    def command(self, *pieces: bytes | Literal) -> defer.Deferred[CommandResult]:
+    def command(self, *pieces: bytes | Literal | FileLiteral) -> defer.Deferred[CommandResult]:
         """Send ``tag`` + the pieces (joined by spaces); fires when the tagged OK comes.
 
         A NO or BAD errbacks with :class:`BackendRefused`; a lost backend
@@ -238,44 +249,63 @@ class BackendProtocol(protocol.Protocol):
         return command.result.addCallback(_check_ok)
 
     def _send_queued(self) -> None:
-        while self._queue and self._awaiting_continuation is None:
-            command = self._queue.pop(0)
-            self._in_flight[command.tag] = command
-            self._arm_timer()
-            self._write_pieces(command, [command.tag, *command.pieces])
+        """Write the next queued command unless one is still being written (pipelining)."""
+        if self._writing is not None or not self._queue or not self.connected_now:
+            return
+        command = self._queue.pop(0)
+        self._in_flight[command.tag] = command
+        self._arm_timer()
+        self._writing = defer.Deferred.fromCoroutine(self._write(command))
+        self._writing.addErrback(self._write_failed)
+        self._writing.addBoth(self._written)
 
-    def _write_pieces(self, command: _Command, pieces: Sequence[bytes | Literal]) -> None:
-        """Write pieces up to a synchronizing literal, whose octets wait for ``+``."""
-        out = bytearray()
-        for i, piece in enumerate(pieces):
-            if i and not out.endswith(b"\r\n"):
-                out += b" "
+    def _write_failed(self, failure: Failure) -> None:
+        if failure.check(_StopWriting) or not self.connected_now:
+            return  # answered before its literal, or the connection is gone anyway
+        log.failure("writing to the backend failed", failure)
+        self.transport.abortConnection()
+
+    def _written(self, _: object) -> None:
+        self._writing = None
+        self._send_queued()
+
+    async def _write(self, command: _Command) -> None:
+        """Write ``tag pieces CRLF``; a literal's octets after ``+`` unless LITERAL+ (RFC 7888).
+
+        A file literal is streamed with a producer: the transport's buffer,
+        not the front's memory, holds what the backend has not read yet.
+        """
+        out = bytearray(command.tag)
+        for piece in command.pieces:
+            out += b" "
             if isinstance(piece, bytes):
                 out += piece
                 continue
-            if b"LITERAL+" in self.capabilities:
-                out += b"{%d+}\r\n" % len(piece.value) + piece.value
-                continue
-            out += b"{%d}\r\n" % len(piece.value)
+            size = len(piece.value) if isinstance(piece, Literal) else piece.size
+            plus = b"LITERAL+" in self.capabilities
+            out += b"{%d%s}\r\n" % (size, b"+" if plus else b"")
             self.transport.write(bytes(out))
-            self._awaiting_continuation = command
-            self._waiting_pieces = [piece.value, *pieces[i + 1 :]]
-            return
+            out = bytearray()
+            if not plus:
+                self._continuation = (command, defer.Deferred())
+                await self._continuation[1]
+            if isinstance(piece, Literal):
+                self.transport.write(piece.value)
+            else:
+                await FileSender().beginFileTransfer(piece.source, self.transport)
         self.transport.write(bytes(out) + b"\r\n")
 
     def _continue(self) -> None:
-        command, self._awaiting_continuation = self._awaiting_continuation, None
-        if command is None:
+        waiting, self._continuation = self._continuation, None
+        if waiting is None:
             log.warn("backend sent an unexpected continuation request")
             return
-        value, *rest = self._waiting_pieces
-        assert isinstance(value, bytes)
-        self.transport.write(value)
-        # The rest of the line follows the literal's octets directly.
-        self._write_pieces(command, [b"", *rest] if rest else [])
-        if not rest:
-            self.transport.write(b"\r\n")
-        self._send_queued()
+        waiting[1].callback(None)
+
+    def _stop_continuation(self) -> None:
+        waiting, self._continuation = self._continuation, None
+        if waiting is not None:
+            waiting[1].errback(Failure(_StopWriting()))
 
     def logout(self) -> None:
         """LOGOUT (best effort) and close."""
@@ -297,6 +327,8 @@ class BackendProtocol(protocol.Protocol):
             if command is None:
                 log.warn("backend answered an unknown tag {tag!r}", tag=response.tag)
                 return
+            if self._continuation is not None and self._continuation[0] is command:
+                self._stop_continuation()  # refused before its literal (RFC 3501 7.5)
             if not self._in_flight and not self._queue:
                 self._cancel_timer()
             if response.code_name == b"CAPABILITY":  # LOGIN's OK names the new ones

@@ -473,8 +473,10 @@ class BackendMailbox:
         return d.addCallback(lambda _: self._commit_expunges())
 
     def addMessage(self, message: Any, flags: Any = (), date: Any = None) -> defer.Deferred[int]:
-        """APPEND is not carried yet: ``NO [CANNOT]``."""
-        return defer.fail(NotCarried("APPEND is not carried to the backend yet"))
+        """APPEND to this mailbox on the backend (IMailbox); fires with the UID."""
+        if not self.rw:
+            return defer.fail(MailboxReadOnly("Mailbox is read-only"))
+        return self.account.append(self.name, message, flags, date)
 
     def copy(self, message: Any) -> defer.Deferred[int]:
         """Never called: the server mixin relays COPY (:meth:`copy_on_backend`)."""

@@ -17,8 +17,9 @@ what a backend changes:
 * **SEARCH** is evaluated by the backend on the plaintext it stores;
 * **COPY / MOVE** are the backend's UID COPY / UID MOVE (the target never
   selected: the one connection stays on the client's mailbox);
-* **capabilities**: only what is carried through: MOVE when the backend has
-  it; APPEND answers ``NO [CANNOT]`` until phase 2 (docs/design.md "Backend front").
+* **APPEND** is the backend's APPEND; APPENDUID names the backend's
+  UIDVALIDITY as presented (the IMAP layer would select the mailbox to read it);
+* **capabilities**: only what is carried through: MOVE when the backend has it.
 """
 
 from __future__ import annotations
@@ -290,6 +291,20 @@ class BackendFrontMixin:
         for seq in source.commit_expunges():
             self_.sendUntaggedResponse(b"%d EXPUNGE" % seq)
         self_.sendPositiveResponse(tag, b"MOVE completed")
+
+    # -- APPEND -----------------------------------------------------------------------------
+
+    async def _uid_validity(self, name: str) -> int | None:
+        """APPENDUID's UIDVALIDITY: the backend's for the APPEND just made, as presented.
+
+        (The IMAP layer would select ``name`` to read it; here that would move
+        the backend connection off the client's mailbox.)
+        """
+        validity = getattr(self.account, "appended_validity", None)
+        if validity is None:
+            return None
+        self_: Any = self
+        return int(await self_.presented_validity(validity))
 
 
 class BackendIMAP4Server(BackendFrontMixin, TranscodingIMAP4Server):
