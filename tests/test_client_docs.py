@@ -188,9 +188,13 @@ def ports_free(*ports: int) -> bool:
 
 
 def fresh_clone(target: Path) -> Path:
-    """The tracked files of the checkout as they are now (a clone, with uncommitted edits)."""
+    """The checkout's files as a clone would have them if everything were committed: tracked
+    and new files as they are now, nothing git ignores (.venv, data, build, caches)."""
     listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
     ).stdout.split(b"\0")
     for name in filter(None, listed):
         source = REPO / name.decode()
