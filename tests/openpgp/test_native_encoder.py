@@ -141,7 +141,8 @@ def _zero_first_octet_draw(key: Recipient) -> Draw:
     for seed in range(20_000):
         draw = _seeded(seed)
         k = (key.rsa_key.key_size + 7) // 8  # type: ignore[union-attr]
-        ps = bytes(b or 1 for b in draw("recipient/0/rsa-ps/0/0", k - 38))
+        label = f"recipient/0/{key.fingerprint.hex()}/rsa-ps/0/0"
+        ps = bytes(b or 1 for b in draw(label, k - 38))
         session = draw("session-key", 32)
         message = bytes([9]) + session + (sum(session) & 0xFFFF).to_bytes(2, "big")
         numbers = key.rsa_key.public_numbers()  # type: ignore[union-attr]

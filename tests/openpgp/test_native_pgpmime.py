@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import subprocess
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -117,6 +118,32 @@ def test_two_servers_one_secret_identical_octets(native: NativeKeys) -> None:
     assert other != first and len(other) == len(first)
     assert armored_part(other) != armored_part(first)
     assert native.gpg_decrypt(armored_part(other)).stdout == rfc9788_inner(MESSAGE)
+
+
+def session_key(pgp: PgpTestKeys, armored: bytes) -> str:
+    """The session key gpg finds in ``armored`` (``--show-session-key``)."""
+    done = subprocess.run(
+        [
+            *("gpg", "--homedir", str(pgp.decrypt_home), "--batch", "--no-tty"),
+            *("--status-fd", "2", "--show-session-key", "--decrypt"),
+        ],
+        input=armored,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stderr.decode().splitlines()
+    return next(line.split()[2] for line in lines if line.startswith("[GNUPG:] SESSION_KEY "))
+
+
+def test_a_new_encryption_subkey_gets_a_new_session_key(pgp: PgpTestKeys) -> None:
+    """Same primary fingerprint (the same view identity), a new subkey: a new session key."""
+    assert pgp.x25519.fingerprint == pgp.x25519_v2.fingerprint
+    old = armored_part(view_of(derived_request(MESSAGE, (pgp.x25519,))))
+    new = armored_part(view_of(derived_request(MESSAGE, (pgp.x25519_v2,))))
+    assert session_key(pgp, old) != session_key(pgp, new)
+    again = armored_part(view_of(derived_request(MESSAGE, (pgp.x25519,))))
+    assert session_key(pgp, again) == session_key(pgp, old) and again == old
 
 
 def test_predicted_size_is_exact(native: NativeKeys) -> None:

@@ -22,8 +22,9 @@ the MDC (RFC 9580 section 5.13.1 keeps it for v4 keys).
 
 Every random value is drawn by purpose from ``draw`` (labels under the
 given prefix): ``session-key`` (32 octets), ``cfb-prefix`` (16) and, per
-recipient ``i``, ``recipient/<i>/...`` (see
-:mod:`transcoder.openpgp.recipients`).  The same draws, plaintext and
+recipient ``i`` with the (sub)key fingerprint ``fpr``, ``recipient/<i>/<fpr>/...``
+(see :mod:`transcoder.openpgp.recipients`): no padding or ephemeral key is
+ever drawn for two different keys.  The same draws, plaintext and
 recipients give the same octets.
 
 :func:`armored_message_size` gives the exact output size from the
@@ -124,7 +125,8 @@ def encrypt_armored(
     session_key = exact(draw, SESSION_KEY_LABEL, SESSION_KEY_SIZE)
     armor = ArmorWriter(out)
     for index, recipient in enumerate(recipients):
-        body = recipient.pkesk_body(session_key, draw, f"recipient/{index}")
+        label = f"recipient/{index}/{recipient.fingerprint.hex()}"
+        body = recipient.pkesk_body(session_key, draw, label)
         armor.write(header(PKESK_TAG, len(body)) + body)
     random_prefix = exact(draw, CFB_PREFIX_LABEL, BLOCK_SIZE)
     prefix = random_prefix + random_prefix[-2:]

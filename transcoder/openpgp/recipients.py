@@ -158,12 +158,15 @@ class Recipient:
         Every random octet is drawn under labels starting with ``prefix``.
         """
         head = bytes([3]) + self.key_id + bytes([self.algorithm])
-        if self.rsa_key is not None:
-            fields = self._rsa(session_key, draw, prefix)
-        elif self.curve_oid == CV25519_OID:
-            fields = self._cv25519(session_key, draw, prefix)
-        else:
-            fields = self._nist(session_key, draw, prefix)
+        try:
+            if self.rsa_key is not None:
+                fields = self._rsa(session_key, draw, prefix)
+            elif self.curve_oid == CV25519_OID:
+                fields = self._cv25519(session_key, draw, prefix)
+            else:
+                fields = self._nist(session_key, draw, prefix)
+        except ValueError as error:  # e.g. a low-order X25519 point: an all-zero secret
+            raise OpenPgpError(f"key agreement with {self.description} failed: {error}") from error
         body = head + fields
         if len(body) != self.pkesk_body_size:
             raise OpenPgpError("PKESK of an unexpected size")

@@ -205,15 +205,21 @@ class PgpMimeTranscoder:
 FallbackReport = Callable[[StoredKey, str], None]
 
 
-def pgp_draws(request: TranscodeRequest, parts: ProtectedParts) -> Callable[[str, int], bytes]:
-    """The request's draws, each label scoped to the inner entity ``parts`` describe.
+def pgp_draws(
+    request: TranscodeRequest, parts: ProtectedParts, recipients: Sequence[Recipient]
+) -> Callable[[str, int], bytes]:
+    """The request's draws, each label scoped to the inner entity ``parts`` describe
+    and the (sub)keys encrypted to.
 
     As :func:`transcoder.transcoders.smime.plaintext_draws`: SHA-256 of the
     inner header section and the body's extent, so the session key and the
-    CFB prefix are a function of the exact plaintext encrypted.
+    CFB prefix are a function of the exact plaintext encrypted; and of the
+    subkeys' fingerprints, so a key that gains a new encryption subkey (same
+    primary fingerprint) gets a new session key.
     """
     extent = f"{parts.body_start}-{parts.body_end}".encode("ascii")
-    scope = hashlib.sha256(parts.inner_header + b"\0" + extent).hexdigest()[:32]
+    subkeys = b"".join(r.fingerprint for r in recipients)
+    scope = hashlib.sha256(parts.inner_header + b"\0" + extent + b"\0" + subkeys).hexdigest()[:32]
     return lambda label, size: request.draw(f"pgp-mime/{scope}/{label}", size)
 
 
@@ -299,7 +305,7 @@ class NativePgpMimeTranscoder:
                 parts.inner_size,
                 out,
                 recipients,
-                pgp_draws(request, parts),
+                pgp_draws(request, parts, recipients),
             )
         except (OpenPgpError, EOFError) as e:  # the source shrank under us, a refused draw
             raise TranscodeFailed(f"OpenPGP encryption failed: {e}") from e
