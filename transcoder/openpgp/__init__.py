@@ -1,4 +1,13 @@
-"""python-gnupg adapter: isolated keyring, streaming encryption, a bound on gpg processes.
+"""OpenPGP encryption: the native encoder, and the python-gnupg adapter for what it refuses.
+
+* :mod:`transcoder.openpgp.encoder` (with :mod:`~transcoder.openpgp.packets`,
+  :mod:`~transcoder.openpgp.armor`, :mod:`~transcoder.openpgp.recipients`):
+  a sans-IO streaming encoder (issue 12) -- PKESK v3 for RSA and ECDH, SEIPD
+  v1 with the MDC, CRLF armor -- whose every random octet is a labelled draw.
+* :mod:`transcoder.openpgp.encrypt`, :mod:`~transcoder.openpgp.keyring`,
+  :mod:`~transcoder.openpgp.pool`: gpg through python-gnupg (isolated
+  keyring, streaming, a bound on gpg processes), for keys the encoder does
+  not implement and ``--openpgp-encoder gpg``.
 
 No twisted import: blocking functions over files, which the IMAP layer runs
 in worker threads (see docs/design.md, "Layers").
