@@ -47,3 +47,18 @@ def test_store_whose_fsync_fails_is_not_answered_ok(tmp_path: Path) -> None:
         cur.with_name("cur.away").rename(cur)
     _, done = session.split(session.output(), b"s1")
     assert done.startswith(b"s1 NO")
+
+
+def test_expunge_ok_waits_for_the_fsync_of_its_unlinks(tmp_path: Path) -> None:
+    """EXPUNGE: the EXPUNGE responses and OK come once cur/ is fsync'ed."""
+    session = selected_session(tmp_path, message("one"), message("two"))
+    session.command(b"STORE 1 +FLAGS.SILENT (\\Deleted)")
+    worker = Worker()
+    session.store.run_blocking = worker
+    session.send(b"e1 EXPUNGE\r\n")
+    assert session.output() == b""
+    (call,) = worker.calls
+    assert call[1] == (session.server.account.root / "cur",)
+    worker.run_next()
+    untagged, done = session.split(session.output(), b"e1")
+    assert untagged == [b"* 1 EXPUNGE"] and done.startswith(b"e1 OK")

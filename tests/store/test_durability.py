@@ -14,14 +14,16 @@ from typing import Any
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.mail.imap4 import MessageSet
 from twisted.python.failure import Failure
 
-from tests.store.helpers import Worker, append, message
+from tests.store.helpers import ADDRESS, Worker, append, make_store, message
 from transcoder import files
 from transcoder.store import MailboxSession, MaildirAccount, MaildirStore
 from transcoder.store import group_sync as group_sync_module
 from transcoder.store import mailbox as mailbox_module
+from transcoder.store.mailbox import LIST_SAVE_DELAY
 
 
 @pytest.fixture
@@ -151,3 +153,39 @@ def test_a_failed_group_fsync_fails_every_store_of_its_batch(
         (account.root / "cur.away").rename(cur)
     (failure,) = outcome
     assert isinstance(failure, Failure) and failure.check(FileNotFoundError)
+
+
+def uidlist_bases(account: MaildirAccount) -> list[str]:
+    lines = (account.root / "transcoder-uidlist").read_text().splitlines()[1:]
+    return [line.split(" ", 1)[1] for line in lines]
+
+
+def test_expunge_answers_after_a_shared_fsync_and_never_reuses_uids(
+    tmp_path: Path, clock: Clock, store: MaildirStore, account: MaildirAccount
+) -> None:
+    """EXPUNGE: durable when answered; the uid list drops the entry within a second,
+    and a crash before that never gives the UID out again."""
+    a = five(account)
+    worker = Worker()
+    store.run_blocking = worker
+    a.store(MessageSet(5), ["\\Deleted"], 1, uid=False)
+    base = a.state.records[5].base
+    outcome = fired(a.expunge_durably())
+    assert outcome == [] and not any(n.startswith(base) for n in os.listdir(account.root / "cur"))
+    worker.run_next()  # the fsync of cur/
+    assert outcome == [[5]]
+    assert base in uidlist_bases(account)  # not rewritten for the expunge alone
+    # A crash now: another process reads the list as it is.
+    other = make_store(tmp_path / "mail", clock, seed=7).account(ADDRESS)
+    assert append(other, message("after")) == 6
+    clock.advance(LIST_SAVE_DELAY)
+    assert base not in uidlist_bases(account)
+    assert clock.getDelayedCalls() == []
+
+
+def test_uid_expunge_durably_removes_only_the_named_messages(account: MaildirAccount) -> None:
+    """UID EXPUNGE through the durable path keeps RFC 4315's rule: only \\Deleted among the UIDs."""
+    a = five(account)
+    a.store(MessageSet(1, 5), ["\\Deleted"], 1, uid=False)
+    assert fired(a.expunge_durably([2, 4])) == [[4, 2]]
+    assert list(a.uids) == [1, 3, 5]

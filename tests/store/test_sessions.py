@@ -13,7 +13,7 @@ from tests.store.helpers import append, message, result_of
 from transcoder.errors import MailboxReadOnly, MessageNotFound
 from transcoder.store import MailboxSession, MailboxUpdates, MaildirAccount
 from transcoder.store.flags import InvalidFlag
-from transcoder.store.mailbox import RECENT_SAVE_DELAY
+from transcoder.store.mailbox import LIST_SAVE_DELAY
 
 
 def select(account: MaildirAccount, name: str = "INBOX", rw: bool = True) -> MailboxSession:
@@ -265,12 +265,12 @@ def test_recent_claims_are_written_within_a_second_or_at_close(
     clock: Clock, five: MaildirAccount
 ) -> None:
     """A \\Recent claim holds in this process at once; the uid list gets it within
-    RECENT_SAVE_DELAY or when the session closes, whichever comes first (issue 10)."""
+    LIST_SAVE_DELAY or when the session closes, whichever comes first (issue 10)."""
     first = select(five)
     assert first.getRecentCount() == 5
     assert recent_on_disk(five) == 0  # not written yet, one fsync'ed rewrite spared
     assert select(five).getRecentCount() == 0  # yet no other session here gets them
-    clock.advance(RECENT_SAVE_DELAY)
+    clock.advance(LIST_SAVE_DELAY)
     assert recent_on_disk(five) == 5
     append(five, message("six"))
     assert first.poll().recent == 6

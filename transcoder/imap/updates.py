@@ -186,7 +186,11 @@ class UpdatesMixin:
         if not mbox.isWriteable():
             self_.send_error(tag, MailboxReadOnly("Mailbox is read-only"))
             return
-        if uids is None:
+        durably = getattr(mbox, "expunge_durably", None)
+        if durably is not None:  # the Maildir store: fsync off the reactor thread, shared
+            chosen = None if uids is None else _resolve_uids(mbox, uids)
+            d = defer.maybeDeferred(durably, chosen)
+        elif uids is None:
             d = defer.maybeDeferred(mbox.expunge)
         else:
             d = defer.maybeDeferred(lambda: mbox.uid_expunge(list(_resolve_uids(mbox, uids))))

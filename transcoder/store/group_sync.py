@@ -28,7 +28,10 @@ from transcoder.files import fsync_dir
 
 
 class GroupSync:
-    """Group commit of ``fsync(directory())``, run with ``run_blocking`` (a worker thread)."""
+    """Group commit of ``fsync(directory())``, run with ``run_blocking`` (a worker thread).
+
+    ``run_blocking`` may be replaced between fsyncs (the store's executor).
+    """
 
     def __init__(
         self,
@@ -37,7 +40,7 @@ class GroupSync:
         started: Callable[[], None] = lambda: None,
     ) -> None:
         self._directory = directory
-        self._run_blocking = run_blocking
+        self.run_blocking = run_blocking
         self._started = started
         self._waiting: list[defer.Deferred[None]] = []
         self.running = False
@@ -57,7 +60,7 @@ class GroupSync:
         self.running = True
         self.count += 1
         self._started()
-        d = defer.maybeDeferred(self._run_blocking, fsync_dir, self._directory())
+        d = defer.maybeDeferred(self.run_blocking, fsync_dir, self._directory())
         d.addBoth(self._done, batch)
 
     def _done(self, result: Any, batch: list[defer.Deferred[None]]) -> None:

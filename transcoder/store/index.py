@@ -139,6 +139,8 @@ class MailboxIndex:
         self.recent_upto = 0
         #: The highest \\Recent claim in the uid list on disk.
         self.recent_written = 0
+        #: The uid list on disk still names files this process expunged.
+        self._list_stale = False
         self._generation = 0
         self._version: tuple[int, int] | None = None
         self.keywords = Keywords(path / KEYWORDS_FILE)
@@ -420,3 +422,4 @@ class MailboxIndex:
         uidlist = UidList(self.validity, self.next_uid, self.recent_upto, self._generation, entries)
         write_atomically(self.path / UIDLIST_FILE, uidlist.render())
         self.recent_written = self.recent_upto
+        self._list_stale = False

@@ -27,8 +27,9 @@ from transcoder.store.group_sync import GroupSync
 from transcoder.store.index import MailboxIndex, MessageRecord
 from transcoder.store.uidlist import UIDLIST_FILE, read_version
 
-#: Seconds within which a \\Recent claim reaches the uid list (see MailboxState.claim_recent).
-RECENT_SAVE_DELAY = 1.0
+#: Seconds within which a \\Recent claim or an expunge reaches the uid list
+#: (see MailboxState.claim_recent and remove).
+LIST_SAVE_DELAY = 1.0
 
 
 def _move_no_replace(src: Path, dst: Path) -> None:
@@ -48,8 +49,8 @@ def _move_no_replace(src: Path, dst: Path) -> None:
 class MailboxState(MailboxIndex):
     """One mailbox as this process sees it, and every change made to it."""
 
-    _unsynced_renames = False
-    _recent_save: IDelayedCall | None = None
+    _cur_unsynced = False
+    _list_save: IDelayedCall | None = None
     _group: GroupSync | None = None
 
     def new_session_id(self) -> int:
@@ -63,7 +64,7 @@ class MailboxState(MailboxIndex):
         """Mark ``uids`` as announced; returns those no session was told of before (\\Recent).
 
         The claim is made in memory at once and written to the uid list
-        within :data:`RECENT_SAVE_DELAY` -- with the list's next write (an
+        within :data:`LIST_SAVE_DELAY` -- with the list's next write (an
         APPEND, an EXPUNGE) or on its own -- instead of an fsync'ed rewrite
         per message announced, which cost as much as the APPEND itself.
         What that gives up (RFC 3501 section 2.3.2 leaves it open which
@@ -80,20 +81,23 @@ class MailboxState(MailboxIndex):
         claimed = {uid for uid in candidates if uid > self.recent_upto}
         if claimed:
             self.recent_upto = max(claimed)
-            if self._recent_save is None or not self._recent_save.active():
-                self._recent_save = self.clock.callLater(RECENT_SAVE_DELAY, self.save_recent)
+            self._save_later()
         return claimed
 
-    def save_recent(self) -> None:
-        """Write the \\Recent claims not written yet (see :meth:`claim_recent`)."""
-        if self._recent_save is not None and self._recent_save.active():
-            self._recent_save.cancel()
-        self._recent_save = None
-        if self.deleted or self.recent_upto <= self.recent_written:
+    def _save_later(self) -> None:
+        if self._list_save is None or not self._list_save.active():
+            self._list_save = self.clock.callLater(LIST_SAVE_DELAY, self.save_list)
+
+    def save_list(self) -> None:
+        """Write what the uid list lacks: \\Recent claims, entries of expunged messages."""
+        if self._list_save is not None and self._list_save.active():
+            self._list_save.cancel()
+        self._list_save = None
+        if self.deleted or not (self.recent_upto > self.recent_written or self._list_stale):
             return
         with self._lock.held():
             self._sync_uidlist()
-            if self.recent_upto > self.recent_written:
+            if self.recent_upto > self.recent_written or self._list_stale:
                 self._write_uidlist()
 
     def register_keywords(self, flags: Iterable[str]) -> None:
@@ -126,20 +130,20 @@ class MailboxState(MailboxIndex):
                 self.refresh(force=True)  # renamed or removed by another program
                 continue
             self._own_change(rec.filename, target)
-            self._unsynced_renames = True
+            self._cur_unsynced = True
             self._set_info(uid, info, changer)
             return self.keywords.flags(info)
         return None
 
     def sync_flags(self) -> None:
-        """Make the flag changes so far durable: one fsync of ``cur/`` for all of them.
+        """Make the flag changes (and expunges) so far durable: one fsync of ``cur/``.
 
-        A flag change is a rename; the tagged OK of the command that made it
-        promises it survives a crash, so the command calls this once, after
-        its last rename and before its answer.
+        A flag change is a rename, an expunge an unlink; the tagged OK of the
+        command that made it promises it survives a crash, so the command
+        calls this once, after its last change and before its answer.
         """
-        if self._unsynced_renames:
-            self._unsynced_renames = False
+        if self._cur_unsynced:
+            self._cur_unsynced = False
             fsync_dir(self.cur)
 
     def flags_durable(self, run_blocking: Callable[..., Any]) -> defer.Deferred[None]:
@@ -149,24 +153,36 @@ class MailboxState(MailboxIndex):
         """
         if self._group is None:
             self._group = GroupSync(lambda: self.cur, run_blocking, self._renames_covered)
-        if not self._unsynced_renames and not self._group.running:
+        self._group.run_blocking = run_blocking
+        if not self._cur_unsynced and not self._group.running:
             return defer.succeed(None)
         return self._group.wait()
 
     def _renames_covered(self) -> None:
-        """An fsync of ``cur/`` is starting: it covers every rename made until now."""
-        self._unsynced_renames = False
+        """An fsync of ``cur/`` is starting: it covers every rename and unlink made until now."""
+        self._cur_unsynced = False
 
-    def remove(self, uids: Iterable[int]) -> None:
-        """Delete the files of ``uids`` and forget them (EXPUNGE)."""
+    def remove(self, uids: Iterable[int], sync: bool = True) -> None:
+        """Delete the files of ``uids`` and forget them (EXPUNGE).
+
+        The unlinks are durable when this returns (one fsync of ``cur/``)
+        unless ``sync`` is false: then the caller waits for
+        :meth:`flags_durable`, which covers them too.  The uid list drops
+        the expunged entries within :data:`LIST_SAVE_DELAY` (with its next
+        write, or on its own): until then it names files that are gone, which
+        every reader skips, and an fsync'ed rewrite per EXPUNGE is spared.
+        """
         with self._lock.held():
             self._sync_uidlist()
             missed = self._unlink(uids)
             if missed:
                 self._rescan()  # renamed by another program meanwhile: find the new names
                 self._unlink(missed)
-            self._write_uidlist()
-            fsync_dir(self.cur)
+        self._list_stale = True
+        self._save_later()
+        self._cur_unsynced = True
+        if sync:
+            self.sync_flags()
 
     def _unlink(self, uids: Iterable[int]) -> list[int]:
         missed = []

@@ -188,11 +188,11 @@ class MailboxSession:
     def close(self) -> None:
         """End the session (CLOSE, UNSELECT, SELECT of another mailbox, logout).
 
-        \\Recent claims not written yet are written now, so none is pending
-        on a clock once the sessions are gone.
+        What the uid list lacks (\\Recent claims, expunged entries) is
+        written now, so nothing is pending on a clock once the sessions are gone.
         """
         self._listeners.clear()
-        self.state.save_recent()
+        self.state.save_list()
 
     # -- resolving message sets ---------------------------------------------------
 
@@ -335,7 +335,20 @@ class MailboxSession:
         """UID EXPUNGE (RFC 4315 section 2.1): remove only the \\Deleted messages among ``uids``."""
         return self._expunge(set(uids))
 
-    def _expunge(self, only: set[int] | None) -> list[int]:
+    def expunge_durably(self, uids: Iterable[int] | None = None) -> defer.Deferred[list[int]]:
+        """EXPUNGE (or UID EXPUNGE of ``uids``) answered once its unlinks are durable.
+
+        As :meth:`store_durably`: the fsync of ``cur/`` runs in a worker
+        thread, shared with the STOREs and EXPUNGEs of every session meanwhile.
+        """
+        try:
+            seqs = self._expunge(None if uids is None else set(uids), sync=False)
+        except BaseException:
+            self.state.sync_flags()
+            raise
+        return self.flags_durable().addCallback(lambda _: seqs)
+
+    def _expunge(self, only: set[int] | None, sync: bool = True) -> list[int]:
         self._check_writable()
         self.state.refresh()
         doomed = [
@@ -346,7 +359,7 @@ class MailboxSession:
             and "\\Deleted" in self.state.flags_of(u)
         ]
         if doomed:
-            self.state.remove(doomed)
+            self.state.remove(doomed, sync=sync)
         return self._commit_expunges()
 
     def _note_expunges(self) -> None:
