@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.openpgp.native_keys import TYPES, NativeKeys, native
+from tests.openpgp.native_keys import TYPES, NativeKeys, native, native_keys
 from transcoder.mime.pgp_message import CRC24_POLY, ArmoredMessageCheck, _x_power, crc24
 from transcoder.openpgp.armor import CRC_FOLD_BITS, Crc24
 from transcoder.openpgp.encoder import armored_message_size, encrypt_armored
 from transcoder.openpgp.errors import OpenPgpError, UnsupportedRecipient
-from transcoder.openpgp.recipients import Recipient, recipient_for_key
+from transcoder.openpgp.recipients import Recipient, parse_public_key, recipient_for_key
 from transcoder.transcoders.derivation import ViewIdentity, ViewSecret
 
 __all__ = ["native"]
@@ -204,3 +204,49 @@ def test_crc24_generator_order_and_folded_crc() -> None:
         for octet in data[:size]:
             small.update(bytes([octet]))
         assert small.digest() == crc24(data[:size])
+
+
+def _key_packet_body(key_type: str) -> bytes:
+    """The body of the encryption subkey packet the recipient of ``key_type`` was read from."""
+    from transcoder.keys.openpgp_packets import key_fingerprint, read_packets
+
+    keys = native_keys()
+    wanted = recipient_for_key(keys.keys[key_type]).fingerprint.hex().upper()
+    return next(
+        p.body
+        for p in read_packets(keys.keys[key_type].material)
+        if p.tag in (6, 14) and key_fingerprint(p.body) == wanted
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    key_type=st.sampled_from(sorted(TYPES)),
+    edits=st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=4),
+    cut=st.one_of(st.none(), st.integers(0, 600)),
+)
+def test_malformed_key_packets_are_refused_cleanly(
+    native: NativeKeys, key_type: str, edits: list[tuple[int, int]], cut: int | None
+) -> None:
+    """Damaged key packets give an OpenPgpError, or a Recipient whose PKESK is made (of the
+    announced size) or refused with an OpenPgpError: never another exception."""
+    body = bytearray(_key_packet_body(key_type))
+    for position, value in edits:
+        if position < len(body):
+            body[position] = value
+    damaged = bytes(body[:cut] if cut is not None else body)
+    try:
+        parsed = parse_public_key(damaged)
+    except OpenPgpError:
+        return
+    try:
+        pkesk = parsed.pkesk_body(bytes(32), lambda label, n: b"\x07" * n, "p")
+    except OpenPgpError:
+        return
+    assert len(pkesk) == parsed.pkesk_body_size
+
+
+def test_parse_public_key_reads_what_the_encoder_uses(native: NativeKeys) -> None:
+    for key_type in sorted(TYPES):
+        parsed = parse_public_key(_key_packet_body(key_type))
+        assert parsed == recipient_for_key(native.keys[key_type])

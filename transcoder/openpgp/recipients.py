@@ -255,7 +255,10 @@ def parse_public_key(body: bytes) -> Recipient:
         raise UnsupportedRecipient(f"key packet version {body[0] if body else None}")
     if len(body) < 6:
         raise OpenPgpError("truncated key packet")
-    fingerprint = bytes.fromhex(key_fingerprint(body))
+    try:
+        fingerprint = bytes.fromhex(key_fingerprint(body))
+    except KeyInvalid as error:  # a v4 packet longer than 65535 octets
+        raise OpenPgpError(str(error)) from error
     algorithm = body[5]
     if algorithm in RSA_ALGORITHMS:
         n, at = read_mpi(body, 6)
