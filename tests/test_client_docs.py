@@ -29,7 +29,10 @@ type them:
 The only command not run is ``make test``: it is this test suite, which CI
 runs as ``.ci/run``.  Blocks marked ``text`` are synopses and sample output;
 the README's server synopsis is checked against its option table and the
-server's options below, and the client's against its parser.
+server's options below, the client's and transcoder-admin's against their
+parsers.  docs/xkey.md's IMAP transcripts (``C:``/``S:``) are replayed, in
+order, as one session of alice@example.org against the real server; only
+the ``NO [CANNOT]`` one is not (it needs a server without a keystore).
 """
 
 from __future__ import annotations
@@ -527,3 +530,204 @@ def test_design_document_covers_the_system() -> None:
         assert f"\n{heading}" in text, heading
     assert "full resync" in text and "view_epochs.py" in text
     assert "shared design notes" not in text
+
+
+# -- docs/xkey.md's transcripts, replayed ----------------------------------------------------
+
+#: Transcripts not replayed, by a text of theirs, and why.
+NOT_REPLAYED = {
+    "NO [CANNOT]": "needs a server embedded without a keystore or an account without an address",
+}
+FINGERPRINT = re.compile(r"\b([0-9a-f]{64}|[0-9a-f]{40})\b")
+COMMAND = re.compile(r"^[a-z]+\d+ ")
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One command of a transcript: its line, whether literal data follows it in the
+    transcript, and the server lines shown up to the next command."""
+
+    command: str
+    expected: tuple[str, ...]
+
+
+def transcripts(path: Path) -> list[tuple[str, list[Exchange]]]:
+    """Every ``C:``/``S:`` block of ``path`` as (its section heading, its exchanges)."""
+    found = []
+    heading = ""
+    text = path.read_text()
+    for block in code_blocks(path):
+        before = text[: text.index(block.text)] if block.text in text else ""
+        heading = next((ln for ln in reversed(before.splitlines()) if ln.startswith("#")), "")
+        lines = [ln for ln in block.text.splitlines() if ln.startswith(("C: ", "S: "))]
+        if not any(ln.startswith("C: ") for ln in lines):
+            continue
+        exchanges: list[Exchange] = []
+        command, expected = None, []
+        for line in lines:
+            kind, body = line[0], line[3:]
+            if kind == "C" and COMMAND.match(body):
+                if command is not None:
+                    exchanges.append(Exchange(command, tuple(expected)))
+                command, expected = body, []
+            elif kind == "S":
+                expected.append(body)
+        assert command is not None
+        exchanges.append(Exchange(command, tuple(expected)))
+        found.append((heading, exchanges))
+    return found
+
+
+class Wire:
+    """A plain IMAP connection on loopback that reads whole lines."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.reader = self.sock.makefile("rb")
+        assert self.line().startswith("* OK")
+
+    def line(self) -> str:
+        return self.reader.readline().decode("utf-8").rstrip("\r\n")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def until_tagged(self, tag: str, first: list[str] | None = None) -> list[str]:
+        lines = list(first or [])
+        while not lines or not lines[-1].startswith(f"{tag} "):
+            lines.append(self.line())
+        return lines
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+@dataclass
+class Replay:
+    """What binds the transcript's values to the real ones across the whole document."""
+
+    fingerprints: dict[str, str]
+    uidvalidities: list[tuple[int, int]]
+
+    def normal(self, line: str, real: bool) -> str:
+        line = FINGERPRINT.sub("<fp>", line)
+        line = re.sub(r'NOT-AFTER "[^"]*"', "NOT-AFTER <date>", line)
+        line = re.sub(r"Ready for \d+ octets", "Ready for <n> octets", line)
+        return re.sub(r"UIDVALIDITY \d+", "UIDVALIDITY <n>", line)
+
+    def matches(self, expected: str, actual: str) -> bool:
+        if self.normal(expected, False) != self.normal(actual, True):
+            return False
+        shown, real = FINGERPRINT.findall(expected), FINGERPRINT.findall(actual)
+        for doc, got in zip(shown, real, strict=True):
+            if self.fingerprints.setdefault(doc, got) != got:
+                return False
+        found = re.search(r"UIDVALIDITY (\d+)", expected)
+        if found:
+            real_value = re.search(r"UIDVALIDITY (\d+)", actual)
+            assert real_value is not None
+            self.uidvalidities.append((int(found.group(1)), int(real_value.group(1))))
+        return True
+
+    def check(self, exchange: Exchange, actual: list[str]) -> None:
+        """Each line the transcript shows is among the server's, in order."""
+        position = 0
+        for expected in exchange.expected:
+            while position < len(actual) and not self.matches(expected, actual[position]):
+                position += 1
+            assert position < len(actual), (exchange.command, expected, actual)
+            position += 1
+
+
+def test_xkey_transcripts_replay(tmp_path: Path, pgp_keys: object) -> None:
+    """Every C: line of docs/xkey.md's transcripts, sent in order on one session of
+    alice@example.org, draws the S: lines shown (fingerprints, dates, sizes and UIDVALIDITY
+    values bound to the real ones), with keys made here for the literals."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.integration.conftest import PASSWORD, RunningServer, admin, free_port
+    from tests.integration.test_xkey import fresh_cert
+    from tests.keyfactory import PgpKeys
+    from tests.keys.certs import der, pem
+
+    assert isinstance(pgp_keys, PgpKeys)
+    material = {
+        "a2": pem(fresh_cert(ec.generate_private_key(ec.SECP256R1()))),
+        "a3": pem(fresh_cert(ec.generate_private_key(ec.SECP256R1()))),
+        "a7": der(fresh_cert(ec.generate_private_key(ec.SECP256R1()), "bob@example.org")),
+        "a10": pgp_keys.alice_rsa_armored,
+    }
+    data = tmp_path / "data"
+    assert admin(data, "user", "add", "alice@example.org", stdin=PASSWORD + "\n").returncode == 0
+    server = RunningServer(data, free_port(), free_port())
+    server.start()
+    replay = Replay({}, [])
+    replayed = 0
+    session = Wire(server.imap_port)
+    try:
+        session.send(b'x0 LOGIN alice@example.org "' + PASSWORD.encode() + b'"\r\n')
+        assert session.until_tagged("x0")[-1].startswith("x0 OK")
+        for _, exchanges in transcripts(REPO / "docs" / "xkey.md"):
+            shown = " ".join(" ".join(e.expected) for e in exchanges)
+            if any(marker in shown for marker in NOT_REPLAYED):
+                continue
+            wire = Wire(server.imap_port) if "not authenticated state" in shown else session
+            for exchange in exchanges:
+                replay.check(exchange, send(wire, exchange, material, replay))
+                replayed += 1
+            if wire is not session:
+                wire.close()
+        session.send(b"x9 LOGOUT\r\n")
+    finally:
+        session.close()
+        server.stop()
+    assert replayed >= 16, replayed
+    assert replay.uidvalidities, "no SELECT replayed"
+    doc_order = [doc for doc, _ in replay.uidvalidities]
+    real_order = [real for _, real in replay.uidvalidities]
+    assert sorted(range(len(doc_order)), key=doc_order.__getitem__) == sorted(
+        range(len(real_order)), key=real_order.__getitem__
+    )
+    assert len(set(real_order)) == len(set(doc_order))
+
+
+def send(wire: Wire, exchange: Exchange, material: dict[str, bytes], replay: Replay) -> list[str]:
+    """Send one transcript command (its literal replaced by real material); the answer."""
+    command = exchange.command
+    tag = command.split()[0]
+    for doc, real in replay.fingerprints.items():
+        command = command.replace(doc, real)
+    literal = re.search(r"\{(\d+)(\+?)\}$", command)
+    if literal is None:
+        wire.send(command.encode() + b"\r\n")
+        return wire.until_tagged(tag)
+    octets = material.get(tag)
+    if octets is None:  # announced, never sent (refused before the continuation)
+        wire.send(command.encode() + b"\r\n")
+        return wire.until_tagged(tag)
+    line = f"{command[: literal.start()]}{{{len(octets)}{literal.group(2)}}}"
+    if literal.group(2):  # LITERAL+: no continuation request
+        wire.send(line.encode() + b"\r\n" + octets + b"\r\n")
+        return wire.until_tagged(tag)
+    wire.send(line.encode() + b"\r\n")
+    first = wire.line()
+    if not first.startswith("+"):
+        return wire.until_tagged(tag, [first])
+    wire.send(octets + b"\r\n")
+    return wire.until_tagged(tag, [first])
+
+
+def test_xkey_bye_text_is_the_servers() -> None:
+    """The BYE docs/xkey.md shows (a response, not a command) is the server's own text."""
+    shown = next(
+        ln[3:]
+        for b in code_blocks(REPO / "docs" / "xkey.md")
+        for ln in b.text.splitlines()
+        if ln.startswith("S: * BYE ")
+    )
+    from transcoder.imap.view_epoch import BYE
+
+    assert shown == "* " + BYE.decode()
