@@ -33,7 +33,7 @@ def dovecot() -> Iterator[DovecotInstance]:
     # Not below pytest's 0700 base temp: as root the mail is read as nobody.
     directory = Path(tempfile.mkdtemp(prefix="transcoder-dovecot-"))
     instance = DovecotInstance(directory / "dovecot", dict(USERS))
-    instance.prepare(["Archive"])
+    instance.prepare(["Archive", "Batch"])
     try:
         with instance:
             yield instance

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.mail import imap4
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from transcoder.backend.connection import BackendProtocol, CommandResult, Literal
@@ -58,6 +59,10 @@ if TYPE_CHECKING:
 
 log = Logger()
 
+#: At most this many messages' octets are fetched in one request (``request_octets``).
+READAHEAD_MESSAGES = 64
+#: ... and at most this many octets, by their RFC822.SIZE (a larger message alone).
+READAHEAD_OCTETS = 1024 * 1024
 #: A poll starts a backend NOOP when the connection was quiet this long (seconds).
 NOOP_INTERVAL = 1.0
 RECENT = "\\Recent"
@@ -144,6 +149,8 @@ class BackendMailbox:
             self._take_select_response(response)
         self._told_mailbox_flags = (tuple(self.getFlags()), tuple(self.permanent_flags()))
         self._uids: list[int] = []
+        self._readahead: list[BackendMessage] = []
+        self._readahead_index: dict[int, int] = {}
 
     # -- opening -------------------------------------------------------------------
 
@@ -402,30 +409,68 @@ class BackendMailbox:
             when = parse_internal_date(items.get(b"INTERNALDATE"))
             flags = flag_list(items.get(b"FLAGS"))
             out.append((seq, BackendMessage(self, uid, size, when, flags)))
+        self._readahead = [message for _, message in out]
+        self._readahead_index = {m.uid: i for i, m in enumerate(self._readahead)}
         return out
 
-    def load_octets(self, uid: int) -> defer.Deferred[Spool]:
-        """The octets of message ``uid`` (``BODY.PEEK[]``: \\Seen is the IMAP layer's to set)."""
-        d = self.connection.command(b"UID FETCH %d (UID BODY.PEEK[])" % uid)
-        return d.addCallback(self._octets, uid)
+    def request_octets(self, message: BackendMessage) -> None:
+        """Fetch ``message``'s octets, with those of the messages after it in the same FETCH.
 
-    def _octets(self, result: CommandResult, uid: int) -> Spool:
+        One ``UID FETCH set (UID BODY.PEEK[])`` (``PEEK``: ``\\Seen`` is the
+        IMAP layer's to set) carries the message and the next ones of the
+        last :meth:`fetch` not yet asked for, up to :data:`READAHEAD_OCTETS`
+        (by their RFC822.SIZE) and :data:`READAHEAD_MESSAGES`: a FETCH of many
+        small messages costs few round trips, a large one is fetched alone.
+        """
+        batch = [message]
+        total = message.size
+        position = self._readahead_index.get(message.uid)
+        if position is not None:
+            for follower in self._readahead[position + 1 :]:
+                if len(batch) >= READAHEAD_MESSAGES or total + follower.size > READAHEAD_OCTETS:
+                    break
+                if follower.requested or follower.loaded:
+                    continue
+                batch.append(follower)
+                total += follower.size
+        for m in batch:
+            m.requested = True
+        uid_set = format_uid_set([m.uid for m in batch])
+        d = self.connection.command(b"UID FETCH " + uid_set + b" (UID BODY.PEEK[])")
+        d.addCallbacks(self._deliver, self._deliver_failure, (batch,), None, (batch,))
+
+    def _deliver(self, result: CommandResult, batch: list[BackendMessage]) -> None:
         from transcoder.store.message import MessageExpunged
 
+        spools: dict[int, Spool] = {}
         for response in result.data(b"FETCH"):
             items = fetch_items(response)
             token = items.get(b"UID")
-            if token != b"%d" % uid or b"BODY[]" not in items:
+            body = items.get(b"BODY[]")
+            if not (isinstance(token, bytes) and token.isdigit()) or body is None:
                 continue
-            body = items[b"BODY[]"]
             if isinstance(body, Spool):
-                return body
-            spool = Spool()
-            if isinstance(body, String):
-                spool.write(body.value)
-            spool.finish()
-            return spool
-        raise MessageExpunged(f"message {uid} is gone from the backend")
+                spools[int(token)] = body
+            else:
+                spool = Spool()
+                if isinstance(body, String):
+                    spool.write(body.value)
+                spool.finish()
+                spools[int(token)] = spool
+        tell = []
+        for message in batch:
+            octets = spools.get(message.uid)
+            if octets is None:
+                gone = MessageExpunged(f"message {message.uid} is gone from the backend")
+                tell.append(message.settle(Failure(gone)))
+            else:
+                tell.append(message.settle(octets))
+        for call in tell:
+            call()
+
+    def _deliver_failure(self, failure: Failure, batch: list[BackendMessage]) -> None:
+        for call in [message.settle(failure) for message in batch]:
+            call()
 
     # -- changes ------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ views are built.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -55,7 +56,7 @@ class BackendMessage:
     """One message of the selected backend mailbox (see the module docstring).
 
     ``source`` is what loads the octets: the mailbox, whose
-    ``load_octets(uid)`` fires with a spool.
+    ``request_octets(message)`` answers through :meth:`deliver`.
     """
 
     def __init__(
@@ -74,6 +75,9 @@ class BackendMessage:
         self._spool: Spool | None = None
         self._entity: Entity | None = None
         self._waiters: list[defer.Deferred[BackendMessage]] = []
+        self._failure: Failure | None = None
+        #: Set by the mailbox once the octets are asked of the backend.
+        self.requested = False
 
     # -- metadata -------------------------------------------------------------------
 
@@ -97,26 +101,47 @@ class BackendMessage:
         return self._spool is not None
 
     def load(self) -> defer.Deferred[BackendMessage]:
-        """Fetch the octets from the backend (one request however many ask); fires with self."""
+        """Fetch the octets from the backend (one request however many ask); fires with self.
+
+        The mailbox may fetch the next messages of the same FETCH in the same
+        request (:meth:`~transcoder.backend.mailbox.BackendMailbox.request_octets`).
+        """
         if self._spool is not None:
             return defer.succeed(self)
+        if self._failure is not None:
+            return defer.fail(self._failure)
         waiter: defer.Deferred[BackendMessage] = defer.Deferred()
         self._waiters.append(waiter)
-        if len(self._waiters) == 1:
-            self._source.load_octets(self.uid).addBoth(self._loaded)
+        if not self.requested:
+            self._source.request_octets(self)
         return waiter
 
-    def _loaded(self, result: Any) -> None:
+    def deliver(self, result: Spool | Failure) -> None:
+        """The mailbox's answer to a request: the octets, or why there are none."""
+        self.settle(result)()
+
+    def settle(self, result: Spool | Failure) -> Callable[[], None]:
+        """Take the answer; the call that then tells those waiting.
+
+        A batch settles all its messages before anyone is told, so code woken
+        for one message finds the others of the batch loaded too.
+        """
         waiters, self._waiters = self._waiters, []
         if isinstance(result, Failure):
+            self._failure = result
+        else:
+            self._spool = result
+            # What the client is told is what is sent: the octets' own size.
+            self.size = result.size
+
+        def tell() -> None:
             for waiter in waiters:
-                waiter.errback(result)
-            return
-        self._spool = result
-        # What the client is told is what is sent: the octets' own size.
-        self.size = result.size
-        for waiter in waiters:
-            waiter.callback(self)
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(self)
+
+        return tell
 
     def open(self) -> BinaryIO:
         """The octets from position 0 (each call a new reader; see the module docstring)."""

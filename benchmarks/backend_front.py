@@ -1,0 +1,157 @@
+"""The front before Dovecot (issue 11): policy-OFF FETCH through the front / straight from Dovecot.
+
+Starts an unprivileged Dovecot (:class:`transcoder.backend.dovecot.DovecotInstance`)
+with one account, drops ``--messages`` small messages (4 KB) and one large
+message (``--large-mb``, default 100 MB) into it, starts ``twistd -n
+transcoder --backend imap://...`` before it, and measures in the same run:
+
+1. ``UID FETCH 1:N BODY.PEEK[]`` of the small messages, through the front and
+   directly from Dovecot (best of ``--repeat`` runs, each on a fresh
+   connection): messages/s and the ratio front / Dovecot (issue target >= 0.7);
+2. ``UID FETCH n BODY.PEEK[]`` of the large message the same way: MB/s and
+   the ratio;
+3. the front's peak RSS growth over its idle RSS while it serves the large
+   message (VmHWM - VmRSS before; issue target <= 64 MB).
+
+Every FETCH's octets are checked against what was dropped.  The load average
+is printed with the figures: other processes on the machine make them noisy.
+
+    python benchmarks/backend_front.py [--messages 1000] [--large-mb 100] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common import PASSWORD, Server, load_note, machine, small_message
+
+from transcoder.backend.dovecot import DovecotInstance
+
+USER = "front@example.org"
+
+
+def _kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def session(port: int) -> imaplib.IMAP4:
+    """A fresh connection, logged in, INBOX selected (not timed)."""
+    imap = imaplib.IMAP4("127.0.0.1", port, timeout=600)
+    imap.login(USER, PASSWORD)
+    imap.select("INBOX")
+    return imap
+
+
+def fetch_all(imap: imaplib.IMAP4, count: int) -> int:
+    """``UID FETCH 1:count BODY.PEEK[]``; the octets received (first and last checked)."""
+    typ, data = imap.uid("FETCH", f"1:{count}", "(BODY.PEEK[])")
+    assert typ == "OK", data
+    bodies = [item[1] for item in data if isinstance(item, tuple)]
+    assert len(bodies) == count, len(bodies)
+    assert bodies[0] == small_message(0) and bodies[-1] == small_message(count - 1)
+    return sum(len(b) for b in bodies)
+
+
+def fetch_large(imap: imaplib.IMAP4, uid: int, expected: int) -> int:
+    """``UID FETCH uid BODY.PEEK[]`` of the large message; its size (checked)."""
+    typ, data = imap.uid("FETCH", str(uid), "(BODY.PEEK[])")
+    assert typ == "OK", data
+    body = data[0][1]
+    assert len(body) == expected and body.startswith(b"Subject: large"), len(body)
+    return len(body)
+
+
+def best(repeat: int, port: int, run: Callable[[imaplib.IMAP4], int]) -> float:
+    """The shortest of ``repeat`` timed runs on fresh sessions, in seconds (FETCH only)."""
+    times = []
+    for _ in range(repeat):
+        imap = session(port)
+        try:
+            started = time.perf_counter()
+            run(imap)
+            times.append(time.perf_counter() - started)
+        finally:
+            imap.logout()
+    return min(times)
+
+
+def large_message(size: int) -> bytes:
+    """A ``size``-octet message of 76-character base64-like lines."""
+    line = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/ABCDEFGHIJKL\r\n"
+    header = b"Subject: large\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n"
+    header += b"Content-Transfer-Encoding: base64\r\n\r\n"
+    return header + line * ((size - len(header)) // len(line))
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--large-mb", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3)
+    options = parser.parse_args()
+    if not DovecotInstance.installed():
+        sys.exit("dovecot is not installed (Debian: apt-get install dovecot-imapd)")
+    root = Path(tempfile.mkdtemp(prefix="transcoder-bench-front-"))
+    dovecot = DovecotInstance(root / "dovecot", {USER: PASSWORD})
+    dovecot.prepare()
+    for i in range(options.messages):
+        dovecot.drop(USER, small_message(i), name=f"{1_700_000_000 + i}.M{i}P1.bench")
+    large = large_message(options.large_mb * 1_000_000)
+    dovecot.drop(USER, large, name=f"{1_800_000_000}.M0P1.large")
+    large_uid = options.messages + 1
+    print(f"{machine()}\n{load_note()}; Dovecot {DovecotInstance.version()}")
+    front = Server(root / "data", ("--backend", f"imap://127.0.0.1:{dovecot.port}"))
+    try:
+        with dovecot, front:
+            count = options.messages
+            best(1, dovecot.port, lambda c: fetch_all(c, count))  # Dovecot assigns UIDs
+            octets = fetch_all(warm := session(front.port), count)
+            warm.logout()
+            direct = best(options.repeat, dovecot.port, lambda c: fetch_all(c, count))
+            through = best(options.repeat, front.port, lambda c: fetch_all(c, count))
+            rate_d, rate_t = options.messages / direct, options.messages / through
+            print(
+                f"\n1. {options.messages} x {octets // options.messages} octets, "
+                f"UID FETCH 1:{options.messages} BODY.PEEK[] (best of {options.repeat})"
+            )
+            print(f"   Dovecot      {direct:7.3f} s  {rate_d:8.0f} messages/s")
+            print(f"   front        {through:7.3f} s  {rate_t:8.0f} messages/s")
+            print(f"   front / Dovecot throughput: {rate_t / rate_d:.2f} (target >= 0.7)")
+
+            size = len(large)
+            best(1, dovecot.port, lambda c: fetch_large(c, large_uid, size))
+            direct = best(options.repeat, dovecot.port, lambda c: fetch_large(c, large_uid, size))
+            before = _kib(front.pid, "VmRSS")
+            through = best(options.repeat, front.port, lambda c: fetch_large(c, large_uid, size))
+            peak = _kib(front.pid, "VmHWM")
+            mb_d, mb_t = size / direct / 1e6, size / through / 1e6
+            print(f"\n2. one {size / 1e6:.0f} MB message, UID FETCH BODY.PEEK[]")
+            print(f"   Dovecot      {direct:7.3f} s  {mb_d:8.1f} MB/s")
+            print(f"   front        {through:7.3f} s  {mb_t:8.1f} MB/s")
+            print(f"   front / Dovecot throughput: {mb_t / mb_d:.2f} (target >= 0.7)")
+            growth = (peak - before) / 1024
+            print(
+                f"\n3. front RSS {before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB:"
+                f" growth {growth:.0f} MiB (target <= 64 MB)"
+            )
+            print(f"\n{load_note()} (after)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        os.sync()
+
+
+if __name__ == "__main__":
+    main()
