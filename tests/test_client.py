@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
+import shutil
+import subprocess
+import tempfile
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -567,3 +572,54 @@ def test_new_openpgp_identity_is_accepted(tmp_path: Path) -> None:
     assert f"fingerprint: {validated.fingerprint.upper()}" in out.getvalue()
     secret = (tmp_path / "alice@example.org.sec.asc").read_bytes()
     assert secret.startswith(b"-----BEGIN PGP PRIVATE KEY BLOCK-----")
+
+
+def test_new_smime_identity_p12_imports_into_gpgsm(tmp_path: Path) -> None:
+    """gpgsm 2.2 (GnuPG's S/MIME tool) imports new-identity's PKCS#12 and holds the secret key
+    for the certificate; like every fresh PKCS#12, one in about forty it misreads is made anew
+    (see docs/xkey.md)."""
+    gpgsm = shutil.which("gpgsm")
+    if gpgsm is None:
+        pytest.skip("gpgsm is not installed")
+    home = Path(tempfile.mkdtemp(prefix="tc-gpgsm-"))  # short: gpg-agent's socket path
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    try:
+        for attempt in range(5):
+            folder = tmp_path / str(attempt)
+            folder.mkdir()
+            argv = ["new-identity", "smime", "alice@example.org", "--dir", str(folder)]
+            assert main(argv, environ={"TRANSCODER_P12_PASSWORD": "pw"}, stdout=io.StringIO()) == 0
+            p12 = str(folder / "alice@example.org.p12")
+            done = subprocess.run(
+                [
+                    gpgsm,
+                    "--batch",
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase-fd",
+                    "0",
+                    "--import",
+                    p12,
+                ],
+                input=b"pw\n",
+                capture_output=True,
+                env=env,
+                timeout=60,
+                check=False,
+            )
+            if done.returncode == 0:
+                break
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        listed = subprocess.run(
+            [gpgsm, "--batch", "--with-colons", "--list-secret-keys"],
+            capture_output=True,
+            env=env,
+            timeout=60,
+            check=True,
+        ).stdout.decode()
+        cert = x509.load_pem_x509_certificate((folder / "alice@example.org.crt").read_bytes())
+        assert cert.fingerprint(hashes.SHA1()).hex().upper() in listed
+        assert "alice@example.org" in listed
+    finally:
+        subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True, check=False)
+        shutil.rmtree(home, ignore_errors=True)
