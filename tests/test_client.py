@@ -623,3 +623,37 @@ def test_new_smime_identity_p12_imports_into_gpgsm(tmp_path: Path) -> None:
     finally:
         subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True, check=False)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_new_openpgp_identity_secret_key_decrypts_in_gpg(tmp_path: Path) -> None:
+    """The .sec.asc imports into gpg, which decrypts what gpg encrypted to the .pub.asc: an
+    Ed25519 primary key with a Curve25519 encryption subkey."""
+    gpg = shutil.which("gpg")
+    if gpg is None:
+        pytest.skip("gpg is not installed")
+    argv = ["new-identity", "openpgp", "bob@example.org", "--dir", str(tmp_path)]
+    assert main(argv, environ={}, stdout=io.StringIO()) == 0
+    home = Path(tempfile.mkdtemp(prefix="tc-gpg-"))
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    base = [gpg, "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
+
+    def run_gpg(*args: str, data: bytes = b"") -> bytes:
+        done = subprocess.run(
+            [*base, *args], input=data, capture_output=True, env=env, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        return done.stdout
+
+    try:
+        run_gpg("--import", str(tmp_path / "bob@example.org.sec.asc"))
+        listing = run_gpg("--with-colons", "--list-secret-keys").decode()
+        assert any(ln.startswith("ssb:") and ":cv25519:" in ln for ln in listing.splitlines())
+        assert any(ln.startswith("sec:") and ":ed25519:" in ln for ln in listing.splitlines())
+        encrypted = run_gpg(
+            "--trust-model", "always", "--armor", "--encrypt", "-r", "bob@example.org",
+            data=b"for bob only",
+        )  # fmt: skip
+        assert run_gpg("--decrypt", data=encrypted) == b"for bob only"
+    finally:
+        subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True, check=False)
+        shutil.rmtree(home, ignore_errors=True)
