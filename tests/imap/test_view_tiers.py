@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
+from twisted.internet import defer
 
 from tests.imap.test_view import key, read, result, sync
 from transcoder.imap.view import MEMORY_CAP, SMALL_VIEW, ViewCache
@@ -136,10 +137,8 @@ def test_invalidate_account_drops_memory_and_volatile_views(tmp_path: Path) -> N
     assert cache.total_bytes == 100 + SMALL_VIEW * 2
 
 
-def test_small_gets_share_one_transcoding(tmp_path: Path) -> None:
-    """Two FETCHes of one cold small view share one transcoding (single flight in memory too)."""
-    from twisted.internet import defer
-
+def test_small_views_are_made_at_once_large_ones_in_a_worker_once(tmp_path: Path) -> None:
+    """A small view needs no worker hop; two FETCHes of a cold large one share one transcoding."""
     started: list[tuple[Any, tuple[Any, ...], defer.Deferred[Any]]] = []
 
     def deferred_run(f: Any, *args: Any) -> defer.Deferred[Any]:
@@ -148,9 +147,12 @@ def test_small_gets_share_one_transcoding(tmp_path: Path) -> None:
         return d
 
     cache = ViewCache(tmp_path, deferred_run)
-    transcode = Derived(500)
-    a = cache.get(key(), transcode, durable=False, small=True)
-    b = cache.get(key(), transcode, durable=False, small=True)
+    small = Derived(500)
+    assert len(read(result(cache.get(key(1), small, durable=False, small=True)))) == 500
+    assert started == [] and small.calls == 1
+    large = Derived(SMALL_VIEW * 2)
+    a = cache.get(key(2), large, durable=False)
+    b = cache.get(key(2), large, durable=False)
     f, args, d = started[0]
     d.callback(f(*args))
-    assert len(started) == 1 and read(result(a)) == read(result(b)) and transcode.calls == 1
+    assert len(started) == 1 and read(result(a)) == read(result(b)) and large.calls == 1
