@@ -83,8 +83,8 @@ class Crc24:
             self._pending = []
             whole = len(joined) - len(joined) % _FOLD_OCTETS
             view = memoryview(joined)
-            for start in range(0, whole, _FOLD_OCTETS):
-                self._absorb(view[start : start + _FOLD_OCTETS])
+            for offset in range(0, whole, _FOLD_OCTETS):
+                self._absorb(view[offset : offset + _FOLD_OCTETS])
             self._pending = [joined[whole:]]
             self._pending_size = len(joined) - whole
 
