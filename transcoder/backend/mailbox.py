@@ -31,6 +31,7 @@ for :data:`NOOP_INTERVAL` seconds; what it brings is reported at the next poll.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,12 @@ def parse_internal_date(value: Any) -> datetime:
     text = value.value if isinstance(value, String) else value
     if not isinstance(text, bytes):
         return datetime.fromtimestamp(0, UTC)
+    return _internal_date(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _internal_date(text: bytes) -> datetime:
+    """Parsed once per distinct value: messages delivered together share their dates."""
     try:
         return datetime.strptime(text.decode("ascii").strip(), "%d-%b-%Y %H:%M:%S %z")
     except ValueError:

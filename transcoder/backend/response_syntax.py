@@ -36,7 +36,6 @@ MEMORY_LIMIT = 64 * 1024
 MAX_LINE = 1024 * 1024
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,19})\}\Z")
 _STATUS = frozenset({b"OK", b"NO", b"BAD", b"PREAUTH", b"BYE"})
-_ATOM_END = frozenset(b" ()\r\n")
 
 
 class ResponseSyntaxError(Exception):
@@ -291,94 +290,50 @@ def parse_response(pieces: list[bytes | Spool]) -> Response:
         return StatusResponse(tag, word.upper(), code, text)
     if tag != b"*":
         raise ResponseSyntaxError("tagged response that is not a status")
-    tokens = _Tokens([rest, *pieces[1:]]).parse_list(closing=False)
-    return DataResponse(tuple(tokens))
+    return DataResponse(tuple(_tokens([rest, *pieces[1:]])))
 
 
-class _Tokens:
-    """A recursive-descent reader of response tokens across line pieces and literals."""
+#: One token of a response line: ``(``, ``)``, a quoted string, or an atom (with an
+#: optional bracketed part that may hold spaces and parentheses, ``BODY[HEADER.FIELDS (A)]``).
+_TOKEN = re.compile(
+    rb' *(?:(?P<open>\()|(?P<close>\))|"(?P<quoted>(?:[^"\\\r\n]|\\.)*)"'
+    rb"|(?P<atom>[^ ()\[\]\"\r\n]*\[[^\]\r\n]*\][^ ()\r\n]*|[^ ()\[\]\"\r\n]+))"
+)
+_UNESCAPE = re.compile(rb"\\(.)")
 
-    def __init__(self, pieces: list[bytes | Spool]) -> None:
-        self._pieces = pieces
-        self._index = 0
-        self._pos = 0
 
-    def _text(self) -> bytes | None:
-        if self._index >= len(self._pieces):
-            return None
-        piece = self._pieces[self._index]
-        return piece if isinstance(piece, bytes) else None
-
-    def parse_list(self, closing: bool) -> list[Any]:
-        out: list[Any] = []
-        while True:
-            text = self._text()
-            if text is None:
-                if self._index >= len(self._pieces):
-                    if closing:
-                        raise ResponseSyntaxError("unterminated list")
-                    return out
-                spool = self._pieces[self._index]
-                assert isinstance(spool, Spool)
-                out.append(String(spool.getvalue()) if spool.in_memory else spool)
-                self._index += 1
-                self._pos = 0
-                continue
-            while self._pos < len(text) and text[self._pos] == 0x20:
-                self._pos += 1
-            if self._pos >= len(text):
-                self._index += 1
-                self._pos = 0
-                continue
-            ch = text[self._pos]
-            if ch == 0x28:  # (
-                self._pos += 1
-                inner = self.parse_list(closing=True)
-                out.append(inner)
-            elif ch == 0x29:  # )
-                if not closing:
-                    raise ResponseSyntaxError("unbalanced ')'")
-                self._pos += 1
-                return out
-            elif ch == 0x22:  # "
-                out.append(self._quoted(text))
-            else:
-                atom = self._atom(text)
-                out.append(None if atom.upper() == b"NIL" else atom)
-
-    def _quoted(self, text: bytes) -> String:
-        i = self._pos + 1
-        value = bytearray()
-        while i < len(text):
-            ch = text[i]
-            if ch == 0x5C and i + 1 < len(text):  # backslash
-                value.append(text[i + 1])
-                i += 2
-                continue
-            if ch == 0x22:
-                self._pos = i + 1
-                return String(bytes(value))
-            value.append(ch)
-            i += 1
-        raise ResponseSyntaxError("unterminated quoted string")
-
-    def _atom(self, text: bytes) -> bytes:
-        i = self._pos
-        depth = 0
-        while i < len(text):
-            ch = text[i]
-            if ch == 0x5B:  # [
-                depth += 1
-            elif ch == 0x5D and depth:  # ]
-                depth -= 1
-            elif depth == 0 and ch in _ATOM_END:
+def _tokens(pieces: list[bytes | Spool]) -> list[Any]:
+    """The tokens of a data response's pieces, lists nested (see the module docstring)."""
+    top: list[Any] = []
+    stack = [top]
+    for piece in pieces:
+        if isinstance(piece, Spool):
+            stack[-1].append(String(piece.getvalue()) if piece.in_memory else piece)
+            continue
+        position, size = 0, len(piece)
+        while position < size:
+            match = _TOKEN.match(piece, position)
+            if match is None or match.end() == position:
+                if piece[position:].strip(b" "):
+                    raise ResponseSyntaxError("unexpected octets in a response")
                 break
-            i += 1
-        atom = text[self._pos : i]
-        self._pos = i
-        if not atom:
-            raise ResponseSyntaxError("empty atom")
-        return atom
+            position = match.end()
+            if match.group("open") is not None:
+                inner: list[Any] = []
+                stack[-1].append(inner)
+                stack.append(inner)
+            elif match.group("close") is not None:
+                if len(stack) == 1:
+                    raise ResponseSyntaxError("unbalanced ')'")
+                stack.pop()
+            elif match.group("quoted") is not None:
+                stack[-1].append(String(_UNESCAPE.sub(rb"\1", match.group("quoted"))))
+            else:
+                atom = match.group("atom")
+                stack[-1].append(None if atom.upper() == b"NIL" else atom)
+    if len(stack) != 1:
+        raise ResponseSyntaxError("unterminated list")
+    return top
 
 
 # -- writing commands ------------------------------------------------------------------
