@@ -228,6 +228,10 @@ class _ChunkWriter:
             raise StreamCancelled("the FETCH no longer wants the view")
         if stream.detached:
             return len(data)
+        if not self._buffer and len(data) >= CHUNK:
+            # The encoder writes whole chunks of lines: one copy (its buffer is reused).
+            stream._hand_over(bytes(data))
+            return len(data)
         self._buffer += data
         if len(self._buffer) >= CHUNK:
             chunk, self._buffer = bytes(self._buffer), bytearray()
@@ -289,9 +293,13 @@ class StreamedViewFile:
                 self._pending = self._pending[skip:]
                 self._position += skip
                 continue
-            piece = bytes(self._pending[: end - self._position])
-            self._pending = self._pending[len(piece) :]
-            self._position += len(piece)
+            take = min(len(self._pending), end - self._position)
+            if take == len(self._pending) and take == len(self._pending.obj):  # type: ignore[arg-type]
+                piece = self._pending.obj  # a whole chunk as handed over: no copy
+            else:
+                piece = bytes(self._pending[:take])
+            self._pending = self._pending[take:]
+            self._position += take
             if self._position == self._size:
                 made = yield stream.size  # the whole view: it must be exactly as predicted
                 if made != self._size:
