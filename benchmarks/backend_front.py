@@ -13,6 +13,9 @@ transcoder --backend imap://...`` before it, and measures in the same run:
 3. the front's peak RSS growth over its idle RSS while it serves the large
    message (VmHWM - VmRSS before; issue target <= 64 MB).
 
+The same FETCHes from the built-in Maildir store (``twistd -n transcoder``
+without ``--backend``) are printed too: the front's cost beyond the server's own.
+
 Every FETCH's octets are checked against what was dropped.  The load average
 is printed with the figures: other processes on the machine make them noisy.
 
@@ -31,7 +34,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import PASSWORD, Server, load_note, machine, small_message
+from common import (
+    PASSWORD,
+    Server,
+    add_account,
+    drop_messages,
+    load_note,
+    machine,
+    small_message,
+)
 
 from transcoder.backend.dovecot import DovecotInstance
 
@@ -114,34 +125,47 @@ def main() -> None:
     large_uid = options.messages + 1
     print(f"{machine()}\n{load_note()}; Dovecot {DovecotInstance.version()}")
     front = Server(root / "data", ("--backend", f"imap://127.0.0.1:{dovecot.port}"))
+    # The same mail in the built-in Maildir store: what the front costs beyond the server.
+    builtin = Server(root / "builtin")
+    add_account(builtin.data, USER)
+    drop_messages(builtin.data, USER, "INBOX", (small_message(i) for i in range(options.messages)))
+    drop_messages(builtin.data, USER, "INBOX", [large])
     try:
-        with dovecot, front:
+        with dovecot, front, builtin:
             count = options.messages
-            best(1, dovecot.port, lambda c: fetch_all(c, count))  # Dovecot assigns UIDs
+            for port in (dovecot.port, builtin.port):  # UIDs assigned, caches warm
+                best(1, port, lambda c: fetch_all(c, count))
             octets = fetch_all(warm := session(front.port), count)
             warm.logout()
             direct = best(options.repeat, dovecot.port, lambda c: fetch_all(c, count))
             through = best(options.repeat, front.port, lambda c: fetch_all(c, count))
-            rate_d, rate_t = options.messages / direct, options.messages / through
+            own = best(options.repeat, builtin.port, lambda c: fetch_all(c, count))
+            rate_d, rate_t = count / direct, count / through
             print(
-                f"\n1. {options.messages} x {octets // options.messages} octets, "
-                f"UID FETCH 1:{options.messages} BODY.PEEK[] (best of {options.repeat})"
+                f"\n1. {count} x {octets // count} octets, "
+                f"UID FETCH 1:{count} BODY.PEEK[] (best of {options.repeat})"
             )
-            print(f"   Dovecot      {direct:7.3f} s  {rate_d:8.0f} messages/s")
-            print(f"   front        {through:7.3f} s  {rate_t:8.0f} messages/s")
+            print(f"   Dovecot        {direct:7.3f} s  {rate_d:8.0f} messages/s")
+            print(f"   front          {through:7.3f} s  {rate_t:8.0f} messages/s")
+            print(f"   built-in store {own:7.3f} s  {count / own:8.0f} messages/s")
             print(f"   front / Dovecot throughput: {rate_t / rate_d:.2f} (target >= 0.7)")
+            print(f"   front / built-in store throughput: {own / through:.2f}")
 
             size = len(large)
-            best(1, dovecot.port, lambda c: fetch_large(c, large_uid, size))
+            for port in (dovecot.port, builtin.port):
+                best(1, port, lambda c: fetch_large(c, large_uid, size))
             direct = best(options.repeat, dovecot.port, lambda c: fetch_large(c, large_uid, size))
+            own = best(options.repeat, builtin.port, lambda c: fetch_large(c, large_uid, size))
             before = _kib(front.pid, "VmRSS")
             through = best(options.repeat, front.port, lambda c: fetch_large(c, large_uid, size))
             peak = _kib(front.pid, "VmHWM")
             mb_d, mb_t = size / direct / 1e6, size / through / 1e6
             print(f"\n2. one {size / 1e6:.0f} MB message, UID FETCH BODY.PEEK[]")
-            print(f"   Dovecot      {direct:7.3f} s  {mb_d:8.1f} MB/s")
-            print(f"   front        {through:7.3f} s  {mb_t:8.1f} MB/s")
+            print(f"   Dovecot        {direct:7.3f} s  {mb_d:8.1f} MB/s")
+            print(f"   front          {through:7.3f} s  {mb_t:8.1f} MB/s")
+            print(f"   built-in store {own:7.3f} s  {size / own / 1e6:8.1f} MB/s")
             print(f"   front / Dovecot throughput: {mb_t / mb_d:.2f} (target >= 0.7)")
+            print(f"   front / built-in store throughput: {own / through:.2f}")
             growth = (peak - before) / 1024
             print(
                 f"\n3. front RSS {before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB:"
