@@ -23,6 +23,7 @@ from transcoder.mime.pgp_message import CRC24_POLY, ArmoredMessageCheck, _x_powe
 from transcoder.openpgp.armor import CRC_FOLD_BITS, Crc24
 from transcoder.openpgp.encoder import armored_message_size, encrypt_armored
 from transcoder.openpgp.errors import OpenPgpError, UnsupportedRecipient
+from transcoder.openpgp.packets import mpi
 from transcoder.openpgp.recipients import Recipient, parse_public_key, recipient_for_key
 from transcoder.transcoders.derivation import ViewIdentity, ViewSecret
 
@@ -250,3 +251,14 @@ def test_parse_public_key_reads_what_the_encoder_uses(native: NativeKeys) -> Non
     for key_type in sorted(TYPES):
         parsed = parse_public_key(_key_packet_body(key_type))
         assert parsed == recipient_for_key(native.keys[key_type])
+
+
+def test_rsa_modulus_whose_first_octet_is_one_is_left_to_gpg() -> None:
+    """Most ciphertexts under such a modulus start with a zero octet: no fixed size, so gpg."""
+    n = (1 << 2048) + 2 * 12345 + 1  # the numbers of a 2049-bit modulus (not a real key)
+    e = 65537
+    body = b"\x04" + bytes(4) + b"\x01" + mpi(n.to_bytes(257, "big")) + mpi(e.to_bytes(3, "big"))
+    with pytest.raises(UnsupportedRecipient, match="2049 bits"):
+        parse_public_key(body)
+    body_2050 = body.replace(b"\x08\x01\x01", b"\x08\x02\x02", 1)  # first octet 2, 2050 bits
+    assert parse_public_key(body_2050).pkesk_body_size == 1 + 8 + 1 + 2 + 257

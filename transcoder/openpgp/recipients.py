@@ -75,8 +75,10 @@ SESSION_KEY_SIZE = 32
 #: Octets of ``algorithm || session key || checksum`` (RFC 9580 section 5.1.3).
 SESSION_MATERIAL_SIZE = 1 + SESSION_KEY_SIZE + 2
 MIN_RSA_BITS = 2048
-#: Attempts at an RSA ciphertext without a leading zero octet (each fails with p = 1/256).
-MAX_RSA_ATTEMPTS = 16
+#: Attempts at an RSA ciphertext without a leading zero octet.  Each fails with probability
+#: 2**(8(k-1)) / n: at most 1/2, as moduli whose first octet is 1 are refused, and about 1/256
+#: for the usual sizes (2048, 3072, 4096 bits with the top bit set).
+MAX_RSA_ATTEMPTS = 64
 
 #: RFC 6637 section 11 / RFC 9580 section 9.2: curve OIDs (DER contents) by name.
 CV25519_OID = bytes.fromhex("2b060104019755010501")
@@ -270,6 +272,10 @@ def parse_public_key(body: bytes) -> Recipient:
             raise OpenPgpError(f"malformed RSA key: {error}") from error
         if public.key_size < MIN_RSA_BITS:
             raise UnsupportedRecipient(f"RSA of {public.key_size} bits")
+        if public.key_size % 8 == 1:
+            # n's first octet is 1: a ciphertext would too often start with a zero octet
+            # (see Recipient._rsa); such keys are left to gpg.
+            raise UnsupportedRecipient(f"RSA of {public.key_size} bits (modulus octet 0x01)")
         return Recipient(fingerprint, algorithm, rsa_key=public)
     if algorithm != ECDH_ALGORITHM:
         raise UnsupportedRecipient(f"public-key algorithm {algorithm}")
