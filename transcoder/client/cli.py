@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Provision and manage your S/MIME and OpenPGP keys on an IMAP server "
         "that offers XKEY.",
         epilog=f"Settings come from the command line, else ${', $'.join(ENVIRONMENT.values())}"
-        ", else the config file `configure` writes. The password is read from "
+        ", else the config file `configure` writes ($XDG_CONFIG_HOME or "
+        "~/.config/transcoder/client.conf). The password is read from "
         f"${PASSWORD_VARIABLE} or prompted for. Exit status: 0 success, 1 refused by the "
         "server (or no XKEY, or a replacement declined), 2 usage, connection, TLS or login "
         "failure.",
