@@ -37,7 +37,9 @@ ECDH scalars (for NIST curves :func:`transcoder.cms.ecdh.scalar_from_octets`,
 FIPS 186-5 appendix A.2.1).  Sizes never depend on randomness: an RSA
 ciphertext whose first octet is zero (its MPI would be one octet shorter,
 once in 256) is made again with the next padding draw, so a PKESK's size is
-a function of the key alone (:attr:`Recipient.pkesk_body_size`).
+a function of the key alone (:attr:`Recipient.pkesk_body_size`); a modulus
+whose first octet is 1, under which most ciphertexts start with a zero
+octet, is left to gpg.
 
 No twisted import here.
 """
