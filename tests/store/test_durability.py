@@ -8,6 +8,8 @@ the test only watches when and on what.
 
 from __future__ import annotations
 
+import fcntl
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,6 @@ from twisted.python.failure import Failure
 from tests.store.helpers import ADDRESS, Worker, append, make_store, message
 from transcoder import files
 from transcoder.store import MailboxSession, MaildirAccount, MaildirStore
-from transcoder.store import group_sync as group_sync_module
 from transcoder.store import mailbox as mailbox_module
 from transcoder.store.mailbox import LIST_SAVE_DELAY
 
@@ -48,7 +49,7 @@ def group_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, list[str]]
         seen.append((path, sorted(os.listdir(path))))
         files.fsync_dir(path)
 
-    monkeypatch.setattr(group_sync_module, "fsync_dir", watched)
+    monkeypatch.setattr(mailbox_module, "fsync_dir", watched)
     return seen
 
 
@@ -116,6 +117,7 @@ def test_stores_meanwhile_share_one_fsync_that_starts_after_them(
     a = five(account)
     b = account.select("INBOX")
     assert b is not None
+    group_fsyncs.clear()
     worker = Worker()
     store.run_blocking = worker
     first = fired(a.store_durably(MessageSet(1), ["\\Seen"], 1, uid=False))
@@ -189,3 +191,71 @@ def test_uid_expunge_durably_removes_only_the_named_messages(account: MaildirAcc
     a.store(MessageSet(1, 5), ["\\Deleted"], 1, uid=False)
     assert fired(a.expunge_durably([2, 4])) == [[4, 2]]
     assert list(a.uids) == [1, 3, 5]
+
+
+def uidlist_uids(account: MaildirAccount) -> list[int]:
+    lines = (account.root / "transcoder-uidlist").read_text().splitlines()[1:]
+    return [int(line.split(" ", 1)[0]) for line in lines]
+
+
+def lock_is_free(account: MaildirAccount) -> bool:
+    """Whether another process could take the uid list lock now."""
+    fd = os.open(account.root / "transcoder-uidlist.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def test_append_is_answered_and_shown_once_cur_and_the_uid_list_are_durable(
+    store: MaildirStore, account: MaildirAccount, group_fsyncs: list[tuple[Path, list[str]]]
+) -> None:
+    """APPEND: the UID is taken at once, under the lock, which stays held (no other
+    process reads a list without it) until cur/ and the list are on disk; only then is the
+    APPEND answered and the message shown to sessions.  APPENDs meanwhile share one write."""
+    session = five(account)
+    group_fsyncs.clear()
+    worker = Worker()
+    store.run_blocking = worker
+    first = fired(account.append("INBOX", io.BytesIO(message("six"))))
+    second = fired(account.append("INBOX", io.BytesIO(message("seven"))))
+    third = fired(account.append("INBOX", io.BytesIO(message("eight"))))
+    worker.run_next()  # the copy of "six" into tmp/: its write of cur/ + uid list starts
+    worker.run_next()  # copies of "seven" and "eight": their UIDs taken, they wait
+    worker.run_next()
+    assert len(worker.calls) == 1 and (first, second, third) == ([], [], [])
+    assert not lock_is_free(account) and 6 not in uidlist_uids(account)
+    assert session.poll().exists is None  # nothing shown before it is durable
+    worker.run_next()  # the first write
+    assert first == [6] and uidlist_uids(account)[-1] == 6
+    assert session.poll().exists == 6
+    assert second == [] and third == [] and not lock_is_free(account)
+    worker.run_next()  # one write for both
+    assert (second, third) == ([7], [8]) and uidlist_uids(account)[-2:] == [7, 8]
+    assert worker.calls == [] and lock_is_free(account)
+    assert session.poll().exists == 8
+    assert [path.name for path, _ in group_fsyncs] == ["cur", "cur"]
+
+
+def test_a_write_asked_while_one_runs_follows_it_never_overtakes(
+    store: MaildirStore, account: MaildirAccount, clock: Clock
+) -> None:
+    """A uid list write wanted during a worker's write (here: an expunge's) runs after it,
+    with the newer contents: the list on disk never goes back."""
+    session = five(account)
+    worker = Worker()
+    store.run_blocking = worker
+    appended = fired(account.append("INBOX", io.BytesIO(message("six"))))
+    worker.run_next()
+    session.store(MessageSet(1), ["\\Deleted"], 1, uid=False)
+    session.expunge()
+    session.state.save_list()  # would write now: runs after the APPEND's write instead
+    assert len(worker.calls) == 1
+    worker.run_next()
+    assert appended == [6] and len(worker.calls) == 1
+    worker.run_next()
+    assert uidlist_uids(account) == [2, 3, 4, 5, 6]
+    assert lock_is_free(account)

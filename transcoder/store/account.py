@@ -345,7 +345,7 @@ class MaildirAccount:
     ) -> defer.Deferred[int]:
         tmp_name = self.store.names.next()
         d: defer.Deferred[Any] = self.store.run_blocking(writer, state.tmp / tmp_name)
-        d.addCallback(lambda _: state.add_file(tmp_name, flags))
+        d.addCallback(lambda _: state.add_file_durably(tmp_name, flags, self.store.run_blocking))
 
         def _discard(failure: Any) -> Any:
             state.discard_tmp(tmp_name)
@@ -384,7 +384,7 @@ class MaildirAccount:
 
             return self._add(state, _copy_octets, flags)
         try:
-            return defer.succeed(state.add_file(tmp_name, flags))
+            return state.add_file_durably(tmp_name, flags, self.store.run_blocking)
         except Exception:
             state.discard_tmp(tmp_name)
             return defer.fail()

@@ -1,74 +1,87 @@
-"""One directory fsync shared by every command waiting for it (group commit).
+"""Durable writes shared by every command waiting for them (group commit).
 
-A flag change is a rename in ``cur/``; the tagged OK of a STORE promises it
-survives a crash, which takes an fsync of the directory.  On a loaded server
-many sessions change flags in the same moment, and each fsync forces a
-journal commit (about 0.5 ms of system time here, longer in wall time).  A
-:class:`GroupSync` runs the fsync off the reactor thread and lets every
-command that asks while one is under way share the next one:
+A flag change is a rename in ``cur/``, an expunge an unlink, an APPEND a
+new link and a uid list rewrite; the tagged OK of the command promises the
+change survives a crash, which takes fsyncs.  On a loaded server many
+sessions change the same mailbox in the same moment, and each fsync forces
+a journal commit (about 0.5 ms of system time here, longer in wall time).
+A :class:`GroupCommit` runs the work off the reactor thread and lets every
+command that asks while it is under way share the next run:
 
-* a waiter is answered only by an fsync that *started* after it asked, so
-  the renames it made before asking are covered;
-* while an fsync runs, new waiters queue; when it ends, one fsync starts for
-  all of them.
+* a waiter is answered only by a run that *started* after it asked, so the
+  changes it made before asking are covered;
+* while a run is under way, new waiters queue; when it ends, one run starts
+  for all of them.
 
-A failed fsync fails every command of its batch (they answer NO, not OK).
+``prepare`` is called on the reactor thread as a run starts: it returns the
+blocking work (what to fsync, the bytes to write, taken then) and what to
+call on the reactor thread once that work has ended.  A failed run fails
+every command of its batch (they answer NO, not OK).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from transcoder.files import fsync_dir
+log = Logger()
+
+#: ``prepare()`` -> (blocking work, reactor-side completion).
+Prepare = Callable[[], tuple[Callable[[], object], Callable[[], None]]]
 
 
-class GroupSync:
-    """Group commit of ``fsync(directory())``, run with ``run_blocking`` (a worker thread).
+class GroupCommit:
+    """Group commit of the work ``prepare`` gives, run with ``run_blocking`` (a worker thread).
 
-    ``run_blocking`` may be replaced between fsyncs (the store's executor).
+    ``run_blocking`` may be replaced between runs (the store's executor).
     """
 
-    def __init__(
-        self,
-        directory: Callable[[], Path],
-        run_blocking: Callable[..., defer.Deferred[Any]],
-        started: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._directory = directory
+    def __init__(self, prepare: Prepare, run_blocking: Callable[..., defer.Deferred[Any]]) -> None:
+        self._prepare = prepare
         self.run_blocking = run_blocking
-        self._started = started
         self._waiting: list[defer.Deferred[None]] = []
         self.running = False
-        #: fsyncs started so far (each one serves a whole batch).
+        #: Runs started so far (each one serves a whole batch).
         self.count = 0
 
     def wait(self) -> defer.Deferred[None]:
-        """Fires once an fsync that started after this call has completed."""
+        """Fires once a run that started after this call has completed."""
         d: defer.Deferred[None] = defer.Deferred()
         self._waiting.append(d)
         if not self.running:
             self._start()
         return d
 
+    def request(self) -> None:
+        """Ask for a run nobody waits for (its failure is logged)."""
+        self.wait().addErrback(lambda f: log.failure("background durable write failed", f))
+
     def _start(self) -> None:
         batch, self._waiting = self._waiting, []
         self.running = True
         self.count += 1
-        self._started()
-        d = defer.maybeDeferred(self.run_blocking, fsync_dir, self._directory())
-        d.addBoth(self._done, batch)
+        try:
+            work, finished = self._prepare()
+        except BaseException:
+            self.running = False
+            failure = Failure()
+            for waiter in batch:
+                waiter.errback(failure)
+            return
+        d = defer.maybeDeferred(self.run_blocking, work)
+        d.addBoth(self._done, batch, finished)
 
-    def _done(self, result: Any, batch: list[defer.Deferred[None]]) -> None:
+    def _done(self, result: Any, batch: list[defer.Deferred[None]], finished: Any) -> None:
         self.running = False
+        if self._waiting:
+            self._start()  # before ``finished``: a lock held across runs is never let go between
+        finished()
         for waiter in batch:
             if isinstance(result, Failure):
                 waiter.errback(result)
             else:
                 waiter.callback(None)
-        if self._waiting:
-            self._start()

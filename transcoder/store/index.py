@@ -49,6 +49,7 @@ from transcoder.files import fsync_dir, write_atomically
 from transcoder.store import intake
 from transcoder.store.entity_cache import EntityCache
 from transcoder.store.flags import KEYWORDS_FILE, Keywords, split_filename
+from transcoder.store.group_sync import GroupCommit
 from transcoder.store.uidlist import (
     UIDLIST_FILE,
     UIDLIST_LOCK,
@@ -141,6 +142,10 @@ class MailboxIndex:
         self.recent_written = 0
         #: The uid list on disk still names files this process expunged.
         self._list_stale = False
+        #: Writes the uid list in a worker thread (MailboxState.add_file_durably).
+        self._list_writer: GroupCommit | None = None
+        #: Base names this process is adding, not shown until durable.
+        self._adding: set[str] = set()
         self._generation = 0
         self._version: tuple[int, int] | None = None
         self.keywords = Keywords(path / KEYWORDS_FILE)
@@ -348,6 +353,8 @@ class MailboxIndex:
 
     def _adopt(self, base: str, name: str) -> bool:
         """Take file ``name`` of ``cur/`` into the records; True if it needed a new UID."""
+        if base in self._adding:
+            return False  # ours, shown once durable (MailboxState.add_file_durably)
         path = self.cur / name
         uid = self._uid_of_base.get(base)
         try:
@@ -385,6 +392,8 @@ class MailboxIndex:
 
     def _sync_uidlist(self) -> bool:
         """Load the uid list if another writer changed it; True if it must be rewritten."""
+        if self._list_busy():
+            return False  # ours is being written, under our lock: the disk lags it
         path = self.path / UIDLIST_FILE
         version = read_version(path)
         if version is not None and version == self._version:
@@ -416,10 +425,35 @@ class MailboxIndex:
         return UidList(self._allocate_validity(above), 1, 0, 0, ())
 
     def _write_uidlist(self) -> None:
+        """Write the uid list now (the caller holds the lock).
+
+        While a write runs in a worker (:meth:`MailboxState.add_file_durably`)
+        another one is asked of it instead: writes must land in the order
+        they were rendered.
+        """
+        if self._list_busy():
+            assert self._list_writer is not None
+            self._list_writer.request()
+            return
+        path, data = self._render_uidlist()
+        write_atomically(path, data)
+
+    def _render_uidlist(self) -> tuple[Path, bytes]:
+        """The uid list's path and bytes as of now, counted as written (a new generation)."""
         self._generation += 1
         self._version = (self.validity, self._generation)
         entries = tuple(sorted((uid, base) for base, uid in self._uid_of_base.items()))
         uidlist = UidList(self.validity, self.next_uid, self.recent_upto, self._generation, entries)
-        write_atomically(self.path / UIDLIST_FILE, uidlist.render())
         self.recent_written = self.recent_upto
         self._list_stale = False
+        return self.path / UIDLIST_FILE, uidlist.render()
+
+    def _list_busy(self) -> bool:
+        """A uid list write is running in a worker; this process holds the lock meanwhile."""
+        return self._list_writer is not None and self._list_writer.running
+
+    def _list_changed_elsewhere(self) -> bool:
+        """Another process wrote the uid list since this one last read or wrote it."""
+        if self._list_busy():
+            return False  # we hold the lock: nobody else wrote; the disk lags our own write
+        return read_version(self.path / UIDLIST_FILE) != self._version

@@ -21,11 +21,10 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 
 from transcoder.errors import MailboxNotFoundTryCreate, StoreError
-from transcoder.files import fsync_dir
+from transcoder.files import fsync_dir, write_atomically
 from transcoder.store.flags import KEYWORDS_FILE
-from transcoder.store.group_sync import GroupSync
+from transcoder.store.group_sync import GroupCommit
 from transcoder.store.index import MailboxIndex, MessageRecord
-from transcoder.store.uidlist import UIDLIST_FILE, read_version
 
 #: Seconds within which a \\Recent claim or an expunge reaches the uid list
 #: (see MailboxState.claim_recent and remove).
@@ -51,7 +50,7 @@ class MailboxState(MailboxIndex):
 
     _cur_unsynced = False
     _list_save: IDelayedCall | None = None
-    _group: GroupSync | None = None
+    _group: GroupCommit | None = None
 
     def new_session_id(self) -> int:
         """A number identifying a session as the author of flag changes."""
@@ -75,7 +74,7 @@ class MailboxState(MailboxIndex):
         candidates = [uid for uid in uids if uid > self.recent_upto]
         if not candidates or self.deleted:
             return set()
-        if read_version(self.path / UIDLIST_FILE) != self._version:
+        if self._list_changed_elsewhere():
             with self._lock.held():
                 self._sync_uidlist()  # another process's claims first
         claimed = {uid for uid in candidates if uid > self.recent_upto}
@@ -152,15 +151,17 @@ class MailboxState(MailboxIndex):
         Fires once every flag change made so far is durable.
         """
         if self._group is None:
-            self._group = GroupSync(lambda: self.cur, run_blocking, self._renames_covered)
+            self._group = GroupCommit(self._prepare_cur_sync, run_blocking)
         self._group.run_blocking = run_blocking
         if not self._cur_unsynced and not self._group.running:
             return defer.succeed(None)
         return self._group.wait()
 
-    def _renames_covered(self) -> None:
+    def _prepare_cur_sync(self) -> tuple[Callable[[], object], Callable[[], None]]:
         """An fsync of ``cur/`` is starting: it covers every rename and unlink made until now."""
         self._cur_unsynced = False
+        cur = self.cur
+        return (lambda: fsync_dir(cur)), (lambda: None)
 
     def remove(self, uids: Iterable[int], sync: bool = True) -> None:
         """Delete the files of ``uids`` and forget them (EXPUNGE).
@@ -226,36 +227,98 @@ class MailboxState(MailboxIndex):
         return moved
 
     def add_file(self, tmp_name: str, flags: Iterable[str]) -> int:
-        """Move ``tmp/<tmp_name>`` into ``cur/`` with ``flags`` and give it the next UID."""
+        """Move ``tmp/<tmp_name>`` into ``cur/`` with ``flags`` and give it the next UID.
+
+        Durable when it returns: ``cur/`` and the uid list are fsync'ed on
+        the calling thread (see :meth:`add_file_durably` for the server's way).
+        """
+        with self._lock.held():
+            rec = self._link_new(tmp_name, flags)
+            fsync_dir(self.cur)
+            self._write_uidlist()
+        self._show(rec)
+        return rec.uid
+
+    def add_file_durably(
+        self, tmp_name: str, flags: Iterable[str], run_blocking: Callable[..., Any]
+    ) -> defer.Deferred[int]:
+        """:meth:`add_file` whose fsyncs run off the reactor thread, shared (group commit).
+
+        The UID is taken and the file linked at once, under the uid list
+        lock, which stays held until the list is on disk (so no other
+        process can read a list without it).  The Deferred fires with the
+        UID once ``cur/`` and the list are durable; only then do sessions
+        see the message, so no client learns a UID a crash could undo.
+        """
+        with self._lock.held():
+            rec = self._link_new(tmp_name, flags)
+            self._adding.add(rec.base)
+            if self._list_writer is None:
+                self._list_writer = GroupCommit(self._prepare_list_write, run_blocking)
+            self._list_writer.run_blocking = run_blocking
+            d = self._list_writer.wait()
+
+        def shown(_: object) -> int:
+            self._adding.discard(rec.base)
+            self._show(rec)
+            return rec.uid
+
+        def failed(failure: Any) -> Any:
+            self._adding.discard(rec.base)
+            self._names = None  # the file is in cur/: the next scan decides about it
+            return failure
+
+        return d.addCallbacks(shown, failed)
+
+    def _link_new(self, tmp_name: str, flags: Iterable[str]) -> MessageRecord:
+        """Under the lock: the file into ``cur/``, its UID taken; not yet shown to sessions."""
         flags = tuple(flags)
         if self.deleted:
             self.discard_tmp(tmp_name)
             raise MailboxNotFoundTryCreate(f"Mailbox {self.name} no longer exists")
-        with self._lock.held():
-            if read_version(self.path / UIDLIST_FILE) != self._version:
-                self._rescan()  # lower UIDs another process assigned must be known first
-            self.keywords.register([f for f in flags if not f.startswith("\\")])
-            info = self.keywords.info(flags)
-            base = tmp_name
-            while base in self._uid_of_base or base in self._by_base:
-                base += "_"  # never replace another message, however unlikely the clash
-            target = self.cur / f"{base}:2,{info}"
-            try:
-                _move_no_replace(self.tmp / tmp_name, target)
-                st = os.stat(target)
-            except FileNotFoundError as e:
-                raise StoreError(f"message file vanished while adding to {self.name}") from e
-            self._own_change(None, target.name)
-            fsync_dir(self.cur)
-            uid = self.next_uid
-            self.next_uid += 1
-            self._uid_of_base[base] = uid
-            self._write_uidlist()
-        rec = MessageRecord(uid, base, info, st.st_size, st.st_mtime)
-        self.records[uid] = rec
-        self._by_base[base] = uid
-        bisect.insort(self.uids, uid)
-        return uid
+        if self._list_changed_elsewhere():
+            self._rescan()  # lower UIDs another process assigned must be known first
+        self.keywords.register([f for f in flags if not f.startswith("\\")])
+        info = self.keywords.info(flags)
+        base = tmp_name
+        while base in self._uid_of_base or base in self._by_base:
+            base += "_"  # never replace another message, however unlikely the clash
+        target = self.cur / f"{base}:2,{info}"
+        try:
+            _move_no_replace(self.tmp / tmp_name, target)
+            st = os.stat(target)
+        except FileNotFoundError as e:
+            raise StoreError(f"message file vanished while adding to {self.name}") from e
+        self._own_change(None, target.name)
+        uid = self.next_uid
+        self.next_uid += 1
+        self._uid_of_base[base] = uid
+        return MessageRecord(uid, base, info, st.st_size, st.st_mtime)
+
+    def _show(self, rec: MessageRecord) -> None:
+        """Sessions see the message from their next poll (unless a re-scan showed it first)."""
+        if rec.uid in self.records or self.deleted:
+            return
+        self.records[rec.uid] = rec
+        self._by_base[rec.base] = rec.uid
+        bisect.insort(self.uids, rec.uid)
+
+    def _prepare_list_write(self) -> tuple[Callable[[], object], Callable[[], None]]:
+        """A uid list write is starting: the lock is held until it ends, the list rendered now."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            path, data = self._render_uidlist()
+        except BaseException:
+            lock.release()
+            raise
+        cur = self.cur
+
+        def work() -> None:
+            fsync_dir(cur)  # the new links first, then the list naming them
+            write_atomically(path, data)
+
+        return work, lock.release
 
     def discard_tmp(self, tmp_name: str) -> None:
         """Remove a ``tmp/`` file whose message will not be added after all."""

@@ -57,6 +57,14 @@ class FileLock:
     @contextmanager
     def held(self) -> Iterator[None]:
         """Hold the lock for the duration of the ``with`` block."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self) -> None:
+        """Take the lock (or one more level of it); pair with :meth:`release`."""
         if self._depth == 0:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
@@ -66,13 +74,13 @@ class FileLock:
                 raise
             self._fd = fd
         self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0 and self._fd is not None:
-                os.close(self._fd)  # closing releases the flock
-                self._fd = None
+
+    def release(self) -> None:
+        """Give back one level; the last one releases the flock."""
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
 
 
 @dataclass(frozen=True)
