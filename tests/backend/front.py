@@ -17,10 +17,15 @@ from transcoder.backend.dovecot import DovecotInstance
 
 
 @contextmanager
-def running_front(dovecot: DovecotInstance, *extra: str) -> Iterator[RunningServer]:
-    """A front on a fresh data directory (no accounts file entries: logins go to Dovecot)."""
+def running_front(
+    dovecot: DovecotInstance, *extra: str, backend_url: str | None = None
+) -> Iterator[RunningServer]:
+    """A front on a fresh data directory (no accounts file entries: logins go to Dovecot).
+
+    The backend is ``dovecot``'s plain IMAP port unless ``backend_url`` names another.
+    """
     root = Path(tempfile.mkdtemp(prefix="transcoder-front-"))
-    backend = ("--backend", f"imap://127.0.0.1:{dovecot.port}")
+    backend = ("--backend", backend_url or f"imap://127.0.0.1:{dovecot.port}")
     server = RunningServer(root / "data", free_port(), free_port(), (*backend, *extra))
     server.start()
     try:

@@ -405,3 +405,36 @@ def test_login_is_checked_by_the_backend(front: RunningServer) -> None:
     imap.logout()
     # The front's own failed-login handling ran: its fail2ban line (docs/fail2ban.md).
     assert 'authentication failed: rip=127.0.0.1 user="alice@example.org"' in front.log.read_text()
+
+
+def test_an_imaps_backend_is_verified_against_backend_ca(tmp_path: Path) -> None:
+    """--backend imaps:// with the backend's CA serves mail; with another CA logins get
+    NO [UNAVAILABLE] and the refusal is logged."""
+    import shutil
+    import tempfile
+
+    from tests.backend.tlsfiles import make_ca, make_server_files
+
+    directory = Path(tempfile.mkdtemp(prefix="transcoder-dovecot-"))
+    ca, cert, key = make_server_files(directory)
+    other, _, _ = make_ca(directory, "someone-else")
+    instance = DovecotInstance(directory / "dovecot", dict(USERS), tls=(cert, key))
+    instance.prepare()
+    instance.drop(ALICE, PLAIN)
+    try:
+        with instance:
+            url = f"imaps://localhost:{instance.tls_port}"
+            with running_front(instance, "--backend-ca", str(ca), backend_url=url) as server:
+                imap = front_login(server, ALICE)
+                try:
+                    assert imap.uid("FETCH", "1", "(BODY.PEEK[])")[1][0][1] == PLAIN
+                finally:
+                    imap.logout()
+            with running_front(instance, "--backend-ca", str(other), backend_url=url) as server:
+                imap = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=60)
+                with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
+                    imap.login(ALICE, USERS[ALICE])
+                imap.shutdown()
+                assert "TLS verification failed" in server.log.read_text()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

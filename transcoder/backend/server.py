@@ -39,7 +39,9 @@ from transcoder.imap.mailbox_base import MailboxCommandMixin
 from transcoder.imap.mailbox_syntax import decode_mailbox_name, format_mailbox
 from transcoder.imap.responses import status_text
 from transcoder.imap.server import TranscodingIMAP4Factory, TranscodingIMAP4Server
+from transcoder.imap.transcoding import ExpungedView
 from transcoder.imap.transfer import check_sequence_numbers
+from transcoder.store.message import MessageExpunged
 from transcoder.store.search_syntax import parse_search_arguments
 
 log = Logger()
@@ -82,6 +84,13 @@ def search_pieces(criteria: bytes) -> list[bytes | Literal]:
 def _needs_octets(items: tuple[FetchItem, ...]) -> bool:
     """Whether a FETCH's items need the messages' octets (content or MIME structure)."""
     return any(item.section is not None or item.name not in _METADATA_ITEMS for item in items)
+
+
+def _expunged_view(failure: Any, message: BackendMessage) -> Any:
+    """Octets gone from the backend meanwhile: the message is left out of the FETCH, which
+    ends ``NO [EXPUNGEISSUED]`` (RFC 2180 section 4.1.2), as on the built-in store."""
+    failure.trap(MessageExpunged)
+    return ExpungedView(message.getUID())
 
 
 class BackendFrontMixin:
@@ -163,7 +172,7 @@ class BackendFrontMixin:
 
     def _with_octets(self, view: Any) -> Any:
         if isinstance(view, BackendMessage) and not view.loaded and self._fetch_needs_octets:
-            return view.load()
+            return view.load().addErrback(_expunged_view, view)
         return view
 
     # -- NOOP and STATUS --------------------------------------------------------------------
