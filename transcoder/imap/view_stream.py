@@ -53,8 +53,10 @@ from transcoder.store.interfaces import IParsedMessage
 
 log = Logger()
 
-#: Octets handed from the thread to the reactor at a time (as a large section is written).
-CHUNK = 256 * 1024
+#: Octets handed from the thread to the reactor at a time.  1 MiB: a cold
+#: 100 MB FETCH took 0.64-0.72 s with these, 0.76-0.88 s with 256 KiB chunks
+#: (fewer hand-overs between the encrypting thread and the reactor).
+CHUNK = 1024 * 1024
 #: Chunks made and not yet taken by the FETCH, at most: the encryptor waits beyond.
 QUEUE_CHUNKS = 4
 #: Seconds between checks for a cancellation while the thread waits for a slot.
