@@ -9,9 +9,11 @@ structure, in this session and the next -- must describe the same octets
   S/MIME): the view is a pure function of its inputs, so a copy is kept only
   to save work.  A lost copy is recomputed identically, so nothing here is
   ever synced.  Small views (at most :data:`SMALL_VIEW` octets) are made on
-  the reactor thread and kept in memory, in a byte-capped LRU; large ones -- worth keeping because clients
-  fetch them in partial slices -- are written to ``DIR/views/volatile/``
-  without fsync, and that directory is emptied at start (an entry a crash
+  the reactor thread and kept in memory, in a byte-capped LRU; large ones
+  -- worth keeping because clients fetch them in partial slices -- are
+  written to ``DIR/views/volatile/`` without fsync (mostly while they are
+  streamed, :mod:`transcoder.imap.view_stream`), and that directory is
+  emptied at start (an entry a crash
   left half written is never served).  ``--view-cache-size 0`` keeps no copy
   at all: each FETCH transcodes into memory (small) or a spool file under
   ``DIR/views/spool/`` removed once the view is dropped (large), or streams
