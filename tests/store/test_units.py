@@ -168,3 +168,22 @@ def test_keywords_table(tmp_path: Path) -> None:
     reread = Keywords(tmp_path / "dovecot-keywords")
     reread.load()
     assert reread.names()[:2] == ["Work", "$Forwarded"]
+
+
+def test_keyword_letters_follow_the_table_when_it_changes(tmp_path: Path) -> None:
+    """The flags of an info string are remembered, but never past a change of the table:
+    another program rewriting dovecot-keywords, or a keyword registered here."""
+    path = tmp_path / "dovecot-keywords"
+    path.write_text("0 Work\n")
+    table = Keywords(path)
+    table.load()
+    assert table.flags("Sa") == ("\\Seen", "Work")
+    assert table.flags("Sa") == ("\\Seen", "Work")  # remembered
+    path.write_text("0 Home\n1 Later\n")
+    table.load()
+    assert table.flags("Sa") == ("\\Seen", "Home")
+    path.unlink()
+    table.load()
+    assert table.flags("Sa") == ("\\Seen",)
+    table.register(["Todo"])
+    assert table.flags("Sa") == ("\\Seen", "Todo")

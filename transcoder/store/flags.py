@@ -98,6 +98,10 @@ def split_filename(name: str) -> tuple[str, str]:
     return base, info[2:] if sep and info.startswith("2,") else ""
 
 
+#: Distinct info strings whose flags a mailbox's table remembers.
+_FLAGS_MEMO = 1024
+
+
 class Keywords:
     """The keyword <-> letter table of one mailbox (Dovecot's ``dovecot-keywords``)."""
 
@@ -105,6 +109,8 @@ class Keywords:
         self.path = path
         self._names: list[str | None] = [None] * len(KEYWORD_LETTERS)
         self._stamp: tuple[int, int, int] | None = None
+        #: info letters -> flags, for the table as it is now (every FETCH FLAGS asks).
+        self._flags_of_info: dict[str, tuple[str, ...]] = {}
 
     def load(self) -> None:
         """Re-read the file if it changed on disk; tolerant of stray lines."""
@@ -113,6 +119,7 @@ class Keywords:
         except FileNotFoundError:
             self._names = [None] * len(KEYWORD_LETTERS)
             self._stamp = None
+            self._flags_of_info = {}
             return
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
@@ -125,6 +132,7 @@ class Keywords:
                 names[int(index)] = word
         self._names = names
         self._stamp = stamp
+        self._flags_of_info = {}
 
     def names(self) -> list[str]:
         """The keywords defined in this mailbox, in letter order."""
@@ -155,6 +163,7 @@ class Keywords:
             if None not in self._names:
                 raise KeywordLimitError(f"No room for keyword {keyword}")
             self._names[self._names.index(None)] = keyword
+            self._flags_of_info = {}
             added = True
         if added:
             lines = "".join(f"{i} {name}\n" for i, name in enumerate(self._names) if name)
@@ -179,10 +188,16 @@ class Keywords:
 
     def flags(self, info: str) -> tuple[str, ...]:
         """The IMAP flags that info letters stand for (unknown letters are skipped)."""
+        known = self._flags_of_info.get(info)
+        if known is not None:
+            return known
+        if len(self._flags_of_info) >= _FLAGS_MEMO:
+            self._flags_of_info.clear()
         out = [flag for flag in SYSTEM_FLAGS if _LETTER_OF[flag] in info]
         for c in sorted(info):
             if c in KEYWORD_LETTERS:
                 name = self._names[KEYWORD_LETTERS.index(c)]
                 if name is not None:
                     out.append(name)
-        return tuple(out)
+        result = self._flags_of_info[info] = tuple(out)
+        return result

@@ -19,8 +19,9 @@ stored message, never a transcoded view (docs/design.md, invariant 4).
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from twisted.mail.imap4 import MessageSet
@@ -76,7 +77,12 @@ def message_flags(message: Any) -> frozenset[str]:
     Flag names are case-insensitive (RFC 3501 section 9: ``flag`` and the
     system flag names are ABNF literals).
     """
-    flags: Iterable[str | bytes] = message.getFlags()
+    return _folded(tuple(message.getFlags()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _folded(flags: tuple[str | bytes, ...]) -> frozenset[str]:
+    """Case-folded flag names; the same few combinations recur in every mailbox."""
     return frozenset(
         (flag.decode("utf-8", "replace") if isinstance(flag, bytes) else flag).casefold()
         for flag in flags
