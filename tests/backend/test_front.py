@@ -389,24 +389,6 @@ def test_search_is_evaluated_by_dovecot_on_the_plaintext(front: RunningServer) -
         client.close()
 
 
-def test_login_is_checked_by_the_backend(front: RunningServer) -> None:
-    """Dovecot's password logs in; a wrong one or an unknown account is refused uniformly.
-
-    Last in the module: Dovecot slows later logins from an address that failed (its anvil).
-    """
-    for user, password in ((ALICE, "wrong"), ("nobody@example.org", USERS[ALICE])):
-        imap = imaplib.IMAP4("127.0.0.1", front.imap_port, timeout=60)
-        with pytest.raises(imaplib.IMAP4.error, match=r"\[AUTHENTICATIONFAILED\]"):
-            imap.login(user, password)
-        imap.shutdown()
-    imap = imaplib.IMAP4("127.0.0.1", front.imap_port, timeout=60)
-    typ, _ = imap.login(BOB, USERS[BOB])  # quotes and backslashes in the password
-    assert typ == "OK"
-    imap.logout()
-    # The front's own failed-login handling ran: its fail2ban line (docs/fail2ban.md).
-    assert 'authentication failed: rip=127.0.0.1 user="alice@example.org"' in front.log.read_text()
-
-
 def test_an_imaps_backend_is_verified_against_backend_ca(tmp_path: Path) -> None:
     """--backend imaps:// with the backend's CA serves mail; with another CA logins get
     NO [UNAVAILABLE] and the refusal is logged."""
@@ -438,3 +420,55 @@ def test_an_imaps_backend_is_verified_against_backend_ca(tmp_path: Path) -> None
                 assert "TLS verification failed" in server.log.read_text()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_two_front_sessions_see_each_others_changes(front: RunningServer) -> None:
+    """Two clients of one account at the front (two backend connections): a flag one sets
+    reaches the other as FETCH FLAGS at its next NOOP."""
+    first, second = _wire_login(front), _wire_login(front)
+    try:
+        for client in (first, second):
+            client.command(b"b", b"SELECT INBOX")
+        assert first.command(b"c", b"UID STORE 3 +FLAGS.SILENT ($Shared)")[-1].startswith(b"c OK")
+        lines = second.command(b"d", b"NOOP")
+        assert any(b"FETCH (UID 3 FLAGS (" in line and b"$Shared" in line for line in lines), lines
+    finally:
+        first.close()
+        second.close()
+
+
+def test_views_are_byte_stable_across_a_restart_of_the_front(
+    dovecot: DovecotInstance, tmp_path: Path
+) -> None:
+    """A MODE ALWAYS view: the same octets after the front restarts; <o.n> slices and
+    RFC822.SIZE describe those octets (invariants 1 and 2)."""
+    dovecot.drop(BOB, MULTIPART, "Archive")
+    party = make_party(tmp_path, "bob", rsa.generate_private_key(65537, 2048))
+    with running_front(dovecot) as server:
+        imap = front_login(server, BOB, None)
+        try:
+            xkey = XKeyClient(imap)
+            assert xkey.provision(party.cert_der) is not None
+            xkey.set_policy(mode="ALWAYS", format="SMIME")
+        finally:
+            imap.logout()
+
+        def fetch_view() -> tuple[bytes, int, bytes]:
+            imap = front_login(server, BOB, "Archive")
+            try:
+                # The newest message: the one dropped above.
+                typ, data = imap.fetch("*", "(RFC822.SIZE BODY.PEEK[])")
+                assert typ == "OK", data
+                size = int(re.search(rb"RFC822.SIZE (\d+)", data[0][0]).group(1))
+                typ, part = imap.fetch("*", "(BODY.PEEK[]<100.200>)")
+                assert typ == "OK", part
+                return data[0][1], size, part[0][1]
+            finally:
+                imap.logout()
+
+        view, size, slice_ = fetch_view()
+        server.restart()
+        again, size_again, slice_again = fetch_view()
+    assert view == again and size == size_again == len(view)
+    assert slice_ == slice_again == view[100:300]
+    assert b"first part" in openssl_decrypt(view, party, tmp_path)
