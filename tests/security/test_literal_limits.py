@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.imap.wire_support import open_session, stock_defect, tagged
 from transcoder import __version__
+from transcoder.imap.command_order import HELD_BUFFER
 from transcoder.imap.server import TranscodingIMAP4Server
 from transcoder.imap.settings import ServerSettings
 
@@ -248,7 +249,7 @@ def test_literal_waits_behind_blocking_command(tmp_path: Path) -> None:
     session = open_session(SlowServer, tmp_path)
     session.send(b'a SLOW\r\nb ID ("name" {4+}\r\nx\r\ny "v" "w")\r\nc NOOP\r\n')
     assert session.output() == b""
-    assert session.transport.producerState == "paused"
+    assert session.server.paused  # held unparsed (the socket pauses past 64 KiB held)
     session.clock.advance(1)
     out = session.output()
     assert out.split(b"\r\n")[:4] == [
@@ -257,4 +258,25 @@ def test_literal_waits_behind_blocking_command(tmp_path: Path) -> None:
         b"b OK ID completed",
         b"c OK NOOP No operation performed",
     ], out
+    assert session.transport.producerState == "producing"
+
+
+def test_endless_pipelining_behind_a_blocking_command_stops_reading_the_socket(
+    tmp_path: Path,
+) -> None:
+    """Held input is buffered up to HELD_BUFFER octets; past that the socket is not read
+    (TCP holds the client back); every command is answered in order once the first ends."""
+    session = open_session(SlowServer, tmp_path)
+    session.send(b"a SLOW\r\n")
+    noops = b"".join(b"n%d NOOP\r\n" % i for i in range(8000))
+    session.send(noops[: HELD_BUFFER // 2])
+    assert session.transport.producerState == "producing"
+    session.send(noops[HELD_BUFFER // 2 :])
+    assert session.transport.producerState == "paused"
+    assert session.output() == b""
+    session.clock.advance(1)
+    for _ in range(5):
+        session.clock.advance(0)
+    tags = [line.split(b" ", 1)[0] for line in session.output().split(b"\r\n") if line]
+    assert tags == [b"a"] + [b"n%d" % i for i in range(8000)]
     assert session.transport.producerState == "producing"

@@ -19,8 +19,9 @@ The rule here is the simplest sound one, for every command:
   :meth:`~CommandOrderMixin.command_returned`.  While one runs (or
   Twisted's ``blocked`` is set), the wire mixin keeps every further command
   line unread with :meth:`~CommandOrderMixin.hold_input`: the line goes
-  back into the receive buffer and reading pauses, so a client pipelining
-  without end is held back by TCP, not buffered here.
+  back into the receive buffer and parsing pauses; past 64 KiB held, reading
+  the socket pauses too, so a client pipelining without end is held back by
+  TCP, not buffered here.
 * Lines the running command reads itself -- the rest of a line after a
   literal, IDLE's ``DONE``, an AUTHENTICATE response: parse states other
   than ``command`` -- are not held.
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 else:
     _ServerBase = object
 
+#: Octets of held input buffered before the socket itself stops being read.
+HELD_BUFFER = 64 * 1024
 #: The statuses of a tagged response: the command is complete (RFC 3501 section 7.1).
 _COMPLETIONS = frozenset({b"OK", b"NO", b"BAD"})
 
@@ -65,8 +68,10 @@ class CommandOrderMixin(_ServerBase):
     _handler_depth = 0
     #: The running command was answered inside its handler.
     _answered_inside = False
-    #: Input is kept unread (reading paused) until the running command ends.
+    #: Input is kept unread (parsing paused) until the running command ends.
     _held = False
+    #: Reading the socket was paused too, for the held input grew past HELD_BUFFER.
+    _socket_paused = False
     _release: IDelayedCall | None = None
 
     # -- the command guard's brackets -------------------------------------------
@@ -93,17 +98,41 @@ class CommandOrderMixin(_ServerBase):
         return self.parseState == "command" and (self._running or self.blocked is not None)
 
     def hold_input(self, data: bytes) -> None:
-        """Keep ``data``, and all that follows it, unread until the running command ends."""
+        """Keep ``data``, and all that follows it, unread until the running command ends.
+
+        Lines stop being parsed at once; the socket stops being read only
+        once :data:`HELD_BUFFER` octets wait (a client pipelining without
+        end is then held back by TCP).  Pausing the socket for every
+        pipelined command cost two ``epoll_ctl`` calls per command.
+        """
         self._held = True
-        self.pauseProducing()
+        self.paused = True  # LineReceiver keeps what arrives in its buffer, unparsed
         self.dataReceived(data + self.clearLineBuffer())
+        self._limit_held()
+
+    def dataReceived(self, data: bytes) -> Any:
+        """Parse what arrived; past :data:`HELD_BUFFER` held octets, stop reading."""
+        why = super().dataReceived(data)
+        if self._held:
+            self._limit_held()
+        return why
+
+    def _limit_held(self) -> None:
+        if not self._socket_paused and len(getattr(self, "_buffer", b"")) > HELD_BUFFER:
+            self._socket_paused = True
+            self.transport.pauseProducing()
 
     def _read_on(self) -> None:
         """Read the held input, unless a command runs again or ``blocked`` is set."""
         self._release = None
         if self._held and not self._running and self.blocked is None:
             self._held = False
-            self.resumeProducing()
+            if self._socket_paused:
+                self._socket_paused = False
+                self.resumeProducing()
+            else:
+                self.paused = False
+                self.dataReceived(b"")
 
     # -- the end of a command --------------------------------------------------------
 
