@@ -162,3 +162,47 @@ def test_backend_urls() -> None:
     for bad in ("imap://host", "http://host:80", "imap://host:0", "imap://a b:1", "host:143"):
         with pytest.raises(ConfigurationError):
             BackendAddress.parse(bad)
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_brings_changes_without_commands_and_yields_to_commands(
+    dovecot: DovecotInstance,
+) -> None:
+    """While idling the backend's EXISTS arrives unasked; a command ends IDLE (DONE), gets
+    its answer, and IDLE resumes."""
+    from twisted.internet import defer, task
+
+    proto = await _login(dovecot)
+    heard: list[Any] = []
+    arrived: list[defer.Deferred[None]] = []
+
+    def listener(response: Any) -> None:
+        heard.append(response)
+        if getattr(response, "name", None) == b"EXISTS" and arrived:
+            waiting = arrived.pop()
+            if not waiting.called:
+                waiting.callback(None)
+
+    async def delivered(subject: bytes) -> None:
+        waiting: defer.Deferred[None] = defer.Deferred()
+        arrived.append(waiting)
+        dovecot.drop(ALICE, b"Subject: " + subject + b"\r\n\r\nidle\r\n", "Batch")
+        waiting.addTimeout(20, reactor)
+        await waiting
+
+    try:
+        await proto.command(b"SELECT", b"Batch")
+        proto.listener = listener
+        proto.set_idle(True)
+        await task.deferLater(reactor, 0.5, lambda: None)  # "+ idling"
+        sent = proto.commands_sent
+        await delivered(b"first")
+        assert proto.commands_sent == sent  # nothing asked: the backend told, idling
+        result = await proto.command(b"NOOP")
+        assert result.status.status == b"OK"
+        await task.deferLater(reactor, 0.5, lambda: None)  # idling again
+        await delivered(b"second")
+        proto.set_idle(False)
+        assert (await proto.command(b"NOOP")).status.status == b"OK"
+    finally:
+        proto.logout()

@@ -78,6 +78,10 @@ PASSED_CODES = frozenset(
 )
 
 
+#: An IDLE is ended and issued again this often (RFC 2177: at least every 29 minutes).
+IDLE_REFRESH = 25 * 60.0
+
+
 class BackendUnavailable(ClientError):
     """The backend server is unreachable or went away."""
 
@@ -186,6 +190,8 @@ class BackendProtocol(protocol.Protocol):
         self.on_lost: list[Callable[[], None]] = []
         self.connected_now = False
         self._reader = ResponseReader()
+        #: Commands written so far (IDLE and its DONE count one): a figure for tests and logs.
+        self.commands_sent = 0
         self._tags = (b"b%d" % n for n in itertools.count(1))
         self._in_flight: dict[bytes, _Command] = {}
         self._queue: list[_Command] = []
@@ -193,6 +199,12 @@ class BackendProtocol(protocol.Protocol):
         self._continuation: tuple[_Command, defer.Deferred[None]] | None = None
         self._timer: IDelayedCall | None = None
         self._bye: StatusResponse | None = None
+        # IDLE (RFC 2177): wanted by the selected mailbox while its client idles.
+        self._want_idle = False
+        self._idle: _Command | None = None
+        self._idle_active = False
+        self._done_sent = False
+        self._idle_refresh: IDelayedCall | None = None
 
     # -- connection events --------------------------------------------------------
 
@@ -214,6 +226,8 @@ class BackendProtocol(protocol.Protocol):
         """Fail what waits; tell the owners (their client gets BYE)."""
         self.connected_now = False
         self._cancel_timer()
+        if self._idle_refresh is not None and self._idle_refresh.active():
+            self._idle_refresh.cancel()
         why = "the backend server closed the connection"
         if self._bye is not None:
             why = "the backend server said BYE: " + self._bye.text.decode("utf-8", "replace")
@@ -245,6 +259,7 @@ class BackendProtocol(protocol.Protocol):
             return defer.fail(BackendUnavailable("Backend server unavailable"))
         command = _Command(next(self._tags), list(pieces), defer.Deferred())
         self._queue.append(command)
+        self._end_idle()  # DONE first; IDLE resumes once the queue is answered
         self._send_queued()
         return command.result.addCallback(_check_ok)
 
@@ -252,8 +267,11 @@ class BackendProtocol(protocol.Protocol):
         """Write the next queued command unless one is still being written (pipelining)."""
         if self._writing is not None or not self._queue or not self.connected_now:
             return
+        if self._idle is not None:
+            return  # after IDLE's tagged answer (RFC 2177: nothing but DONE meanwhile)
         command = self._queue.pop(0)
         self._in_flight[command.tag] = command
+        self.commands_sent += 1
         self._arm_timer()
         self._writing = defer.Deferred.fromCoroutine(self._write(command))
         self._writing.addErrback(self._write_failed)
@@ -296,11 +314,68 @@ class BackendProtocol(protocol.Protocol):
         self.transport.write(bytes(out) + b"\r\n")
 
     def _continue(self) -> None:
+        if self._idle is not None and not self._idle_active and self._continuation is None:
+            self._idle_active = True  # "+ idling"
+            self._cancel_timer()  # the backend now speaks only when something changes
+            self._idle_refresh = self.clock.callLater(IDLE_REFRESH, self._end_idle)
+            if not self._want_idle or self._queue:
+                self._end_idle()
+            return
         waiting, self._continuation = self._continuation, None
         if waiting is None:
             log.warn("backend sent an unexpected continuation request")
             return
         waiting[1].callback(None)
+
+    # -- IDLE (RFC 2177) --------------------------------------------------------------
+
+    @property
+    def idling(self) -> bool:
+        """Whether the connection idles (or is about to) for a listener's sake."""
+        return self._want_idle and b"IDLE" in self.capabilities
+
+    def set_idle(self, wanted: bool) -> None:
+        """IDLE whenever no command is outstanding (``wanted``), or stop idling."""
+        self._want_idle = wanted
+        if wanted:
+            self._maybe_idle()
+        else:
+            self._end_idle()
+
+    def _maybe_idle(self) -> None:
+        if not (self.idling and self.connected_now) or self._idle is not None:
+            return
+        if self._queue or self._in_flight or self._writing is not None:
+            return
+        command = _Command(next(self._tags), [b"IDLE"], defer.Deferred())
+        self._idle, self._idle_active, self._done_sent = command, False, False
+        self._in_flight[command.tag] = command
+        self.commands_sent += 1
+        command.result.addBoth(self._idle_ended)
+        self._arm_timer()  # until "+ idling"
+        self.transport.write(command.tag + b" IDLE\r\n")
+
+    def _end_idle(self) -> None:
+        """Send DONE once the backend idles (at its "+" if it has not yet)."""
+        if self._idle_refresh is not None and self._idle_refresh.active():
+            self._idle_refresh.cancel()
+        self._idle_refresh = None
+        if self._idle is None or self._done_sent or not self._idle_active:
+            return
+        self._done_sent = True
+        self._arm_timer()
+        self.transport.write(b"DONE\r\n")
+
+    def _idle_ended(self, result: object) -> None:
+        self._idle, self._idle_active, self._done_sent = None, False, False
+        if isinstance(result, CommandResult) and result.status.status != b"OK":
+            log.warn("backend refused IDLE; polling instead")
+            self._want_idle = False
+            self.capabilities = self.capabilities - {b"IDLE"}
+        if isinstance(result, Failure):
+            return
+        self._send_queued()
+        self._maybe_idle()
 
     def _stop_continuation(self) -> None:
         waiting, self._continuation = self._continuation, None
@@ -334,6 +409,7 @@ class BackendProtocol(protocol.Protocol):
             if response.code_name == b"CAPABILITY":  # LOGIN's OK names the new ones
                 self.capabilities = frozenset(response.code_argument.upper().split())
             command.result.callback(CommandResult(response, command.untagged))
+            self._maybe_idle()
             return
         if not self.greeting.called and isinstance(response, StatusResponse):
             self._greeted(response)
@@ -360,6 +436,8 @@ class BackendProtocol(protocol.Protocol):
     # -- the answer timeout ---------------------------------------------------------
 
     def _arm_timer(self) -> None:
+        if self._idle_active and not self._done_sent:
+            return  # idling: silence is normal
         self._cancel_timer()
         self._timer = self.clock.callLater(self.command_timeout, self._timed_out)
 

@@ -23,9 +23,12 @@ A message the backend expunged stays in the snapshot until reported (FETCH
 leaves it out).  Flags that change on the backend -- another client, a
 sieve script -- are reported as ``FETCH (UID n FLAGS ...)`` at the next poll.
 
-The backend only tells of changes in answer to a command, so a poll (every
-command's end, IDLE's timer) starts a ``NOOP`` when the connection was quiet
-for :data:`NOOP_INTERVAL` seconds; what it brings is reported at the next poll.
+The backend only tells of changes in answer to a command -- or while it
+IDLEs: while the front's client IDLEs, the backend connection IDLEs too
+between commands (:meth:`BackendMailbox.start_idle`) and its news are
+reported at the front's next IDLE poll.  Otherwise a poll (every command's
+end) starts a ``NOOP`` when the connection was quiet for
+:data:`NOOP_INTERVAL` seconds; what it brings is reported at the next poll.
 """
 
 from __future__ import annotations
@@ -363,6 +366,20 @@ class BackendMailbox:
         self._listeners.clear()
         if self.connection.listener == self._backend_said:
             self.connection.listener = None
+            self.connection.set_idle(False)
+
+    def start_idle(self) -> None:
+        """The client IDLEs: so does the backend connection between commands (RFC 2177).
+
+        Its EXISTS / EXPUNGE / FETCH arrive as they happen and are reported at
+        the front's next IDLE poll; no NOOP is needed meanwhile.
+        """
+        if not self._closed:
+            self.connection.set_idle(True)
+
+    def stop_idle(self) -> None:
+        """The client's IDLE ended (DONE)."""
+        self.connection.set_idle(False)
 
     # -- resolving message sets ---------------------------------------------------------
 
@@ -640,7 +657,7 @@ class BackendMailbox:
     def _refresh_soon(self) -> None:
         """Ask the backend for news (NOOP) when it was quiet; reported at a later poll."""
         quiet = self.clock.seconds() - self._last_activity >= NOOP_INTERVAL
-        if self._closed or self._noop is not None or not quiet:
+        if self._closed or self._noop is not None or not quiet or self.connection.idling:
             return
         if not self.connection.connected_now:
             return

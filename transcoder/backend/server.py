@@ -8,6 +8,8 @@ what a backend changes:
 * **FETCH** loads a message's octets from the backend only when an item
   needs them (content or MIME structure) and no cached view already serves
   it: :meth:`BackendFrontMixin.fetch_view` wraps the view seam;
+* **IDLE** makes the backend connection IDLE too (its changes are reported
+  at the front's IDLE poll);
 * **STATUS** asks the backend (the session's one backend connection stays on
   the selected mailbox); **NOOP** waits for the backend's NOOP, so its
   answer carries what changed there;
@@ -174,6 +176,26 @@ class BackendFrontMixin:
         if isinstance(view, BackendMessage) and not view.loaded and self._fetch_needs_octets:
             return view.load().addErrback(_expunged_view, view)
         return view
+
+    # -- IDLE (RFC 2177) ---------------------------------------------------------------------
+
+    def do_IDLE(self, tag: bytes) -> None:
+        """IDLE: the backend connection IDLEs too, so its changes come as they happen."""
+        self_: Any = self
+        start = getattr(self.mbox, "start_idle", None) if self_.state == "select" else None
+        super().do_IDLE(tag)  # type: ignore[misc]
+        if start is not None:
+            start()
+
+    auth_IDLE: Any = (do_IDLE,)
+    select_IDLE: Any = (do_IDLE,)
+
+    def parse_idle(self, line: bytes) -> None:
+        """The line ending IDLE: the backend's IDLE ends first."""
+        stop = getattr(self.mbox, "stop_idle", None)
+        if stop is not None:
+            stop()
+        super().parse_idle(line)  # type: ignore[misc]
 
     # -- NOOP and STATUS --------------------------------------------------------------------
 
