@@ -113,7 +113,10 @@ class ITranscoder(Interface):
     always gives the same octets.  The server then keeps views as a cache it
     may drop and recompute (and streams them on first FETCH); without it
     (:func:`is_deterministic` is False) each view is stored durably once
-    made, for byte-stability (docs/design.md, invariant 1).
+    made, for byte-stability (docs/design.md, invariant 1).  The views of
+    small messages of a deterministic transcoder are made on the reactor
+    thread (a thread hop costs more than encrypting a few KB), so its
+    ``transcode`` must not wait on anything (no subprocess, no network).
     """
 
     name = Attribute("Unique short name, e.g. 'smime' or 'pgp-mime' (str).")
