@@ -318,8 +318,12 @@ def test_an_expunge_in_dovecot_waits_for_a_point_where_it_may_be_sent(
         lines = client.command(b"c", b"FETCH 1:3 (FLAGS)")
         assert not any(line.endswith(b"EXPUNGE") for line in lines), lines
         assert [line.split()[1] for line in lines if b" FETCH " in line] == [b"2", b"3"]
+        # Sequence numbers differ from Dovecot's until the EXPUNGE is told: SEARCH waits.
+        refused = client.command(b"s", b"SEARCH 2")[-1]
+        assert refused.startswith(b"s NO [CANNOT]"), refused
         lines = client.command(b"d", b"NOOP")
         assert b"* 1 EXPUNGE" in lines, lines
+        assert client.command(b"t", b"SEARCH 2")[0] == b"* SEARCH 2"
         lines = client.command(b"e", b"FETCH 1:* (UID)")
         assert [line for line in lines if line.startswith(b"* ")] == [
             b"* 1 FETCH (UID 2)",

@@ -592,15 +592,29 @@ class BackendMailbox:
 
         The backend evaluates the criteria on the plaintext it stores.  Sequence
         numbers in the criteria are the client's: they mean the same on the
-        backend only while the client's snapshot is the backend's sequence, so
-        a SEARCH while changes wait to be reported is refused (``NO [CANNOT]``;
-        the client's next NOOP brings them).  Messages the client was not told
-        of yet are left out of the answer.
+        backend only while they name the same messages (:meth:`_same_numbers`),
+        so a SEARCH while expunges wait to be reported is refused (``NO
+        [CANNOT]``; the client's next NOOP brings them).  Messages the client
+        was not told of yet are left out of the answer.
         """
-        if self._uids != self._mirror:
+        if not self._same_numbers(criteria):
             return defer.fail(NotCarried("Mailbox changed on the backend; NOOP, then SEARCH again"))
         d = self.connection.command(b"UID SEARCH", *criteria)
         return d.addCallback(self._search_answer, uid)
+
+    def _same_numbers(self, criteria: list[bytes | Literal]) -> bool:
+        """Whether the client's sequence numbers mean the same messages on the backend.
+
+        They do while the snapshot is the backend's sequence; with only new
+        messages not yet reported, they still do for every number the client
+        knows -- but ``*`` (the last message) would not, so a ``*`` anywhere
+        in the criteria asks for the exact match.
+        """
+        if self._uids == self._mirror:
+            return True
+        if self._expunged or self._mirror[: len(self._uids)] != self._uids:
+            return False
+        return not any(isinstance(c, bytes) and b"*" in c for c in criteria)
 
     def _search_answer(self, result: CommandResult, uid: bool) -> list[int]:
         found: set[int] = set()
