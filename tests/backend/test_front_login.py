@@ -25,6 +25,26 @@ def front(dovecot: DovecotInstance) -> Iterator[RunningServer]:
         yield server
 
 
+def test_the_clients_address_is_passed_on_to_dovecot(
+    front: RunningServer, dovecot: DovecotInstance
+) -> None:
+    """Before LOGIN the front tells Dovecot the client's address and port (ID, RFC 2971):
+    Dovecot, trusting the front, logs the client's own port, not the front's."""
+    import time
+
+    imap = imaplib.IMAP4("127.0.0.1", front.imap_port, timeout=60)
+    port = imap.sock.getsockname()[1]
+    try:
+        assert imap.login(ALICE, USERS[ALICE])[0] == "OK"
+    finally:
+        imap.logout()
+    log = dovecot.directory / "dovecot.log"
+    deadline = time.monotonic() + 10
+    while f"x-originating-port={port}" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f"x-originating-port={port}" in log.read_text()
+
+
 def test_login_is_checked_by_the_backend(front: RunningServer) -> None:
     """Dovecot's password logs in; a wrong one or an unknown account is refused uniformly.
 

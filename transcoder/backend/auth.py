@@ -18,6 +18,9 @@ front's uniform, delayed ``NO [AUTHENTICATIONFAILED]`` and the fail2ban log
 line); a backend that cannot be reached or answers ``[UNAVAILABLE]`` is no
 verdict: the client gets ``NO [UNAVAILABLE]`` and the throttle counts nothing.
 
+Before LOGIN the front tells the backend the client's address and port
+(``ID``, RFC 2971, with Dovecot's ``x-originating-ip`` / ``x-originating-port``).
+
 The backend must present the front's hierarchy delimiter, ``/`` (for
 Dovecot: ``separator = /`` in its inbox namespace; docs/design.md, "Backend
 front"): checked after each login, a backend with another one is refused
@@ -97,6 +100,7 @@ class BackendChecker:
             raise UnauthorizedLogin("Authentication failed")
         connection = await connect(self.reactor, self.settings)
         try:
+            self._send_client_address(connection, credentials)
             await connection.command(b"LOGIN", _argument(username), _argument(password))
         except BackendRefused as e:
             connection.transport.loseConnection()
@@ -112,6 +116,23 @@ class BackendChecker:
             connection.logout()
             raise
         return BackendLogin(address, connection)
+
+    @staticmethod
+    def _send_client_address(connection: BackendProtocol, credentials: Any) -> None:
+        """``ID ("x-originating-ip" ...)`` before LOGIN, pipelined (RFC 2971; Dovecot's names).
+
+        A backend that trusts the front (Dovecot: ``login_trusted_networks``)
+        then logs, limits and slows failed logins per real client address
+        rather than per front; any other ignores it.  Its answer is not waited for.
+        """
+        host = getattr(credentials, "client_host", None)
+        if not host or b"ID" not in connection.capabilities:
+            return
+        fields = [b'"x-originating-ip"', quote(host.encode("ascii", "replace")) or b"NIL"]
+        port = getattr(credentials, "client_port", None)
+        if isinstance(port, int):
+            fields += [b'"x-originating-port"', b'"%d"' % port]
+        connection.command(b"ID", b"(" + b" ".join(fields) + b")").addErrback(lambda _: None)
 
     async def _check_delimiter(self, connection: BackendProtocol) -> None:
         result = await connection.command(b'LIST "" ""')

@@ -197,6 +197,9 @@ disable_plaintext_auth = no
 auth_mechanisms = plain login
 # Failed logins answered at once: the front's own throttle is what the tests look at.
 auth_failure_delay = 0
+# The front on loopback passes on its client's address (ID x-originating-ip); logged here.
+login_trusted_networks = 127.0.0.0/8
+imap_id_log = *
 default_login_user = {login_user}
 default_internal_user = {internal_user}
 default_internal_group = {internal_group}

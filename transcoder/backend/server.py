@@ -29,14 +29,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.mail.imap4 import IAccount
 
 from transcoder.backend.account import BackendAccount, wire_name
 from transcoder.backend.connection import Literal
 from transcoder.backend.message import BackendMessage, OctetsNotLoaded
 from transcoder.errors import ClientError
 from transcoder.imap.fetch_syntax import FetchItem
+from transcoder.imap.login_gate import peer_host
 from transcoder.imap.mailbox_base import MailboxCommandMixin
 from transcoder.imap.mailbox_syntax import decode_mailbox_name, format_mailbox
 from transcoder.imap.responses import status_text
@@ -101,6 +105,7 @@ class BackendFrontMixin:
     # Attributes of the server this mixin is combined with (for the type checker).
     account: Any
     mbox: Any
+    portal: Any
     transport: Any
     _fetch_needs_octets = True
     _backend_gone = False
@@ -125,6 +130,24 @@ class BackendFrontMixin:
         account = getattr(self, "account", None)
         if isinstance(account, BackendAccount):
             account.connection.on_lost.append(self._backend_lost)
+
+    def authenticateLogin(self, user: bytes, passwd: bytes) -> Any:
+        """LOGIN's credentials, carrying the client's address for the backend (:mod:`.auth`)."""
+        if self.portal is None:
+            raise UnauthorizedLogin("no portal")
+        credentials = UsernamePassword(user, passwd)
+        self._mark_client(credentials)
+        return self.portal.login(credentials, None, IAccount)
+
+    def _sasl_login(self, challenger: Any) -> Any:
+        """AUTHENTICATE's credentials, carrying the client's address too."""
+        self._mark_client(challenger)
+        return super()._sasl_login(challenger)  # type: ignore[misc]
+
+    def _mark_client(self, credentials: Any) -> None:
+        peer = self.transport.getPeer()
+        credentials.client_host = peer_host(peer)
+        credentials.client_port = getattr(peer, "port", None)
 
     def _backend_lost(self) -> None:
         """The backend went away: ``* BYE [UNAVAILABLE]`` and close (RFC 3501 section 7.1.5)."""
