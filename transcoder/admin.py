@@ -12,6 +12,16 @@ Usage::
     transcoder-admin --data DIR key retire FINGERPRINT
     transcoder-admin --data DIR key purge FINGERPRINT
     transcoder-admin --data DIR policy ADDRESS [--mode always|off] [--format smime|openpgp]
+    transcoder-admin --data DIR server-key list
+    transcoder-admin --data DIR server-key rotate smime|openpgp [--algorithm ec|rsa]
+    transcoder-admin --data DIR server-key retire FINGERPRINT
+    transcoder-admin --data DIR server-key import smime-encrypt|smime-sign CERT KEY
+    transcoder-admin --data DIR server-key import openpgp SECRET-KEY
+
+``server-key`` works on ``DIR/server-keys/`` (the server's own key pairs,
+issue 16; :mod:`transcoder.keys.server_keys_files`): a running server sees
+the change at its next XKEY SERVER or APPEND.  A retired encryption key
+still decrypts; a retired signing key never signs again.
 
 ``user add`` and ``user passwd`` read the password from the first line of
 standard input when it is not a terminal; on a terminal (or with
@@ -40,7 +50,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from transcoder.auth.accounts import AccountsFile, normalize_address
 from transcoder.errors import ClientError, TranscoderError
@@ -297,6 +307,57 @@ def cmd_policy(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
     print(f"{address} MODE {policy.mode.value} FORMAT {shown}{source}", file=stdout)
 
 
+def _server_keys(args: argparse.Namespace) -> Any:
+    """``DIR/server-keys/`` of an existing data directory."""
+    from transcoder.keys.server_keys_files import ServerKeyFiles
+
+    data = Path(args.data)
+    if not (data / "accounts").exists():
+        raise AdminError(f"{data} is not a transcoder data directory (no accounts file)")
+    return ServerKeyFiles(data / "server-keys", gpg_binary=getattr(args, "gpg", "gpg"))
+
+
+def cmd_server_key_list(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
+    """``server-key list``: the server's keys with their dates, oldest first."""
+    for key in _server_keys(args).history():
+        print(key.describe(), file=stdout)
+
+
+def cmd_server_key_rotate(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
+    """``server-key rotate FORMAT``: new keys for the format; the old ones are retired."""
+    from transcoder.keys.model import KeyFormat
+
+    made = _server_keys(args).rotate(KeyFormat(args.format.upper()), args.clock(), args.algorithm)
+    for key in made:
+        print(f"new {key.describe()}", file=stdout)
+
+
+def cmd_server_key_retire(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
+    """``server-key retire FINGERPRINT``: out of service (decryption keys still decrypt)."""
+    print(
+        f"retired {_server_keys(args).retire(args.fingerprint, args.clock()).describe()}",
+        file=stdout,
+    )
+
+
+def cmd_server_key_import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
+    """``server-key import ROLE FILE [KEY]``: the hoster's key becomes the current one."""
+    from transcoder.keys.model import KeyUsage
+
+    files = _server_keys(args)
+    first = Path(args.file).read_bytes()
+    if args.role == "openpgp":
+        if args.key:
+            raise AdminError("server-key import openpgp takes one file (the secret key)")
+        key = files.import_openpgp(first, args.clock())
+    else:
+        if not args.key:
+            raise AdminError(f"server-key import {args.role} takes CERT and KEY")
+        usage = KeyUsage.ENCRYPT if args.role == "smime-encrypt" else KeyUsage.SIGN
+        key = files.import_smime(first, Path(args.key).read_bytes(), usage, args.clock())
+    print(f"imported {key.describe()}", file=stdout)
+
+
 Command = Callable[[argparse.Namespace, TextIO, TextIO], None]
 
 
@@ -358,6 +419,28 @@ def _add_policy_command(groups: argparse._SubParsersAction[argparse.ArgumentPars
     p.set_defaults(func=cmd_policy)
 
 
+def _add_server_key_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``server-key`` group: list, rotate, retire, import."""
+    group = groups.add_parser("server-key", help="the server's own keys (DIR/server-keys)")
+    commands = group.add_subparsers(dest="server_key_command", required=True, metavar="COMMAND")
+    p = commands.add_parser("list", help="list the server's keys, retired ones included")
+    p.set_defaults(func=cmd_server_key_list)
+    p = commands.add_parser("rotate", help="new keys for a format; the old ones are retired")
+    p.add_argument("format", type=str.lower, choices=("smime", "openpgp"))
+    p.add_argument("--algorithm", type=str.lower, choices=("ec", "rsa"), default="ec")
+    p.add_argument("--gpg", default="gpg", metavar="PATH", help="the gpg binary (default: gpg)")
+    p.set_defaults(func=cmd_server_key_rotate)
+    p = commands.add_parser("retire", help="take a server key out of service")
+    p.add_argument("fingerprint", metavar="FINGERPRINT")
+    p.set_defaults(func=cmd_server_key_retire)
+    p = commands.add_parser("import", help="make the hoster's key the current one")
+    p.add_argument("role", choices=("smime-encrypt", "smime-sign", "openpgp"))
+    p.add_argument("file", metavar="FILE", help="certificate (S/MIME) or secret key (OpenPGP)")
+    p.add_argument("key", metavar="KEY", nargs="?", help="the S/MIME private key")
+    p.add_argument("--gpg", default="gpg", metavar="PATH", help="the gpg binary (default: gpg)")
+    p.set_defaults(func=cmd_server_key_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser; each command group is a subparser."""
     parser = argparse.ArgumentParser(
@@ -369,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deliver_command(groups)
     _add_key_commands(groups)
     _add_policy_command(groups)
+    _add_server_key_commands(groups)
     return parser
 
 

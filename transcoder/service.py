@@ -9,11 +9,14 @@ Layout of ``--data DIR`` (created on first start)::
     DIR/audit.jsonl     the key audit log: one JSON object per line (twisted.logger events)
     DIR/view-secret     32 random octets every view's randomness derives from (unless
                         --view-secret names another file), see transcoder.view_secret
+    DIR/server-keys/    the server's own key pairs (issue 16), see
+                        transcoder.keys.server_keys_files
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ from transcoder.imap.proxy_protocol import server_endpoint
 from transcoder.imap.server import TranscodingIMAP4Factory
 from transcoder.imap.settings import MiB, ServerSettings
 from transcoder.imap.view_epoch import ServerViewsService
+from transcoder.keys.server_keys_files import ServerKeyFiles, start_server_keys
 from transcoder.layers import key_layer, transcoding_layer
 from transcoder.listening import OptionListener
 from transcoder.store import MaildirStore
@@ -139,6 +143,21 @@ class Options(usage.Options):
             "PEM file of CA certificates the imaps:// backend's certificate must chain to"
             " (default: the system's trust store).",
         ],
+        ["server-smime-cert", None, None, "PEM certificate of the server's S/MIME encryption key."],
+        ["server-smime-key", None, None, "PEM private key of --server-smime-cert."],
+        [
+            "server-smime-sign-cert",
+            None,
+            None,
+            "PEM certificate of the server's S/MIME signing key.",
+        ],
+        ["server-smime-sign-key", None, None, "PEM private key of --server-smime-sign-cert."],
+        [
+            "server-openpgp-key",
+            None,
+            None,
+            "The server's OpenPGP secret key (separate encryption and signing subkeys).",
+        ],
     ]
     optFlags = [
         ["no-plaintext-loopback", None, "Refuse LOGIN before TLS even from loopback clients."],
@@ -166,6 +185,12 @@ class Options(usage.Options):
         except ConfigurationError as e:
             raise usage.UsageError(str(e)) from None
         self["backend"] = _backend_settings(self)
+        for pair in (
+            ("server-smime-cert", "server-smime-key"),
+            ("server-smime-sign-cert", "server-smime-sign-key"),
+        ):
+            if bool(self[pair[0]]) != bool(self[pair[1]]):
+                raise usage.UsageError(f"--{pair[0]} and --{pair[1]} go together")
 
 
 def _backend_settings(options: usage.Options) -> BackendSettings | None:
@@ -300,6 +325,24 @@ def verification_cache(options: dict[str, Any], accounts: AccountsFile) -> Verif
     return VerificationCache(key, reactor, accounts.generation, ttl=options["auth-cache-ttl"])
 
 
+def server_keys(options: dict[str, Any], data: Path) -> ServerKeyFiles:
+    """``DIR/server-keys/`` with a current key for every role (the hoster's or generated)."""
+    from datetime import UTC, datetime
+
+    def path(name: str) -> Path | None:
+        return Path(options[name]) if options.get(name) else None
+
+    files = ServerKeyFiles(data / "server-keys", gpg_binary=options["gpg"])
+    start_server_keys(
+        files,
+        datetime.now(UTC),
+        (path("server-smime-cert"), path("server-smime-key")),
+        (path("server-smime-sign-cert"), path("server-smime-sign-key")),
+        path("server-openpgp-key"),
+    )
+    return files
+
+
 def makeService(options: dict[str, Any]) -> service.IService:
     """Build the transcoder service from parsed :class:`Options`."""
     data = Path(options["data"]).absolute()
@@ -307,6 +350,7 @@ def makeService(options: dict[str, Any]) -> service.IService:
         prepare_data_dir(data)
         context = tls_context(options, data)
         keys, key_service = key_layer(options, data)
+        keys = replace(keys, server=server_keys(options, data))
         transcoding, transcoding_service = transcoding_layer(options, data)
     except (OSError, TranscoderError) as e:
         raise SystemExit(f"transcoder: {e}") from None

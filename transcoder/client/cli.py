@@ -12,6 +12,8 @@ Usage::
               keys [--json]                  list your keys
               retire FINGERPRINT             retire a key
               policy [--mode always|off] [--format smime|openpgp] [--json]
+              server-keys [--dir DIR] [--json]
+                                             save the server's public keys (XKEY SERVER)
               new-identity smime|openpgp ADDRESS [--dir DIR] [--days N]
                                              make a test identity (no server needed)
 
@@ -68,6 +70,7 @@ from transcoder.client.keyfile import inspect_key, would_replace
 from transcoder.client.model import (
     KeyInfo,
     PolicyInfo,
+    ServerKeyInfo,
     XKeyConnectionError,
     XKeyError,
     format_timestamp,
@@ -184,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--mode", type=str.upper, choices=("ALWAYS", "OFF"))
     policy.add_argument("--format", type=str.upper, choices=("SMIME", "OPENPGP"))
     policy.add_argument("--json", action="store_true", help="print JSON")
+    server = command("server-keys", "save the server's own public keys (encrypt APPENDs to them)")
+    server.add_argument("--dir", default=".", help="where to write the files (default: .)")
+    server.add_argument("--json", action="store_true", help="print JSON")
     identity = commands.add_parser(
         "new-identity", help="make a test S/MIME or OpenPGP identity (no server needed)"
     )
@@ -382,12 +388,46 @@ def carry_out(
         client.retire(args.fingerprint)
         print(f"retired {args.fingerprint}", file=out)
         return None, None
+    if args.command == "server-keys":
+        save_server_keys(client.server_keys(), Path(args.dir), bool(args.json), out)
+        return None, None
     changed = bool(args.mode or args.format)
     policy = client.set_policy(mode=args.mode, format=args.format) if changed else client.policy()
     lines = [json.dumps(policy.to_json())] if args.json else format_policy(policy)
     for line in lines:
         print(line, file=out)
     return None, policy if changed else None
+
+
+def save_server_keys(
+    keys: Sequence[ServerKeyInfo], folder: Path, as_json: bool, out: TextIO
+) -> None:
+    """Write each server key to ``folder`` (see :meth:`ServerKeyInfo.file_name`) and print
+    one line per key (or a JSON list)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    described = []
+    for key in keys:
+        path = folder / key.file_name()
+        path.write_text(key.material)
+        described.append(
+            {
+                "format": key.format,
+                "usage": list(key.usage),
+                "fingerprint": key.fingerprint,
+                "subkeys": list(key.subkeys),
+                "not_before": format_timestamp(key.not_before),
+                "not_after": format_timestamp(key.not_after),
+                "file": str(path),
+            }
+        )
+        if not as_json:
+            usage = ",".join(key.usage)
+            until = format_timestamp(key.not_after) or "never"
+            print(
+                f"{key.format:<7} {usage:<12} {key.fingerprint} until {until} -> {path}", file=out
+            )
+    if as_json:
+        print(json.dumps(described, indent=2), file=out)
 
 
 def prepare(

@@ -99,6 +99,32 @@ class PutResult:
 
 
 @dataclass(frozen=True)
+class ServerKeyInfo:
+    """One of the server's own current keys, as ``XKEY SERVER`` publishes it (issue 16).
+
+    ``usage`` is ``("ENCRYPT",)`` (encrypt what you APPEND to it) or
+    ``("SIGN",)`` (the server signs with it) for S/MIME, both for the one
+    OpenPGP key (its subkeys, in ``subkeys``, are separate: encryption first);
+    ``material`` the PEM certificate or armored public key.
+    """
+
+    format: str
+    usage: tuple[str, ...]
+    fingerprint: str
+    subkeys: tuple[str, ...]
+    not_before: datetime | None
+    not_after: datetime | None
+    material: str
+
+    def file_name(self) -> str:
+        """Where ``transcoder-client server-keys`` saves it."""
+        if self.format == "OPENPGP":
+            return "server-openpgp.asc"
+        role = "encrypt" if "ENCRYPT" in self.usage else "sign"
+        return f"server-smime-{role}.pem"
+
+
+@dataclass(frozen=True)
 class PolicyInfo:
     """The account's transcoding policy, as ``XKEY POLICY`` reports it.
 

@@ -21,10 +21,15 @@ from transcoder.client.model import (
     KeyInfo,
     PolicyInfo,
     PutResult,
+    ServerKeyInfo,
     XKeyConnectionError,
     XKeyError,
 )
-from transcoder.client.syntax import parse_status_text, parse_xkey_responses
+from transcoder.client.syntax import (
+    parse_server_keys,
+    parse_status_text,
+    parse_xkey_responses,
+)
 
 Security = Literal["starttls", "tls", "plain"]
 
@@ -248,6 +253,10 @@ class XKeyClient:
     def retire(self, fingerprint: str) -> None:
         """``XKEY DELETE``: retire a key (the server keeps it in its history)."""
         self._run("DELETE", normalize_fingerprint(fingerprint))
+
+    def server_keys(self) -> list[ServerKeyInfo]:
+        """``XKEY SERVER``: the server's current public keys (encrypt APPENDs to them)."""
+        return parse_server_keys(self._run("SERVER"))
 
     def policy(self) -> PolicyInfo:
         """``XKEY POLICY``: the account's transcoding policy."""

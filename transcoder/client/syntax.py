@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TypeAlias
 
-from transcoder.client.model import KeyInfo, PolicyInfo, XKeyError
+from transcoder.client.model import KeyInfo, PolicyInfo, ServerKeyInfo, XKeyError
 
 Value: TypeAlias = str | list["Value"] | None
 
@@ -274,3 +274,35 @@ def parse_xkey_responses(
         elif not values:
             raise XKeyError("PROTOCOL", "empty XKEY response")
     return keys, policies
+
+
+def parse_server_key(values: list[Value]) -> ServerKeyInfo:
+    """A server key's property list (``FORMAT SMIME USAGE (ENCRYPT) ...``)."""
+    what = "XKEY SERVER"
+    props = _properties(values, what)
+    times = []
+    for name in ("NOT-BEFORE", "NOT-AFTER"):
+        text = _text(props, name, what, nil=True) if name in props else None
+        times.append(None if text is None else parse_timestamp(text))
+    return ServerKeyInfo(
+        format=str(_text(props, "FORMAT", what)).upper(),
+        usage=tuple(word.upper() for word in _words(props, "USAGE", what)),
+        fingerprint=str(_text(props, "FINGERPRINT", what)),
+        subkeys=_words(props, "SUBKEYS", what),
+        not_before=times[0],
+        not_after=times[1],
+        material=str(_text(props, "MATERIAL", what)),
+    )
+
+
+def parse_server_keys(items: Iterable[bytes | tuple[bytes, bytes] | None]) -> list[ServerKeyInfo]:
+    """Every ``* XKEY SERVER (...)`` among a command's untagged XKEY responses."""
+    found = []
+    for response in join_untagged(items):
+        values = parse_values(response)
+        head = values[0] if values else None
+        if isinstance(head, str) and head.upper() == "SERVER":
+            if len(values) != 2 or not isinstance(values[1], list):
+                raise XKeyError("PROTOCOL", f"malformed XKEY SERVER response: {response[:200]!r}")
+            found.append(parse_server_key(values[1]))
+    return found

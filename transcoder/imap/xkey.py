@@ -24,7 +24,9 @@ The reference for client authors is ``docs/xkey.md``; the grammar lives in
   stored key's ``* XKEY (...)`` followed by one ``* XKEY (... STATUS
   RETIRED)`` per key it superseded (so a user learns that a test
   certificate retired their real one), DELETE the retired key's, LIST one
-  per key, POLICY (shown or changed) ``* XKEY POLICY (...)``.
+  per key, POLICY (shown or changed) ``* XKEY POLICY (...)``, SERVER one
+  ``* XKEY SERVER (...)`` per current server key with its public material in
+  a literal (issue 16).
 """
 
 from __future__ import annotations
@@ -48,17 +50,20 @@ from transcoder.imap.xkey_syntax import (
     ListKeys,
     PolicyListing,
     PutKey,
+    ServerKeys,
     SetPolicy,
     ShowPolicy,
     XKeyRequest,
     key_response,
     parse_arguments,
     policy_response,
+    server_key_response,
 )
 from transcoder.keys.async_store import AsyncKeyStore, clock_now
 from transcoder.keys.errors import KeyTooBig
 from transcoder.keys.model import Policy, StoredKey
 from transcoder.keys.provisioning import Provisioned, provision_key
+from transcoder.keys.server_keys_files import ServerKeyFiles
 
 _REQUEST_NAMES: dict[type, bytes] = {
     PutKey: b"PUT",
@@ -66,6 +71,7 @@ _REQUEST_NAMES: dict[type, bytes] = {
     DeleteKey: b"DELETE",
     ShowPolicy: b"POLICY",
     SetPolicy: b"POLICY",
+    ServerKeys: b"SERVER",
 }
 
 
@@ -77,12 +83,15 @@ class KeyAccess:
     ``--smime-ca``) make certificates need a chain to one of them; empty, any
     certificate passing the other checks is accepted, self-signed included.
     ``clock`` is the reactor (a :class:`~twisted.internet.task.Clock` in tests).
+    ``server`` holds the server's own key pairs (issue 16): ``XKEY SERVER``
+    publishes them and APPEND decrypts with them; ``None``: neither.
     """
 
     store: AsyncKeyStore
     clock: IReactorTime
     trust_anchors: tuple[x509.Certificate, ...] = ()
     gpg_binary: str = "gpg"
+    server: ServerKeyFiles | None = None
 
     def now(self) -> datetime:
         """The clock's time, as the keystore takes it."""
@@ -183,16 +192,25 @@ class XKeyMixin(MailboxCommandMixin):
             self._send_keys([await store.retire(account, fingerprint, keys.now(), origin)])
         elif isinstance(request, ShowPolicy):
             self._send_policy(await store.get_policy(account, keys.now()))
+        elif isinstance(request, ServerKeys):
+            await self._send_server_keys(keys)
         else:
             mode, fmt = request.mode, request.format
             changed = store.set_policy(account, keys.now(), mode, fmt, origin)
             self._send_policy(await changed)
-        if not isinstance(request, ListKeys | ShowPolicy):
+        if not isinstance(request, ListKeys | ShowPolicy | ServerKeys):
             # The transcoding mixin drops views made for the old keys or policy.
             keys_changed = getattr(self, "keys_changed", None)
             if keys_changed is not None:
                 keys_changed(account)
         self.sendPositiveResponse(tag, b"XKEY " + _REQUEST_NAMES[type(request)] + b" completed")
+
+    async def _send_server_keys(self, keys: KeyAccess) -> None:
+        """One ``* XKEY SERVER (...)`` per current server key; NO [CANNOT] without any."""
+        if keys.server is None:
+            raise ClientError("this server publishes no keys of its own", code="CANNOT")
+        for key in await keys.store.run(keys.server.current):
+            self.sendUntaggedResponse(server_key_response(key))
 
     def _send_keys(self, keys: list[StoredKey]) -> None:
         for key in keys:

@@ -6,21 +6,28 @@ RFC 5234 ABNF over RFC 3501 section 9 (keywords are case-insensitive)::
     command-xkey  = "XKEY" SP ("PUT" SP string
                               / "LIST"
                               / "DELETE" SP fingerprint
-                              / "POLICY" [SP policy-change])
+                              / "POLICY" [SP policy-change]
+                              / "SERVER")
     policy-change = "MODE" SP ("ALWAYS" / "OFF") / "FORMAT" SP ("SMIME" / "OPENPGP")
     fingerprint   = atom / quoted     ; hex digits, ":" and SP separators ignored
 
-    response-xkey = "XKEY" SP (xkey-key / xkey-policy)
+    response-xkey = "XKEY" SP (xkey-key / xkey-policy / xkey-server)
     xkey-key      = "(" "FORMAT" SP key-format SP "FINGERPRINT" SP string
                     SP "ADDRESSES" SP "(" [string *(SP string)] ")"
                     SP "NOT-AFTER" SP nstring SP "USAGE" SP "(" usage *(SP usage) ")"
                     SP "STATUS" SP ("ACTIVE" / "RETIRED" / "EXPIRED") ")"
     xkey-policy   = "POLICY" SP "(" "MODE" SP ("ALWAYS" / "OFF")
                     SP "FORMAT" SP (key-format / "NIL") ")"
+    xkey-server   = "SERVER" SP "(" "FORMAT" SP key-format SP "USAGE" SP "(" usage *(SP usage) ")"
+                    SP "FINGERPRINT" SP string SP "SUBKEYS" SP "(" [string *(SP string)] ")"
+                    SP "NOT-BEFORE" SP nstring SP "NOT-AFTER" SP nstring
+                    SP "MATERIAL" SP literal ")"
     key-format    = "SMIME" / "OPENPGP"
     usage         = "ENCRYPT" / "SIGN"
 
-``NOT-AFTER`` is ``"YYYY-MM-DDTHH:MM:SSZ"`` (UTC) or ``NIL``.  A ``PUT``
+``NOT-AFTER`` is ``"YYYY-MM-DDTHH:MM:SSZ"`` (UTC) or ``NIL``.  ``XKEY SERVER``
+answers one ``xkey-server`` per current server key (issue 16): its
+``MATERIAL`` is the PEM certificate or the armored OpenPGP public key.  A ``PUT``
 literal is announced here (:class:`KeyLiteralAhead`) and read by the server,
 as raw octets: DER and binary OpenPGP keys are not text.  Strings in
 responses are quoted when they are printable ASCII, literals otherwise
@@ -51,6 +58,7 @@ from transcoder.keys.model import (
     normalize_fingerprint,
 )
 from transcoder.keys.policy import parse_format, parse_mode
+from transcoder.keys.server_keys import ServerKey
 
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\["\\])*)"')
 _LITERAL = re.compile(rb"\{(\d{1,20})(\+?)\}")
@@ -94,7 +102,12 @@ class SetPolicy:
     format: KeyFormat | None = None
 
 
-XKeyRequest: TypeAlias = PutKey | ListKeys | DeleteKey | ShowPolicy | SetPolicy
+@dataclass(frozen=True)
+class ServerKeys:
+    """``XKEY SERVER``: report the server's current public keys (issue 16)."""
+
+
+XKeyRequest: TypeAlias = PutKey | ListKeys | DeleteKey | ShowPolicy | SetPolicy | ServerKeys
 
 
 @dataclass(frozen=True)
@@ -122,7 +135,10 @@ def parse_arguments(line: bytes) -> XKeyRequest | KeyLiteralAhead:
         return DeleteKey(_parse_fingerprint(rest.strip(b" ")))
     if name == b"POLICY":
         return _parse_policy(rest.split())
-    raise BadCommand("XKEY takes PUT, LIST, DELETE or POLICY")
+    if name == b"SERVER":
+        _expect_end(rest, "XKEY SERVER takes no arguments")
+        return ServerKeys()
+    raise BadCommand("XKEY takes PUT, LIST, DELETE, POLICY or SERVER")
 
 
 def _parse_put(rest: bytes) -> PutKey | KeyLiteralAhead:
@@ -233,3 +249,22 @@ def policy_response(policy: PolicyListing) -> bytes:
     """The untagged response for ``policy``, without the leading ``* ``."""
     fmt = b"NIL" if policy.format is None else policy.format.value.encode("ascii")
     return b"XKEY POLICY (MODE " + policy.mode.value.encode("ascii") + b" FORMAT " + fmt + b")"
+
+
+def server_key_response(key: ServerKey) -> bytes:
+    """The untagged response for one current server key, without the leading ``* ``."""
+    usages = b" ".join(u.value.encode("ascii") for u in KeyUsage if u in key.usages)
+
+    def when(moment: datetime | None) -> bytes:
+        return b"NIL" if moment is None else imap_string(format_timestamp(moment))
+
+    items = (
+        b"FORMAT " + key.format.value.encode("ascii"),
+        b"USAGE (" + usages + b")",
+        b"FINGERPRINT " + imap_string(key.fingerprint),
+        b"SUBKEYS (" + b" ".join(imap_string(s) for s in key.subkeys) + b")",
+        b"NOT-BEFORE " + when(key.not_before),
+        b"NOT-AFTER " + when(key.not_after),
+        b"MATERIAL {%d}\r\n" % len(key.public) + key.public,
+    )
+    return b"XKEY SERVER (" + b" ".join(items) + b")"
