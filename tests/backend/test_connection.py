@@ -206,3 +206,40 @@ async def test_idle_brings_changes_without_commands_and_yields_to_commands(
         assert (await proto.command(b"NOOP")).status.status == b"OK"
     finally:
         proto.logout()
+
+
+def _dovecot_processes(pid: int) -> list[int]:
+    """The master and every process under it."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task_id in os.listdir(f"/proc/{current}/task"):
+            children = Path(f"/proc/{current}/task/{task_id}/children").read_text().split()
+            todo += [int(child) for child in children]
+    return found
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_backend_that_stops_answering_is_given_up(lone_dovecot: DovecotInstance) -> None:
+    """Dovecot frozen (SIGSTOP): no answer within the command timeout -> BackendUnavailable,
+    the connection closed and its owner told."""
+    from twisted.internet import defer
+
+    settings = BackendSettings(
+        BackendAddress.parse(f"imap://127.0.0.1:{lone_dovecot.port}"), command_timeout=1.0
+    )
+    proto = await connect(reactor, settings)
+    await proto.command(b"LOGIN", Literal(ALICE.encode()), Literal(USERS[ALICE].encode()))
+    lost: defer.Deferred[None] = defer.Deferred()
+    proto.on_lost.append(lambda: lost.callback(None))
+    frozen = _dovecot_processes(lone_dovecot.pid)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(BackendUnavailable):
+            await proto.command(b"NOOP")
+        await lost
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)

@@ -214,7 +214,13 @@ class BackendProtocol(protocol.Protocol):
         self._arm_timer()
 
     def dataReceived(self, data: bytes) -> None:
-        """Parse responses and dispatch them; a malformed one ends the connection."""
+        """Parse responses and dispatch them; a malformed one ends the connection.
+
+        Any octet counts as an answer for the timeout: a large literal arriving
+        slowly is a backend at work, not a backend gone.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.command_timeout)
         try:
             for pieces in self._reader.feed(data):
                 self._dispatch(parse_response(pieces))
