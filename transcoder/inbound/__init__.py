@@ -1,0 +1,61 @@
+"""Encrypted APPEND (issue 16): messages clients encrypt to the server's key, decrypted.
+
+draft-maes-lemonade-xencrypted section 3.2: a client encrypts what it
+APPENDs (a draft, a sent message) to the server's public encryption key
+(``XKEY SERVER``), so it crosses the network as ciphertext; the server
+decrypts it before storing, so search, sieve, virus scanning and the user's
+own views work on the plaintext.  :func:`decrypt_append` is what the IMAP
+layer calls, in a worker thread, before the store:
+
+* not encrypted, or encrypted to keys that are not the server's (the user's
+  own ciphertext): ``None``, stored as sent;
+* encrypted to a current or retired server encryption key: the
+  :class:`Decrypted` message to store (:mod:`.message`);
+* encrypted to a server key but not decryptable: ``NotDecryptable``
+  (``NO [CANNOT]``): storing it would keep octets nobody can read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transcoder.inbound.cms_decrypt import NotDecryptable, decrypt_cms, load_decryption_key
+from transcoder.inbound.message import classify, stored_message
+from transcoder.inbound.pgp_decrypt import decrypt_openpgp
+from transcoder.keys.model import KeyFormat
+from transcoder.keys.server_keys_files import ServerKeyFiles
+
+__all__ = ["Decrypted", "NotDecryptable", "decrypt_append"]
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    """A decrypted APPEND: the message to store, and which server key opened it."""
+
+    message: bytes
+    format: KeyFormat
+    fingerprint: str
+
+
+def decrypt_append(message: bytes, files: ServerKeyFiles) -> Decrypted | None:
+    """``message`` decrypted with the server's keys, or ``None`` to store it as sent."""
+    found = classify(message)
+    if found is None:
+        return None
+    if found.kind == "smime":
+        keys = [
+            load_decryption_key(k.public, files.private(k), k.fingerprint)
+            for k in files.decryption_keys(KeyFormat.SMIME)
+        ]
+        opened = decrypt_cms(found.payload, keys)
+        if opened is None:
+            return None
+        inner, key = opened
+        return Decrypted(stored_message(message, inner), KeyFormat.SMIME, key.fingerprint)
+    pgp_keys = files.decryption_keys(KeyFormat.OPENPGP)
+    subkeys = [k.subkeys[0] for k in pgp_keys if k.subkeys]
+    plain = decrypt_openpgp(found.payload, files.gnupg, subkeys, files.gpg_binary)
+    if plain is None:
+        return None
+    fingerprint = pgp_keys[0].fingerprint if pgp_keys else ""
+    return Decrypted(stored_message(message, plain), KeyFormat.OPENPGP, fingerprint)

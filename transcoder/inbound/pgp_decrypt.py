@@ -1,0 +1,124 @@
+"""OpenPGP decryption of APPENDs with the server's secret keys, through gpg.
+
+Whether a message is ours is decided without gpg: the key IDs of its
+Public-Key Encrypted Session Key packets (RFC 4880 section 5.1) are read from
+the armored message and compared with the server's encryption subkeys,
+current and retired (:func:`recipient_key_ids`).  Only then does gpg decrypt,
+in the server's own home ``DIR/server-keys/gnupg`` (every server secret key,
+nothing else), and its status lines must say ``DECRYPTION_OKAY`` with an
+intact MDC -- otherwise :class:`~transcoder.inbound.cms_decrypt.NotDecryptable`.
+A wildcard key ID (``gpg --throw-keyids``) may be anyone's: gpg tries, and a
+message it cannot open is treated as not ours.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import subprocess
+from pathlib import Path
+
+from transcoder.inbound.cms_decrypt import NotDecryptable
+from transcoder.keys.server_keys_gpg import AGENT_LOCK, GPG_TIMEOUT, stop_agent
+
+WILDCARD = "0" * 16
+_PKESK, _SKESK = 1, 3
+
+
+def dearmor(armored: bytes) -> bytes:
+    """The binary packets of an ASCII-armored message (RFC 4880 section 6.2)."""
+    lines = armored.replace(b"\r\n", b"\n").split(b"\n")
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.startswith(b"-----BEGIN PGP MESSAGE"))
+        blank = next(i for i in range(start + 1, len(lines)) if not lines[i].strip())
+        end = next(i for i in range(blank, len(lines)) if lines[i].startswith(b"-----END PGP"))
+    except StopIteration:
+        return b""
+    body = [ln.strip() for ln in lines[blank + 1 : end] if not ln.startswith(b"=")]
+    try:
+        return base64.b64decode(b"".join(body), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def recipient_key_ids(packets: bytes) -> list[str]:
+    """Key IDs (16 hex digits) of the PKESK packets leading ``packets``."""
+    found: list[str] = []
+    pos = 0
+    while pos < len(packets):
+        first = packets[pos]
+        if not first & 0x80:
+            break
+        if first & 0x40:  # new format (RFC 4880 section 4.2.2)
+            tag, pos = first & 0x3F, pos + 1
+            if pos >= len(packets):
+                break
+            octet = packets[pos]
+            if octet < 192:
+                length, pos = octet, pos + 1
+            elif octet < 224 and pos + 1 < len(packets):
+                length, pos = ((octet - 192) << 8) + packets[pos + 1] + 192, pos + 2
+            elif octet == 255:
+                length, pos = int.from_bytes(packets[pos + 1 : pos + 5], "big"), pos + 5
+            else:
+                break  # partial lengths: a data packet, the session keys are behind us
+        else:  # old format
+            tag, kind, pos = (first >> 2) & 0x0F, first & 3, pos + 1
+            if kind == 3:
+                break
+            size = (1, 2, 4)[kind]
+            length, pos = int.from_bytes(packets[pos : pos + size], "big"), pos + size
+        if tag not in (_PKESK, _SKESK):
+            break
+        body = packets[pos : pos + length]
+        if tag == _PKESK and len(body) >= 9 and body[0] == 3:
+            found.append(body[1:9].hex())
+        pos += length
+    return found
+
+
+def decrypt_openpgp(
+    armored: bytes, home: Path, subkeys: list[str], gpg: str = "gpg"
+) -> bytes | None:
+    """The plaintext of ``armored`` if it is encrypted to one of ``subkeys`` (fingerprints of
+    the server's encryption subkeys); ``None`` when it is not for the server."""
+    ids = recipient_key_ids(dearmor(armored))
+    ours = {fpr[-16:].lower() for fpr in subkeys}
+    if not ids or not (ours & set(ids) or WILDCARD in ids):
+        return None
+    command = [
+        gpg,
+        "--homedir",
+        str(home),
+        "--batch",
+        "--no-tty",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+        "--status-fd",
+        "2",
+        "--output",
+        "-",
+        "--decrypt",
+    ]
+    with AGENT_LOCK:
+        try:
+            done = subprocess.run(command, input=armored, capture_output=True, timeout=GPG_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired):
+            done = None
+        finally:
+            stop_agent(home)
+    status = done.stderr.decode("utf-8", "replace") if done is not None else ""
+    good = (
+        done is not None
+        and done.returncode == 0
+        and "[GNUPG:] DECRYPTION_OKAY" in status
+        and "[GNUPG:] GOODMDC" in status
+    )
+    if good:
+        assert done is not None
+        return done.stdout
+    if not ours & set(ids):
+        return None  # a wildcard recipient gpg could not open: someone else's
+    raise NotDecryptable("encrypted to the server's key but it does not decrypt")
