@@ -8,10 +8,13 @@ from hypothesis import HealthCheck, settings
 # tests/imap (XKEY) and tests/integration.
 from tests.keyfactory import pgp_keys
 
+# One real PostgreSQL server per run, for the keystore on PostgreSQL (issue 14).
+from tests.postgres import postgresql
+
 # Under CI=true a skipped test fails the run (tests/strict_ci.py).
 from tests.strict_ci import pytest_make_collect_report, pytest_runtest_makereport
 
-__all__ = ["pgp_keys", "pytest_make_collect_report", "pytest_runtest_makereport"]
+__all__ = ["pgp_keys", "postgresql", "pytest_make_collect_report", "pytest_runtest_makereport"]
 
 # Hypothesis profiles (tests/security/README.md): "ci", the default, explores
 # the same examples on every run (derandomized, no example database) so a CI

@@ -1,4 +1,5 @@
-"""The keystore on a real SQLite file: storing, superseding, retiring, purging, auditing."""
+"""The keystore on a real SQLite file and a real PostgreSQL: storing, superseding, retiring,
+purging, auditing (``store`` is parametrized over both engines, tests/keys/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from zope.interface.verify import verifyObject
 
 from tests.keys import certs
+from tests.keys.conftest import OpenStore
 from tests.keys.factories import ALICE, BOB, T0, key, later, snapshot, statuses
 from transcoder.errors import ConfigurationError
 from transcoder.keys.errors import KeyStoreError, NoUsableKey
@@ -42,13 +44,13 @@ def test_put_round_trips_every_field(store: KeyStore) -> None:
         assert listed.created_at == listed.activated_at == T0
 
 
-def test_real_certificate_survives_reopening(tmp_path: Path) -> None:
+def test_real_certificate_survives_reopening(open_store: OpenStore) -> None:
     """A validated certificate stored and read back after reopening is unchanged."""
     cert = certs.make_cert(ec.generate_private_key(ec.SECP256R1()))
     validated = validate_certificate(certs.der(cert), ALICE, certs.NOW)
-    with KeyStore(tmp_path / "keys.db") as first:
+    with open_store() as first:
         first.put(ALICE, validated, certs.NOW)
-    with KeyStore(tmp_path / "keys.db") as second:
+    with open_store() as second:
         (again,) = second.list_keys(ALICE, certs.NOW)
     assert (again.material, again.details, again.not_after) == (
         validated.material,
@@ -257,13 +259,13 @@ def test_audit_records_carry_account_fingerprint_time_and_origin(
     assert (retired["fingerprint"], retired["reason"]) == (key("a").fingerprint, "superseded")
 
 
-def test_failing_audit_rolls_the_operation_back(tmp_path: Path) -> None:
+def test_failing_audit_rolls_the_operation_back(open_store: OpenStore) -> None:
     """If the audit record cannot be written, the key is not stored either."""
 
     def broken(record: dict[str, Any]) -> None:
         raise OSError("audit log unwritable")
 
-    store = KeyStore(tmp_path / "keys.db", audit=broken)
+    store = open_store(audit=broken)
     with pytest.raises(OSError, match="audit log unwritable"):
         store.put(ALICE, key("k"), T0)
     assert store.list_keys(None, T0) == []
@@ -298,10 +300,9 @@ def test_concurrent_puts_keep_one_active_key(store: KeyStore) -> None:
     assert [k.status for k in keys].count(KeyStatus.ACTIVE) == 1
 
 
-def test_second_process_sees_writes(tmp_path: Path) -> None:
-    """Two stores on one file (server and transcoder-admin) see each other's writes."""
-    path = tmp_path / "keys.db"
-    server, admin = KeyStore(path), KeyStore(path)
+def test_second_process_sees_writes(open_store: OpenStore) -> None:
+    """Two stores on one database (server and transcoder-admin) see each other's writes."""
+    server, admin = open_store(), open_store()
     server.put(ALICE, key("k"), T0)
     assert admin.purge(key("k").fingerprint, later(1)) == 1
     assert server.list_keys(ALICE, T0) == []

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.keys.conftest import OpenStore
 from tests.keys.factories import ALICE, BOB, T0, key, later, snapshot
 from transcoder.errors import BadCommand
 from transcoder.keys.errors import NoUsableKey
@@ -119,12 +119,12 @@ def test_policies_are_per_account(store: KeyStore) -> None:
     assert store.get_policy(BOB, T0) == Policy()
 
 
-def test_policy_survives_reopening(tmp_path: Path) -> None:
+def test_policy_survives_reopening(open_store: OpenStore) -> None:
     """The policy is stored, not cached."""
-    with KeyStore(tmp_path / "keys.db") as first:
+    with open_store() as first:
         first.put(ALICE, key("cert"), T0)
         first.set_policy(ALICE, T0, mode=ALWAYS, format=SMIME)
-    with KeyStore(tmp_path / "keys.db") as second:
+    with open_store() as second:
         assert second.get_policy(ALICE, T0) == Policy(ALWAYS, SMIME, True)
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.keys.conftest import OpenStore
 from tests.keys.factories import ALICE, BOB, T0, key, later
 from transcoder.keys.errors import NoUsableKey
 from transcoder.keys.keystore import KeyStore
@@ -99,19 +100,19 @@ def test_refused_change_moves_nothing(store: KeyStore) -> None:
     assert epoch(store) == 0
 
 
-def test_change_and_epoch_are_one_transaction(tmp_path: Path) -> None:
+def test_change_and_epoch_are_one_transaction(open_store: OpenStore) -> None:
     """An audit hook failing on the views.changed record undoes the policy change too."""
 
     def audit(record: dict[str, Any]) -> None:
         if record["event"] == "views.changed":
             raise RuntimeError("audit log unavailable")
 
-    with KeyStore(tmp_path / "keys.db", audit=audit) as store:
+    with open_store(audit=audit) as store:
         store.put(ALICE, key("cert"), T0)
         with pytest.raises(RuntimeError):
             store.set_policy(ALICE, T0, mode=ALWAYS)
         assert store.get_policy(ALICE, T0).mode is OFF
-    with KeyStore(tmp_path / "keys.db") as store:
+    with open_store() as store:
         assert epoch(store) == 0
 
 
@@ -164,22 +165,22 @@ def test_view_inputs_are_what_the_epoch_counts(store: KeyStore) -> None:
     assert list(inputs.keys) == store.list_keys(ALICE, T0)
 
 
-def test_another_connection_sees_the_move(tmp_path: Path) -> None:
+def test_another_connection_sees_the_move(open_store: OpenStore) -> None:
     """A change made through another connection (transcoder-admin's) is read at once."""
-    with KeyStore(tmp_path / "keys.db") as server, KeyStore(tmp_path / "keys.db") as admin:
+    with open_store() as server, open_store() as admin:
         assert epoch(server) == 0
         admin.put(ALICE, key("cert"), T0)
         admin.set_policy(ALICE, T0, mode=ALWAYS)
         assert epoch(server) == 1
 
 
-def test_epoch_survives_reopening(tmp_path: Path) -> None:
-    """The epoch is kept in keys.db: a restarted server goes on from it."""
-    with KeyStore(tmp_path / "keys.db") as store:
+def test_epoch_survives_reopening(open_store: OpenStore) -> None:
+    """The epoch is kept in the keystore: a restarted server goes on from it."""
+    with open_store() as store:
         store.put(ALICE, key("cert"), T0)
         store.set_policy(ALICE, T0, mode=ALWAYS)
         store.set_policy(ALICE, T0, mode=OFF)
-    with KeyStore(tmp_path / "keys.db") as store:
+    with open_store() as store:
         assert epoch(store) == 2
 
 
@@ -207,7 +208,8 @@ def test_changes_past_the_cap_are_refused(store: KeyStore, audit_log: list[dict[
     """At MAX_ACCOUNT_EPOCH a change is refused NO [LIMIT] and undone; reading still works."""
     store.put(ALICE, key("cert"), T0)
     store.set_policy(ALICE, T0, mode=ALWAYS)
-    store._db.execute("UPDATE view_epochs SET epoch = ?", (MAX_ACCOUNT_EPOCH,))
+    with store._transaction() as db:  # as if that many changes had been made
+        db.execute("UPDATE view_epochs SET epoch = ?", (MAX_ACCOUNT_EPOCH,))
     with pytest.raises(TooManyViewChanges) as refused:
         store.set_policy(ALICE, T0, mode=OFF)
     assert refused.value.code == "LIMIT"

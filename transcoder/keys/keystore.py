@@ -1,10 +1,14 @@
 """The keystore: every key each account ever stored, with status, and each account's policy.
 
-Storage is one SQLite file (stdlib :mod:`sqlite3`, WAL journal) with the
-schema of :mod:`transcoder.keys.keystore_schema`.  Rules:
+Two engines, one behaviour: :class:`KeyStore` keeps it in one SQLite file
+(stdlib :mod:`sqlite3`, WAL journal), the default (``DIR/keys.db``);
+:class:`~transcoder.keys.pg_keystore.PgKeyStore` in a PostgreSQL database
+shared by many fronts (``--keystore postgresql://...``).  Both run the
+operations of :class:`KeyStoreBase` over the schema of
+:mod:`transcoder.keys.keystore_schema`.  Rules:
 
 * Keys are never deleted by users: retiring keeps the row (``RETIRED``);
-  only :meth:`KeyStore.purge` (``transcoder-admin key purge``) erases.
+  only :meth:`KeyStoreBase.purge` (``transcoder-admin key purge``) erases.
 * Per account, format and role (encryption key, or signing-only key) at
   most one key is ``ACTIVE``: storing a new one retires the previous one.
   A dual key pair (RFC 8550 section 4.4.2) thus keeps its encryption and
@@ -12,18 +16,21 @@ schema of :mod:`transcoder.keys.keystore_schema`.  Rules:
 * Storing a fingerprint the account already has refreshes the row (new
   material, e.g. an OpenPGP key with an extended expiry) and re-activates it.
 * ``EXPIRED`` is computed when reading: an ``ACTIVE`` key past ``not_after``.
-* Each operation is one transaction (``BEGIN IMMEDIATE``): on any failure,
-  including a failing audit hook, nothing changes.
+* Each operation is one transaction, and writers are serialised (SQLite:
+  ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped advisory lock): on
+  any failure, including a failing audit hook, nothing changes.
 
 Auditing: every operation calls ``audit(record)`` once per fact (key stored,
 key retired, key purged, policy changed, and the keystore's own refusals)
-just before committing; :meth:`record_refusal` lets the caller audit keys
-refused by validation.  Records are flat dicts of JSON-ready values with
-``event``, ``account``, ``time`` and, where known, ``fingerprint``.
+just before committing; :meth:`KeyStoreBase.record_refusal` lets the caller
+audit keys refused by validation.  Records are flat dicts of JSON-ready
+values with ``event``, ``account``, ``time`` and, where known,
+``fingerprint``.  On PostgreSQL the records are also rows of the ``audit``
+table, written in the transaction of the change they record.
 
-Concurrency: one connection, opened with ``check_same_thread=False`` and
-guarded by a lock, serves every thread of the pool.  Each operation is a few
-indexed statements on small tables, so serialising them costs nothing
+SQLite concurrency: one connection, opened with ``check_same_thread=False``
+and guarded by a lock, serves every thread of the pool.  Each operation is a
+few indexed statements on small tables, so serialising them costs nothing
 measurable, while it spares per-thread connections and their cleanup.
 Other processes (``transcoder-admin``) coordinate through SQLite's own
 locking; ``busy_timeout`` makes a writer wait instead of failing.
@@ -36,7 +43,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,8 +54,10 @@ from transcoder.errors import ClientError
 from transcoder.keys.errors import KeyStoreError, NoUsableKey, printable
 from transcoder.keys.interfaces import IKeyStore
 from transcoder.keys.keystore_schema import (
+    ENCRYPTS,
     KEY_COLUMNS,
     MIGRATIONS,
+    Connection,
     encode_time,
     key_values,
     migrate,
@@ -70,7 +79,13 @@ from transcoder.keys.view_epochs import ViewEpochMethods
 
 AuditHook = Callable[[dict[str, Any]], None]
 
-_ENCRYPTS = "instr(usages, 'ENCRYPT') > 0"
+_ENCRYPTS = ENCRYPTS
+
+
+class KeyStoreUnavailable(KeyStoreError):
+    """The keystore's database cannot be reached now (``NO [UNAVAILABLE]``; try again later)."""
+
+    code = "UNAVAILABLE"
 
 
 def _no_audit(record: dict[str, Any]) -> None:
@@ -78,67 +93,28 @@ def _no_audit(record: dict[str, Any]) -> None:
 
 
 @implementer(IKeyStore)
-class KeyStore(ViewEpochMethods):
-    """The keystore in the SQLite file ``path`` (created, with its schema, when missing).
+class KeyStoreBase(ViewEpochMethods):
+    """The keystore's operations over any engine (see the module doc).
 
     Every operation that changes what the account's views are made from
     moves the account's view epoch in its own transaction
-    (:mod:`transcoder.keys.view_epochs`).
+    (:mod:`transcoder.keys.view_epochs`).  Subclasses provide
+    :meth:`_transaction` and :meth:`close`.
     """
 
-    def __init__(
-        self, path: str | Path, audit: AuditHook = _no_audit, busy_timeout: float = 5.0
-    ) -> None:
-        self.path = Path(path)
-        self.audit = audit
-        self._lock = threading.RLock()
-        try:
-            # Keys are public, but who uses which key is not: 0600 from the start.
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            self._db = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except (OSError, sqlite3.Error) as error:
-            raise KeyStoreError(f"cannot open keystore {self.path}: {error}") from error
-        try:
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            self.schema_version = migrate(self._db, MIGRATIONS)
-        except BaseException as error:
-            self._db.close()
-            if isinstance(error, sqlite3.Error):
-                raise KeyStoreError(f"cannot open keystore {self.path}: {error}") from error
-            raise
+    audit: AuditHook
+    schema_version: int
+    _transaction: Callable[..., AbstractContextManager[Connection]]
 
     def close(self) -> None:
-        """Close the database connection."""
-        with self._lock:
-            self._db.close()
+        """Release the engine's connections."""
+        raise NotImplementedError
 
-    def __enter__(self) -> KeyStore:
+    def __enter__(self) -> KeyStoreBase:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    @contextmanager
-    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        """One transaction: committed when the block succeeds, rolled back otherwise."""
-        with self._lock:
-            try:
-                self._db.execute(f"BEGIN {mode}")
-            except sqlite3.Error as error:
-                raise KeyStoreError(f"keystore unavailable: {error}") from error
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException as error:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                if isinstance(error, sqlite3.Error):
-                    raise KeyStoreError(f"keystore operation failed: {error}") from error
-                raise
 
     def _record(
         self,
@@ -151,6 +127,10 @@ class KeyStore(ViewEpochMethods):
         record: dict[str, Any] = dict(origin or {})
         record.update(event=event, account=account, time=encode_time(now), **facts)
         self.audit(record)
+        self._audited(record)
+
+    def _audited(self, record: dict[str, Any]) -> None:
+        """After the hook: what the engine itself does with a record (SQLite: nothing)."""
 
     # -- keys -----------------------------------------------------------------
 
@@ -192,9 +172,7 @@ class KeyStore(ViewEpochMethods):
                 )
         return stored
 
-    def _upsert(
-        self, db: sqlite3.Connection, account: str, key: ValidatedKey, now: datetime
-    ) -> bool:
+    def _upsert(self, db: Connection, account: str, key: ValidatedKey, now: datetime) -> bool:
         """Write ``key`` as an ACTIVE row; return whether the account already had it."""
         values = key_values(account, key, now)
         existing = db.execute(
@@ -214,10 +192,10 @@ class KeyStore(ViewEpochMethods):
         return True
 
     def _supersede(
-        self, db: sqlite3.Connection, account: str, key: ValidatedKey, now: datetime
+        self, db: Connection, account: str, key: ValidatedKey, now: datetime
     ) -> builtins.list[str]:
         """Retire the account's other ACTIVE keys of the same format and role."""
-        role = int(KeyUsage.ENCRYPT in key.usages)
+        role = KeyUsage.ENCRYPT in key.usages
         where = (
             f"account = ? AND format = ? AND status = 'ACTIVE' AND fingerprint != ?"
             f" AND ({_ENCRYPTS}) = ?"
@@ -247,7 +225,7 @@ class KeyStore(ViewEpochMethods):
             return self._get(db, account, normalize_fingerprint(fingerprint), now)
 
     def _get(
-        self, db: sqlite3.Connection, account: str, fingerprint: str, now: datetime
+        self, db: Connection, account: str, fingerprint: str, now: datetime
     ) -> StoredKey | None:
         row = db.execute(
             f"SELECT {KEY_COLUMNS} FROM keys WHERE account = ? AND fingerprint = ?",
@@ -310,7 +288,7 @@ class KeyStore(ViewEpochMethods):
             return self._active_key(db, account, format, now)
 
     def _active_key(
-        self, db: sqlite3.Connection, account: str, format: KeyFormat | None, now: datetime
+        self, db: Connection, account: str, format: KeyFormat | None, now: datetime
     ) -> StoredKey | None:
         sql = (
             f"SELECT {KEY_COLUMNS} FROM keys WHERE account = ? AND status = 'ACTIVE'"
@@ -331,7 +309,7 @@ class KeyStore(ViewEpochMethods):
         with self._transaction("DEFERRED") as db:
             return self._policy(db, account, now)
 
-    def _policy(self, db: sqlite3.Connection, account: str, now: datetime) -> Policy:
+    def _policy(self, db: Connection, account: str, now: datetime) -> Policy:
         row = db.execute(
             "SELECT mode, format FROM policies WHERE account = ?", (account,)
         ).fetchone()
@@ -408,3 +386,61 @@ class KeyStore(ViewEpochMethods):
         if fingerprint is not None:
             facts["fingerprint"] = fingerprint
         self._record(event, account, now, origin, **facts)
+
+
+class KeyStore(KeyStoreBase):
+    """The keystore in the SQLite file ``path`` (created, with its schema, when missing)."""
+
+    def __init__(
+        self, path: str | Path, audit: AuditHook = _no_audit, busy_timeout: float = 5.0
+    ) -> None:
+        self.path = Path(path)
+        self.audit = audit
+        self._lock = threading.RLock()
+        try:
+            # Keys are public, but who uses which key is not: 0600 from the start.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as error:
+            raise KeyStoreError(f"cannot open keystore {self.path}: {error}") from error
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self.schema_version = migrate(self._db, MIGRATIONS)
+        except BaseException as error:
+            self._db.close()
+            if isinstance(error, sqlite3.Error):
+                raise KeyStoreError(f"cannot open keystore {self.path}: {error}") from error
+            raise
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> KeyStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """One transaction: committed when the block succeeds, rolled back otherwise."""
+        with self._lock:
+            try:
+                self._db.execute(f"BEGIN {mode}")
+            except sqlite3.Error as error:
+                raise KeyStoreUnavailable(f"keystore unavailable: {error}") from error
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(error, sqlite3.Error):
+                    raise KeyStoreError(f"keystore operation failed: {error}") from error
+                raise

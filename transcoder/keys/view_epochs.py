@@ -41,8 +41,9 @@ server-wide settings.  The UIDVALIDITY the server presents is
   same octets), or for the initial state, policy OFF, where the view is the
   stored message.
 
-No Twisted here: plain functions over an SQLite connection, used by
-:class:`~transcoder.keys.keystore.KeyStore`.
+No Twisted here: plain functions over a keystore connection (SQLite, or
+PostgreSQL through :mod:`transcoder.keys.pg_keystore`), used by the keystores
+of :mod:`transcoder.keys.keystore`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,14 @@ from datetime import datetime
 from pathlib import Path
 
 from transcoder.errors import ClientError
-from transcoder.keys.keystore_schema import KEY_COLUMNS, decode_time, encode_time, stored_key
+from transcoder.keys.keystore_schema import (
+    ENCRYPTS,
+    KEY_COLUMNS,
+    Connection,
+    decode_time,
+    encode_time,
+    stored_key,
+)
 from transcoder.keys.model import KeyStatus, Policy, PolicyMode, StoredKey, require_aware
 
 #: The largest UIDVALIDITY (RFC 3501 section 9: ``nz-number`` is 32-bit).
@@ -141,7 +149,7 @@ def _inputs_id(policy: Policy, usable: Iterable[tuple[str, bytes]]) -> str:
 
 
 def usable_material(
-    db: sqlite3.Connection, account: str, policy: Policy, now: datetime
+    db: Connection, account: str, policy: Policy, now: datetime
 ) -> list[tuple[str, bytes]]:
     """(fingerprint, material) of the keys :func:`inputs_id` counts, selected in SQL.
 
@@ -152,14 +160,14 @@ def usable_material(
         return []
     rows = db.execute(
         "SELECT fingerprint, material FROM keys WHERE account = ? AND format = ?"
-        " AND status = 'ACTIVE' AND instr(usages, 'ENCRYPT') > 0"
+        f" AND status = 'ACTIVE' AND {ENCRYPTS}"
         " AND (not_after IS NULL OR not_after >= ?)",
         (account, policy.format.value, encode_time(now)),
     ).fetchall()
     return [(str(row[0]), bytes(row[1])) for row in rows]
 
 
-def first_expiry(db: sqlite3.Connection, account: str, now: datetime) -> datetime | None:
+def first_expiry(db: Connection, account: str, now: datetime) -> datetime | None:
     """The earliest ``not_after`` still ahead among the account's active encryption keys.
 
     Until then (inclusive) no key of the account expires, so its view inputs
@@ -167,7 +175,7 @@ def first_expiry(db: sqlite3.Connection, account: str, now: datetime) -> datetim
     """
     row = db.execute(
         "SELECT MIN(not_after) FROM keys WHERE account = ? AND status = 'ACTIVE'"
-        " AND instr(usages, 'ENCRYPT') > 0 AND not_after >= ?",
+        f" AND {ENCRYPTS} AND not_after >= ?",
         (account, encode_time(now)),
     ).fetchone()
     return decode_time(row[0]) if row and row[0] is not None else None
@@ -195,7 +203,7 @@ class KeystoreWatch:
         self._db.close()
 
 
-def account_epoch(db: sqlite3.Connection, account: str) -> tuple[int, str]:
+def account_epoch(db: Connection, account: str) -> tuple[int, str]:
     """The account's own epoch and the inputs it was counted with (0 and OFF: never set)."""
     row = db.execute(
         "SELECT epoch, inputs FROM view_epochs WHERE account = ?", (account,)
@@ -203,14 +211,14 @@ def account_epoch(db: sqlite3.Connection, account: str) -> tuple[int, str]:
     return (0, INITIAL_INPUTS) if row is None else (int(row[0]), str(row[1]))
 
 
-def server_epoch(db: sqlite3.Connection) -> tuple[int, str | None]:
+def server_epoch(db: Connection) -> tuple[int, str | None]:
     """The server-wide epoch and the settings id it was counted with (``None``: never set)."""
     row = db.execute("SELECT epoch, settings FROM server_views WHERE id = 1").fetchone()
     return (0, None) if row is None else (int(row[0]), str(row[1]))
 
 
 def write_account_epoch(
-    db: sqlite3.Connection, account: str, epoch: int, inputs: str, now: datetime
+    db: Connection, account: str, epoch: int, inputs: str, now: datetime
 ) -> None:
     """Record ``epoch`` as counted with ``inputs`` (inside the caller's transaction)."""
     db.execute(
@@ -221,7 +229,7 @@ def write_account_epoch(
     )
 
 
-def write_server_epoch(db: sqlite3.Connection, epoch: int, settings: str, now: datetime) -> None:
+def write_server_epoch(db: Connection, epoch: int, settings: str, now: datetime) -> None:
     """Record the server-wide ``epoch`` as counted with ``settings``."""
     db.execute(
         "INSERT INTO server_views (id, epoch, settings, changed_at) VALUES (1, ?, ?, ?)"
@@ -238,8 +246,8 @@ class ViewEpochMethods:
     """
 
     # Provided by KeyStore (declared for the type checker only).
-    _transaction: Callable[..., AbstractContextManager[sqlite3.Connection]]
-    _policy: Callable[[sqlite3.Connection, str, datetime], Policy]
+    _transaction: Callable[..., AbstractContextManager[Connection]]
+    _policy: Callable[[Connection, str, datetime], Policy]
     _record: Callable[..., None]
     _refused: Callable[..., None]
 
@@ -286,7 +294,7 @@ class ViewEpochMethods:
         return epoch
 
     def _view_state(
-        self, db: sqlite3.Connection, account: str, now: datetime, with_keys: bool = False
+        self, db: Connection, account: str, now: datetime, with_keys: bool = False
     ) -> _ViewState:
         """Epochs and inputs as stored; ``with_keys``: all the account's keys too."""
         policy = self._policy(db, account, now)
@@ -304,7 +312,7 @@ class ViewEpochMethods:
 
     def _count_views(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         account: str,
         now: datetime,
         origin: Mapping[str, str] | None,
