@@ -9,7 +9,10 @@ partial failures as a bare ``NO`` after leaving the copies behind.  Here:
   with any of the optional parts, and refuses a missing mailbox with
   ``NO [TRYCREATE]`` *before* the continuation request, as Dovecot does for
   synchronizing literals, so the client never sends the message for nothing.
-  Success answers ``OK [APPENDUID validity uid]`` (RFC 4315).
+  Success answers ``OK [APPENDUID validity uid]`` (RFC 4315).  A message
+  encrypted to one of the server's own keys (issue 16) is decrypted first and
+  stored in clear, with an audit event; one to other keys is stored as sent;
+  one to a server key that does not decrypt is refused ``NO [CANNOT]``.
 * COPY (RFC 3501 6.4.7) copies message by message through the target's
   IMessageCopier; on any failure the copies already made are removed again
   and the command is refused, so a ``NO`` means nothing was copied.  Success
@@ -25,6 +28,7 @@ under the value it knows the mailbox by.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -53,8 +57,11 @@ from transcoder.imap.mailbox_syntax import (
     split_quoted,
 )
 from transcoder.imap.responses import status_text
+from transcoder.inbound import decrypt_append_file
 
 log = Logger()
+#: The key audit namespace (transcoder.layers.AUDIT_NAMESPACE): written to DIR/audit.jsonl.
+_audit = Logger(namespace="transcoder.keys.audit")
 
 _arg_mailbox = MailboxCommandMixin.arg_mailbox
 #: A message set, parsed in linear time like FETCH's (Twisted's ``arg_seqset`` is quadratic).
@@ -89,8 +96,9 @@ def check_sequence_numbers(messages: imap4.MessageSet, exists: int) -> None:
 class TransferMixin(MailboxCommandMixin):
     """APPEND, COPY, MOVE, UID COPY and UID MOVE."""
 
-    # Provided by the view epoch mixin (declared for the type checker only).
+    # Provided by the view epoch and wire mixins (declared for the type checker only).
     presented_validity: Callable[[int], Coroutine[Any, Any, int]]
+    _peer_text: Callable[[], str]
 
     # -- APPEND -------------------------------------------------------------------
 
@@ -142,10 +150,11 @@ class TransferMixin(MailboxCommandMixin):
             raise request
         assert request.message is not None
         try:
+            message = await self._decrypted(request.message)
             uid = await defer.maybeDeferred(
                 self.account.append,
                 request.name,
-                request.message,
+                message,
                 request.flags,
                 request.internal_date,
             )
@@ -154,6 +163,32 @@ class TransferMixin(MailboxCommandMixin):
         validity = await self._uid_validity(request.name)
         code = None if validity is None else f"APPENDUID {validity} {int(uid)}"
         self.sendPositiveResponse(tag, status_text(code, "APPEND completed"))
+
+    async def _decrypted(self, message: BinaryIO) -> BinaryIO:
+        """The message to store: ``message`` decrypted when it is encrypted to a server key
+        (issue 16, :mod:`transcoder.inbound`), else as sent.  Decryption runs in the key
+        layer's pool; ``NO [CANNOT]`` for one to a server key that does not decrypt."""
+        keys = getattr(self, "keys", None)
+        if keys is None or keys.server is None:
+            return message
+        found = await keys.store.run(decrypt_append_file, message, keys.server)
+        if found is None:
+            return message
+        account = getattr(self.account, "address", None)
+        # An audit event like the keystore's: DIR/audit.jsonl gets one line per decryption.
+        _audit.info(
+            "{audit[event]} {audit[account]}",
+            audit={
+                "event": "append-decrypted",
+                "account": account,
+                "format": found.format.value,
+                "fingerprint": found.fingerprint,
+                "size": len(found.message),
+                "peer": self._peer_text(),
+                "via": "imap",
+            },
+        )
+        return io.BytesIO(found.message)
 
     async def _uid_validity(self, name: str) -> int | None:
         """UIDVALIDITY of ``name`` for APPENDUID; ``None`` (no code) if it cannot be had.

@@ -18,14 +18,15 @@ layer calls, in a worker thread, before the store:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from transcoder.inbound.cms_decrypt import NotDecryptable, decrypt_cms, load_decryption_key
-from transcoder.inbound.message import classify, stored_message
+from transcoder.inbound.message import classify, split_header, stored_message
 from transcoder.inbound.pgp_decrypt import decrypt_openpgp
 from transcoder.keys.model import KeyFormat
 from transcoder.keys.server_keys_files import ServerKeyFiles
 
-__all__ = ["Decrypted", "NotDecryptable", "decrypt_append"]
+__all__ = ["Decrypted", "NotDecryptable", "decrypt_append", "decrypt_append_file"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,23 @@ def decrypt_append(message: bytes, files: ServerKeyFiles) -> Decrypted | None:
         return None
     fingerprint = pgp_keys[0].fingerprint if pgp_keys else ""
     return Decrypted(stored_message(message, plain), KeyFormat.OPENPGP, fingerprint)
+
+
+#: How much of an APPEND is read to see whether it is encrypted at all.
+HEADER_PEEK = 64 * 1024
+_HINTS = (b"pkcs7-mime", b"multipart/encrypted")
+
+
+def decrypt_append_file(source: BinaryIO, files: ServerKeyFiles) -> Decrypted | None:
+    """:func:`decrypt_append` on an APPEND's literal file.  A message whose header names
+    no encrypted type is not read beyond its first ``HEADER_PEEK`` octets; ``source`` is
+    left at its start whenever the answer is ``None`` (it is then stored as sent)."""
+    source.seek(0)
+    head = source.read(HEADER_PEEK)
+    source.seek(0)
+    header = split_header(head)[0].lower()
+    if not any(hint in header for hint in _HINTS):
+        return None
+    found = decrypt_append(source.read(), files)
+    source.seek(0)
+    return found
