@@ -278,3 +278,19 @@ def test_recent_claims_are_written_within_a_second_or_at_close(
     first.close()
     assert recent_on_disk(five) == 6
     assert clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [(2, 4, [2, 3, 4]), (3, None, [3, 4, 5]), (7, None, [5]), (6, 9, []), (5, 5, [5])],
+)
+def test_one_range_resolves_as_any_set(
+    five: MaildirAccount, low: int, high: int | None, expected: list[int]
+) -> None:
+    """A single sequence range (the fast path) names what the general path names:
+    ``n:*`` past the end is ``*:n`` (RFC 3501 9, seq-range), beyond the end is nothing."""
+    session = select(five)
+    single = [seq for seq, _ in seqs_uids(session, MessageSet(low, high), uid=False)]
+    assert single == expected
+    # UIDs 1..5 are sequence numbers 1..5 here; UID sets always take the general path.
+    assert [seq for seq, _ in seqs_uids(session, MessageSet(low, high), uid=True)] == expected

@@ -200,6 +200,11 @@ class MailboxSession:
         """``(seq, uid)`` of the snapshot messages ``messages`` names, ascending."""
         if not self._uids:
             return []
+        ranges = messages.ranges
+        if len(ranges) == 1 and not uid:  # the usual "n" or "n:m": no set, no sort
+            ((low, high),) = _ranges(messages, len(self._uids))
+            stop = min(high, len(self._uids))
+            return [(seq, self._uids[seq - 1]) for seq in range(max(low, 1), stop + 1)]
         found: set[int] = set()
         if uid:
             for low, high in _ranges(messages, self._uids[-1]):
