@@ -12,6 +12,7 @@ Usage::
     transcoder-admin --data DIR key retire FINGERPRINT
     transcoder-admin --data DIR key purge FINGERPRINT
     transcoder-admin --data DIR policy ADDRESS [--mode always|off] [--format smime|openpgp]
+    transcoder-admin --data DIR --keystore postgresql://... key|policy ...
     transcoder-admin --data DIR server-key list
     transcoder-admin --data DIR server-key rotate smime|openpgp [--algorithm ec|rsa]
     transcoder-admin --data DIR server-key retire FINGERPRINT
@@ -33,7 +34,10 @@ take effect on a running server without a restart.
 ``--smime-ca`` and ``--gpg`` so that it accepts what the server would.  The
 key commands work on ``DIR/keys.db`` beside a running server and append
 their audit records to ``DIR/audit.jsonl``, marked ``"via":
-"transcoder-admin"``.
+"transcoder-admin"``.  With ``--keystore postgresql://...`` (before the
+command, as the servers are given it) the key and policy commands work on
+that shared keystore instead, their records go to its ``audit`` table, and
+every server listening to it applies the change before its next command.
 
 Exit status: 0 on success, 1 when the request is refused (one line on
 stderr says why), 2 for a command-line syntax error.  Each command group is
@@ -56,7 +60,7 @@ from transcoder.auth.accounts import AccountsFile, normalize_address
 from transcoder.errors import ClientError, TranscoderError
 
 if TYPE_CHECKING:
-    from transcoder.keys.keystore import KeyStore
+    from transcoder.keys.keystore import KeyStoreBase as KeyStore
     from transcoder.keys.model import StoredKey
 
 #: Length, in bytes of randomness, of generated passwords (~24 characters).
@@ -163,16 +167,24 @@ def _origin() -> dict[str, str]:
 
 @contextmanager
 def _keystore(args: argparse.Namespace) -> Iterator[KeyStore]:
-    """``DIR/keys.db``, auditing to ``DIR/audit.jsonl`` as the server does."""
+    """``DIR/keys.db``, auditing to ``DIR/audit.jsonl`` as the server does (or ``--keystore``)."""
     from twisted.logger import Logger
 
     from transcoder.keys.async_store import audit_to_logger
-    from transcoder.keys.keystore import KeyStore
+    from transcoder.keys.keystore import KeyStore, is_postgresql
     from transcoder.layers import AUDIT_NAMESPACE, audit_file_observer, open_audit_log
 
     data = Path(args.data)
     if not (data / "accounts").exists():
         raise AdminError(f"{data} is not a transcoder data directory (no accounts file)")
+    if args.keystore:
+        if not is_postgresql(args.keystore):
+            raise AdminError("--keystore takes a postgresql:// URI")
+        from transcoder.keys.pg_keystore import PgKeyStore
+
+        with PgKeyStore(args.keystore) as shared:  # its audit table is the trail
+            yield shared
+        return
     with open_audit_log(data / "audit.jsonl") as out:
         logger = Logger(namespace=AUDIT_NAMESPACE, observer=audit_file_observer(out))
         with KeyStore(data / "keys.db", audit=audit_to_logger(logger)) as store:
@@ -447,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="transcoder-admin", description="Administer an imap-transcoder data directory."
     )
     parser.add_argument("--data", required=True, metavar="DIR", help="the server's data directory")
+    parser.add_argument(
+        "--keystore",
+        metavar="URI",
+        help="key and policy commands: the servers' shared postgresql:// keystore"
+        " (default: DIR/keys.db)",
+    )
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     _add_user_commands(groups)
     _add_deliver_command(groups)

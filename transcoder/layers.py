@@ -24,8 +24,8 @@ from transcoder.imap.transcoding import TranscodingConfig
 from transcoder.imap.view import ViewCache
 from transcoder.imap.view_stream import stream_starter
 from transcoder.imap.xkey import KeyAccess
-from transcoder.keys.async_store import AsyncKeyStore, audit_to_logger
-from transcoder.keys.keystore import KeyStore
+from transcoder.keys.async_store import AsyncKeyStore, KeystoreChanges, audit_to_logger
+from transcoder.keys.keystore import KeyStore, KeyStoreBase
 from transcoder.keys.smime_chain import load_trust_anchors
 from transcoder.openpgp.errors import GpgFailed
 from transcoder.openpgp.keyring import Keyring
@@ -95,7 +95,7 @@ class KeyService(ThreadPoolService):
     that twistd can exit; then the keystore is closed.
     """
 
-    def __init__(self, store: KeyStore, pool: ThreadPool, audit_path: Path) -> None:
+    def __init__(self, store: KeyStoreBase, pool: ThreadPool, audit_path: Path | None) -> None:
         super().__init__(pool)
         self.store = store
         self.audit_path = audit_path
@@ -103,10 +103,11 @@ class KeyService(ThreadPoolService):
         self._observer: Callable[[LogEvent], None] | None = None
 
     def startService(self) -> None:
-        """Open the audit log, then start the pool."""
-        self._audit = open_audit_log(self.audit_path)
-        self._observer = audit_file_observer(self._audit)
-        globalLogPublisher.addObserver(self._observer)
+        """Open the audit log (none on PostgreSQL: its table is the trail), start the pool."""
+        if self.audit_path is not None:
+            self._audit = open_audit_log(self.audit_path)
+            self._observer = audit_file_observer(self._audit)
+            globalLogPublisher.addObserver(self._observer)
         super().startService()
 
     def stopService(self) -> Any:
@@ -120,18 +121,54 @@ class KeyService(ThreadPoolService):
         return stopped
 
 
+def open_keystore(
+    spec: str | None, data: Path, audit: Callable[[dict[str, Any]], None]
+) -> KeyStoreBase:
+    """The keystore of ``--keystore`` (a ``postgresql://`` URI), else ``DIR/keys.db``."""
+    if spec:
+        # Imported here: psycopg is the optional extra "postgresql".
+        from transcoder.keys.pg_keystore import PgKeyStore
+
+        return PgKeyStore(spec, audit=audit, pool_size=KEY_THREADS[1])
+    return KeyStore(data / "keys.db", audit=audit)
+
+
 def key_layer(options: dict[str, Any], data: Path) -> tuple[KeyAccess, KeyService]:
-    """The keystore at ``DIR/keys.db`` behind a thread pool, and the service running them."""
+    """The keystore (``--keystore``, else ``DIR/keys.db``) behind a thread pool, and the
+    service running them."""
     from twisted.internet import reactor
 
     anchors = tuple(load_trust_anchors(options["smime-ca"])) if options["smime-ca"] else ()
     if shutil.which(options["gpg"]) is None:
         log.warn("{gpg} not found: OpenPGP keys cannot be provisioned", gpg=options["gpg"])
     audit = audit_to_logger(Logger(namespace=AUDIT_NAMESPACE))
-    store = KeyStore(data / "keys.db", audit=audit)
+    spec = options.get("keystore")
+    store = open_keystore(spec, data, audit)
     pool = ThreadPool(*KEY_THREADS, name="transcoder-keys")
     access = KeyAccess(AsyncKeyStore(store, reactor, pool), reactor, anchors, options["gpg"])
-    return access, KeyService(store, pool, data / "audit.jsonl")
+    return access, KeyService(store, pool, None if spec else data / "audit.jsonl")
+
+
+def keystore_changes(keys: KeyAccess, cache: Any) -> service.IService | None:
+    """For a shared (PostgreSQL) keystore: the service hearing other fronts' changes.
+
+    Each change drops the account's views from ``cache`` and makes sessions
+    re-read their view epoch (:class:`~transcoder.keys.async_store.KeystoreChanges`);
+    ``None`` for the SQLite keystore, whose file is watched per command.
+    """
+    from twisted.internet import reactor
+
+    dsn = getattr(keys.store.store, "dsn", None)
+    if dsn is None:
+        return None
+    from transcoder.keys.pg_keystore import ChangeListener
+
+    def listen(on_change: Callable[[str], None], on_state: Callable[[bool], None]) -> Any:
+        return ChangeListener(dsn, on_change, on_state)
+
+    changes = KeystoreChanges(listen, reactor, [cache.invalidate_account])
+    keys.store.changes = changes
+    return changes
 
 
 def log_gpg_fallback(key: Any, reason: str) -> None:

@@ -6,7 +6,9 @@ Layout of ``--data DIR`` (created on first start)::
     DIR/mail/<address>/ one Maildir++ per account
     DIR/tls/            server.crt / server.key (self-signed unless --tls-cert/--tls-key)
     DIR/keys.db         the keystore (SQLite): users' keys and policies, see transcoder.keys
-    DIR/audit.jsonl     the key audit log: one JSON object per line (twisted.logger events)
+                        (unless --keystore postgresql://... names a shared one)
+    DIR/audit.jsonl     the key audit log: one JSON object per line (twisted.logger events;
+                        with --keystore postgresql://, the database's audit table instead)
     DIR/view-secret     32 random octets every view's randomness derives from (unless
                         --view-secret names another file), see transcoder.view_secret
     DIR/server-keys/    the server's own key pairs (issue 16), see
@@ -44,8 +46,9 @@ from transcoder.imap.proxy_protocol import server_endpoint
 from transcoder.imap.server import TranscodingIMAP4Factory
 from transcoder.imap.settings import MiB, ServerSettings
 from transcoder.imap.view_epoch import ServerViewsService
+from transcoder.keys.keystore import is_postgresql
 from transcoder.keys.server_keys_files import ServerKeyFiles, start_server_keys
-from transcoder.layers import key_layer, transcoding_layer
+from transcoder.layers import key_layer, keystore_changes, transcoding_layer
 from transcoder.listening import OptionListener
 from transcoder.store import MaildirStore
 from transcoder.store.maildir import SERVER_RESCAN_INTERVAL
@@ -63,6 +66,13 @@ class Options(usage.Options):
 
     optParameters = [
         ["data", "d", None, "Data directory (mail, accounts, TLS files); created if missing."],
+        [
+            "keystore",
+            None,
+            None,
+            "Keys and policies in a PostgreSQL database shared by several servers,"
+            " postgresql://USER@HOST:PORT/DB (default: SQLite file DIR/keys.db).",
+        ],
         [
             "imap",
             None,
@@ -185,6 +195,8 @@ class Options(usage.Options):
         except ConfigurationError as e:
             raise usage.UsageError(str(e)) from None
         self["backend"] = _backend_settings(self)
+        if self["keystore"] and not is_postgresql(self["keystore"]):
+            raise usage.UsageError("--keystore takes a postgresql:// URI")
         for pair in (
             ("server-smime-cert", "server-smime-key"),
             ("server-smime-sign-cert", "server-smime-sign-key"),
@@ -377,6 +389,10 @@ def makeService(options: dict[str, Any]) -> service.IService:
     # First in, last out: the listeners stop before the key threads do.
     key_service.setServiceParent(top)
     transcoding_service.setServiceParent(top)
+    # A shared keystore: other fronts' changes drop views and end stale sessions here too.
+    changes = keystore_changes(keys, transcoding.cache)
+    if changes is not None:
+        changes.setServiceParent(top)
     # A new view secret or transcoder setting changes every view: announced before listening.
     ServerViewsService(keys, transcoding).setServiceParent(top)
     # Wrappers, outermost first: PROXY (haproxy: endpoints) -> TLS -> limits -> IMAP.

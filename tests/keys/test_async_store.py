@@ -89,3 +89,53 @@ def test_audit_records_become_logger_events(tmp_path: Path) -> None:
     assert event["audit"]["peer"] == "tcp:192.0.2.1:5000"
     assert formatEvent(event) == "key.stored alice@example.org"
     assert json.loads(eventAsJSON(event))["audit"]["fingerprint"] == key("k").fingerprint
+
+
+class _InlineReactor:
+    """callFromThread runs the call at once (the listener's thread is the test's here)."""
+
+    def callFromThread(self, f: Any, *args: Any) -> None:
+        f(*args)
+
+
+def test_shared_keystore_changes_drop_views_and_move_the_data_version(
+    postgresql: Any, pool: ThreadPool
+) -> None:
+    """Another front's change, heard by the real listener: the account's views are dropped and
+    the data version moves on (sessions re-read their epoch); unheard while not listening."""
+    from transcoder.keys.async_store import KeystoreChanges
+    from transcoder.keys.pg_keystore import ChangeListener, PgKeyStore
+
+    dsn = postgresql.new_database()
+    dropped: list[str] = []
+    with PgKeyStore(dsn) as mine, PgKeyStore(dsn) as other_front:
+        front = AsyncKeyStore(mine, reactor, pool)
+        changes = KeystoreChanges(
+            lambda on_change, on_state: ChangeListener(dsn, on_change, on_state, retry=0.2),
+            _InlineReactor(),  # type: ignore[arg-type]
+            [dropped.append],
+        )
+        front.changes = changes
+        assert front.data_version() is None  # not listening yet: every command reads
+        changes.startService()
+        try:
+            _wait(lambda: front.data_version() is not None)
+            before = front.data_version()
+            other_front.put(ALICE, key("k"), T0)
+            other_front.set_policy(ALICE, T0, mode=PolicyMode.ALWAYS)
+            _wait(lambda: dropped == [ALICE, ALICE])
+            after = front.data_version()
+            assert after is not None and before is not None and after > before
+            changes.changed("*")  # server-wide settings: the version only
+            assert dropped == [ALICE, ALICE] and front.data_version() == after + 1
+        finally:
+            changes.stopService()
+
+
+def _wait(condition: Any, timeout: float = 15.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)

@@ -88,6 +88,11 @@ class KeyStoreUnavailable(KeyStoreError):
     code = "UNAVAILABLE"
 
 
+def is_postgresql(spec: str | None) -> bool:
+    """Whether a ``--keystore`` value names a PostgreSQL database (a ``postgresql://`` URI)."""
+    return bool(spec) and str(spec).split("://", 1)[0].lower() in ("postgresql", "postgres")
+
+
 def _no_audit(record: dict[str, Any]) -> None:
     """The default audit hook: records go nowhere."""
 

@@ -74,11 +74,6 @@ REFUSALS = frozenset({"key.refused", "policy.refused", "views.refused"})
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|%")
 
 
-def is_postgresql(spec: str | None) -> bool:
-    """Whether a ``--keystore`` value names a PostgreSQL database (a ``postgresql://`` URI)."""
-    return bool(spec) and str(spec).split("://", 1)[0].lower() in ("postgresql", "postgres")
-
-
 def pg_sql(statement: str) -> str:
     """``statement`` with SQLite's ``?`` and ``:name`` parameters as psycopg's.
 

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes
 
 from transcoder.errors import ClientError
 from transcoder.keys.errors import MAX_KEY_BYTES
-from transcoder.keys.keystore import KeyStore
+from transcoder.keys.keystore import KeyStoreBase as KeyStore
 from transcoder.keys.model import KeyFormat, KeyStatus, StoredKey
 from transcoder.keys.validate import sniff_format, validate_key
 
