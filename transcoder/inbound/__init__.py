@@ -53,12 +53,13 @@ def decrypt_append(message: bytes, files: ServerKeyFiles) -> Decrypted | None:
             return None
         inner, key = opened
         return Decrypted(stored_message(message, inner), KeyFormat.SMIME, key.fingerprint)
-    pgp_keys = files.decryption_keys(KeyFormat.OPENPGP)
-    subkeys = [k.subkeys[0] for k in pgp_keys if k.subkeys]
-    plain = decrypt_openpgp(found.payload, files.gnupg, subkeys, files.gpg_binary)
-    if plain is None:
+    pgp_keys = [k for k in files.decryption_keys(KeyFormat.OPENPGP) if k.subkeys]
+    secrets = {k.subkeys[0]: files.private(k) for k in pgp_keys}
+    pgp_opened = decrypt_openpgp(found.payload, secrets, files.gpg_binary)
+    if pgp_opened is None:
         return None
-    fingerprint = pgp_keys[0].fingerprint if pgp_keys else ""
+    plain, subkey = pgp_opened
+    fingerprint = next(k.fingerprint for k in pgp_keys if k.subkeys[0] == subkey)
     return Decrypted(stored_message(message, plain), KeyFormat.OPENPGP, fingerprint)
 
 

@@ -4,9 +4,10 @@ Whether a message is ours is decided without gpg: the key IDs of its
 Public-Key Encrypted Session Key packets (RFC 4880 section 5.1) are read from
 the armored message and compared with the server's encryption subkeys,
 current and retired (:func:`recipient_key_ids`).  Only then does gpg decrypt,
-in the server's own home ``DIR/server-keys/gnupg`` (every server secret key,
-nothing else), and its status lines must say ``DECRYPTION_OKAY`` with an
-intact MDC -- otherwise :class:`~transcoder.inbound.cms_decrypt.NotDecryptable`.
+in a throw-away home holding just the matching server secret keys (removed,
+its agent stopped, afterwards), and its status lines must say
+``DECRYPTION_OKAY`` with an intact MDC -- otherwise
+:class:`~transcoder.inbound.cms_decrypt.NotDecryptable`.
 A wildcard key ID (``gpg --throw-keyids``) may be anyone's: gpg tries, and a
 message it cannot open is treated as not ours.
 """
@@ -16,10 +17,10 @@ from __future__ import annotations
 import base64
 import binascii
 import subprocess
-from pathlib import Path
 
 from transcoder.inbound.cms_decrypt import NotDecryptable
-from transcoder.keys.server_keys_gpg import AGENT_LOCK, GPG_TIMEOUT, stop_agent
+from transcoder.keys.server_keys_gpg import GPG_TIMEOUT, scratch_home
+from transcoder.keys.server_keys_gpg import gpg as run_gpg
 
 WILDCARD = "0" * 16
 _PKESK, _SKESK = 1, 3
@@ -78,47 +79,48 @@ def recipient_key_ids(packets: bytes) -> list[str]:
 
 
 def decrypt_openpgp(
-    armored: bytes, home: Path, subkeys: list[str], gpg: str = "gpg"
-) -> bytes | None:
-    """The plaintext of ``armored`` if it is encrypted to one of ``subkeys`` (fingerprints of
-    the server's encryption subkeys); ``None`` when it is not for the server."""
+    armored: bytes, secrets: dict[str, bytes], gpg: str = "gpg"
+) -> tuple[bytes, str] | None:
+    """The plaintext of ``armored`` and the subkey that opened it, if it is encrypted to one
+    of ``secrets`` (encryption subkey fingerprint -> armored secret key); ``None`` when it
+    is not for the server."""
     ids = recipient_key_ids(dearmor(armored))
-    ours = {fpr[-16:].lower() for fpr in subkeys}
-    if not ids or not (ours & set(ids) or WILDCARD in ids):
+    matching = {fpr: secret for fpr, secret in secrets.items() if fpr[-16:].lower() in ids}
+    if not matching and WILDCARD in ids:
+        matching = dict(secrets)  # a hidden recipient: try every key
+    if not matching:
         return None
-    command = [
-        gpg,
-        "--homedir",
-        str(home),
-        "--batch",
-        "--no-tty",
-        "--pinentry-mode",
-        "loopback",
-        "--passphrase",
-        "",
-        "--status-fd",
-        "2",
-        "--output",
-        "-",
-        "--decrypt",
-    ]
-    with AGENT_LOCK:
+    with scratch_home(gpg) as home:
+        for secret in matching.values():
+            run_gpg(home, "--import", data=secret, binary=gpg)
+        command = [
+            gpg,
+            "--homedir",
+            str(home),
+            "--batch",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--status-fd",
+            "2",
+            "--output",
+            "-",
+            "--decrypt",
+        ]
         try:
             done = subprocess.run(command, input=armored, capture_output=True, timeout=GPG_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired):
             done = None
-        finally:
-            stop_agent(home)
     status = done.stderr.decode("utf-8", "replace") if done is not None else ""
-    good = (
+    if (
         done is not None
         and done.returncode == 0
         and "[GNUPG:] DECRYPTION_OKAY" in status
         and "[GNUPG:] GOODMDC" in status
-    )
-    if good:
-        assert done is not None
-        return done.stdout
-    if not ours & set(ids):
-        return None  # a wildcard recipient gpg could not open: someone else's
+    ):
+        return done.stdout, next(iter(matching))
+    if WILDCARD in ids and not any(fpr[-16:].lower() in ids for fpr in secrets):
+        return None  # a hidden recipient gpg could not open: someone else's
     raise NotDecryptable("encrypted to the server's key but it does not decrypt")

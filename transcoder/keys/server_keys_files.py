@@ -4,14 +4,15 @@ Layout (directory 0700, private files 0600)::
 
     DIR/server-keys/index.json        every server key ever used, with its dates (the history)
     DIR/server-keys/<fpr>.key         its private key: PKCS#8 PEM, or an armored OpenPGP secret key
-    DIR/server-keys/gnupg/            GNUPGHOME holding every OpenPGP secret key, for decryption
     DIR/server-keys/index.lock        serialises writers (the server and transcoder-admin)
 
 Why files and not the keystore: private keys want file permissions the
-hoster can see and back up apart from users' public keys, hosters supply
-their own as files, and gpg needs a home of files anyway; the index is a few
-entries.  Many fronts sharing one PostgreSQL keystore (issue 14) would want a
-``server_keys`` table instead -- until then they share this directory.
+hoster can see and back up apart from users' public keys, and hosters supply
+their own as files; the index is a few entries.  (gpg gets a throw-away home
+per decryption, :mod:`transcoder.inbound.pgp_decrypt`: a home under DIR could
+be too deep for gpg-agent's socket path.)  Many fronts sharing one
+PostgreSQL keystore (issue 14) would want a ``server_keys`` table instead --
+until then they share this directory.
 
 Rules: at most one current key per (format, role); rotating or retiring sets
 ``retired`` on the old entry and keeps it and its private file, so retired
@@ -48,7 +49,6 @@ from transcoder.keys.server_keys import (
 from transcoder.keys.server_keys_gpg import (
     OpenPgpServerKey,
     generate_openpgp,
-    import_secret,
     inspect_openpgp,
 )
 
@@ -106,7 +106,6 @@ class ServerKeyFiles:
         self.root = root
         self.gpg_binary = gpg_binary
         self.index = root / "index.json"
-        self.gnupg = root / "gnupg"
         self._cache: tuple[float, list[ServerKey]] | None = None
 
     # -- reading -----------------------------------------------------------------
@@ -185,8 +184,6 @@ class ServerKeyFiles:
         if any(k.fingerprint == new.fingerprint for k in keys):
             raise ServerKeyInvalid(f"server key {new.fingerprint} is already known")
         self._write_private(new.fingerprint, private)
-        if new.format is KeyFormat.OPENPGP:
-            import_secret(self.gnupg, private, self.gpg_binary)
         for i, old in enumerate(keys):
             if old.current and old.format is new.format and old.usages & new.usages:
                 keys[i] = old.retire(now)

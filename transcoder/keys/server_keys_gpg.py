@@ -6,19 +6,16 @@ encryption subkey and an Ed25519 signing subkey), exports the armored public
 and secret keys, and deletes the home.  A key the hoster supplies is checked
 the same way: imported into a throw-away home and listed; it must have an
 encryption subkey and a *separate* signing key, and no key that does both
-(secureops section 4.1).  The server's decryption home,
-``DIR/server-keys/gnupg``, holds the secret keys of every OpenPGP server key,
-retired ones included (mail encrypted to them may still arrive).
-Blocking (subprocesses): call from worker threads or at start.
+(secureops section 4.1).  Decryption imports the secret key it needs into a
+throw-away home too (:mod:`transcoder.inbound.pgp_decrypt`).  Blocking
+(subprocesses): call from worker threads or at start.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,8 +27,6 @@ from transcoder.keys.server_keys import BOTH, ServerKey, ServerKeyInvalid
 
 GPG_TIMEOUT = 60
 USER_ID = "imap-transcoder server"
-#: Serialises secret-key operations in the server's home: each stops the agent after it.
-AGENT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -150,20 +145,8 @@ def _export(home: Path, primary: str, now: datetime, origin: str, binary: str) -
     return OpenPgpServerKey(entry, secret)
 
 
-def import_secret(home: Path, secret: bytes, binary: str = "gpg") -> None:
-    """Add ``secret`` to the server's decryption home ``home`` (created 0700)."""
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(home, 0o700)
-    with AGENT_LOCK:
-        try:
-            gpg(home, "--import", data=secret, binary=binary)
-        finally:
-            stop_agent(home)
-
-
 def stop_agent(home: Path) -> None:
-    """Stop the gpg-agent a secret-key operation started in ``home``: no process outlives
-    the operation (the next one starts it again, about 50 ms)."""
+    """Stop the gpg-agent a secret-key operation started in ``home``: no process outlives it."""
     subprocess.run(
         ["gpgconf", "--homedir", str(home), "--kill", "all"],
         capture_output=True,
