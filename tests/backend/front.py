@@ -9,11 +9,29 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.backend.conftest import USERS
 from tests.integration.conftest import RunningServer, free_port
 from transcoder.backend.dovecot import DovecotInstance
+
+
+@dataclass
+class FrontServer(RunningServer):
+    """A :class:`RunningServer` that is a front: ``backend`` options come with every start,
+    whatever a test sets ``extra_args`` to."""
+
+    backend: tuple[str, ...] = ()
+
+    def start(self) -> None:
+        """Start with the backend options before the test's own."""
+        own = self.extra_args
+        self.extra_args = (*self.backend, *own)
+        try:
+            super().start()
+        finally:
+            self.extra_args = own
 
 
 @contextmanager
@@ -26,7 +44,7 @@ def running_front(
     """
     root = Path(tempfile.mkdtemp(prefix="transcoder-front-"))
     backend = ("--backend", backend_url or f"imap://127.0.0.1:{dovecot.port}")
-    server = RunningServer(root / "data", free_port(), free_port(), (*backend, *extra))
+    server = FrontServer(root / "data", free_port(), free_port(), tuple(extra), backend=backend)
     server.start()
     try:
         yield server

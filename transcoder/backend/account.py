@@ -237,7 +237,21 @@ class BackendAccount:
             pieces.append(b'"' + stamp.strftime("%d-%b-%Y %H:%M:%S %z").encode("ascii") + b'"')
         pieces.append(FileLiteral(source, size))
         d = self.connection.command(b"APPEND", *pieces)
-        return d.addCallback(self._appended)
+        d.addCallback(self._appended)
+        return d.addCallback(self._after_news)
+
+    def _after_news(self, result: Any) -> Any:
+        """``result``, once the selected mailbox knows the UIDs of messages just announced.
+
+        An APPEND to the selected mailbox is told to the client with the
+        command's answer (RFC 3501 section 6.3.11), so the UID the backend's
+        EXISTS calls for must be known by then.
+        """
+        listener = getattr(self.connection.listener, "__self__", None)
+        settled = getattr(listener, "settled", None)
+        if settled is None:
+            return result
+        return settled().addCallback(lambda _: result)
 
     def _appended(self, result: CommandResult) -> int:
         status = result.status

@@ -331,6 +331,7 @@ class BackendFrontMixin:
         if not uid:
             check_sequence_numbers(messages, source.getMessageCount())
         copied = await source.copy_on_backend(messages, uid, wire_name(name), move)
+        await source.settled()  # copies into this very mailbox are told with the answer
         code = None
         if copied is not None:
             validity, _, sets = copied.partition(b" ")
