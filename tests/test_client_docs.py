@@ -614,7 +614,8 @@ class Replay:
 
     def normal(self, line: str, real: bool) -> str:
         line = FINGERPRINT.sub("<fp>", line)
-        line = re.sub(r'NOT-AFTER "[^"]*"', "NOT-AFTER <date>", line)
+        line = re.sub(r'NOT-(AFTER|BEFORE) "[^"]*"', r"NOT-\1 <date>", line)
+        line = re.sub(r"\{\d+\}$", "{<n>}", line)  # XKEY SERVER's MATERIAL literal
         line = re.sub(r"Ready for \d+ octets", "Ready for <n> octets", line)
         return re.sub(r"UIDVALIDITY \d+", "UIDVALIDITY <n>", line)
 
