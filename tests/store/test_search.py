@@ -389,3 +389,16 @@ class _Concat:
             return self._parts.pop(0)
         self._parts[0] = head[size:]
         return head[:size]
+
+
+def test_repeated_searches_reuse_decoded_headers_field_by_field(box: Mailbox) -> None:
+    """The decoded texts a header search looks in are kept with the cached message structure,
+    per field name: asking again, in another order or another case, answers the same."""
+    box.add(msg("From: =?utf-8?q?J=C3=BCrgen?= <jurgen@example.org>\nTo: ann (Ann) @ example.net"))
+    box.add(msg("From: ann@example.net\nTo: jurgen@example.org"))
+    for _ in range(2):
+        assert box.search("CHARSET UTF-8 FROM jürgen".encode()) == [1]
+        assert box.search(b"TO ann@example.net") == [1]
+        assert box.search(b"FROM ann@example.net") == [2]
+        assert box.search(b'HEADER "tO" "JURGEN"') == [2]
+        assert box.search(b"TO jurgen FROM ann") == [2]

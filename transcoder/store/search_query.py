@@ -231,17 +231,31 @@ class Header(SearchKey):
         return HEADER
 
     def test(self, candidate: Candidate) -> bool:
-        values = candidate.message.entity().get_all(self.name)
         needle = fold(self.needle)
-        addresses = self.name.lower() in ADDRESS_FIELDS
-        return any(_value_contains(value, needle, addresses) for value in values)
+        texts = searchable_texts(candidate.message.entity(), self.name)
+        return any(needle in text for text in texts)
 
 
-def _value_contains(value: str, needle: str, addresses: bool) -> bool:
-    """Whether the case-folded ``needle`` is in the decoded value or (address fields) an address."""
-    if needle in fold(decode_header_value(value)):
-        return True
-    return addresses and any(needle in fold(text) for text in address_texts(value))
+def searchable_texts(entity: Entity, name: str) -> tuple[str, ...]:
+    """What a needle is looked for in, for each field called ``name``: the decoded value
+    case-folded and, for an address field, each of its addresses (comments and folding removed).
+
+    Kept on the entity (``extra``), which the store caches per message: a mailbox searched
+    again and again decodes each header once (issue 10).
+    """
+    key = "search-texts:" + name.lower()
+    cached = entity.extra.get(key)
+    if isinstance(cached, tuple):
+        return cached
+    addresses = name.lower() in ADDRESS_FIELDS
+    texts: list[str] = []
+    for value in entity.get_all(name):
+        texts.append(fold(decode_header_value(value)))
+        if addresses:
+            texts.extend(fold(text) for text in address_texts(value))
+    result = tuple(texts)
+    entity.extra[key] = result
+    return result
 
 
 def _fields_contain(entity: Entity, needle: str) -> bool:
