@@ -259,3 +259,25 @@ def test_a_write_asked_while_one_runs_follows_it_never_overtakes(
     worker.run_next()
     assert uidlist_uids(account) == [2, 3, 4, 5, 6]
     assert lock_is_free(account)
+
+
+def test_recent_claims_and_expunged_entries_are_written_by_the_worker_once_it_exists(
+    store: MaildirStore, account: MaildirAccount
+) -> None:
+    """After the first APPEND through the server's path, the uid list's catch-up writes
+    (\\Recent claims, expunged entries) run in the worker too, off the reactor thread."""
+    session = five(account)
+    worker = Worker()
+    store.run_blocking = worker
+    fired(account.append("INBOX", io.BytesIO(message("six"))))
+    worker.run_next()
+    worker.run_next()
+    assert session.poll().exists == 6  # claims \\Recent for 6 (in memory)
+    session.store(MessageSet(1), ["\\Deleted"], 1, uid=False)
+    session.expunge()
+    session.close()  # what the list lacks is written now: by the worker
+    assert len(worker.calls) == 1 and 1 in uidlist_uids(account)
+    worker.run_next()
+    assert uidlist_uids(account) == [2, 3, 4, 5, 6]
+    head = (account.root / "transcoder-uidlist").read_text().split("\n", 1)[0]
+    assert " R6 " in head

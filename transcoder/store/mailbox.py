@@ -96,7 +96,11 @@ class MailboxState(MailboxIndex):
             return
         with self._lock.held():
             self._sync_uidlist()
-            if self.recent_upto > self.recent_written or self._list_stale:
+            if not (self.recent_upto > self.recent_written or self._list_stale):
+                return
+            if self._list_writer is not None:  # the server's: written in a worker, in order
+                self._list_writer.request()
+            else:
                 self._write_uidlist()
 
     def register_keywords(self, flags: Iterable[str]) -> None:
