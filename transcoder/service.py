@@ -50,6 +50,7 @@ from transcoder.keys.keystore import is_postgresql
 from transcoder.keys.server_keys_files import ServerKeyFiles, start_server_keys
 from transcoder.layers import key_layer, keystore_changes, transcoding_layer
 from transcoder.listening import OptionListener
+from transcoder.scan import ClamdScanner
 from transcoder.store import MaildirStore
 from transcoder.store.maildir import SERVER_RESCAN_INTERVAL
 from transcoder.tls import TLSFiles, ensure_self_signed, load_pem_pair
@@ -168,6 +169,13 @@ class Options(usage.Options):
             None,
             "The server's OpenPGP secret key (separate encryption and signing subkeys).",
         ],
+        [
+            "clamd",
+            None,
+            None,
+            "Scan every APPEND (after decryption) with clamd: unix:/path/clamd.ctl or"
+            " tcp:HOST:PORT; infected: NO [CANNOT], clamd down: NO [UNAVAILABLE].",
+        ],
     ]
     optFlags = [
         ["no-plaintext-loopback", None, "Refuse LOGIN before TLS even from loopback clients."],
@@ -203,6 +211,11 @@ class Options(usage.Options):
         ):
             if bool(self[pair[0]]) != bool(self[pair[1]]):
                 raise usage.UsageError(f"--{pair[0]} and --{pair[1]} go together")
+        if self["clamd"]:
+            try:
+                ClamdScanner.parse(self["clamd"])
+            except ConfigurationError as e:
+                raise usage.UsageError(str(e)) from None
 
 
 def _backend_settings(options: usage.Options) -> BackendSettings | None:
@@ -385,6 +398,8 @@ def makeService(options: dict[str, Any]) -> service.IService:
         keys=keys,
         transcoding=transcoding,
     )
+    # Every APPEND is streamed to clamd after decryption (issue 16; transcoder.scan).
+    factory.scanner = ClamdScanner.parse(options["clamd"]) if options.get("clamd") else None
     top = service.MultiService()
     # First in, last out: the listeners stop before the key threads do.
     key_service.setServiceParent(top)

@@ -61,3 +61,16 @@ def test_sans_io_framing_and_replies() -> None:
     for bad_address in ("clamd", "tcp:host", "unix:", "tcp::33"):
         with pytest.raises(ConfigurationError):
             ClamdScanner.parse(bad_address)
+
+
+def test_server_option_is_checked(tmp_path: object) -> None:
+    """twistd transcoder --clamd with a malformed address stops at the command line."""
+    from twisted.python import usage
+
+    from transcoder.service import Options
+
+    with pytest.raises(usage.UsageError, match="--clamd takes"):
+        Options().parseOptions(["--data", str(tmp_path), "--clamd", "clamd.ctl"])
+    options = Options()
+    options.parseOptions(["--data", str(tmp_path), "--clamd", "unix:/run/clamav/clamd.ctl"])
+    assert options["clamd"] == "unix:/run/clamav/clamd.ctl"

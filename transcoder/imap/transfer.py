@@ -13,6 +13,9 @@ partial failures as a bare ``NO`` after leaving the copies behind.  Here:
   encrypted to one of the server's own keys (issue 16) is decrypted first and
   stored in clear, with an audit event; one to other keys is stored as sent;
   one to a server key that does not decrypt is refused ``NO [CANNOT]``.
+  With ``--clamd`` the message (decrypted) is then scanned: infected is ``NO
+  [CANNOT] message refused: <signature>``, clamd unavailable ``NO
+  [UNAVAILABLE]``; nothing is stored either way.
 * COPY (RFC 3501 6.4.7) copies message by message through the target's
   IMessageCopier; on any failure the copies already made are removed again
   and the command is refused, so a ``NO`` means nothing was copied.  Success
@@ -34,7 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, BinaryIO
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.mail import imap4
 
@@ -151,6 +154,7 @@ class TransferMixin(MailboxCommandMixin):
         assert request.message is not None
         try:
             message = await self._decrypted(request.message)
+            await self._scanned(message)
             uid = await defer.maybeDeferred(
                 self.account.append,
                 request.name,
@@ -189,6 +193,23 @@ class TransferMixin(MailboxCommandMixin):
             },
         )
         return io.BytesIO(found.message)
+
+    async def _scanned(self, message: BinaryIO) -> None:
+        """Refuse the message when the factory's clamd (``--clamd``) finds a signature in
+        it (``NO [CANNOT] message refused: <name>``) or gives no verdict (``NO
+        [UNAVAILABLE]``: fail closed).  Runs in the reactor's thread pool."""
+        scanner = getattr(getattr(self, "factory", None), "scanner", None)
+        if scanner is None:
+            return
+        try:
+            await threads.deferToThread(scanner.check, message)
+        except ClientError as refused:
+            log.info(
+                "APPEND from {peer} refused by the virus scan: {why}",
+                peer=self._peer_text(),
+                why=refused.text,
+            )
+            raise
 
     async def _uid_validity(self, name: str) -> int | None:
         """UIDVALIDITY of ``name`` for APPENDUID; ``None`` (no code) if it cannot be had.
