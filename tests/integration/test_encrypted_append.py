@@ -226,3 +226,64 @@ def test_damaged_ciphertext_to_the_server_is_refused(server: RunningServer, tmp_
     finally:
         imap.logout()
     assert stored_files(server) == []
+
+
+def test_signing_key_never_decrypts(server: RunningServer, tmp_path: Path) -> None:
+    """A message encrypted to the server's *signing* certificate is not the server's to
+    open (dual key pairs): stored as sent, no audit record."""
+    keys = server_keys(server, tmp_path / "keys")
+    message = openssl_encrypted(keys["SMIME-SIGN"], "to-signing-key", "aes-256-cbc", tmp_path)
+    imap = login(server)
+    try:
+        typ, text = append(imap, message)
+        assert typ == "OK", text
+        (stored,) = stored_files(server)
+        assert b"to-signing-key" not in stored and b"pkcs7-mime" in stored
+    finally:
+        imap.logout()
+    assert audit_lines(server) == []
+
+
+def test_hoster_keys_given_at_start_are_used(tmp_path: Path) -> None:
+    """--server-smime-cert/--server-smime-key (an RSA key of the hoster's) are imported at
+    the first start, published, and decrypt what openssl encrypts to them; a second start
+    with the same options imports nothing again."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.integration.conftest import free_port
+    from transcoder.keys.model import KeyUsage
+    from transcoder.keys.server_keys import generate_smime, private_pem, utc_now
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = generate_smime(KeyUsage.ENCRYPT, utc_now(), key, name="hoster")
+    (tmp_path / "enc.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "enc.key").write_bytes(private_pem(key))
+    data = tmp_path / "data"
+    assert admin(data, "user", "add", ALICE, stdin=PASSWORD + "\n").returncode == 0
+    options = (
+        "--server-smime-cert",
+        str(tmp_path / "enc.pem"),
+        "--server-smime-key",
+        str(tmp_path / "enc.key"),
+    )
+    running = RunningServer(data, free_port(), free_port(), options)
+    running.start()
+    try:
+        keys = server_keys(running, tmp_path / "keys")
+        assert keys["SMIME-ENCRYPT"].read_bytes() == (tmp_path / "enc.pem").read_bytes()
+        imap = login(running)
+        try:
+            message = openssl_encrypted(
+                tmp_path / "enc.pem", "hoster-marker", "aes-256-cbc", tmp_path
+            )
+            typ, text = append(imap, message)
+            assert typ == "OK", text
+            assert search_body(imap, "hoster-marker") == [b"1"]
+        finally:
+            imap.logout()
+        running.restart()
+        listing = admin(data, "server-key", "list").stdout.splitlines()
+        assert sum("(imported)" in line for line in listing) == 1, listing
+    finally:
+        running.stop()
