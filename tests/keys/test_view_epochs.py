@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.keys.conftest import OpenStore
 from tests.keys.factories import ALICE, BOB, T0, key, later
 from transcoder.keys.errors import NoUsableKey
-from transcoder.keys.keystore import KeyStore
+from transcoder.keys.keystore import KeyStore, KeyStoreBase
 from transcoder.keys.keystore_schema import MIGRATIONS, key_values, migrate
 from transcoder.keys.model import KeyFormat, PolicyMode
 from transcoder.keys.view_epochs import (
@@ -285,15 +285,44 @@ OPERATIONS = st.lists(
 )
 
 
-@given(OPERATIONS)
+_PG_DATABASES: dict[str, str] = {}
+
+
+def _fresh_store(engine_name: str, tmp_path_factory: Any, postgresql: Any) -> KeyStoreBase:
+    """An empty keystore of ``engine_name`` (PostgreSQL: one database, emptied per example)."""
+    if engine_name == "sqlite":
+        return KeyStore(tmp_path_factory.mktemp("epochs") / "keys.db")
+    from transcoder.keys.pg_keystore import PgKeyStore
+
+    if "dsn" not in _PG_DATABASES:
+        _PG_DATABASES["dsn"] = postgresql.new_database()
+    store = PgKeyStore(_PG_DATABASES["dsn"])
+    with store._transaction() as db:
+        db.execute("TRUNCATE keys, policies, view_epochs, server_views, audit")
+    return store
+
+
+@given(ops=OPERATIONS)
 def test_an_epoch_always_stands_for_one_set_of_inputs(
     tmp_path_factory: Any, ops: list[Any]
 ) -> None:
     """Over any sequence of changes and expiries, epochs only grow and each names one view."""
-    path = tmp_path_factory.mktemp("epochs") / "keys.db"
+    check_epochs(_fresh_store("sqlite", tmp_path_factory, None), ops)
+
+
+@given(ops=OPERATIONS)
+def test_an_epoch_always_stands_for_one_set_of_inputs_on_postgresql(
+    tmp_path_factory: Any, postgresql: Any, ops: list[Any]
+) -> None:
+    """The same on PostgreSQL (one database, emptied before each example)."""
+    check_epochs(_fresh_store("postgresql", tmp_path_factory, postgresql), ops)
+
+
+def check_epochs(opened: KeyStoreBase, ops: list[Any]) -> None:
+    """Run ``ops`` on ``opened``; epochs only grow and each names one set of inputs."""
     seen: dict[int, str] = {}
     last, now = 0, T0
-    with KeyStore(path) as store:
+    with opened as store:
         for op, arg in ops:
             try:
                 if op == "put":
@@ -312,9 +341,8 @@ def test_an_epoch_always_stands_for_one_set_of_inputs(
                 pass
             inputs = store.view_inputs(ALICE, now)
             current = inputs_id(inputs.policy, inputs.keys, now)
-            counted = _inputs_id(
-                inputs.policy, usable_material(store._db, ALICE, inputs.policy, now)
-            )
+            with store._transaction("DEFERRED") as db:
+                counted = _inputs_id(inputs.policy, usable_material(db, ALICE, inputs.policy, now))
             assert counted == current  # the SQL selection is the selection's own
             assert inputs.epoch >= last
             assert seen.setdefault(inputs.epoch, current) == current

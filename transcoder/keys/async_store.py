@@ -232,6 +232,7 @@ class KeystoreChanges(service.Service):
         self._listener.start()
 
     def stopService(self) -> Any:
-        """Stop the listener thread (it notices within its poll interval)."""
-        self._listener.stop()
+        """Stop the listener thread (it notices within its poll interval; a daemon thread
+        still connecting to an unreachable server is not waited for past a second)."""
+        self._listener.stop(timeout=1.0)
         return super().stopService()
