@@ -31,7 +31,6 @@ under the value it knows the mailbox by.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -152,6 +151,7 @@ class TransferMixin(MailboxCommandMixin):
         if isinstance(request, ClientError):
             raise request
         assert request.message is not None
+        message = request.message
         try:
             message = await self._decrypted(request.message)
             await self._scanned(message)
@@ -164,6 +164,7 @@ class TransferMixin(MailboxCommandMixin):
             )
         finally:
             request.message.close()
+            message.close()  # the decrypted copy, when there is one
         validity = await self._uid_validity(request.name)
         code = None if validity is None else f"APPENDUID {validity} {int(uid)}"
         self.sendPositiveResponse(tag, status_text(code, "APPEND completed"))
@@ -187,12 +188,12 @@ class TransferMixin(MailboxCommandMixin):
                 "account": account,
                 "format": found.format.value,
                 "fingerprint": found.fingerprint,
-                "size": len(found.message),
+                "size": found.size,
                 "peer": self._peer_text(),
                 "via": "imap",
             },
         )
-        return io.BytesIO(found.message)
+        return found.file
 
     async def _scanned(self, message: BinaryIO) -> None:
         """Refuse the message when the factory's clamd (``--clamd``) finds a signature in

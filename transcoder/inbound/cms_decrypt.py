@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
-from asn1crypto import cms
+from asn1crypto import cms, core
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, keywrap, padding, serialization
@@ -39,6 +39,7 @@ from transcoder.cms.asn1 import (
     EccCmsSharedInfo,
 )
 from transcoder.errors import ClientError
+from transcoder.inbound.ber import CHUNK, BerReader, Header
 
 _KDF_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     DH_SINGLE_PASS_STD_SHA256KDF: hashes.SHA256,
@@ -198,3 +199,100 @@ def load_decryption_key(cert_pem: bytes, key_pem: bytes, fingerprint: str) -> De
     private = serialization.load_pem_private_key(key_pem, None)
     assert isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
     return DecryptionKey(certificate, private, fingerprint)
+
+
+# -- streamed: constant memory whatever the message's size -------------------------------
+
+_OIDS = {
+    "1.2.840.113549.1.7.3": "enveloped_data",
+    "1.2.840.113549.1.9.16.1.23": "authenticated_enveloped_data",
+}
+
+
+def decrypt_cms_file(
+    der: BinaryIO, keys: Sequence[DecryptionKey], out: BinaryIO, spool: BinaryIO
+) -> DecryptionKey | None:
+    """:func:`decrypt_cms` from a file into ``out``, in constant memory; ``spool`` (an
+    empty scratch file) holds the ciphertext meanwhile.
+
+    Two passes: the ciphertext is copied to ``spool`` while the structure is
+    read (AuthEnvelopedData's authenticated attributes, the GCM AAD, come
+    *after* the content, RFC 5083 section 2.1), then decrypted from it.  For
+    GCM nothing of ``out`` may be used unless this returns: the tag is
+    checked at the end.
+    """
+    reader = BerReader(der)
+    try:
+        outer = reader.header()  # ContentInfo
+        kind = _OIDS.get(core.ObjectIdentifier.load(reader.element()).dotted)
+        if kind is None:
+            return None
+        explicit, envelope = reader.header(), reader.header()
+        reader.element()  # version
+        item = reader.element()
+        if item[0] == 0xA0:  # originatorInfo [0]
+            item = reader.element()
+        recipients = list(cms.RecipientInfos.load(item))
+    except ValueError:
+        return None  # not CMS we understand: stored as sent
+    mine = [(r, k, w) for r in recipients for k, w in _ours(r, keys)]
+    if not mine:
+        return None
+    recipient, key, wrapped = mine[0]
+    try:
+        content = reader.header()  # (Auth)EncryptedContentInfo
+        reader.element()  # contentType
+        algorithm = cms.EncryptionAlgorithm.load(reader.element())
+        head: Header | None = reader.header()
+        if head is not None and head.tag in (0x80, 0xA0):  # encryptedContent [0] IMPLICIT
+            reader.copy_octets(head, spool)
+            head = None
+        if content.length is None:
+            if head is None:
+                reader.end_of_contents()
+            elif not (head.tag == 0 and head.length == 0):
+                raise ValueError("unexpected element in EncryptedContentInfo")
+            head = None
+        aad, tag = None, b""
+        if kind == "authenticated_enveloped_data":
+            item = reader.element(head)
+            if item[0] == 0xA1:  # authAttrs [1] IMPLICIT: the AAD is their SET OF DER
+                aad = b"\x31" + item[1:]
+                item = reader.element()
+            tag = core.OctetString.load(item).native
+        del outer, explicit, envelope
+        cek = _unwrap(recipient, key, wrapped)
+        spool.seek(0)
+        _decrypt_stream(algorithm, cek, spool, out, aad, tag)
+    except (ValueError, TypeError, KeyError, InvalidTag, keywrap.InvalidUnwrap):
+        raise NotDecryptable("encrypted to the server's key but it does not decrypt") from None
+    return key
+
+
+def _decrypt_stream(
+    algorithm: cms.EncryptionAlgorithm,
+    cek: bytes,
+    source: BinaryIO,
+    out: BinaryIO,
+    aad: bytes | None,
+    tag: bytes,
+) -> None:
+    """Decrypt ``source`` into ``out`` chunk by chunk (AES-CBC with PKCS#7 padding, AES-GCM)."""
+    name = algorithm["algorithm"].native
+    if name.endswith("_gcm"):
+        params = algorithm["parameters"].native
+        nonce = params["aes_nonce"] if "aes_nonce" in params else next(iter(params.values()))
+        decryptor = Cipher(algorithms.AES(cek), modes.GCM(nonce)).decryptor()
+        if aad:
+            decryptor.authenticate_additional_data(aad)
+        while block := source.read(CHUNK):
+            out.write(decryptor.update(block))
+        out.write(decryptor.finalize_with_tag(tag))
+        return
+    if not name.endswith("_cbc") or tag:
+        raise ValueError(f"unsupported content cipher {name}")
+    cbc = Cipher(algorithms.AES(cek), modes.CBC(algorithm["parameters"].native)).decryptor()
+    unpadder = padding.PKCS7(128).unpadder()
+    while block := source.read(CHUNK):
+        out.write(unpadder.update(cbc.update(block)))
+    out.write(unpadder.update(cbc.finalize()) + unpadder.finalize())

@@ -1,6 +1,6 @@
 """Sans-IO: which APPENDed messages are encrypted, and the message stored once decrypted.
 
-* ``classify`` reads the top-level header: an S/MIME enveloped message
+* ``classify`` reads the top-level header block: an S/MIME enveloped message
   (``application/pkcs7-mime``, or the ``x-`` form, with ``smime-type``
   ``enveloped-data`` / ``authEnveloped-data`` or none -- RFC 8551 section
   3.2.2) or a PGP/MIME encrypted one (``multipart/encrypted; protocol=
@@ -18,25 +18,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-from dataclasses import dataclass
-from email.message import Message
-from email.parser import BytesHeaderParser, BytesParser
+from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 _FIELD = re.compile(rb"^[!-9;-~]+:")
 _CMS_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")
-
-
-@dataclass(frozen=True)
-class Encrypted:
-    """An encrypted APPEND: ``kind`` ``smime`` (``payload``: the DER) or ``openpgp``
-    (``payload``: the armored OpenPGP message)."""
-
-    kind: str
-    payload: bytes
 
 
 def split_header(message: bytes) -> tuple[bytes, bytes]:
@@ -48,46 +35,33 @@ def split_header(message: bytes) -> tuple[bytes, bytes]:
     return message[: at + len(sep) // 2], message[at + len(sep) :]
 
 
-def classify(message: bytes) -> Encrypted | None:
-    """The encrypted content of an APPENDed message, or ``None`` when it is not encrypted."""
-    head = BytesHeaderParser(policy=compat32).parsebytes(split_header(message)[0])
+def classify(header: bytes) -> str | None:
+    """``"smime"``, ``"openpgp"`` or ``None`` (not encrypted) from a message's header block."""
+    head = BytesHeaderParser(policy=compat32).parsebytes(header)
     ctype = head.get_content_type()
     if ctype in _CMS_TYPES:
-        smime_type = head.get_param("smime-type") or "enveloped-data"
-        if str(smime_type).lower() not in ("enveloped-data", "authenveloped-data"):
-            return None
-        body = split_header(message)[1]
-        try:
-            der = base64.b64decode(b"".join(body.split()), validate=True)
-        except (binascii.Error, ValueError):
-            return None
-        return Encrypted("smime", der) if der else None
+        smime_type = str(head.get_param("smime-type") or "enveloped-data").lower()
+        return "smime" if smime_type in ("enveloped-data", "authenveloped-data") else None
     if ctype == "multipart/encrypted":
-        if str(head.get_param("protocol") or "").lower() != "application/pgp-encrypted":
-            return None
-        parsed: Message = BytesParser(policy=compat32).parsebytes(message)
-        parts = parsed.get_payload()
-        if not isinstance(parts, list) or len(parts) != 2:
-            return None
-        second = parts[1]
-        if not isinstance(second, Message):
-            return None
-        payload = second.get_payload(decode=True)
-        if not isinstance(payload, bytes) or b"-----BEGIN PGP MESSAGE-----" not in payload:
-            return None
-        return Encrypted("openpgp", payload)
+        protocol = str(head.get_param("protocol") or "").lower()
+        return "openpgp" if protocol == "application/pgp-encrypted" else None
     return None
+
+
+def stored_prefix(outer_header: bytes, inner_start: bytes) -> bytes:
+    """What goes in front of the decrypted inner entity (whose first octets are
+    ``inner_start``) in the stored message; see the module doc."""
+    inner_head = split_header(inner_start)[0]
+    if not _FIELD.match(inner_head):
+        return _outer_fields(outer_header) + b"Content-Type: text/plain\r\n\r\n"
+    if BytesHeaderParser(policy=compat32).parsebytes(inner_head).get_param("hp") is not None:
+        return b""
+    return _outer_fields(outer_header)
 
 
 def stored_message(outer: bytes, inner: bytes) -> bytes:
     """The message to store for ``outer`` whose encrypted content decrypted to ``inner``."""
-    inner_head = split_header(inner)[0]
-    if not _FIELD.match(inner_head):
-        return _outer_fields(outer) + b"Content-Type: text/plain\r\n\r\n" + inner
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(inner_head)
-    if parsed.get_param("hp") is not None:
-        return inner
-    return _outer_fields(outer) + inner
+    return stored_prefix(split_header(outer)[0], inner) + inner
 
 
 def _outer_fields(outer: bytes) -> bytes:

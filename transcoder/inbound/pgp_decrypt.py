@@ -17,27 +17,36 @@ from __future__ import annotations
 import base64
 import binascii
 import subprocess
+from typing import BinaryIO
 
 from transcoder.inbound.cms_decrypt import NotDecryptable
 from transcoder.keys.server_keys_gpg import GPG_TIMEOUT, scratch_home
 from transcoder.keys.server_keys_gpg import gpg as run_gpg
 
 WILDCARD = "0" * 16
+#: Armored octets read to find the recipients (PKESK packets are small and come first).
+PEEK = 64 * 1024
+MAX_LINE = 64 * 1024
 _PKESK, _SKESK = 1, 3
 
 
 def dearmor(armored: bytes) -> bytes:
-    """The binary packets of an ASCII-armored message (RFC 4880 section 6.2)."""
+    """The binary packets at the start of an ASCII-armored message (RFC 4880 section 6.2);
+    ``armored`` may be cut short (only its leading packets are wanted)."""
     lines = armored.replace(b"\r\n", b"\n").split(b"\n")
     try:
         start = next(i for i, ln in enumerate(lines) if ln.startswith(b"-----BEGIN PGP MESSAGE"))
         blank = next(i for i in range(start + 1, len(lines)) if not lines[i].strip())
-        end = next(i for i in range(blank, len(lines)) if lines[i].startswith(b"-----END PGP"))
     except StopIteration:
         return b""
-    body = [ln.strip() for ln in lines[blank + 1 : end] if not ln.startswith(b"=")]
+    body = []
+    for line in lines[blank + 1 :]:
+        if line.startswith((b"=", b"-----END PGP")):
+            break
+        body.append(line.strip())
+    text = b"".join(body)
     try:
-        return base64.b64decode(b"".join(body), validate=True)
+        return base64.b64decode(text[: len(text) // 4 * 4], validate=True)
     except (binascii.Error, ValueError):
         return b""
 
@@ -79,12 +88,14 @@ def recipient_key_ids(packets: bytes) -> list[str]:
 
 
 def decrypt_openpgp(
-    armored: bytes, secrets: dict[str, bytes], gpg: str = "gpg"
-) -> tuple[bytes, str] | None:
-    """The plaintext of ``armored`` and the subkey that opened it, if it is encrypted to one
-    of ``secrets`` (encryption subkey fingerprint -> armored secret key); ``None`` when it
-    is not for the server."""
-    ids = recipient_key_ids(dearmor(armored))
+    armored: BinaryIO, secrets: dict[str, bytes], out: BinaryIO, gpg: str = "gpg"
+) -> str | None:
+    """Decrypt the armored message in ``armored`` into ``out`` if it is encrypted to one of
+    ``secrets`` (encryption subkey fingerprint -> armored secret key); the subkey that
+    opened it, or ``None`` when it is not for the server.  gpg streams from file to file."""
+    armored.seek(0)
+    ids = recipient_key_ids(dearmor(armored.read(PEEK)))
+    armored.seek(0)
     matching = {fpr: secret for fpr, secret in secrets.items() if fpr[-16:].lower() in ids}
     if not matching and WILDCARD in ids:
         matching = dict(secrets)  # a hidden recipient: try every key
@@ -110,7 +121,9 @@ def decrypt_openpgp(
             "--decrypt",
         ]
         try:
-            done = subprocess.run(command, input=armored, capture_output=True, timeout=GPG_TIMEOUT)
+            done = subprocess.run(
+                command, stdin=armored, stdout=out, stderr=subprocess.PIPE, timeout=GPG_TIMEOUT
+            )
         except (OSError, subprocess.TimeoutExpired):
             done = None
     status = done.stderr.decode("utf-8", "replace") if done is not None else ""
@@ -120,7 +133,22 @@ def decrypt_openpgp(
         and "[GNUPG:] DECRYPTION_OKAY" in status
         and "[GNUPG:] GOODMDC" in status
     ):
-        return done.stdout, next(iter(matching))
+        return next(iter(matching))
     if WILDCARD in ids and not any(fpr[-16:].lower() in ids for fpr in secrets):
         return None  # a hidden recipient gpg could not open: someone else's
     raise NotDecryptable("encrypted to the server's key but it does not decrypt")
+
+
+def extract_armored(source: BinaryIO, out: BinaryIO) -> bool:
+    """Copy the first armored OpenPGP message of ``source`` (from where it stands) to
+    ``out``, line by line; whether there was a whole one."""
+    inside = False
+    while line := source.readline(MAX_LINE):
+        if not inside and line.startswith(b"-----BEGIN PGP MESSAGE-----"):
+            inside = True
+        if inside:
+            out.write(line)
+            if line.startswith(b"-----END PGP MESSAGE-----"):
+                out.seek(0)
+                return True
+    return False
