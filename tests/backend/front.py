@@ -7,13 +7,13 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.backend.conftest import USERS
-from tests.integration.conftest import RunningServer, free_port
+from tests.integration.conftest import PASSWORD, RunningServer, free_port
 from transcoder.backend.dovecot import DovecotInstance
 
 
@@ -118,3 +118,23 @@ class WireClient:
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
+
+
+@contextmanager
+def front_server(
+    root: Path, accounts: Sequence[str], extra_args: Sequence[str] = ()
+) -> Iterator[RunningServer]:
+    """``tests.integration.transcoding.running_server``'s contract, served by a front.
+
+    A Dovecot of its own holds ``accounts`` (with the integration suites'
+    PASSWORD); ``root`` is unused (Dovecot must live outside pytest's 0700
+    temporary directories).  Suites run against the front by patching their
+    ``running_server`` with this, for their module only.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="transcoder-dovecot-"))
+    dovecot = DovecotInstance(directory / "dovecot", dict.fromkeys(accounts, PASSWORD))
+    try:
+        with dovecot, running_front(dovecot, *extra_args) as server:
+            yield server
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
