@@ -31,6 +31,7 @@ from transcoder.imap.view_stream import (
     ViewEnded,
     ViewStream,
 )
+from transcoder.mime.entity import parse_message, parse_shape
 from transcoder.transcoders.derivation import DerivedRandom, ViewIdentity
 from transcoder.transcoders.interfaces import TranscodeRequest
 from transcoder.transcoders.smime import SmimeTranscoder
@@ -205,4 +206,9 @@ def test_predicted_equals_streamed_equals_reassembled_slices(
     assert size == len(streamed) == len(materialised.getvalue())
     assert streamed == b"".join(slices) == materialised.getvalue()
     assert streamed.startswith(header)
+    # The layout parses to the structure of the view itself, extents and line counts included.
+    shape = transcoder.predicted_layout(request(message, who))
+    assert (shape.prefix, shape.size, shape.suffix) == (header, size, b"")
+    parsed = parse_shape(shape.prefix, shape.body_size, shape.body_lines, shape.suffix)
+    assert parsed == parse_message(io.BytesIO(streamed))
     assert threading.active_count() < 50

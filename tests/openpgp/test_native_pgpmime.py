@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from zope.interface.verify import verifyObject
 
 from tests.integration.transcoding import expected_inner as rfc9788_inner
@@ -20,6 +22,7 @@ from tests.openpgp.gpgkeys import PgpTestKeys, pgp
 from tests.openpgp.native_keys import TYPES, NativeKeys, native
 from tests.transcoders.test_pgpmime import MESSAGE, armored_part, expected_inner
 from transcoder.keys.model import KeyFormat, Policy, PolicyMode, StoredKey
+from transcoder.mime.entity import parse_message, parse_shape
 from transcoder.openpgp.keyring import Keyring
 from transcoder.openpgp.pool import GpgPool
 from transcoder.testing import TranscoderConformance, sample_messages
@@ -30,7 +33,7 @@ from transcoder.transcoders import (
     select_transcoder,
 )
 from transcoder.transcoders.derivation import ViewIdentity, ViewSecret
-from transcoder.transcoders.interfaces import ITranscoder, is_deterministic
+from transcoder.transcoders.interfaces import ISizePredictor, ITranscoder, is_deterministic
 from transcoder.transcoders.pgpmime import NativePgpMimeTranscoder, PgpMimeTranscoder
 from transcoder.transcoders.smime import SmimeTranscoder
 
@@ -73,10 +76,6 @@ class TestNativePgpMimeConformance(TranscoderConformance):
 
     def make_key(self) -> StoredKey:
         return self.keys.x25519
-
-    # Not an ISizePredictor (see the pgpmime module docstring);
-    # test_predicted_size_is_exact checks predicted_size instead.
-    test_predicted_size_matches = None  # type: ignore[assignment]
 
 
 def test_provides_the_interface_and_is_deterministic(tmp_path: Path) -> None:
@@ -160,6 +159,40 @@ def test_predicted_size_is_exact(native: NativeKeys) -> None:
                 io.BytesIO(message), len(message), request.keys, request.now, refuse
             )
             assert transcoder.predicted_size(predicting) == len(view_of(request)), name
+
+
+def test_provides_isizepredictor() -> None:
+    verifyObject(ISizePredictor, NativePgpMimeTranscoder())
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    size=st.integers(min_value=0, max_value=1 << 20),
+    key_type=st.sampled_from(["cv25519", "rsa2048"]),
+)
+def test_predicted_layout_is_the_view_but_its_armor(
+    native: NativeKeys, size: int, key_type: str
+) -> None:
+    """For random sizes 0..1 MiB: the layout's prefix and suffix are the view's own octets
+    (the boundary drawn alike), its body the armor's exact size and lines, and the structure
+    parsed from it equals the view's, offsets and line counts included; gpg decrypts."""
+    message = b"From: bob@example.org\r\nSubject: sized\r\n\r\n" + bytes(
+        (48 + i % 75) if i % 77 else 10 for i in range(size)
+    )
+    request = derived_request(message, (native.keys[key_type],))
+    shape = NativePgpMimeTranscoder().predicted_layout(derived_request(message, request.keys))
+    view = view_of(request)
+    assert shape.size == len(view)
+    assert view.startswith(shape.prefix) and view.endswith(shape.suffix)
+    body = view[len(shape.prefix) : len(view) - len(shape.suffix)]
+    assert len(body) == shape.body_size and body.count(b"\n") == shape.body_lines
+    assert body.startswith(b"-----BEGIN PGP MESSAGE-----")
+    assert parse_shape(shape.prefix, shape.body_size, shape.body_lines, shape.suffix) == (
+        parse_message(io.BytesIO(view))
+    )
+    assert native.gpg_decrypt(armored_part(view)).stdout == expected_inner(message)
 
 
 def test_elgamal_goes_to_gpg_and_is_reported_once(native: NativeKeys, tmp_path: Path) -> None:

@@ -512,7 +512,8 @@ def _needs_structure(item: FetchItem) -> bool:
 
 
 def _parse(view: Any) -> defer.Deferred[Entity]:
-    """The view's MIME tree; parsed off the reactor thread when the message is large."""
-    if view.size > THREAD_PARSE_LIMIT:
+    """The view's MIME tree; parsed off the reactor thread when the message is large
+    (a predicted view's tree was made from its headers: no thread needed)."""
+    if view.size > THREAD_PARSE_LIMIT and not getattr(view, "structure_known", False):
         return threads.deferToThread(view.entity)
     return defer.succeed(view.entity())

@@ -25,10 +25,9 @@ opened, the file is read to the end even if it is expunged meanwhile
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, cast
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -39,17 +38,23 @@ from transcoder.imap.view import SMALL_VIEW, SharedResult, ViewCache, ViewKey
 from transcoder.imap.view_stream import StreamedView
 from transcoder.keys.view_epochs import ViewInputs, ViewsChanged
 from transcoder.mime.ciphertext import is_ciphertext
-from transcoder.mime.entity import Entity, parse_message
+from transcoder.mime.entity import Entity, parse_shape
 from transcoder.mime.protect import parse_top_level
 from transcoder.store.interfaces import IParsedMessage
 from transcoder.store.message import MessageExpunged
-from transcoder.transcoders.derivation import SystemRandom, ViewRandomness, ViewSecret
+from transcoder.transcoders.derivation import (
+    IRandomSource,
+    RandomSource,
+    ViewRandomness,
+    ViewSecret,
+)
 from transcoder.transcoders.errors import TranscodeFailed
 from transcoder.transcoders.interfaces import (
     ISizePredictor,
-    SizePredictor,
     TranscodeRequest,
+    ViewShape,
     is_deterministic,
+    predicted_layout,
 )
 from transcoder.transcoders.registry import TranscoderRegistry
 from transcoder.transcoders.selection import Selection, select_transcoder
@@ -109,13 +114,15 @@ def transcode_into(
     request_args: dict[str, Any],
     out: BinaryIO,
     randomness: ViewRandomness,
+    random: RandomSource | None = None,
 ) -> int:
     """Write ``message``'s view into ``out`` (worker thread); its size.
 
     A message that is all ciphertext already is its own view: it is copied as
     it is, never encrypted twice (:func:`~transcoder.mime.ciphertext.is_ciphertext`).
     Otherwise the message is read once to hash it (its digest is part of the
-    view's identity, so every draw depends on it), then transcoded.
+    view's identity, so every draw depends on it), then transcoded; ``random``
+    is the view's source of draws when a prediction made it already.
     """
     with message.open() as source:
         top = parse_top_level(source, message.size)
@@ -126,7 +133,8 @@ def transcode_into(
                 out.write(chunk)
                 copied += len(chunk)
             return copied
-        random = randomness.for_message(source, message.size)
+        if random is None:
+            random = randomness.for_message(source, message.size)
         source.seek(0)
         request = TranscodeRequest(
             source=source,
@@ -139,58 +147,116 @@ def transcode_into(
         return selection.transcoder.transcode(request, out).size
 
 
+class _NoDerivedDraws(Exception):
+    """A prediction drew, and there is no view secret: its draws would not be the view's."""
+
+
+@implementer(IRandomSource)
+class _PredictionDraws:
+    """The view's own draws for a prediction: the message is hashed only if it draws.
+
+    An S/MIME prediction draws nothing (sizes never depend on randomness), so
+    listing costs no hashing; a PGP/MIME one draws its boundary, which must be
+    the served view's.  Without a view secret a draw refuses
+    (:class:`_NoDerivedDraws`): the view is then made, not predicted.
+    """
+
+    def __init__(self, randomness: ViewRandomness, source: BinaryIO, size: int) -> None:
+        self._randomness = randomness
+        self._source = source
+        self._size = size
+        self.derived: RandomSource | None = None
+
+    def _derive(self) -> RandomSource:
+        if self.derived is None:
+            if self._randomness.secret is None:
+                raise _NoDerivedDraws("no view secret: a drawn prediction would not hold")
+            position = self._source.tell()
+            self.derived = self._randomness.for_message(self._source, self._size)
+            self._source.seek(position)
+        return self.derived
+
+    def draw(self, label: str, size: int) -> bytes:
+        """The view's draw ``label`` (the message hashed at the first one)."""
+        return self._derive().draw(label, size)
+
+    def __call__(self, size: int) -> bytes:
+        """An unlabelled draw of the view's source."""
+        return self._derive()(size)
+
+
 @implementer(IParsedMessage)
 class PredictedView:
-    """A view's size and structure, known before it is encrypted (S/MIME).
+    """A view's size and structure, known before it is encrypted.
 
     Serves FETCH items that need no content -- RFC822.SIZE, BODYSTRUCTURE,
     ENVELOPE -- with exactly the numbers the encrypted view will have
     (docs/design.md invariant 2), so listing a mailbox costs no encryption.
+    ``shape`` is the transcoder's :class:`~transcoder.transcoders.interfaces.ViewShape`
+    (a PGP/MIME view's two parts included); ``random`` the view's draws when
+    the prediction drew (its boundary), for the transcoding that follows.
     """
 
-    def __init__(self, header: bytes, size: int) -> None:
-        self.size = size
-        self.header = header
-        self._entity = replace(parse_message(io.BytesIO(header)), end=size)
+    #: The structure is made from the headers at once (FETCH needs no thread to parse it).
+    structure_known = True
+
+    def __init__(self, shape: ViewShape, random: RandomSource | None = None) -> None:
+        self.shape = shape
+        self.size = shape.size
+        self.header = shape.prefix
+        self.random = random
+        self._entity = parse_shape(shape.prefix, shape.body_size, shape.body_lines, shape.suffix)
 
     def open(self) -> BinaryIO:
         """Not available: FETCH asks for a predicted view only when it needs no content."""
         raise TypeError("a predicted view has no content; fetch the view itself")
 
     def entity(self) -> Entity:
-        """The view's MIME structure: its header as it will be, its body's extent."""
+        """The view's MIME structure, as it will be, with every part's extent."""
         return self._entity
 
 
-def predict_view(message: Any, selection: Selection, request_args: dict[str, Any]) -> Any:
-    """The :class:`PredictedView` of ``message`` (worker thread); itself if all ciphertext.
+def predict_view(
+    message: Any, selection: Selection, request_args: dict[str, Any], randomness: ViewRandomness
+) -> Any:
+    """The :class:`PredictedView` of ``message`` (worker thread); itself if all ciphertext;
+    None when it cannot be predicted (a drawn prediction without a view secret).
 
-    The same decision as :func:`transcode_into`'s, so the size is that of what is served.
-    Sizes never depend on randomness: nothing is drawn (nor the message hashed).
+    The same decision as :func:`transcode_into`'s, so the size is that of what
+    is served, and the same draws: the message is hashed only if the
+    prediction draws (:class:`_PredictionDraws`).
     """
-    predictor = cast(SizePredictor, selection.transcoder)
     with message.open() as source:
         top = parse_top_level(source, message.size)
         if is_ciphertext(top, source):
             return message
         source.seek(0)
+        draws = _PredictionDraws(randomness, source, message.size)
         request = TranscodeRequest(
             source=source,
             size=message.size,
             keys=selection.keys,
-            random_bytes=SystemRandom(),
+            random_bytes=draws,
             top_level=top,
             **request_args,
         )
-        return PredictedView(*predictor.predicted_shape(request))
+        try:
+            shape = predicted_layout(selection.transcoder, request)
+        except _NoDerivedDraws:
+            return None
+        return PredictedView(shape, draws.derived)
 
 
 def _streamed(predicted: Any, cache: ViewCache, key: ViewKey, transcode: Any) -> Any:
-    """The :class:`StreamedView` of a prediction (a message served as it is stays itself)."""
+    """The :class:`StreamedView` of a prediction (a message served as it is stays itself).
+
+    ``transcode(random)`` is the view's transcoding with the prediction's draws.
+    """
     if not isinstance(predicted, PredictedView):
         return predicted
     size = predicted.size
-    return StreamedView(predicted.header, size, lambda: cache.stream(key, transcode, size))
+    make = transcode(predicted.random)
+    return StreamedView(predicted.shape, lambda: cache.stream(key, make, size), predicted.entity())
 
 
 @implementer(IParsedMessage)
@@ -329,19 +395,51 @@ class TranscodingMixin:
         if cached is not None:
             return defer.succeed(cached)
         request_args = {"now": self.keys.now(), "obscure_subject": config.obscure_subject}
+        randomness = self._view_fields(selection)[4]
         if not content and ISizePredictor.providedBy(selection.transcoder):
             # Size and structure only: computed from the headers, no encryption.
             # A small message's header is read here: a thread hop would cost more.
             if stored.size <= INLINE_PREDICT_LIMIT:
-                return defer.maybeDeferred(predict_view, stored, selection, request_args)
-            return config.cache.run_blocking(predict_view, stored, selection, request_args)
+                predicted = defer.maybeDeferred(
+                    predict_view, stored, selection, request_args, randomness
+                )
+            else:
+                predicted = config.cache.run_blocking(
+                    predict_view, stored, selection, request_args, randomness
+                )
+            return predicted.addCallback(
+                self._predicted_or_made, stored, selection, key, request_args
+            )
+        return self._made_view(stored, selection, key, request_args)
+
+    def _predicted_or_made(
+        self,
+        predicted: Any,
+        stored: Any,
+        selection: Selection,
+        key: ViewKey,
+        request_args: dict[str, Any],
+    ) -> Any:
+        """The prediction, or the view itself when there could be none."""
+        if predicted is not None:
+            return predicted
+        return self._made_view(stored, selection, key, request_args)
+
+    def _made_view(
+        self, stored: Any, selection: Selection, key: ViewKey, request_args: dict[str, Any]
+    ) -> defer.Deferred[Any]:
+        """The view with its content: shared with a FETCH making it, streamed, or made."""
+        config: TranscodingConfig = self.transcoding  # type: ignore[assignment]
         pending = config.cache.pending(key)
         if pending is not None:  # another FETCH is making it: shared
             return pending
         randomness = self._view_fields(selection)[4]
 
-        def transcode(out: BinaryIO) -> int:
-            return transcode_into(stored, selection, request_args, out, randomness)
+        def transcode_with(random: RandomSource | None) -> Callable[[BinaryIO], int]:
+            def transcode(out: BinaryIO) -> int:
+                return transcode_into(stored, selection, request_args, out, randomness, random)
+
+            return transcode
 
         recomputable = self._recomputable(selection)
         small = likely_small(stored.size)
@@ -351,10 +449,18 @@ class TranscodingMixin:
             and config.cache.streams is not None
             and ISizePredictor.providedBy(selection.transcoder)
         ):
-            # Sent as it is encrypted: size and header are known in advance.
-            predicted = config.cache.run_blocking(predict_view, stored, selection, request_args)
-            return predicted.addCallback(_streamed, config.cache, key, transcode)
-        return config.cache.get(key, transcode, durable=not recomputable, small=small)
+            # Sent as it is encrypted: size and structure are known in advance.
+            predicted = config.cache.run_blocking(
+                predict_view, stored, selection, request_args, randomness
+            )
+            return predicted.addCallback(self._stream_or_make, key, transcode_with)
+        return config.cache.get(key, transcode_with(None), durable=not recomputable, small=small)
+
+    def _stream_or_make(self, predicted: Any, key: ViewKey, transcode_with: Any) -> Any:
+        config: TranscodingConfig = self.transcoding  # type: ignore[assignment]
+        if predicted is None:  # not predictable after all: made whole (recomputable)
+            return config.cache.get(key, transcode_with(None), durable=False, small=False)
+        return _streamed(predicted, config.cache, key, transcode_with)
 
     def _recomputable(self, selection: Selection) -> bool:
         """Whether the selection's views are a pure function of their inputs.

@@ -6,7 +6,7 @@ structure, in this session and the next -- must describe the same octets
 
 * **Deterministic views** (a transcoder with ``deterministic = True`` and a
   view secret, :func:`~transcoder.transcoders.interfaces.is_deterministic`;
-  S/MIME): the view is a pure function of its inputs, so a copy is kept only
+  S/MIME and native PGP/MIME): the view is a pure function of its inputs, so a copy is kept only
   to save work.  A lost copy is recomputed identically, so nothing here is
   ever synced.  Small views (at most :data:`SMALL_VIEW` octets) are made on
   the reactor thread and kept in memory, in a byte-capped LRU; large ones
@@ -19,11 +19,11 @@ structure, in this session and the next -- must describe the same octets
   ``DIR/views/spool/`` removed once the view is dropped (large), or streams
   (:mod:`transcoder.imap.view_stream`).
 * **Views that cannot be recomputed** (gpg's own randomness in PGP/MIME
-  until issue 12, or no view secret): the copy *is* the view.  It is written
-  once to ``DIR/views/`` atomically and synced (one file and one fsync per
-  view), survives restarts and is served until its key or the settings
-  change.  These are kept whatever ``--view-cache-size`` says (up to
-  :data:`DURABLE_FLOOR` when it is 0).
+  for the keys the native encoder refuses, or no view secret): the copy
+  *is* the view.  It is written once to ``DIR/views/`` atomically and
+  synced (one file and one fsync per view), survives restarts and is
+  served until its key or the settings change.  These are kept whatever
+  ``--view-cache-size`` says (up to :data:`DURABLE_FLOOR` when it is 0).
 
 Common to both: the cache key is (account, mailbox UIDVALIDITY, UID, key
 fingerprint, transcoder name and settings); a new key or new settings simply

@@ -1,7 +1,8 @@
 """A view sent as it is encrypted: a worker thread hands chunks to the reactor (issue 9).
 
-A deterministic view's size and header are known before it is encrypted
-(:meth:`~transcoder.transcoders.interfaces.ISizePredictor.predicted_shape`),
+A deterministic view's size and structure are known before it is encrypted
+(:func:`~transcoder.transcoders.interfaces.predicted_layout`: S/MIME's
+header, PGP/MIME's whole multipart but the armored text),
 so the first FETCH of a large one need not wait for the whole view: the
 literal's length goes out at once and the octets follow as the encryptor
 makes them.
@@ -34,11 +35,9 @@ that FETCH reads window by window (:meth:`StreamedViewFile.read_between`).
 from __future__ import annotations
 
 import collections
-import io
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,8 +47,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from transcoder.imap.view import TranscodedView
-from transcoder.mime.entity import Entity, parse_message
+from transcoder.mime.entity import Entity, parse_shape
 from transcoder.store.interfaces import IParsedMessage
+from transcoder.transcoders.interfaces import ViewShape
 
 log = Logger()
 
@@ -325,18 +325,30 @@ class StreamedViewFile:
 
 @implementer(IParsedMessage)
 class StreamedView:
-    """A deterministic view served while it is encrypted: predicted size and structure."""
+    """A deterministic view served while it is encrypted: predicted size and structure.
 
-    def __init__(self, header: bytes, size: int, start: Callable[[], ViewStream]) -> None:
-        self.size = size
-        self._header = header
+    ``shape`` is the transcoder's prediction
+    (:class:`~transcoder.transcoders.interfaces.ViewShape`); ``entity`` its
+    parsed structure when the caller has it already.
+    """
+
+    #: The structure is made from the headers at once (FETCH needs no thread to parse it).
+    structure_known = True
+
+    def __init__(
+        self, shape: ViewShape, start: Callable[[], ViewStream], entity: Entity | None = None
+    ) -> None:
+        self.size = shape.size
+        self._header = shape.prefix
         self._start = start
-        self._entity = replace(parse_message(io.BytesIO(header)), end=size)
+        if entity is None:
+            entity = parse_shape(shape.prefix, shape.body_size, shape.body_lines, shape.suffix)
+        self._entity = entity
 
     def open(self) -> StreamedViewFile:
-        """A reader of the view (nothing is encrypted until it reads past the header)."""
+        """A reader of the view (nothing is encrypted until it reads past the prefix)."""
         return StreamedViewFile(self._header, self.size, self._start)
 
     def entity(self) -> Entity:
-        """The view's MIME structure: its header as it will be, its body's extent."""
+        """The view's MIME structure, as it will be, with every part's extent."""
         return self._entity

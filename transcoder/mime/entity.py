@@ -29,6 +29,7 @@ Decisions the RFCs leave open, taken here:
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -309,6 +310,52 @@ def parse_message(fp: BinaryIO, start: int = 0, end: int | None = None) -> Entit
     return entity
 
 
+#: What stands for a body that only encryption makes when a view's shape is parsed:
+#: one short line (no delimiter, no header can start with it).
+SHAPE_FILLER = b".\r\n"
+
+
+def _stretch(entity: Entity, cut: int, octets: int, lines: int, body_at: int) -> Entity:
+    """``entity`` with every offset from ``cut`` on moved by ``octets``, and ``lines``
+    added to the line count of each entity whose body holds the stand-in body at ``body_at``."""
+
+    def move(offset: int) -> int:
+        return offset + octets if offset >= cut else offset
+
+    holds = entity.body_start <= body_at and entity.end >= cut
+    return Entity(
+        move(entity.header_start),
+        move(entity.body_start),
+        move(entity.end),
+        entity.header,
+        entity.content_type,
+        tuple(_stretch(c, cut, octets, lines, body_at) for c in entity.children),
+        entity.body_lines + lines if holds else entity.body_lines,
+        dict(entity.extra),
+    )
+
+
+def parse_shape(prefix: bytes, body_size: int, body_lines: int, suffix: bytes = b"") -> Entity:
+    """The :class:`Entity` tree of ``prefix + body + suffix`` where only the body's size
+    and its LF count are known (a view not encrypted yet).
+
+    ``prefix`` ends with the blank line of the header section the body
+    belongs to and the body ends with a line break (or is empty).  The
+    octets are parsed with a one-line stand-in for the body, then every
+    offset past it is moved by the difference: the offsets, sizes and line
+    counts are those :func:`parse_message` gives for the real octets, and
+    parsing costs the headers only, however large the body.
+    """
+    filler = SHAPE_FILLER if body_size else b""
+    parsed = parse_message(io.BytesIO(prefix + filler + suffix))
+    cut = len(prefix) + len(filler)
+    octets = body_size - len(filler)
+    lines = body_lines - filler.count(b"\n")
+    if not octets and not lines:
+        return parsed
+    return _stretch(parsed, cut, octets, lines, len(prefix))
+
+
 __all__ = [
     "DIGEST_DEFAULT",
     "ContentType",
@@ -317,4 +364,5 @@ __all__ = [
     "Params",
     "content_type",
     "parse_message",
+    "parse_shape",
 ]

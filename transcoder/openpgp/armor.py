@@ -123,6 +123,13 @@ def armored_size(binary_length: int) -> int:
     return len(BEGIN) + chars + 2 * lines + len(b"=XXXX\r\n") + len(END)
 
 
+def armored_lines(binary_length: int) -> int:
+    """Lines (LF octets) :class:`ArmorWriter` writes for ``binary_length`` octets of packets:
+    BEGIN, the blank line, the base64 lines, the checksum and END."""
+    chars = (binary_length + 2) // 3 * 4
+    return 2 + (chars + LINE_CHARS - 1) // LINE_CHARS + 2
+
+
 _LINE = struct.Struct(f"{LINE_OCTETS}s")
 _first = operator.itemgetter(0)
 
@@ -182,4 +189,4 @@ class ArmorWriter:
         return self.written
 
 
-__all__ = ["BEGIN", "END", "ArmorWriter", "Crc24", "armored_size"]
+__all__ = ["BEGIN", "END", "ArmorWriter", "Crc24", "armored_lines", "armored_size"]

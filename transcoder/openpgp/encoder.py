@@ -45,7 +45,7 @@ from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from transcoder.cms.randomness import Draw
-from transcoder.openpgp.armor import ArmorWriter, armored_size
+from transcoder.openpgp.armor import ArmorWriter, armored_lines, armored_size
 from transcoder.openpgp.errors import OpenPgpError
 from transcoder.openpgp.packets import (
     LITERAL_DATA_TAG,
@@ -107,6 +107,11 @@ def armored_message_size(plain_size: int, recipients: Sequence[Recipient]) -> in
     return armored_size(binary_message_size(plain_size, recipients))
 
 
+def armored_message_lines(plain_size: int, recipients: Sequence[Recipient]) -> int:
+    """Lines (LF octets) :func:`encrypt_armored` writes for ``plain_size`` octets."""
+    return armored_lines(binary_message_size(plain_size, recipients))
+
+
 def encrypt_armored(
     src: Readable,
     plain_size: int,
@@ -158,6 +163,7 @@ def encrypt_armored(
 __all__ = [
     "CFB_PREFIX_LABEL",
     "SESSION_KEY_LABEL",
+    "armored_message_lines",
     "armored_message_size",
     "binary_message_size",
     "encrypt_armored",

@@ -149,8 +149,50 @@ def is_deterministic(transcoder: object) -> bool:
     return getattr(transcoder, "deterministic", False) is True
 
 
+@dataclass(frozen=True)
+class ViewShape:
+    """A view as it is known before it is encrypted: ``prefix``, a body only
+    encryption makes, then ``suffix``.
+
+    The body is ``body_size`` octets holding ``body_lines`` LF octets and
+    ends with a line break (or is empty).  ``prefix`` ends with the blank
+    line of the header section that introduces the body: the view's own
+    header section for a single-part view (S/MIME), everything up to the
+    armored text for PGP/MIME (its outer header, the control part and the
+    encrypted part's header); ``suffix`` is what follows the body (the
+    close-delimiter of a multipart).  The server parses the MIME structure
+    of the whole view from this (:func:`transcoder.mime.entity.parse_shape`),
+    so BODYSTRUCTURE and RFC822.SIZE need no encryption.
+    """
+
+    prefix: bytes
+    body_size: int
+    body_lines: int
+    suffix: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.body_size < 0 or self.body_lines < 0 or self.body_lines > self.body_size:
+            raise ValueError("a body's size and lines must be 0 <= lines <= size")
+
+    @property
+    def size(self) -> int:
+        """Octets of the whole view."""
+        return len(self.prefix) + self.body_size + len(self.suffix)
+
+
 class ISizePredictor(Interface):
-    """A transcoder that knows its output size without encrypting (optional)."""
+    """A transcoder that knows its output size without encrypting (optional).
+
+    It may also have ``predicted_layout(request) -> ViewShape`` (an optional
+    method, not declared here so that predictors written before it still
+    verify; :func:`predicted_layout` falls back to :meth:`predicted_shape`):
+    a multipart view needs it, since its structure is not in its header
+    alone.  A prediction that draws (a PGP/MIME boundary) must draw exactly
+    what :meth:`ITranscoder.transcode` draws for the same request, so the
+    predicted octets are the served ones: the server predicts with the
+    view's own derived draws, and without a view secret it uses only
+    predictions that drew nothing.
+    """
 
     def predicted_size(request):
         """Octets :meth:`ITranscoder.transcode` would write for ``request``; reads headers only."""
@@ -158,6 +200,19 @@ class ISizePredictor(Interface):
     def predicted_shape(request):
         """``(header, size)``: the header section (blank line included) and the total
         octets :meth:`ITranscoder.transcode` would write, in one pass over the headers."""
+
+
+def predicted_layout(predictor: object, request: TranscodeRequest) -> ViewShape:
+    """The :class:`ViewShape` of ``request``'s view from an :class:`ISizePredictor`.
+
+    Its ``predicted_layout`` when it has one; else its :meth:`predicted_shape`'s
+    header as the prefix and the rest as the body (lines unknown, counted 0).
+    """
+    layout = getattr(predictor, "predicted_layout", None)
+    if layout is not None:
+        return cast(ViewShape, layout(request))
+    header, size = cast("SizePredictor", predictor).predicted_shape(request)
+    return ViewShape(header, size - len(header), 0)
 
 
 class Transcoder(Protocol):
@@ -205,5 +260,7 @@ __all__ = [
     "TranscodeRequest",
     "TranscodeResult",
     "Transcoder",
+    "ViewShape",
     "is_deterministic",
+    "predicted_layout",
 ]

@@ -54,12 +54,16 @@ which do not start with ``--pgp-mime-``).
   process (about 3-5 ms on top of the encryption), bounded by a
   :class:`~transcoder.openpgp.pool.GpgPool`.
 
-Neither claims :class:`ISizePredictor`.  The native view's size is known
-without encrypting (:meth:`NativePgpMimeTranscoder.predicted_size`, exact),
-but the server's prediction (``PredictedView``) describes a view by its
-header section alone, which for a ``multipart/encrypted`` view would give a
-BODYSTRUCTURE without its two parts, and the header carries the drawn
-boundary, which a prediction made without the view's draws cannot repeat.
+The native transcoder is an :class:`ISizePredictor`: its size is a
+function of the plaintext length and the keys, and
+:meth:`NativePgpMimeTranscoder.predicted_layout` gives the whole view but the
+armored text -- everything before it, its size and line count, the
+close-delimiter -- so the server knows RFC822.SIZE and BODYSTRUCTURE (both
+parts) without encrypting, and streams a large view on its first FETCH.
+The prefix holds the boundary, drawn from the request exactly as
+:meth:`~NativePgpMimeTranscoder.transcode` draws it, so a prediction made
+with the view's derived draws is the served view's octets.  The gpg
+transcoder predicts nothing: gpg's output is known once it is made.
 
 No twisted import here.
 """
@@ -81,13 +85,23 @@ from transcoder.mime.protect import (
     parse_top_level,
     protect,
 )
-from transcoder.openpgp.encoder import armored_message_size, encrypt_armored
+from transcoder.openpgp.encoder import (
+    armored_message_lines,
+    armored_message_size,
+    encrypt_armored,
+)
 from transcoder.openpgp.errors import GpgFailed, OpenPgpError
 from transcoder.openpgp.keyring import Keyring, unusable_reason
 from transcoder.openpgp.pool import GpgPool
 from transcoder.openpgp.recipients import Recipient, recipient_for_key
 from transcoder.transcoders.errors import TranscodeFailed
-from transcoder.transcoders.interfaces import ITranscoder, TranscodeRequest, TranscodeResult
+from transcoder.transcoders.interfaces import (
+    ISizePredictor,
+    ITranscoder,
+    TranscodeRequest,
+    TranscodeResult,
+    ViewShape,
+)
 from transcoder.transcoders.selection import usable_keys
 
 #: Bumped whenever the layout of the view changes, so cached views are not reused.
@@ -227,7 +241,7 @@ def pgp_draws(
 BOUNDARY_LENGTH = len(b"pgp-mime-") + 2 * BOUNDARY_BYTES
 
 
-@implementer(ITranscoder)
+@implementer(ITranscoder, ISizePredictor)
 class NativePgpMimeTranscoder:
     """Encrypts each message to the user's active OpenPGP keys in the server (module doc).
 
@@ -280,21 +294,44 @@ class NativePgpMimeTranscoder:
         except OpenPgpError as e:
             raise TranscodeFailed(f"OpenPGP key not usable by the native encoder: {e}") from e
 
+    def _parts(self, request: TranscodeRequest) -> ProtectedParts:
+        """The protected header sections; the server's parse of the header when it made one."""
+        entity = request.top_level
+        if entity is None:
+            entity = parse_top_level(request.source, request.size)
+        return protect(entity, request.obscure_subject)
+
     def predicted_size(self, request: TranscodeRequest) -> int:
         """Octets :meth:`transcode` writes for ``request``: headers read, nothing drawn."""
         recipients = self._recipients(request)
-        parts = protect(parse_top_level(request.source, request.size), request.obscure_subject)
+        parts = self._parts(request)
         placeholder = b"-" * BOUNDARY_LENGTH
         fixed = len(view_head(parts.outer_header, placeholder)) + len(view_tail(placeholder))
-        try:
-            return fixed + armored_message_size(parts.inner_size, recipients)
-        except OpenPgpError as e:
-            raise TranscodeFailed(f"OpenPGP encryption refused: {e}") from e
+        return fixed + _armored_size(parts.inner_size, recipients)
+
+    def predicted_layout(self, request: TranscodeRequest) -> ViewShape:
+        """The view but its armored text: the head, the armor's size and lines, the tail.
+
+        Reads headers only and draws the boundary as :meth:`transcode` does.
+        """
+        recipients = self._recipients(request)
+        parts = self._parts(request)
+        boundary = make_boundary(request)
+        armored = _armored_size(parts.inner_size, recipients)
+        lines = armored_message_lines(parts.inner_size, recipients)
+        return ViewShape(
+            view_head(parts.outer_header, boundary), armored, lines, view_tail(boundary)
+        )
+
+    def predicted_shape(self, request: TranscodeRequest) -> tuple[bytes, int]:
+        """Everything before the armored text (it ends with a blank line) and the size."""
+        shape = self.predicted_layout(request)
+        return shape.prefix, shape.size
 
     def transcode(self, request: TranscodeRequest, out: BinaryIO) -> TranscodeResult:
         """Write the PGP/MIME view of ``request.source`` to ``out``, streaming the body."""
         recipients = self._recipients(request)
-        parts = protect(parse_top_level(request.source, request.size), request.obscure_subject)
+        parts = self._parts(request)
         boundary = make_boundary(request)
         head = view_head(parts.outer_header, boundary)
         tail = view_tail(boundary)
@@ -311,6 +348,14 @@ class NativePgpMimeTranscoder:
             raise TranscodeFailed(f"OpenPGP encryption failed: {e}") from e
         out.write(tail)
         return TranscodeResult(len(head) + armored + len(tail), self.media_type)
+
+
+def _armored_size(plain_size: int, recipients: Sequence[Recipient]) -> int:
+    """:func:`armored_message_size`, a refusal (too large to frame) as TranscodeFailed."""
+    try:
+        return armored_message_size(plain_size, recipients)
+    except OpenPgpError as e:
+        raise TranscodeFailed(f"OpenPGP encryption refused: {e}") from e
 
 
 __all__ = [

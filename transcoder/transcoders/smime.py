@@ -46,9 +46,12 @@ from transcoder.cms import (
     Draw,
     Recipient,
     encrypt_to_smime_body,
+    enveloped_size,
     smime_body_size,
     smime_type,
 )
+from transcoder.cms.base64lines import LINE_OCTETS as BASE64_LINE_OCTETS
+from transcoder.cms.base64lines import base64_lines_size
 from transcoder.keys.model import KeyFormat, KeyStatus, StoredKey
 from transcoder.mime.protect import InnerEntityReader, ProtectedParts, parse_top_level, protect
 from transcoder.transcoders.errors import TranscodeFailed
@@ -57,6 +60,7 @@ from transcoder.transcoders.interfaces import (
     ITranscoder,
     TranscodeRequest,
     TranscodeResult,
+    ViewShape,
 )
 from transcoder.transcoders.selection import usable_keys
 
@@ -157,6 +161,14 @@ class SmimeTranscoder:
         plan = self._plan(request)
         body = smime_body_size(plan.parts.inner_size, plan.recipients, self.settings)
         return plan.header, len(plan.header) + body
+
+    def predicted_layout(self, request: TranscodeRequest) -> ViewShape:
+        """The view's header section, then its base64 body's size and lines (nothing drawn)."""
+        plan = self._plan(request)
+        der = enveloped_size(plan.parts.inner_size, plan.recipients, self.settings)
+        # 57 octets a 76-character CRLF line (RFC 2045 section 6.8).
+        lines = (der + BASE64_LINE_OCTETS - 1) // BASE64_LINE_OCTETS
+        return ViewShape(plan.header, base64_lines_size(der), lines)
 
     def transcode(self, request: TranscodeRequest, out: BinaryIO) -> TranscodeResult:
         """Write the S/MIME view of ``request.source`` to ``out``, streaming the body."""
