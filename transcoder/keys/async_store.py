@@ -223,7 +223,7 @@ class KeystoreChanges(service.Service):
         """The listener connected (``True``) or lost its connection."""
         self._heard += 1
         self.version = self._heard if up else None
-        if not up:
+        if not up and self.running:  # not the listener's own stop
             log.warn("keystore change notifications lost: epochs re-read at every command")
 
     def startService(self) -> None:
@@ -234,5 +234,6 @@ class KeystoreChanges(service.Service):
     def stopService(self) -> Any:
         """Stop the listener thread (it notices within its poll interval; a daemon thread
         still connecting to an unreachable server is not waited for past a second)."""
+        stopped = super().stopService()
         self._listener.stop(timeout=1.0)
-        return super().stopService()
+        return stopped

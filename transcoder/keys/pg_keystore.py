@@ -138,7 +138,11 @@ class PgKeyStore(KeyStoreBase):
     ``pool_size`` connections at most are open at a time (the key layer's
     threads use one each); an operation waits ``timeout`` seconds for one.
     Opening fails with :class:`KeyStoreError` when the database cannot be
-    reached or migrated: a front does not start without its keystore.
+    reached or migrated: a front does not start without its keystore.  The
+    migration uses a connection of its own; the pool (and its threads) is
+    made at the first operation, so a server that daemonizes (twistd without
+    ``-n`` forks after building its service) makes it in the process that
+    uses it.
     """
 
     def __init__(
@@ -150,38 +154,51 @@ class PgKeyStore(KeyStoreBase):
     ) -> None:
         self.dsn = dsn
         self.audit = audit
+        self.pool_size = pool_size
+        self.timeout = timeout
         self._local = threading.local()
-        self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
-            dsn,
-            kwargs={"autocommit": True, "row_factory": rows_by_name, "connect_timeout": 5},
-            min_size=1,
-            max_size=pool_size,
-            open=False,
-            timeout=timeout,
-            check=ConnectionPool.check_connection,
-            name="transcoder-keystore",
-        )
+        self._pool: ConnectionPool[psycopg.Connection[Row]] | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
         try:
-            self._pool.open(wait=True, timeout=timeout)
-            self.schema_version = self._migrate()
-        except (psycopg.Error, PoolTimeout) as error:
-            self._pool.close()
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout))) as c:
+                self.schema_version = self._migrate(c)
+        except psycopg.Error as error:
             raise KeyStoreError(f"cannot open keystore {safe_dsn(dsn)}: {error}") from error
-        except BaseException:
-            self._pool.close()
-            raise
+
+    def _connections(self) -> ConnectionPool[psycopg.Connection[Row]]:
+        """The pool, made on first use (see the class doc)."""
+        with self._pool_lock:
+            if self._closed:
+                raise KeyStoreError("keystore closed")
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.dsn,
+                    kwargs={"autocommit": True, "row_factory": rows_by_name, "connect_timeout": 5},
+                    min_size=1,
+                    max_size=self.pool_size,
+                    open=True,
+                    timeout=self.timeout,
+                    check=ConnectionPool.check_connection,
+                    name="transcoder-keystore",
+                )
+            return self._pool
 
     def close(self) -> None:
         """Close the pool's connections."""
-        self._pool.close()
+        with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     def __enter__(self) -> PgKeyStore:
         return self
 
-    def _migrate(self) -> int:
+    def _migrate(self, connection: psycopg.Connection[Any]) -> int:
         """Bring the database to the current schema (under the migration lock); the version."""
         target = len(MIGRATIONS)
-        with self._pool.connection() as connection, connection.transaction():
+        with connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
@@ -204,7 +221,7 @@ class PgKeyStore(KeyStoreBase):
         if getattr(self._local, "pending", None) is not None:
             raise RuntimeError("keystore transactions do not nest")
         try:
-            with self._pool.connection() as connection:
+            with self._connections().connection() as connection:
                 pending: list[dict[str, Any]] = []
                 self._local.pending = pending
                 try:
@@ -275,7 +292,7 @@ class PgKeyStore(KeyStoreBase):
 
     def _audit_alone(self, records: list[dict[str, Any]]) -> None:
         try:
-            with self._pool.connection() as connection:
+            with self._connections().connection() as connection:
                 self._insert_audit(_Adapter(connection), records)
         except (psycopg.Error, PoolTimeout) as error:
             raise _unavailable(error) from error
