@@ -108,15 +108,15 @@ def test_zero_octets_of_the_padding_draw_are_replaced_by_later_draws() -> None:
         lambda size: b"\x0a" * size,  # round 2: the one octet still missing
     )
     assert nonzero_octets(draws, label, 8) == b"\x05\x06\x07\x08\x01\x09\x02\x0a"
-    em = pkcs1v15_encode(b"\xee" * 3, 14, draws, 0)  # k = 14: a PS of 8
+    em = pkcs1v15_encode(b"\xee" * 3, 14, draws, label)  # k = 14: a PS of 8
     assert em == b"\x00\x02" + b"\x05\x06\x07\x08\x01\x09\x02\x0a" + b"\x00" + b"\xee" * 3
 
 
 def test_pkcs1v15_refuses_a_message_that_leaves_less_than_8_padding_octets() -> None:
     """mLen > k - 11 is 'message too long' (RFC 8017 section 7.2.1 step 1)."""
     with pytest.raises(CmsError):
-        pkcs1v15_encode(b"x" * 246, 256, lambda label, size: b"\x01" * size, 0)
-    assert len(pkcs1v15_encode(b"x" * 245, 256, lambda label, size: b"\x01" * size, 0)) == 256
+        pkcs1v15_encode(b"x" * 246, 256, lambda label, size: b"\x01" * size, "ps")
+    assert len(pkcs1v15_encode(b"x" * 245, 256, lambda label, size: b"\x01" * size, "ps")) == 256
 
 
 @pytest.mark.parametrize("cipher", CIPHERS)

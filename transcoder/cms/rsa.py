@@ -66,13 +66,22 @@ def nonzero_octets(draw: Draw, label: str, size: int) -> bytes:
     return bytes(found)
 
 
-def pkcs1v15_encode(message: bytes, k: int, draw: Draw, index: int) -> bytes:
-    """EM for RSAES-PKCS1-v1_5 encryption of ``message`` (RFC 8017 section 7.2.1 steps 1-2)."""
+def pkcs1v15_encode(message: bytes, k: int, draw: Draw, label: str) -> bytes:
+    """EM for RSAES-PKCS1-v1_5 encryption of ``message`` (RFC 8017 section 7.2.1 steps 1-2).
+
+    PS is drawn under ``label`` (:func:`nonzero_octets`): CMS draws it per
+    recipient (:func:`pkcs1v15_label`), OpenPGP per recipient and attempt.
+    """
     ps_length = k - len(message) - 3
     if ps_length < MIN_PS_LENGTH:  # step 1: mLen > k - 11
         raise CmsError("message too long for RSAES-PKCS1-v1_5")
-    ps = nonzero_octets(draw, recipient_label(index, "rsa-pkcs1v15-ps"), ps_length)
+    ps = nonzero_octets(draw, label, ps_length)
     return b"\x00\x02" + ps + b"\x00" + message
+
+
+def pkcs1v15_label(index: int) -> str:
+    """The label CMS draws recipient ``index``'s PKCS#1 v1.5 padding string under."""
+    return recipient_label(index, "rsa-pkcs1v15-ps")
 
 
 def mgf1(seed: bytes, length: int) -> bytes:
@@ -120,4 +129,4 @@ def encrypt_key(
     if settings.rsa_padding == "oaep":
         seed = draw_exactly(draw, recipient_label(index, "rsa-oaep-seed"), HASH_LENGTH)
         return rsaep(key, oaep_encode(cek, k, seed))
-    return rsaep(key, pkcs1v15_encode(cek, k, draw, index))
+    return rsaep(key, pkcs1v15_encode(cek, k, draw, pkcs1v15_label(index)))

@@ -32,7 +32,7 @@ uses gpg): version 4 key packets with
   KDF hash and key-wrap algorithm (the KDF parameters of its packet).
 
 Every random octet comes from the ``draw`` function: PKCS#1 padding (the
-nonzero octets of :func:`transcoder.cms.rsa.nonzero_octets`) and ephemeral
+nonzero octets of :func:`transcoder.cms.rsa.pkcs1v15_encode`) and ephemeral
 ECDH scalars (for NIST curves :func:`transcoder.cms.ecdh.scalar_from_octets`,
 FIPS 186-5 appendix A.2.1).  Sizes never depend on randomness: an RSA
 ciphertext whose first octet is zero (its MPI would be one octet shorter,
@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from transcoder.cms.ecdh import PROFILES, scalar_from_octets
 from transcoder.cms.errors import CmsError
 from transcoder.cms.randomness import Draw
-from transcoder.cms.rsa import modulus_length, nonzero_octets, rsaep
+from transcoder.cms.rsa import modulus_length, pkcs1v15_encode, rsaep
 from transcoder.keys.errors import KeyInvalid
 from transcoder.keys.model import OpenPgpDetails, StoredKey
 from transcoder.keys.openpgp_packets import (
@@ -183,10 +183,10 @@ class Recipient:
         message = session_material(session_key)
         for attempt in range(MAX_RSA_ATTEMPTS):
             try:
-                ps = nonzero_octets(draw, f"{prefix}/rsa-ps/{attempt}", k - len(message) - 3)
+                encoded = pkcs1v15_encode(message, k, draw, f"{prefix}/rsa-ps/{attempt}")
             except CmsError as error:
                 raise OpenPgpError(str(error)) from error
-            ciphertext = rsaep(self.rsa_key, b"\x00\x02" + ps + b"\x00" + message)
+            ciphertext = rsaep(self.rsa_key, encoded)
             if ciphertext[0]:
                 return mpi(ciphertext)
         raise OpenPgpError("random source gave no usable RSA padding")
