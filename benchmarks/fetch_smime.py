@@ -3,6 +3,8 @@
     python benchmarks/fetch_smime.py            # the issue's sizes: 100 MB, 1,000 x 4 KB
     python benchmarks/fetch_smime.py --quick    # small sizes, a few seconds (a smoke run)
     python benchmarks/fetch_smime.py --profile out.txt   # also py-spy the 1,000 x 4 KB cold path
+    git archive <commit> | tar -x -C /tmp/base
+    python benchmarks/fetch_smime.py --baseline /tmp/base  # before/after in the same run
 
 Starts two ``twistd -n transcoder`` servers on free loopback ports with
 fresh data directories: ``cache on`` (the default cache) and ``cache off``
@@ -20,6 +22,11 @@ with policy OFF -- and is measured, in one run, with imaplib:
 3. ``FETCH 1:1000 (FLAGS RFC822.SIZE BODYSTRUCTURE)`` cold / OFF (<= 1.5).
 4. Disk used by ``DIR/views`` after the cold 1,000-message fetch (target:
    no per-message file for small views).
+
+With ``--baseline DIR`` (another checkout of the project, e.g. the commit
+before a change) a third server runs that checkout's code (cache on), and
+items 2-3 are measured on it in the same rounds: before and after figures
+from one run, under the same load.
 
 "Cold" is the first FETCH of messages nobody has fetched before: each run
 delivers fresh copies into a new mailbox (policy OFF measured the same
@@ -49,6 +56,7 @@ from common import (
     ENCRYPTED,
     MB,
     OFF,
+    START_TIMEOUT,
     Server,
     body_of,
     check_ok,
@@ -61,6 +69,7 @@ from common import (
     provision,
     same_tail,
     small_message,
+    wait_for_greeting,
     work_directory,
 )
 from measure import (
@@ -75,6 +84,8 @@ from measure import (
 )
 
 TO_FILE, TO_NULL = "openssl -> file", "openssl -> /dev/null"
+#: The name of the ``--baseline`` server's figures (cache on, the other checkout's code).
+BASELINE = "on, baseline"
 META = "(FLAGS RFC822.SIZE BODYSTRUCTURE)"
 
 
@@ -136,10 +147,33 @@ def fresh_mailbox(
         imap.logout()
 
 
-def setup_server(data: Path, cert: Path, extra: tuple[str, ...]) -> Server:
+class CheckoutServer(Server):
+    """A :class:`Server` running the code of another checkout (``--baseline``)."""
+
+    checkout: Path = Path()
+
+    def start(self) -> None:
+        """Start ``twistd`` in the checkout, so its ``transcoder`` package is imported."""
+        command = [
+            *(sys.executable, "-c", "from twisted.scripts.twistd import run; run()"),
+            *("-n", "--pidfile=", f"--logfile={self.log}", "transcoder"),
+            *("--data", str(self.data), "--imaps", "none", "--log-level", "warn"),
+            *("--imap", f"tcp:{self.port}:interface=127.0.0.1", *self.extra_args),
+        ]
+        self.process = subprocess.Popen(command, cwd=self.checkout, stdout=subprocess.DEVNULL)
+        if not wait_for_greeting(self.process, self.port, START_TIMEOUT):
+            raise RuntimeError(f"baseline server did not start (see {self.log})")
+
+
+def setup_server(
+    data: Path, cert: Path, extra: tuple[str, ...], checkout: Path | None = None
+) -> Server:
     """A started server on ``data``: ENCRYPTED provisioned with ``cert`` (MODE ALWAYS)."""
     prepare_accounts(data)
     server = Server(data, extra)
+    if checkout is not None:
+        server = CheckoutServer(data, extra)
+        server.checkout = checkout
     server.start()
     imap = login(server, ENCRYPTED)
     provision(imap, cert.read_bytes(), "smime")
@@ -255,6 +289,9 @@ def main() -> None:
     parser.add_argument("--rsa-bits", type=int, default=3072)
     parser.add_argument("--profile", type=Path, help="py-spy the cold small FETCH into this file")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout: its server measured alongside (2-3)"
+    )
     args = parser.parse_args()
     size_mb = args.size_mb or (5 if args.quick else 100)
     count = args.messages or (100 if args.quick else 1000)
@@ -271,12 +308,19 @@ def main() -> None:
         on = setup_server(work / "on", cert, ())
         secret = ("--view-secret", str(work / "on" / "view-secret"))
         off = setup_server(work / "off", cert, (*secret, "--view-cache-size", "0"))
+        base = None
+        if args.baseline is not None:
+            base = setup_server(work / "base", cert, secret, args.baseline.resolve())
         try:
-            figures, openssl, heads = measure(on, off, big, cert, count, runs, args.profile, work)
+            figures, openssl, heads = measure(
+                on, off, big, cert, count, runs, args.profile, work, base
+            )
             opened = check_view(on, big, cert, key, work)
         finally:
             on.stop()
             off.stop()
+            if base is not None:
+                base.stop()
     print(load_note())
     report(size_mb, count, runs, figures, openssl, heads, opened)
     if args.profile is not None and args.profile.exists():
@@ -292,10 +336,13 @@ def measure(
     runs: int,
     profile: Path | None,
     work: Path,
+    base: Server | None = None,
 ) -> tuple[dict[str, Figures], dict[str, Timing], set[bytes]]:
-    """``runs`` rounds: openssl, then each server's large and small parts."""
+    """``runs`` rounds: openssl, then each server's large and small parts (the baseline's
+    small parts only)."""
     bench = Bench(big, count, profile)
-    figures = {name: Figures([], [], 0, [], [], [], [], []) for name in ("on", "off")}
+    names = ("on", "off") if base is None else ("on", "off", BASELINE)
+    figures = {name: Figures([], [], 0, [], [], [], [], []) for name in names}
     references: dict[str, Callable[[], float]] = {
         TO_FILE: lambda: run_openssl(big, work / "openssl.p7m", cert, "aes256-cbc")[0],
         TO_NULL: lambda: run_openssl(big, Path("/dev/null"), cert, "aes256-cbc")[0],
@@ -311,6 +358,8 @@ def measure(
             bench.small(
                 server, figures[name], cached=name == "on", profile=run == 0 and name == "on"
             )
+        if base is not None:
+            bench.small(base, figures[BASELINE], cached=True, profile=False)
     return figures, {k: Timing(tuple(v)) for k, v in measured.items()}, heads
 
 
@@ -340,6 +389,8 @@ def report(
     print(f"1. FETCH 1 BODY[] of a {size_mb} MB message, cold (fresh mailbox each run)")
     rows = [(TO_FILE, openssl[TO_FILE]), (TO_NULL, openssl[TO_NULL])]
     for name, f in figures.items():
+        if not f.large_cold:
+            continue
         rows.append((f"cache {name}: cold", Timing.of(f.large_cold)))
         if f.large_cached:
             rows.append((f"cache {name}: re-fetch", Timing.of(f.large_cached)))
@@ -348,6 +399,8 @@ def report(
     print("   both servers sent the same view (first 4 KB of each run):", len(heads) == 1)
     table = []
     for name, f in figures.items():
+        if not f.large_cold:
+            continue
         cold = Timing.of(f.large_cold)
         value, text = ratio(openssl[TO_NULL], cold)  # speed ratio = time ratio inverted
         table.append(
