@@ -230,3 +230,85 @@ def _front_keystore(front: RunningServer) -> str:
 
 
 __all__ = ["RecordingIMAP4"]
+
+
+def test_a_daemonized_front_serves_key_requests_and_recovers(tmp_path: Path) -> None:
+    """twistd without -n forks after building the service: the keystore's pool must be made
+    in the serving process -- its threads are the ones that connect again after an outage."""
+    import signal
+
+    from tests.integration.conftest import PASSWORD, free_port
+
+    postgresql = PostgresServer()
+    data = tmp_path / "data"
+    assert admin(data, "user", "add", ALICE, stdin=PASSWORD + "\n").returncode == 0
+    port, pidfile = free_port(), tmp_path / "twistd.pid"
+    try:
+        postgresql.start()
+        _daemon_front(postgresql, data, port, pidfile, tmp_path)
+    finally:
+        postgresql.remove()
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while pidfile.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+
+def _daemon_front(
+    postgresql: PostgresServer, data: Path, port: int, pidfile: Path, tmp_path: Path
+) -> None:
+    """Start the daemonized front; concurrent XKEY requests, an outage, recovery."""
+    import socket
+    import sys
+    import threading
+
+    from tests.integration.conftest import PASSWORD, REPO
+
+    started = subprocess.run(
+        [
+            *(sys.executable, "-c", "from twisted.scripts.twistd import run; run()"),
+            *(f"--pidfile={pidfile}", f"--logfile={tmp_path / 'twistd.log'}", "transcoder"),
+            *("--data", str(data), "--imap", f"tcp:{port}:interface=127.0.0.1"),
+            *("--imaps", "none", "--keystore", postgresql.new_database()),
+        ],
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode == 0
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, (tmp_path / "twistd.log").read_text()
+            time.sleep(0.1)
+    errors: list[str] = []
+
+    def client() -> None:
+        try:
+            for _ in range(4):
+                with XKeyClient.connect("127.0.0.1", port, ALICE, PASSWORD, "plain") as keys:
+                    keys.policy()
+                    keys.keys()
+        except Exception as error:  # reported below
+            errors.append(repr(error))
+
+    clients = [threading.Thread(target=client) for _ in range(6)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    assert errors == []
+    postgresql.stop()
+    postgresql.start()
+    deadline = time.monotonic() + 30
+    while True:
+        errors.clear()
+        client()
+        if not errors:
+            break
+        assert time.monotonic() < deadline, errors
+        time.sleep(0.5)
