@@ -587,7 +587,9 @@ class BackendMailbox:
         """Never called: the server mixin relays SEARCH (:meth:`search_on_backend`)."""
         raise NotCarried("SEARCH is relayed to the backend")
 
-    def search_on_backend(self, criteria: list[bytes | Literal], uid: bool) -> defer.Deferred[Any]:
+    def search_on_backend(
+        self, criteria: list[bytes | Literal], uid: bool, numbers_matter: bool = True
+    ) -> defer.Deferred[Any]:
         """``UID SEARCH criteria`` on the backend: the client's sequence numbers or UIDs.
 
         The backend evaluates the criteria on the plaintext it stores.  Sequence
@@ -597,24 +599,27 @@ class BackendMailbox:
         [CANNOT]``; the client's next NOOP brings them).  Messages the client
         was not told of yet are left out of the answer.
         """
-        if not self._same_numbers(criteria):
+        if not self._same_numbers(criteria, numbers_matter):
             return defer.fail(NotCarried("Mailbox changed on the backend; NOOP, then SEARCH again"))
         d = self.connection.command(b"UID SEARCH", *criteria)
         return d.addCallback(self._search_answer, uid)
 
-    def _same_numbers(self, criteria: list[bytes | Literal]) -> bool:
-        """Whether the client's sequence numbers mean the same messages on the backend.
+    def _same_numbers(self, criteria: list[bytes | Literal], numbers_matter: bool) -> bool:
+        """Whether the criteria mean the same messages on the backend as for the client.
 
-        They do while the snapshot is the backend's sequence; with only new
-        messages not yet reported, they still do for every number the client
-        knows -- but ``*`` (the last message) would not, so a ``*`` anywhere
-        in the criteria asks for the exact match.
+        They do while the snapshot is the backend's sequence.  Otherwise ``*``
+        (the last message or UID) differs; criteria without sequence numbers
+        (``numbers_matter`` false) still do, the answer being limited to the
+        snapshot; with sequence numbers, only while nothing waits to be
+        expunged and the backend's sequence starts with the snapshot.
         """
         if self._uids == self._mirror:
             return True
-        if self._expunged or self._mirror[: len(self._uids)] != self._uids:
+        if any(isinstance(c, bytes) and b"*" in c for c in criteria):
             return False
-        return not any(isinstance(c, bytes) and b"*" in c for c in criteria)
+        if not numbers_matter:
+            return True
+        return not self._expunged and self._mirror[: len(self._uids)] == self._uids
 
     def _search_answer(self, result: CommandResult, uid: bool) -> list[int]:
         found: set[int] = set()

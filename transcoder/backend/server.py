@@ -26,6 +26,7 @@ what a backend changes:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -48,6 +49,8 @@ from transcoder.imap.server import TranscodingIMAP4Factory, TranscodingIMAP4Serv
 from transcoder.imap.transcoding import ExpungedView
 from transcoder.imap.transfer import check_sequence_numbers
 from transcoder.store.message import MessageExpunged
+from transcoder.store.search_query import SearchKey
+from transcoder.store.search_query import Sequence as SequenceKey
 from transcoder.store.search_syntax import parse_search_arguments
 
 log = Logger()
@@ -85,6 +88,20 @@ def search_pieces(criteria: bytes) -> list[bytes | Literal]:
     if text:
         pieces.append(text)
     return pieces
+
+
+def uses_sequence_numbers(key: Any) -> bool:
+    """Whether a parsed SEARCH key names messages by sequence number anywhere in its tree."""
+    if isinstance(key, SequenceKey):
+        return True
+    if not dataclasses.is_dataclass(key):
+        return False
+    for field in dataclasses.fields(key):
+        value = getattr(key, field.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, SearchKey) and uses_sequence_numbers(v) for v in values):
+            return True
+    return False
 
 
 def _needs_octets(items: tuple[FetchItem, ...]) -> bool:
@@ -285,12 +302,13 @@ class BackendFrontMixin:
             self_.send_error(tag, criteria)
             return
         try:
-            parse_search_arguments(criteria)
+            query = parse_search_arguments(criteria)
             pieces = search_pieces(criteria)
         except ClientError as error:
             self_.send_error(tag, error)
             return
-        d = defer.maybeDeferred(self.mbox.search_on_backend, pieces, bool(uid))
+        numbers = uses_sequence_numbers(query.key)
+        d = defer.maybeDeferred(self.mbox.search_on_backend, pieces, bool(uid), numbers)
 
         def answer(numbers: list[int]) -> None:
             # RFC 3501 section 7.2.5: "SEARCH" then one SP before each number.
