@@ -18,6 +18,8 @@ CHUNK = 64 * 1024
 #: Elements read whole into memory are small (recipient infos, parameters): cap them.
 MAX_ELEMENT = 1024 * 1024
 EOC = b"\0\0"
+#: Nesting deeper than this is refused (CMS needs a handful of levels).
+MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,10 @@ class BerReader:
         size = self._exactly(count)
         return Header(first[0], int.from_bytes(size, "big"), first + octet + size)
 
-    def element(self, header: Header | None = None) -> bytes:
+    def element(self, header: Header | None = None, depth: int = 0) -> bytes:
         """The next element (or the one whose ``header`` was just read), whole."""
+        if depth > MAX_DEPTH:
+            raise ValueError("BER nested too deeply")
         head = header or self.header()
         if head.length is not None:
             if head.length > MAX_ELEMENT:
@@ -72,7 +76,7 @@ class BerReader:
         parts = [head.raw]
         total = 0
         while True:
-            inner = self.element()
+            inner = self.element(depth=depth + 1)
             if inner == EOC:
                 return b"".join(parts) + EOC
             total += len(inner)
@@ -85,8 +89,10 @@ class BerReader:
         if self._exactly(2) != EOC:
             raise ValueError("missing end-of-contents")
 
-    def copy_octets(self, header: Header, out: BinaryIO) -> int:
+    def copy_octets(self, header: Header, out: BinaryIO, depth: int = 0) -> int:
         """Copy the content of the OCTET STRING whose ``header`` was read; octets copied."""
+        if depth > MAX_DEPTH:
+            raise ValueError("BER nested too deeply")
         if not header.constructed:
             if header.length is None:
                 raise ValueError("a primitive element has a definite length")
@@ -106,5 +112,5 @@ class BerReader:
                 return copied
             if inner.tag not in (0x04, 0x24):
                 raise ValueError("a constructed OCTET STRING holds only OCTET STRINGs")
-            copied += self.copy_octets(inner, out)
+            copied += self.copy_octets(inner, out, depth + 1)
         return copied

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, BinaryIO
 
 from asn1crypto import cms, core
@@ -193,8 +194,10 @@ def _decrypt_content(envelope: cms.Asn1Value, kind: str, cek: bytes) -> bytes:
     return unpadder.update(padded) + unpadder.finalize()
 
 
+@lru_cache(maxsize=32)
 def load_decryption_key(cert_pem: bytes, key_pem: bytes, fingerprint: str) -> DecryptionKey:
-    """A :class:`DecryptionKey` from the server key files' PEM."""
+    """A :class:`DecryptionKey` from the server key files' PEM (loaded once per key:
+    checking an RSA private key on load costs milliseconds)."""
     certificate = x509.load_pem_x509_certificate(cert_pem)
     private = serialization.load_pem_private_key(key_pem, None)
     assert isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
@@ -233,9 +236,9 @@ def decrypt_cms_file(
         if item[0] == 0xA0:  # originatorInfo [0]
             item = reader.element()
         recipients = list(cms.RecipientInfos.load(item))
-    except ValueError:
+        mine = [(r, k, w) for r in recipients for k, w in _ours(r, keys)]
+    except (ValueError, TypeError, KeyError):
         return None  # not CMS we understand: stored as sent
-    mine = [(r, k, w) for r in recipients for k, w in _ours(r, keys)]
     if not mine:
         return None
     recipient, key, wrapped = mine[0]
@@ -264,7 +267,7 @@ def decrypt_cms_file(
         cek = _unwrap(recipient, key, wrapped)
         spool.seek(0)
         _decrypt_stream(algorithm, cek, spool, out, aad, tag)
-    except (ValueError, TypeError, KeyError, InvalidTag, keywrap.InvalidUnwrap):
+    except (ValueError, TypeError, KeyError, IndexError, InvalidTag, keywrap.InvalidUnwrap):
         raise NotDecryptable("encrypted to the server's key but it does not decrypt") from None
     return key
 
