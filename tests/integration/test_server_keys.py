@@ -141,3 +141,56 @@ def test_import_refuses_a_certificate_with_extra_usages(
     assert sha256_fingerprint(Path(str(keys[1]["file"]))) == sha256_fingerprint(
         tmp_path / "sign.pem"
     )
+
+
+def test_import_openpgp_needs_separate_subkeys(server: RunningServer, tmp_path: Path) -> None:
+    """gpg's default key (the primary key signs) is refused for want of a signing subkey;
+    a key with separate encryption and signing subkeys is imported, becomes the published
+    OpenPGP key, and the old one is listed retired."""
+    with scratch_gpg_home("tc-skimp-") as gpg_home:
+        gpg = ["gpg", "--homedir", str(gpg_home.home), "--batch", "--pinentry-mode", "loopback"]
+        quiet = [*gpg, "--passphrase", ""]
+        subprocess.run(
+            [*quiet, "--quick-gen-key", "Hoster <hoster@example.org>", "future-default", "default"],
+            capture_output=True,
+            check=True,
+        )
+        default = subprocess.run(
+            [*quiet, "--armor", "--export-secret-keys"], capture_output=True, check=True
+        ).stdout
+        (tmp_path / "default.asc").write_bytes(default)
+    refused = admin(server.data, "server-key", "import", "openpgp", str(tmp_path / "default.asc"))
+    assert refused.returncode == 1 and "signing subkey" in refused.stderr, refused.stderr
+    before = saved(server, tmp_path / "before")[2]
+    # A certification-only primary key with an encryption and a signing subkey passes.
+    with scratch_gpg_home("tc-skimp2-") as gpg_home:
+        gpg = ["gpg", "--homedir", str(gpg_home.home), "--batch", "--pinentry-mode", "loopback"]
+        quiet = [*gpg, "--passphrase", ""]
+        subprocess.run(
+            [*quiet, "--quick-gen-key", "Hoster <hoster@example.org>", "ed25519", "cert", "2y"],
+            capture_output=True,
+            check=True,
+        )
+        fpr = (
+            subprocess.run(
+                [*gpg, "--with-colons", "--list-keys"], capture_output=True, text=True, check=True
+            )
+            .stdout.split("fpr:::::::::")[1]
+            .split(":")[0]
+        )
+        for algo, use in (("cv25519", "encr"), ("ed25519", "sign")):
+            subprocess.run(
+                [*quiet, "--quick-add-key", fpr, algo, use, "2y"], capture_output=True, check=True
+            )
+        (tmp_path / "good.asc").write_bytes(
+            subprocess.run(
+                [*quiet, "--armor", "--export-secret-keys"], capture_output=True, check=True
+            ).stdout
+        )
+    done = admin(server.data, "server-key", "import", "openpgp", str(tmp_path / "good.asc"))
+    assert done.returncode == 0, done.stderr
+    after = saved(server, tmp_path / "after")[2]
+    assert after["fingerprint"] == fpr.lower() != before["fingerprint"]
+    lines = admin(server.data, "server-key", "list").stdout.splitlines()
+    old = next(ln for ln in lines if str(before["fingerprint"]) in ln)
+    assert " retired " in old and "(generated)" in old
