@@ -194,3 +194,26 @@ def test_import_openpgp_needs_separate_subkeys(server: RunningServer, tmp_path: 
     lines = admin(server.data, "server-key", "list").stdout.splitlines()
     old = next(ln for ln in lines if str(before["fingerprint"]) in ln)
     assert " retired " in old and "(generated)" in old
+
+
+def test_library_reads_the_server_keys(server: RunningServer) -> None:
+    """XKeyClient.server_keys(): the same keys as the CLI, material included."""
+    import ssl
+
+    from tests.integration.conftest import PASSWORD
+    from transcoder.client import ServerKeyInfo, XKeyClient
+
+    context = ssl.create_default_context(cafile=str(server.data / "tls" / "server.crt"))
+    with XKeyClient.connect(
+        "127.0.0.1", server.imap_port, "alice@example.org", PASSWORD, ssl_context=context
+    ) as xkey:
+        keys = xkey.server_keys()
+    assert all(isinstance(k, ServerKeyInfo) for k in keys)
+    assert [k.file_name() for k in keys] == [
+        "server-smime-encrypt.pem",
+        "server-smime-sign.pem",
+        "server-openpgp.asc",
+    ]
+    assert keys[0].material.startswith("-----BEGIN CERTIFICATE-----")
+    assert "-----BEGIN PGP PUBLIC KEY BLOCK-----" in keys[2].material
+    assert len(keys[2].subkeys) == 2

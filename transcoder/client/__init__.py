@@ -11,6 +11,8 @@ that advertises the ``XKEY`` capability (docs/design.md, "Protocol: XKEY")::
         for key in xkey.keys():
             print(key.fingerprint, key.format, key.status, key.not_after)
         xkey.set_policy(mode="ALWAYS", format="SMIME")
+        for server_key in xkey.server_keys():  # the server's own keys (issue 16)
+            print(server_key.format, server_key.usage, server_key.fingerprint)
 
 Modules: :mod:`.model` (the frozen values and the errors), :mod:`.syntax`
 (pure response parsing), :mod:`.session` (:class:`XKeyClient` over imaplib),
@@ -27,6 +29,7 @@ from transcoder.client.model import (
     KeyInfo,
     PolicyInfo,
     PutResult,
+    ServerKeyInfo,
     XKeyConnectionError,
     XKeyError,
 )
@@ -36,6 +39,7 @@ __all__ = [
     "KeyInfo",
     "PolicyInfo",
     "PutResult",
+    "ServerKeyInfo",
     "XKeyClient",
     "XKeyConnectionError",
     "XKeyError",
