@@ -93,7 +93,7 @@ async def test_octets_of_following_messages_come_in_the_same_request(
     dovecot: DovecotInstance,
 ) -> None:
     """Loading one message of a FETCH brings the small ones after it too (fewer round trips)."""
-    from transcoder.backend import mailbox as mailbox_module
+    from transcoder.backend import octets as mailbox_module
 
     for n in range(5):
         dovecot.drop(ALICE, b"Subject: batch %d\r\n\r\nbody\r\n" % n, "Batch")

@@ -1,5 +1,8 @@
 """A mailbox selected on the backend, as the IMAP layer's session object (issue 11).
 
+(Its message octets are loaded by :mod:`.octets`; COPY, MOVE and SEARCH are
+handed to the backend by :mod:`.relay`.)
+
 :class:`BackendMailbox` offers what :class:`transcoder.store.session.MailboxSession`
 offers the IMAP layer -- counts, UIDVALIDITY/UIDNEXT, flags, ``fetch``,
 ``store``, ``expunge``, ``poll`` -- over the client session's backend
@@ -34,28 +37,26 @@ end) starts a ``NOOP`` when the connection was quiet for
 from __future__ import annotations
 
 import bisect
-import functools
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.mail import imap4
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from transcoder.backend.connection import BackendProtocol, CommandResult, Literal
+from transcoder.backend.connection import BackendProtocol, CommandResult
+from transcoder.backend.fetch_data import fetch_items, flag_list, parse_internal_date
 from transcoder.backend.message import BackendMessage
+from transcoder.backend.octets import OctetsMixin
+from transcoder.backend.relay import NotCarried, RelayMixin
 from transcoder.backend.response_syntax import (
     DataResponse,
     Response,
-    Spool,
     StatusResponse,
-    String,
     format_uid_set,
 )
-from transcoder.errors import BadCommand, MailboxError, MailboxReadOnly, MessageNotFound
+from transcoder.errors import BadCommand, MailboxReadOnly, MessageNotFound
 from transcoder.store.interfaces import MailboxUpdates
 
 if TYPE_CHECKING:
@@ -63,56 +64,9 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-#: At most this many messages' octets are fetched in one request (``request_octets``).
-READAHEAD_MESSAGES = 64
-#: ... and at most this many octets, by their RFC822.SIZE (a larger message alone).
-READAHEAD_OCTETS = 1024 * 1024
 #: A poll starts a backend NOOP when the connection was quiet this long (seconds).
 NOOP_INTERVAL = 1.0
 RECENT = "\\Recent"
-
-
-class NotCarried(MailboxError):
-    """A command the backend front does not carry through yet (docs/design.md, "Backend front")."""
-
-    code = "CANNOT"
-
-
-def flag_list(value: Any) -> tuple[str, ...]:
-    """A parenthesised flag list's tokens as text."""
-    if not isinstance(value, list):
-        return ()
-    return tuple(t.decode("utf-8", "replace") for t in value if isinstance(t, bytes))
-
-
-def fetch_items(response: DataResponse) -> dict[bytes, Any]:
-    """``{ITEM: value}`` of a ``* n FETCH (ITEM value ...)`` response (names upper-cased)."""
-    items = response.tokens[2] if len(response.tokens) > 2 else []
-    if not isinstance(items, list):
-        return {}
-    out: dict[bytes, Any] = {}
-    for i in range(0, len(items) - 1, 2):
-        name = items[i]
-        if isinstance(name, bytes):
-            out[name.upper()] = items[i + 1]
-    return out
-
-
-def parse_internal_date(value: Any) -> datetime:
-    """An INTERNALDATE (``"05-Dec-2026 06:51:12 +0000"``) as an aware datetime."""
-    text = value.value if isinstance(value, String) else value
-    if not isinstance(text, bytes):
-        return datetime.fromtimestamp(0, UTC)
-    return _internal_date(text)
-
-
-@functools.lru_cache(maxsize=1024)
-def _internal_date(text: bytes) -> datetime:
-    """Parsed once per distinct value: messages delivered together share their dates."""
-    try:
-        return datetime.strptime(text.decode("ascii").strip(), "%d-%b-%Y %H:%M:%S %z")
-    except ValueError:
-        return datetime.fromtimestamp(0, UTC)
 
 
 def _ranges(messages: imap4.MessageSet, last: int) -> list[tuple[int, int]]:
@@ -126,7 +80,7 @@ def _ranges(messages: imap4.MessageSet, last: int) -> list[tuple[int, int]]:
 
 
 @implementer(imap4.IMailbox, imap4.ICloseableMailbox)
-class BackendMailbox:
+class BackendMailbox(OctetsMixin, RelayMixin):
     """The selected backend mailbox as one client sees it (see the module docstring)."""
 
     def __init__(
@@ -437,65 +391,6 @@ class BackendMailbox:
         self._readahead_index = {m.uid: i for i, m in enumerate(self._readahead)}
         return out
 
-    def request_octets(self, message: BackendMessage) -> None:
-        """Fetch ``message``'s octets, with those of the messages after it in the same FETCH.
-
-        One ``UID FETCH set (UID BODY.PEEK[])`` (``PEEK``: ``\\Seen`` is the
-        IMAP layer's to set) carries the message and the next ones of the
-        last :meth:`fetch` not yet asked for, up to :data:`READAHEAD_OCTETS`
-        (by their RFC822.SIZE) and :data:`READAHEAD_MESSAGES`: a FETCH of many
-        small messages costs few round trips, a large one is fetched alone.
-        """
-        batch = [message]
-        total = message.size
-        position = self._readahead_index.get(message.uid)
-        if position is not None:
-            for follower in self._readahead[position + 1 :]:
-                if len(batch) >= READAHEAD_MESSAGES or total + follower.size > READAHEAD_OCTETS:
-                    break
-                if follower.requested or follower.loaded:
-                    continue
-                batch.append(follower)
-                total += follower.size
-        for m in batch:
-            m.requested = True
-        uid_set = format_uid_set([m.uid for m in batch])
-        d = self.connection.command(b"UID FETCH " + uid_set + b" (UID BODY.PEEK[])")
-        d.addCallbacks(self._deliver, self._deliver_failure, (batch,), None, (batch,))
-
-    def _deliver(self, result: CommandResult, batch: list[BackendMessage]) -> None:
-        from transcoder.store.message import MessageExpunged
-
-        spools: dict[int, Spool] = {}
-        for response in result.data(b"FETCH"):
-            items = fetch_items(response)
-            token = items.get(b"UID")
-            body = items.get(b"BODY[]")
-            if not (isinstance(token, bytes) and token.isdigit()) or body is None:
-                continue
-            if isinstance(body, Spool):
-                spools[int(token)] = body
-            else:
-                spool = Spool()
-                if isinstance(body, String):
-                    spool.write(body.value)
-                spool.finish()
-                spools[int(token)] = spool
-        tell = []
-        for message in batch:
-            octets = spools.get(message.uid)
-            if octets is None:
-                gone = MessageExpunged(f"message {message.uid} is gone from the backend")
-                tell.append(message.settle(Failure(gone)))
-            else:
-                tell.append(message.settle(octets))
-        for call in tell:
-            call()
-
-    def _deliver_failure(self, failure: Failure, batch: list[BackendMessage]) -> None:
-        for call in [message.settle(failure) for message in batch]:
-            call()
-
     # -- changes ------------------------------------------------------------------------------
 
     def _check_writable(self) -> None:
@@ -551,85 +446,9 @@ class BackendMailbox:
         """Never called: the server mixin relays COPY (:meth:`copy_on_backend`)."""
         return defer.fail(NotCarried("COPY is relayed to the backend"))
 
-    def copy_on_backend(
-        self, messages: imap4.MessageSet, uid: bool, target: bytes | Literal, move: bool
-    ) -> defer.Deferred[bytes | None]:
-        """``UID COPY`` / ``UID MOVE`` of ``messages`` into ``target`` on the backend.
-
-        Fires with the argument of the backend's COPYUID (``validity sources
-        copies``, RFC 4315), or None when nothing was named or the backend
-        gave none.  The backend's EXPUNGEs of a MOVE reach the mirror; the
-        caller reports them (:meth:`commit_expunges`).
-        """
-        if move:
-            self._check_writable()
-            if b"MOVE" not in self.connection.capabilities:
-                return defer.fail(NotCarried("The backend server has no MOVE"))
-        wanted = [u for _, u in self._resolve(messages, uid) if u not in self._expunged]
-        if not wanted:
-            return defer.succeed(None)
-        verb = b"UID MOVE " if move else b"UID COPY "
-        d = self.connection.command(verb + format_uid_set(wanted), target)
-
-        def copyuid(result: CommandResult) -> bytes | None:
-            if result.status.code_name == b"COPYUID":
-                return result.status.code_argument
-            found = result.codes(b"COPYUID")
-            return found[0] if found else None
-
-        return d.addCallback(copyuid)
-
-    def commit_expunges(self) -> list[int]:
-        """Drop what the backend expunged from the client's snapshot; the sequence numbers."""
-        return self._commit_expunges()
-
     def search(self, query: Any, uid: bool) -> Any:
         """Never called: the server mixin relays SEARCH (:meth:`search_on_backend`)."""
         raise NotCarried("SEARCH is relayed to the backend")
-
-    def search_on_backend(
-        self, criteria: list[bytes | Literal], uid: bool, numbers_matter: bool = True
-    ) -> defer.Deferred[Any]:
-        """``UID SEARCH criteria`` on the backend: the client's sequence numbers or UIDs.
-
-        The backend evaluates the criteria on the plaintext it stores.  Sequence
-        numbers in the criteria are the client's: they mean the same on the
-        backend only while they name the same messages (:meth:`_same_numbers`),
-        so a SEARCH while expunges wait to be reported is refused (``NO
-        [CANNOT]``; the client's next NOOP brings them).  Messages the client
-        was not told of yet are left out of the answer.
-        """
-        if not self._same_numbers(criteria, numbers_matter):
-            return defer.fail(NotCarried("Mailbox changed on the backend; NOOP, then SEARCH again"))
-        d = self.connection.command(b"UID SEARCH", *criteria)
-        return d.addCallback(self._search_answer, uid)
-
-    def _same_numbers(self, criteria: list[bytes | Literal], numbers_matter: bool) -> bool:
-        """Whether the criteria mean the same messages on the backend as for the client.
-
-        They do while the snapshot is the backend's sequence.  Otherwise ``*``
-        (the last message or UID) differs; criteria without sequence numbers
-        (``numbers_matter`` false) still do, the answer being limited to the
-        snapshot; with sequence numbers, only while nothing waits to be
-        expunged and the backend's sequence starts with the snapshot.
-        """
-        if self._uids == self._mirror:
-            return True
-        if any(isinstance(c, bytes) and b"*" in c for c in criteria):
-            return False
-        if not numbers_matter:
-            return True
-        return not self._expunged and self._mirror[: len(self._uids)] == self._uids
-
-    def _search_answer(self, result: CommandResult, uid: bool) -> list[int]:
-        found: set[int] = set()
-        for response in result.data(b"SEARCH"):
-            found.update(
-                int(t) for t in response.tokens[1:] if isinstance(t, bytes) and t.isdigit()
-            )
-        if uid:
-            return [u for u in self._uids if u in found]
-        return [seq for seq, u in enumerate(self._uids, 1) if u in found]
 
     # -- reporting ----------------------------------------------------------------------------
 
