@@ -10,6 +10,8 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.mime.corpus import CORPUS, crlf
 from transcoder.mime.entity import Entity, parse_message
@@ -285,6 +287,47 @@ def test_parse_top_level_matches_full_parse() -> None:
         assert shallow.header == full.header
         assert (shallow.body_start, shallow.end) == (full.body_start, len(message))
         assert shallow.content_type == full.content_type
+
+
+_PIECES = st.sampled_from(
+    [
+        b"Subject: x",
+        b"From: a@b",
+        b"Content-Type: text/html",
+        b"content-type:multipart/mixed;",
+        b' boundary="q"',
+        b"\tfolded",
+        b" ",
+        b"no colon",
+        b":",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"--q",
+        b"\xff\xfe",
+        b"Content-Type: ",
+        b"X: y\r\n\r\n",
+        b"body",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(_PIECES, max_size=30), window=st.sampled_from([8, 64, 1 << 16]))
+def test_the_quick_header_split_is_the_full_parse(pieces: list[bytes], window: int) -> None:
+    """Arbitrary header-like octets (bare LF, bare CR, continuations first, no colon, no blank
+    line, blank line first): parse_top_level's C-speed split equals the general parser's."""
+    message = b"".join(pieces)
+    full = parse_message(io.BytesIO(message))
+    shallow = parse_top_level(io.BytesIO(message), window=window)
+    assert shallow.header == full.header
+    assert (shallow.header_start, shallow.body_start, shallow.end) == (
+        full.header_start,
+        full.body_start,
+        len(message),
+    )
+    assert shallow.content_type == full.content_type
+    assert (shallow.children, shallow.body_lines) == ((), 0)
 
 
 class HashingSink:

@@ -319,6 +319,10 @@ class ViewCache:
         self._durable = _DiskEntries(root, max_bytes or DURABLE_FLOOR)
         self._volatile = _DiskEntries(root / VOLATILE, max_bytes)
         self._memory = _MemoryEntries(min(max_bytes, MEMORY_CAP))
+        #: The key of every volatile entry made by this process (all of them: that tier is
+        #: emptied at start), so a lookup builds no path for a view never kept there.
+        #: Evicted ones linger until looked up or pruned (:meth:`_kept_volatile`).
+        self._volatile_keys: dict[ViewKey, Path] = {}
         self._trash_count = 0
         self._prepare()
 
@@ -360,14 +364,27 @@ class ViewCache:
         view = self._memory.get(key)
         if view is not None:
             return view
-        for tier in (self._volatile, self._durable):
-            if not tier.lru:
-                continue  # no path to compute (a cold small FETCH's common case)
-            path = tier.root / _relative_path(key)
-            size = tier.touch(path)
+        path = self._volatile_keys.get(key)
+        if path is not None:
+            size = self._volatile.touch(path)
+            if size is not None:
+                return TranscodedView(path, size)
+            del self._volatile_keys[key]  # evicted
+        if self._durable.lru:  # else no path to compute (a cold FETCH's common case)
+            path = self._durable.root / _relative_path(key)
+            size = self._durable.touch(path)
             if size is not None:
                 return TranscodedView(path, size)
         return None
+
+    def _kept_volatile(self, key: ViewKey, view: TranscodedView) -> None:
+        """Record a volatile entry (made by this process); forget keys of evicted ones."""
+        if view.path not in self._volatile.lru:
+            self._volatile.add(view.path, view.size)
+        self._volatile_keys[key] = view.path
+        if len(self._volatile_keys) > 2 * len(self._volatile.lru) + 64:
+            lru = self._volatile.lru
+            self._volatile_keys = {k: p for k, p in self._volatile_keys.items() if p in lru}
 
     def pending(self, key: ViewKey) -> defer.Deferred[Any] | None:
         """The view being made for ``key`` by another FETCH, if any (shared)."""
@@ -419,7 +436,10 @@ class ViewCache:
         elif isinstance(outcome, _SpooledView):
             pass  # kept by nothing but the FETCH serving it
         elif isinstance(outcome, TranscodedView):
-            (self._durable if durable else self._volatile).add(outcome.path, outcome.size)
+            if durable:
+                self._durable.add(outcome.path, outcome.size)
+            else:
+                self._kept_volatile(key, outcome)
         return outcome
 
     def stream(self, key: ViewKey, transcode: Transcode, size: int) -> Any:
@@ -446,8 +466,8 @@ class ViewCache:
         def kept(outcome: Any) -> None:
             if landed:
                 self._inflight.pop(key, None)
-            if isinstance(outcome, TranscodedView) and outcome.path not in self._volatile.lru:
-                self._volatile.add(outcome.path, outcome.size)
+            if isinstance(outcome, TranscodedView):
+                self._kept_volatile(key, outcome)
             if not landed:
                 return None
             if isinstance(outcome, TranscodedView):
@@ -472,6 +492,8 @@ class ViewCache:
         """
         relative = account_directory(account)
         self._memory.forget_account(account)
+        for key in [k for k in self._volatile_keys if k.account == account]:
+            del self._volatile_keys[key]
         for tier in (self._durable, self._volatile):
             account_dir = tier.root / relative
             tier.forget_under(account_dir)

@@ -162,8 +162,23 @@ def _armored(entity: Entity, fp: BinaryIO, base64_allowed: bool) -> bool:
     return check.finish()
 
 
+#: What an armored message's text starts with (after white space).
+_ARMOR_START = b"-----BEGIN PGP MESSAGE-----"
+
+
 def _inline_pgp(entity: Entity, fp: BinaryIO) -> bool:
-    """A text/plain body that is one armored encrypted message and white space."""
+    """A text/plain body that is one armored encrypted message and white space.
+
+    Most text is refused by its first octets: an identity-encoded body that
+    does not begin (after white space) with the BEGIN line is not one, and
+    its remaining octets need not be read (a cheap answer for every plain
+    message served encrypted).
+    """
+    if _encoding(entity) in _IDENTITY:
+        fp.seek(entity.body_start)
+        head = fp.read(min(entity.body_size, 256)).lstrip(WHITESPACE)
+        if head and not head.startswith(_ARMOR_START[: len(head)]):
+            return False
     return _armored(entity, fp, base64_allowed=True)
 
 

@@ -29,6 +29,7 @@ Decisions the RFCs leave open, taken here:
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -109,10 +110,23 @@ def content_type(value: str | None, default: ContentType = ContentType()) -> Con
 
     RFC 2045 section 5.2: an invalid Content-Type means ``text/plain;
     charset=us-ascii``; RFC 2046 section 4.1.2: text/plain without charset is
-    US-ASCII, so that parameter is added.
+    US-ASCII, so that parameter is added.  Parsed values are remembered
+    (:data:`CONTENT_TYPE_MEMO` of them): a mailbox repeats a few values.
     """
     if value is None:
         return default
+    if len(value) > _MEMO_VALUE:
+        return _content_type(value)
+    return _remembered_content_type(value)
+
+
+#: Content-Type values remembered, and the longest remembered.
+CONTENT_TYPE_MEMO = 1024
+_MEMO_VALUE = 256
+
+
+def _content_type(value: str) -> ContentType:
+    """:func:`content_type` of a present value, parsed."""
     parsed = parse_media_type(value)
     if parsed is None:
         return ContentType()
@@ -121,6 +135,9 @@ def content_type(value: str | None, default: ContentType = ContentType()) -> Con
         params += (("charset", "us-ascii"),)
         wire += (("charset", "us-ascii"),)
     return ContentType(maintype, subtype, params, None if wire == params else wire)
+
+
+_remembered_content_type = functools.lru_cache(maxsize=CONTENT_TYPE_MEMO)(_content_type)
 
 
 @dataclass(frozen=True)

@@ -267,6 +267,11 @@ def message_digest(source: BinaryIO, size: int) -> bytes:
     hashlib releases the GIL on large buffers, so worker threads hash in parallel.
     """
     source.seek(0)
+    if size <= _HASH_CHUNK:  # most mail: one read, no buffer to allocate
+        data = source.read(size)
+        if len(data) < size:
+            raise EOFError(f"message ended {size - len(data)} octets short of {size}")
+        return hashlib.sha256(data).digest()
     digest = hashlib.sha256()
     buffer = memoryview(bytearray(min(_HASH_CHUNK, max(size, 1))))
     remaining = size
