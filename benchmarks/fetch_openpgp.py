@@ -17,8 +17,9 @@ directory, two accounts -- one with a Curve25519 OpenPGP key (``gpg
 subkey) and policy ``MODE ALWAYS FORMAT OPENPGP``, one with policy OFF --
 and measures, in one run, with imaplib:
 
-1. ``FETCH 1 BODY[]`` of a 100 MB message: plaintext MB/s cold (gpg runs,
-   its armored output is written to the view cache, then sent) and cached,
+1. ``FETCH 1 BODY[]`` of a 100 MB message: plaintext MB/s cold (native:
+   streamed as it is encrypted, its size and structure predicted; gpg: its
+   armored output is written to the view cache, then sent) and cached,
    against ``gpg --encrypt --armor --compress-algo none --trust-model always
    -r KEY`` from the same file into a file (and into /dev/null), in a home
    holding only the public key.  Target: cold / gpg >= 0.8.
