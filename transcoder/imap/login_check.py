@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 from transcoder.auth.throttle import Attempt, ThrottleBusy
 from transcoder.errors import AuthenticationFailed, ClientError, ServerError
 from transcoder.imap.login_gate import LoginGate, peer_host
+from transcoder.keys.keystore import KeyStoreUnavailable
 
 if TYPE_CHECKING:
     from twisted.mail.imap4 import IMAP4Server as _ServerBase
@@ -54,6 +55,12 @@ _LOOK_AGAIN = 0.001
 
 class LoginThrottled(ClientError):
     """The throttle refused a login attempt without checking it (too many wait on its keys)."""
+
+    code = "UNAVAILABLE"  # RFC 5530: a temporary failure
+
+
+class KeystoreUnreachable(ClientError):
+    """The credentials were right but the shared keystore cannot be reached (LOGIN refused)."""
 
     code = "UNAVAILABLE"  # RFC 5530: a temporary failure
 
@@ -132,6 +139,7 @@ class CredentialCheckMixin(_ServerBase):
         """Check the credentials now; tell the throttle the outcome."""
         d = maybeDeferred(login_call)
         d.addBoth(self._report_outcome, attempt)
+        d.addCallback(self._keystore_reachable)
         d.addCallbacks(
             self._login_succeeded,
             self._login_failed,
@@ -148,6 +156,28 @@ class CredentialCheckMixin(_ServerBase):
             verdict = False if result.check(UnauthorizedLogin) else None
         self.login_gate.leave(attempt, verdict)
         return result
+
+    def _keystore_reachable(self, result: tuple[Any, Any, Callable[[], None]]) -> Any:
+        """Accepted: with a shared (PostgreSQL) keystore, read the account's view epoch first.
+
+        A session that cannot reach the keystore can do nothing useful (SELECT,
+        FETCH and XKEY all read it), so LOGIN answers ``NO [UNAVAILABLE]``
+        (RFC 5530) at once rather than OK and a failing first SELECT.  The
+        credentials were right: the throttle has been told so already.
+        """
+        keys = getattr(self, "keys", None)
+        address = getattr(result[1], "address", None)
+        if keys is None or keys.store.changes is None or not isinstance(address, str):
+            return result  # SQLite (a local file) or no keystore: nothing to probe
+
+        def unreachable(failure: Failure) -> Any:
+            result[2]()  # log the avatar out
+            failure.trap(KeyStoreUnavailable)
+            raise KeystoreUnreachable("Keystore unavailable; try again later")
+
+        d = keys.store.view_epoch(address, keys.now())
+        d.addCallbacks(lambda _: result, unreachable)
+        return d
 
     def _not_admitted(self, failure: Failure, tag: bytes, login: bytes | None) -> None:
         """The throttle refused the attempt (busy) or the connection went while it waited."""
