@@ -12,7 +12,7 @@ Usage::
     transcoder-admin --data DIR key retire FINGERPRINT
     transcoder-admin --data DIR key purge FINGERPRINT
     transcoder-admin --data DIR policy ADDRESS [--mode always|off] [--format smime|openpgp]
-    transcoder-admin --data DIR --keystore postgresql://... key|policy ...
+    transcoder-admin [--data DIR] --keystore postgresql://... key|policy ...
     transcoder-admin --data DIR server-key list
     transcoder-admin --data DIR server-key rotate smime|openpgp [--algorithm ec|rsa]
     transcoder-admin --data DIR server-key retire FINGERPRINT
@@ -38,6 +38,8 @@ their audit records to ``DIR/audit.jsonl``, marked ``"via":
 command, as the servers are given it) the key and policy commands work on
 that shared keystore instead, their records go to its ``audit`` table, and
 every server listening to it applies the change before its next command.
+They then need no accounts file (fronts before Dovecot have none: any
+address is taken) and ``--data`` may be left out.
 
 Exit status: 0 on success, 1 when the request is refused (one line on
 stderr says why), 2 for a command-line syntax error.  Each command group is
@@ -149,8 +151,14 @@ def cmd_deliver(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None
 
 
 def _existing_account(args: argparse.Namespace, address: str) -> str:
-    """``address`` normalized; AdminError when the data directory has no such account."""
+    """``address`` normalized; AdminError when the data directory has no such account.
+
+    With ``--keystore`` and no accounts file (a front before Dovecot: the
+    backend holds the accounts) any address is taken as it is.
+    """
     normalized = normalize_address(address)
+    if args.keystore and (args.data is None or not (Path(args.data) / "accounts").exists()):
+        return normalized
     if _accounts(args).get(normalized) is None:
         raise AdminError(f"no account {normalized}")
     return normalized
@@ -174,10 +182,7 @@ def _keystore(args: argparse.Namespace) -> Iterator[KeyStore]:
     from transcoder.keys.keystore import KeyStore, is_postgresql
     from transcoder.layers import AUDIT_NAMESPACE, audit_file_observer, open_audit_log
 
-    data = Path(args.data)
-    if not (data / "accounts").exists():
-        raise AdminError(f"{data} is not a transcoder data directory (no accounts file)")
-    if args.keystore:
+    if args.keystore:  # no accounts file needed: fronts before Dovecot have none
         if not is_postgresql(args.keystore):
             raise AdminError("--keystore takes a postgresql:// URI")
         from transcoder.keys.pg_keystore import PgKeyStore
@@ -185,6 +190,9 @@ def _keystore(args: argparse.Namespace) -> Iterator[KeyStore]:
         with PgKeyStore(args.keystore) as shared:  # its audit table is the trail
             yield shared
         return
+    data = Path(args.data)
+    if not (data / "accounts").exists():
+        raise AdminError(f"{data} is not a transcoder data directory (no accounts file)")
     with open_audit_log(data / "audit.jsonl") as out:
         logger = Logger(namespace=AUDIT_NAMESPACE, observer=audit_file_observer(out))
         with KeyStore(data / "keys.db", audit=audit_to_logger(logger)) as store:
@@ -458,7 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transcoder-admin", description="Administer an imap-transcoder data directory."
     )
-    parser.add_argument("--data", required=True, metavar="DIR", help="the server's data directory")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="the server's data directory (required, but for key and policy commands"
+        " with --keystore)",
+    )
     parser.add_argument(
         "--keystore",
         metavar="URI",
@@ -488,7 +501,10 @@ def main(
 
     ``clock`` gives the time keys are validated and stored at (tests inject one).
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data is None and not (args.keystore and args.group in ("key", "policy")):
+        parser.error("--data DIR is required (but for key and policy commands with --keystore)")
     args.clock = clock
     func: Command = args.func
     try:
