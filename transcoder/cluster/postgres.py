@@ -1,0 +1,148 @@
+"""A PostgreSQL of its own: Debian's initdb into a temporary directory, on loopback.
+
+:class:`PostgresServer` runs ``initdb`` and ``postgres`` from
+``/usr/lib/postgresql/<version>/bin`` (Debian's ``postgresql`` package; the
+newest version installed) as an unprivileged user -- PostgreSQL refuses to
+run as root: then ``nobody`` owns the directory and runs the server.  The
+server listens on a free loopback port (and a unix socket in its own
+directory), is started and stopped by PID (SIGINT: fast shutdown), and can
+be stopped and started again on the same data (outages).  Durability is off
+(``fsync=off``): the data lives as long as the directory.  Authentication is
+``trust``: loopback tests and examples only.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+#: A throw-away cluster: no fsync at initdb, C collation (times compare as text either way).
+INITDB_OPTIONS = ("--no-sync", "--encoding=UTF8", "--locale=C")
+#: Loopback only; durability off (the data lives as long as the directory).
+SERVER_OPTIONS = (
+    *("-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
+    *("-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+)
+
+
+class PostgresMissing(RuntimeError):
+    """initdb or postgres is not installed (Debian package ``postgresql``)."""
+
+
+def postgres_bin(name: str) -> str | None:
+    """``name`` (initdb, postgres) of the newest PostgreSQL installed, or ``None``."""
+    found = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
+    return found[-1] if found else shutil.which(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PostgresServer:
+    """One PostgreSQL cluster in a temporary directory (see the module doc)."""
+
+    _names = itertools.count(1)
+
+    def __init__(self) -> None:
+        initdb, postgres = postgres_bin("initdb"), postgres_bin("postgres")
+        if initdb is None or postgres is None:
+            raise PostgresMissing("PostgreSQL is not installed (Debian package postgresql)")
+        self.postgres = postgres
+        self.root = Path(tempfile.mkdtemp(prefix="transcoder-pg-"))
+        self.data = self.root / "data"
+        self.socket_dir = self.root / "run"
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._as: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("nobody")
+            self._as = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+        self.root.chmod(0o755)
+        self.socket_dir.mkdir()
+        if self._as:
+            os.chown(self.socket_dir, self._as["user"], self._as["group"])
+        subprocess.run(
+            [initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", *INITDB_OPTIONS],
+            check=True,
+            capture_output=True,
+            cwd=self.root,
+            timeout=120,
+            **self._as,
+        )
+
+    def dsn(self, database: str = "postgres") -> str:
+        """The URI of ``database`` on this server, as a front's ``--keystore`` takes it."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs."""
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        """Start the server (on the same port) and wait until it takes connections."""
+        import psycopg  # the [postgresql] extra
+
+        log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 (the child keeps it)
+        where = ("-D", str(self.data), "-p", str(self.port), "-k", str(self.socket_dir))
+        self.process = subprocess.Popen(
+            [self.postgres, *where, *SERVER_OPTIONS],
+            stdout=log,
+            stderr=log,
+            cwd=self.root,
+            **self._as,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg.connect(self.dsn(), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "postgres did not start: " + (self.root / "postgres.log").read_text()
+                    ) from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Fast shutdown by PID (SIGINT: sessions are ended, the data kept)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def new_database(self) -> str:
+        """A fresh, empty database on this server; its URI."""
+        import psycopg
+
+        name = f"t{os.getpid()}_{next(self._names)}"
+        with psycopg.connect(self.dsn(), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def remove(self) -> None:
+        """Stop the server and delete its directory."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
