@@ -1,0 +1,126 @@
+"""A load generator for a cluster: many imaplib sessions doing the commands mail clients do.
+
+Each client is a thread that, until the time is up, loops: LOGIN, SELECT
+INBOX, UID FETCH of the first message's ``BODY.PEEK[]``, UID STORE of a flag,
+APPEND of a small message, LOGOUT -- six commands, each counted when it
+answered OK; anything else (NO, BAD, a dropped connection) is a protocol
+error, counted and the loop starts over.  :func:`run_load` spreads the
+clients over several processes (threads of one Python process would
+measure its GIL, not the servers) and adds their counts up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import multiprocessing
+import threading
+import time
+from dataclasses import dataclass
+
+#: Commands per loop.
+COMMANDS = ("LOGIN", "SELECT", "FETCH", "STORE", "APPEND", "LOGOUT")
+APPENDED = b"From: load@example.org\r\nSubject: load\r\n\r\nload test message\r\n"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Commands answered OK, protocol errors, sessions completed, seconds measured."""
+
+    commands: int
+    errors: int
+    sessions: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Commands per second."""
+        return self.commands / self.seconds if self.seconds else 0.0
+
+    def __add__(self, other: LoadResult) -> LoadResult:
+        return LoadResult(
+            self.commands + other.commands,
+            self.errors + other.errors,
+            self.sessions + other.sessions,
+            max(self.seconds, other.seconds),
+        )
+
+
+def _session(port: int, user: str, password: str) -> int:
+    """One loop; the commands answered OK (raises on the first that was not)."""
+    imap = imaplib.IMAP4("127.0.0.1", port, timeout=60)
+    done = 0
+    try:
+        imap.login(user, password)
+        done += 1
+        typ, data = imap.select("INBOX")
+        assert typ == "OK", data
+        done += 1
+        typ, data = imap.uid("SEARCH", "ALL")
+        assert typ == "OK" and data[0], data
+        first = data[0].split()[0].decode()
+        typ, data = imap.uid("FETCH", first, "(BODY.PEEK[])")
+        assert typ == "OK" and isinstance(data[0], tuple), data
+        done += 1
+        typ, data = imap.uid("STORE", first, "+FLAGS", r"(\Flagged)")
+        assert typ == "OK", data
+        done += 1
+        typ, data = imap.append("INBOX", None, None, APPENDED)
+        assert typ == "OK", data
+        done += 1
+        typ, data = imap.logout()
+        assert typ == "BYE", data
+        done += 1
+        return done
+    finally:
+        if imap.state != "LOGOUT":
+            with contextlib.suppress(OSError):
+                imap.shutdown()
+
+
+def _clients(port: int, user: str, password: str, clients: int, seconds: float) -> LoadResult:
+    """``clients`` threads of this process for ``seconds``."""
+    lock = threading.Lock()
+    totals = [0, 0, 0]
+    end = time.monotonic() + seconds
+
+    def client() -> None:
+        while time.monotonic() < end:
+            try:
+                done = _session(port, user, password)
+                ok, error = done, 0
+            except (imaplib.IMAP4.error, OSError, AssertionError):
+                ok, error = 0, 1
+            with lock:
+                totals[0] += ok
+                totals[1] += error
+                totals[2] += 1 - error
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return LoadResult(totals[0], totals[1], totals[2], time.monotonic() - start)
+
+
+def _worker(args: tuple[int, str, str, int, float]) -> LoadResult:
+    return _clients(*args)
+
+
+def run_load(
+    port: int, user: str, password: str, clients: int, seconds: float, processes: int = 2
+) -> LoadResult:
+    """``clients`` concurrent sessions through ``port`` for ``seconds``, in ``processes``."""
+    processes = max(1, min(processes, clients))
+    shares = [clients // processes + (i < clients % processes) for i in range(processes)]
+    if processes == 1:
+        return _clients(port, user, password, clients, seconds)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes) as pool:
+        results = pool.map(_worker, [(port, user, password, n, seconds) for n in shares])
+    total = results[0]
+    for result in results[1:]:
+        total = total + result
+    return total
