@@ -11,7 +11,7 @@ import pytest
 
 from tests.mime.corpus import CORPUS, crlf
 from transcoder.mime import ContentType, Entity, HeaderField, parse_message
-from transcoder.mime.entity import MAX_DEPTH, MAX_HEADER, MAX_PARTS
+from transcoder.mime.entity import MAX_DEPTH, MAX_HEADER, MAX_PARTS, parse_shape
 from transcoder.mime.scanner import CHUNK
 
 
@@ -267,3 +267,25 @@ def test_near_miss_delimiter_lines_stay_fast() -> None:
     elapsed = time.perf_counter() - started
     assert len(e.children) == 1
     assert elapsed < 1.5  # measured ~0.08 s; ~3 s when each near miss was checked in Python
+
+
+@pytest.mark.parametrize(
+    ("prefix", "body", "suffix"),
+    [
+        (b"Subject: one part\r\nContent-Type: text/plain\r\n\r\n", b"a\r\nbb\r\n" * 500, b""),
+        (b"Content-Type: application/pkcs7-mime\r\n\r\n", b"QUJD\r\n" * 9, b""),
+        (b"Subject: empty\r\n\r\n", b"", b""),
+        (
+            b'Content-Type: multipart/encrypted; boundary="b"\r\n\r\npre\r\n--b\r\n'
+            b"Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n",
+            b"-----BEGIN PGP MESSAGE-----\r\n\r\nwcBMA\r\n-----END PGP MESSAGE-----\r\n",
+            b"\r\n--b--\r\n",
+        ),
+    ],
+)
+def test_parse_shape_is_the_parse_of_the_whole(prefix: bytes, body: bytes, suffix: bytes) -> None:
+    """A view's structure from its prefix, body size and lines, and suffix: the same tree,
+    offsets and line counts as parsing the whole octets (single part and multipart)."""
+    whole = parse_message(io.BytesIO(prefix + body + suffix))
+    assert parse_shape(prefix, len(body), body.count(b"\n"), suffix) == whole

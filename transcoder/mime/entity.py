@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import functools
 import io
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 from transcoder.mime.headers import Params, parse_media_type
@@ -327,6 +328,47 @@ def parse_message(fp: BinaryIO, start: int = 0, end: int | None = None) -> Entit
     return entity
 
 
+def _blank_line(data: bytes) -> tuple[int, int] | None:
+    """Where the first blank line (``CRLF`` or a bare LF line) of ``data`` starts and ends."""
+    for line in (b"\r\n", b"\n"):
+        if data.startswith(line):
+            return 0, len(line)
+    crlf, lf = data.find(b"\n\r\n"), data.find(b"\n\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf + 1, crlf + 3
+    if lf >= 0:
+        return lf + 1, lf + 2
+    return None
+
+
+#: A header field: its first line, and the continuation lines after it.
+_FIELD = re.compile(rb"([^\n]*\n)((?:[ \t][^\n]*\n)*)")
+
+
+def header_section(data: bytes, end: int) -> Entity | None:
+    """The top-level entity of a message whose header ends inside ``data`` (its first
+    octets), split with C-speed searches; None when the general parser must decide
+    (no blank line in ``data``, a header over :data:`MAX_HEADER`).
+
+    Gives exactly what :func:`parse_message` gives for a header section (the
+    header fields of :func:`_read_header` with no enclosing boundary); the
+    body is not split (no children, line count 0) and runs to ``end``.
+    """
+    blank = _blank_line(data)
+    if blank is None or blank[1] > MAX_HEADER:
+        return None
+    header_end, body_start = blank
+    fields = []
+    # A field is a line and the continuation lines after it (RFC 5322 section 2.2.3); a
+    # first line that starts with blanks, or has no colon, is a field too (as in entity.py).
+    for first, folded in _FIELD.findall(data, 0, header_end):
+        colon = first.find(b":")
+        name = first[:colon].rstrip(b" \t").decode("latin-1") if colon >= 0 else ""
+        fields.append(HeaderField(name, first + folded if folded else first))
+    value = next((f.value for f in fields if f.name.lower() == "content-type"), None)
+    return Entity(0, body_start, end, tuple(fields), content_type(value))
+
+
 #: What stands for a body that only encryption makes when a view's shape is parsed:
 #: one short line (no delimiter, no header can start with it).
 SHAPE_FILLER = b".\r\n"
@@ -357,12 +399,23 @@ def parse_shape(prefix: bytes, body_size: int, body_lines: int, suffix: bytes = 
     and its LF count are known (a view not encrypted yet).
 
     ``prefix`` ends with the blank line of the header section the body
-    belongs to and the body ends with a line break (or is empty).  The
+    belongs to, the body ends with a line break (or is empty) and is a leaf
+    -- encrypted octets, never split into parts.  The
     octets are parsed with a one-line stand-in for the body, then every
     offset past it is moved by the difference: the offsets, sizes and line
     counts are those :func:`parse_message` gives for the real octets, and
     parsing costs the headers only, however large the body.
     """
+    end = len(prefix) + body_size + len(suffix)
+    if not suffix:
+        # A single part (S/MIME): its header section is all there is to parse.
+        top = header_section(prefix + SHAPE_FILLER, end)
+        if (
+            top is not None
+            and top.body_start == len(prefix)
+            and top.content_type.maintype not in ("multipart", "message")
+        ):
+            return replace(top, body_lines=body_lines if body_size else 0)
     filler = SHAPE_FILLER if body_size else b""
     parsed = parse_message(io.BytesIO(prefix + filler + suffix))
     cut = len(prefix) + len(filler)
@@ -380,6 +433,7 @@ __all__ = [
     "HeaderField",
     "Params",
     "content_type",
+    "header_section",
     "parse_message",
     "parse_shape",
 ]

@@ -45,13 +45,7 @@ import re
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from transcoder.mime.entity import (
-    MAX_HEADER,
-    Entity,
-    HeaderField,
-    content_type,
-    parse_message,
-)
+from transcoder.mime.entity import Entity, HeaderField, content_type, header_section, parse_message
 
 #: Octets copied at a time when a body is streamed.
 CHUNK = 1 << 16
@@ -226,48 +220,6 @@ def open_inner(src: BinaryIO, parts: ProtectedParts) -> BinaryIO:
     return io.BufferedReader(InnerEntityReader(src, parts), buffer_size=CHUNK)
 
 
-def _blank_line(data: bytes) -> tuple[int, int] | None:
-    """Where the first blank line (``CRLF`` or a bare LF line) of ``data`` starts and ends."""
-    for line in (b"\r\n", b"\n"):
-        if data.startswith(line):
-            return 0, len(line)
-    crlf, lf = data.find(b"\n\r\n"), data.find(b"\n\n")
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf + 1, crlf + 3
-    if lf >= 0:
-        return lf + 1, lf + 2
-    return None
-
-
-#: A header field: its first line, and the continuation lines after it.
-_FIELD = re.compile(rb"([^\n]*\n)((?:[ \t][^\n]*\n)*)")
-
-
-def _header_only(data: bytes, end: int) -> Entity | None:
-    """The top-level entity of a message whose header ends inside ``data`` (its first
-    octets), split with C-speed searches; None when the general parser must decide
-    (no blank line in ``data``, a header over :data:`MAX_HEADER`).
-
-    Gives exactly what :func:`parse_message` gives for a header section (the
-    header fields of :func:`transcoder.mime.entity._read_header` with no
-    enclosing boundary), children and line count left out as
-    :func:`parse_top_level` documents.
-    """
-    blank = _blank_line(data)
-    if blank is None or blank[1] > MAX_HEADER:
-        return None
-    header_end, body_start = blank
-    fields = []
-    # A field is a line and the continuation lines after it (RFC 5322 section 2.2.3); a
-    # first line that starts with blanks, or has no colon, is a field too (as in entity.py).
-    for first, folded in _FIELD.findall(data, 0, header_end):
-        colon = first.find(b":")
-        name = first[:colon].rstrip(b" \t").decode("latin-1") if colon >= 0 else ""
-        fields.append(HeaderField(name, first + folded if folded else first))
-    value = next((f.value for f in fields if f.name.lower() == "content-type"), None)
-    return Entity(0, body_start, end, tuple(fields), content_type(value))
-
-
 def parse_top_level(fp: BinaryIO, end: int | None = None, window: int = CHUNK) -> Entity:
     """The top-level entity of the message in ``fp[0:end]``, without splitting its body.
 
@@ -281,7 +233,7 @@ def parse_top_level(fp: BinaryIO, end: int | None = None, window: int = CHUNK) -
         end = fp.seek(0, 2)
     limit = min(end, window)
     fp.seek(0)
-    quick = _header_only(fp.read(limit), end)
+    quick = header_section(fp.read(limit), end)
     if quick is not None:
         return quick
     while True:
