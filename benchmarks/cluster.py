@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r}:")
                 print(line("1 front", single))
                 print(line("2 fronts", double))
+                for failure in single.failures + double.failures:
+                    print(f"    error: {failure}")
                 ratio = double.rate / single.rate if single.rate else float("nan")
                 print(f"  ratio 2/1   {ratio:.2f}  (load average {os.getloadavg()})")
             median_one = statistics.median(r.rate for r in singles)

@@ -72,7 +72,8 @@ def fetch_and_decrypt(stack: Stack, password: str, cert: str, key: str) -> bool:
         imap.login(USER, password)
         imap.select("INBOX")
         typ, data = imap.fetch("1", "(BODY.PEEK[])")
-        view = data[0][1] if typ == "OK" and isinstance(data[0], tuple) else b""
+        literals = [part[1] for part in data if isinstance(part, tuple)] if typ == "OK" else []
+        view = literals[0] if literals else b""
     finally:
         imap.logout()
     print(f"fetched message 1: {len(view)} octets, {view.count(b'pkcs7-mime') and 'S/MIME'}")
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             f"load: {args.clients} clients, {result.seconds:.1f} s: {result.commands} commands"
             f" ({result.rate:.0f}/s), {result.sessions} sessions, {result.errors} errors"
         )
+        for failure in result.failures:
+            print(f"  error: {failure}")
         print("logins per front:", ", ".join(f"{k} {v}" for k, v in logins.items()))
         print(f"load average: {os.getloadavg()}")
         healthy = decrypted and result.errors == 0 and all(logins.values())

@@ -17,7 +17,10 @@ import multiprocessing
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
+#: Errors kept as text per result.
+MAX_FAILURES = 10
 #: Commands per loop.
 COMMANDS = ("LOGIN", "SELECT", "FETCH", "STORE", "APPEND", "LOGOUT")
 APPENDED = b"From: load@example.org\r\nSubject: load\r\n\r\nload test message\r\n"
@@ -31,6 +34,8 @@ class LoadResult:
     errors: int
     sessions: int
     seconds: float
+    #: The first few errors, as text (for the summary).
+    failures: tuple[str, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -43,6 +48,7 @@ class LoadResult:
             self.errors + other.errors,
             self.sessions + other.sessions,
             max(self.seconds, other.seconds),
+            (self.failures + other.failures)[:MAX_FAILURES],
         )
 
 
@@ -50,6 +56,7 @@ def _session(port: int, user: str, password: str) -> int:
     """One loop; the commands answered OK (raises on the first that was not)."""
     imap = imaplib.IMAP4("127.0.0.1", port, timeout=60)
     done = 0
+    data: Any  # imaplib's answers differ in type per command
     try:
         imap.login(user, password)
         done += 1
@@ -60,7 +67,9 @@ def _session(port: int, user: str, password: str) -> int:
         assert typ == "OK" and data[0], data
         first = data[0].split()[0].decode()
         typ, data = imap.uid("FETCH", first, "(BODY.PEEK[])")
-        assert typ == "OK" and isinstance(data[0], tuple), data
+        # Another session's STORE may arrive first as an unsolicited FETCH of FLAGS
+        # (RFC 3501 section 7.4.2): the body is whichever response carries a literal.
+        assert typ == "OK" and any(isinstance(part, tuple) for part in data), data
         done += 1
         typ, data = imap.uid("STORE", first, "+FLAGS", r"(\Flagged)")
         assert typ == "OK", data
@@ -82,6 +91,7 @@ def _clients(port: int, user: str, password: str, clients: int, seconds: float) 
     """``clients`` threads of this process for ``seconds``."""
     lock = threading.Lock()
     totals = [0, 0, 0]
+    failures: list[str] = []
     end = time.monotonic() + seconds
 
     def client() -> None:
@@ -89,8 +99,11 @@ def _clients(port: int, user: str, password: str, clients: int, seconds: float) 
             try:
                 done = _session(port, user, password)
                 ok, error = done, 0
-            except (imaplib.IMAP4.error, OSError, AssertionError):
+            except (imaplib.IMAP4.error, OSError, AssertionError) as exc:
                 ok, error = 0, 1
+                with lock:
+                    if len(failures) < MAX_FAILURES:
+                        failures.append(f"{type(exc).__name__}: {exc}"[:300])
             with lock:
                 totals[0] += ok
                 totals[1] += error
@@ -102,7 +115,7 @@ def _clients(port: int, user: str, password: str, clients: int, seconds: float) 
         thread.start()
     for thread in threads:
         thread.join()
-    return LoadResult(totals[0], totals[1], totals[2], time.monotonic() - start)
+    return LoadResult(totals[0], totals[1], totals[2], time.monotonic() - start, tuple(failures))
 
 
 def _worker(args: tuple[int, str, str, int, float]) -> LoadResult:
