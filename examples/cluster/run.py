@@ -87,7 +87,7 @@ def fetch_and_decrypt(stack: Stack, password: str, cert: str, key: str) -> bool:
         check=False,
     )
     ok = opened.returncode == 0 and MARKER.encode() in opened.stdout
-    print(f"openssl cms -decrypt: {'opened, the message is there' if ok else 'FAILED'}")
+    print(f"decrypted (openssl cms): {'opened, the message is there' if ok else 'FAILED'}")
     return ok and MARKER.encode() not in view
 
 

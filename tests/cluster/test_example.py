@@ -46,7 +46,7 @@ def test_the_script_runs_the_stack_end_to_end() -> None:
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert "provisioned demo@example.org.crt through the balancer; policy ALWAYS" in out
-    assert "openssl cms -decrypt: opened, the message is there" in out
+    assert "decrypted (openssl cms): opened, the message is there" in out
     load = re.search(r"(\d+) commands \(\d+/s\), (\d+) sessions, (\d+) errors", out)
     assert load and int(load.group(1)) > 0 and load.group(3) == "0", out
     logins = dict(re.findall(r"(front\d) (\d+)", out.split("logins per front:")[1].split("\n")[0]))
