@@ -5,7 +5,7 @@
   same octets, which ``openssl cms -decrypt`` opens, under the same UIDVALIDITY.
 * The fronts see the client's address from the PROXY v2 header, not
   HAProxy's: the per-address connection limit counts it, failed logins are
-  logged (and throttled) under it, the keystore's audit table records it.
+  logged and throttled under it, the keystore's audit table records it.
 * A front stopped during a session: the client reconnects through the
   balancer, lands on the other front and sees the same UIDVALIDITY, UIDs and
   octets; what it APPENDed before (answered OK) is there.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -127,6 +128,37 @@ def test_failed_logins_are_logged_under_the_clients_address(
     imap.shutdown()
     logs = _eventually_logged(encrypted, 'authentication failed: rip=127.0.0.5 user="alice')
     assert "rip=127.0.0.1 " not in logs
+
+
+def test_the_login_throttle_slows_the_guessing_address_not_its_neighbour(
+    encrypted: Cluster,
+) -> None:
+    """Three wrong passwords (for a missing account) from 127.0.0.11 through HAProxy to front1;
+    then alice logs in from 127.0.0.11 and, a moment later, from 127.0.0.10. The guessing
+    address waits its throttle turn; the other is answered first. Were the throttle keyed on
+    what TCP shows (HAProxy's 127.0.0.1 for both), the second would queue behind the first."""
+    port = encrypted.direct("front1")
+    for _ in range(3):
+        guess = SourcedIMAP4(port, "127.0.0.11")
+        with pytest.raises(SourcedIMAP4.error, match="AUTHENTICATIONFAILED"):
+            guess.login("mallory@example.org", "guess")
+        guess.shutdown()
+    answered: dict[str, float] = {}
+
+    def alice_from(source: str) -> None:
+        imap = SourcedIMAP4(port, source)
+        imap.login(ALICE, PASSWORD)
+        answered[source] = time.monotonic()
+        imap.logout()
+
+    started = time.monotonic()
+    slowed = threading.Thread(target=alice_from, args=("127.0.0.11",))
+    slowed.start()
+    time.sleep(0.2)
+    alice_from("127.0.0.10")
+    slowed.join(60)
+    assert answered["127.0.0.10"] < answered["127.0.0.11"]
+    assert answered["127.0.0.11"] - started >= 1.0  # waited for its turn (2^(n-1) s)
 
 
 def test_the_audit_trail_records_the_clients_address(encrypted: Cluster) -> None:
