@@ -10,8 +10,9 @@ see the same machine load, ``--clients`` concurrent sessions (spread over
 two load processes, :mod:`transcoder.cluster.load`: LOGIN, SELECT, FETCH,
 STORE, APPEND, LOGOUT in a loop) run for ``--seconds`` through the one-front
 balancer, then through the two-front one.  Printed: commands per second,
-sessions, protocol errors for each, the two-over-one ratio per round and of
-the medians, and ``os.getloadavg()`` before and after.
+sessions, protocol errors for each, the CPU each part used meanwhile
+(PostgreSQL's only as far as its ended sessions), the two-over-one ratio per round and of the
+medians, and ``os.getloadavg()`` before and after.
 
 Read the ratio with the machine in mind: every process -- the fronts,
 Dovecot, PostgreSQL, HAProxy and the load generator itself -- shares the
@@ -55,6 +56,23 @@ def prepare(stack: Stack, password: str, messages: int, transcoded: bool) -> Non
         client.set_policy(mode="always")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its reaped children (Dovecot's imap processes), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime, stime, cutime, cstime: fields 14-17 of proc(5), 12-15 after "pid (comm) state".
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_shares(pids: dict[str, int], before: dict[str, float], wall: float) -> str:
+    """Each part's CPU use since ``before``, in CPUs (1.0: one CPU busy all along)."""
+    return ", ".join(
+        f"{name} {(cpu_seconds(pid) - before[name]) / wall:.2f}" for name, pid in pids.items()
+    )
+
+
 def line(label: str, result: LoadResult) -> str:
     """One result as a line."""
     return (
@@ -88,18 +106,25 @@ def main(argv: list[str] | None = None) -> int:
             )
             run_load(one.port, USER, password, 2, 1.0, 1)  # warm the view caches
             singles, doubles = [], []
+            pids = {**stack.pids(), "haproxy-one": one.pid}
             for r in range(1, args.rounds + 1):
-                single = run_load(
-                    one.port, USER, password, args.clients, args.seconds, args.processes
-                )
-                double = run_load(
-                    stack.port, USER, password, args.clients, args.seconds, args.processes
-                )
-                singles.append(single)
-                doubles.append(double)
                 print(f"round {r}:")
-                print(line("1 front", single))
-                print(line("2 fronts", double))
+                for label, port, results in (
+                    ("1 front", one.port, singles),
+                    ("2 fronts", stack.port, doubles),
+                ):
+                    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    ours = os.times()
+                    result = run_load(
+                        port, USER, password, args.clients, args.seconds, args.processes
+                    )
+                    after = os.times()
+                    load = sum(after[:4]) - sum(ours[:4])  # this process and its load workers
+                    results.append(result)
+                    print(line(label, result))
+                    shares = cpu_shares(pids, before, result.seconds)
+                    print(f"    CPUs used: {shares}, load generator {load / result.seconds:.2f}")
+                single, double = singles[-1], doubles[-1]
                 for failure in single.failures + double.failures:
                     print(f"    error: {failure}")
                 ratio = double.rate / single.rate if single.rate else float("nan")
