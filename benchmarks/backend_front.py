@@ -19,15 +19,23 @@ without ``--backend``) are printed too: the front's cost beyond the server's own
 Every FETCH's octets are checked against what was dropped.  The load average
 is printed with the figures: other processes on the machine make them noisy.
 
+With ``--baseline DIR`` (another checkout of the project, e.g. ``git archive
+HEAD`` unpacked before a change) a second front runs that checkout's code
+before the same Dovecot, measured in the same rounds: before / after under
+the same load.
+
     python benchmarks/backend_front.py [--messages 1000] [--large-mb 100] [--repeat 3]
+                                       [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import imaplib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,17 +44,37 @@ from pathlib import Path
 
 from common import (
     PASSWORD,
+    START_TIMEOUT,
     Server,
     add_account,
     drop_messages,
     load_note,
     machine,
     small_message,
+    wait_for_greeting,
 )
 
 from transcoder.backend.dovecot import DovecotInstance
 
 USER = "front@example.org"
+
+
+class CheckoutServer(Server):
+    """A :class:`Server` running the code of another checkout (``--baseline``)."""
+
+    checkout: Path = Path()
+
+    def start(self) -> None:
+        """Start ``twistd`` in the checkout, so its ``transcoder`` package is imported."""
+        command = [
+            *(sys.executable, "-c", "from twisted.scripts.twistd import run; run()"),
+            *("-n", "--pidfile=", f"--logfile={self.log}", "transcoder"),
+            *("--data", str(self.data), "--imaps", "none", "--log-level", "warn"),
+            *("--imap", f"tcp:{self.port}:interface=127.0.0.1", *self.extra_args),
+        ]
+        self.process = subprocess.Popen(command, cwd=self.checkout, stdout=subprocess.DEVNULL)
+        if not wait_for_greeting(self.process, self.port, START_TIMEOUT):
+            raise RuntimeError(f"baseline front did not start (see {self.log})")
 
 
 def _kib(pid: int, field: str) -> int:
@@ -112,6 +140,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--large-mb", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another checkout: its front measured too")
     options = parser.parse_args()
     if not DovecotInstance.installed():
         sys.exit("dovecot is not installed (Debian: apt-get install dovecot-imapd)")
@@ -124,53 +153,83 @@ def main() -> None:
     dovecot.drop(USER, large, name=f"{1_800_000_000}.M0P1.large")
     large_uid = options.messages + 1
     print(f"{machine()}\n{load_note()}; Dovecot {DovecotInstance.version()}")
-    front = Server(root / "data", ("--backend", f"imap://127.0.0.1:{dovecot.port}"))
+    backend = ("--backend", f"imap://127.0.0.1:{dovecot.port}")
+    front = Server(root / "data", backend)
     # The same mail in the built-in Maildir store: what the front costs beyond the server.
     builtin = Server(root / "builtin")
     add_account(builtin.data, USER)
     drop_messages(builtin.data, USER, "INBOX", (small_message(i) for i in range(options.messages)))
     drop_messages(builtin.data, USER, "INBOX", [large])
+    base: Server | None = None
+    if options.baseline is not None:
+        base = CheckoutServer(root / "base", backend)
+        base.checkout = options.baseline.resolve()
     try:
-        with dovecot, front, builtin:
+        with contextlib.ExitStack() as stack:
+            for server in (dovecot, front, builtin, base):
+                if server is not None:
+                    stack.enter_context(server)  # type: ignore[arg-type]
+            ports = {"Dovecot": dovecot.port, "front": front.port, "built-in store": builtin.port}
+            if base is not None:
+                ports["front, baseline"] = base.port
             count = options.messages
-            for port in (dovecot.port, builtin.port):  # UIDs assigned, caches warm
+            for port in ports.values():  # UIDs assigned, caches warm
                 best(1, port, lambda c: fetch_all(c, count))
             octets = fetch_all(warm := session(front.port), count)
             warm.logout()
-            direct = best(options.repeat, dovecot.port, lambda c: fetch_all(c, count))
-            through = best(options.repeat, front.port, lambda c: fetch_all(c, count))
-            own = best(options.repeat, builtin.port, lambda c: fetch_all(c, count))
-            rate_d, rate_t = count / direct, count / through
+            times = {
+                name: best(options.repeat, port, lambda c: fetch_all(c, count))
+                for name, port in ports.items()
+            }
             print(
                 f"\n1. {count} x {octets // count} octets, "
                 f"UID FETCH 1:{count} BODY.PEEK[] (best of {options.repeat})"
             )
-            print(f"   Dovecot        {direct:7.3f} s  {rate_d:8.0f} messages/s")
-            print(f"   front          {through:7.3f} s  {rate_t:8.0f} messages/s")
-            print(f"   built-in store {own:7.3f} s  {count / own:8.0f} messages/s")
-            print(f"   front / Dovecot throughput: {rate_t / rate_d:.2f} (target >= 0.7)")
-            print(f"   front / built-in store throughput: {own / through:.2f}")
+            for name, seconds in times.items():
+                print(f"   {name:16} {seconds:7.3f} s  {count / seconds:8.0f} messages/s")
+            for name in ("front", "front, baseline"):
+                if name in times:
+                    ratio = times["Dovecot"] / times[name]
+                    print(f"   {name} / Dovecot throughput: {ratio:.2f} (target >= 0.7)")
+            print(
+                "   front / built-in store throughput:",
+                f"{times['built-in store'] / times['front']:.2f}",
+            )
+            print(f"   {load_note()}")
 
             size = len(large)
-            for port in (dovecot.port, builtin.port):
+            for port in ports.values():
                 best(1, port, lambda c: fetch_large(c, large_uid, size))
-            direct = best(options.repeat, dovecot.port, lambda c: fetch_large(c, large_uid, size))
-            own = best(options.repeat, builtin.port, lambda c: fetch_large(c, large_uid, size))
-            before = _kib(front.pid, "VmRSS")
-            through = best(options.repeat, front.port, lambda c: fetch_large(c, large_uid, size))
-            peak = _kib(front.pid, "VmHWM")
-            mb_d, mb_t = size / direct / 1e6, size / through / 1e6
-            print(f"\n2. one {size / 1e6:.0f} MB message, UID FETCH BODY.PEEK[]")
-            print(f"   Dovecot        {direct:7.3f} s  {mb_d:8.1f} MB/s")
-            print(f"   front          {through:7.3f} s  {mb_t:8.1f} MB/s")
-            print(f"   built-in store {own:7.3f} s  {size / own / 1e6:8.1f} MB/s")
-            print(f"   front / Dovecot throughput: {mb_t / mb_d:.2f} (target >= 0.7)")
-            print(f"   front / built-in store throughput: {own / through:.2f}")
-            growth = (peak - before) / 1024
+            times = {}
+            growth = {}
+            for name, port in ports.items():
+                pid = {"front": front.pid}.get(
+                    name, base.pid if base and name == "front, baseline" else None
+                )
+                before = _kib(pid, "VmRSS") if pid else 0
+                times[name] = best(options.repeat, port, lambda c: fetch_large(c, large_uid, size))
+                if pid:
+                    growth[name] = (before, _kib(pid, "VmHWM"))
             print(
-                f"\n3. front RSS {before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB:"
-                f" growth {growth:.0f} MiB (target <= 64 MB)"
+                f"\n2. one {size / 1e6:.0f} MB message, UID FETCH BODY.PEEK[]",
+                f"(best of {options.repeat})",
             )
+            for name, seconds in times.items():
+                print(f"   {name:16} {seconds:7.3f} s  {size / seconds / 1e6:8.1f} MB/s")
+            for name in ("front", "front, baseline"):
+                if name in times:
+                    ratio = times["Dovecot"] / times[name]
+                    print(f"   {name} / Dovecot throughput: {ratio:.2f} (target >= 0.7)")
+            print(
+                "   front / built-in store throughput:",
+                f"{times['built-in store'] / times['front']:.2f}",
+            )
+            print(f"   {load_note()}")
+            for name, (before, peak) in growth.items():
+                print(
+                    f"\n3. {name} RSS {before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB:"
+                    f" growth {(peak - before) / 1024:.0f} MiB (target <= 64 MB)"
+                )
             print(f"\n{load_note()} (after)")
     finally:
         shutil.rmtree(root, ignore_errors=True)

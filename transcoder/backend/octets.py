@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 READAHEAD_MESSAGES = 64
 #: ... and at most this many octets, by their RFC822.SIZE (a larger message alone).
 READAHEAD_OCTETS = 1024 * 1024
+#: Batches asked for at once by one :meth:`OctetsMixin.request_octets` (the first included).
+PIPELINED_BATCHES = 4
 
 
 class OctetsMixin:
@@ -41,18 +43,31 @@ class OctetsMixin:
         last :meth:`fetch` not yet asked for, up to :data:`READAHEAD_OCTETS`
         (by their RFC822.SIZE) and :data:`READAHEAD_MESSAGES`: a FETCH of many
         small messages costs few round trips, a large one is fetched alone.
+        The next :data:`PIPELINED_BATCHES` - 1 batches are asked for at once
+        too (pipelined, RFC 3501 section 5.5): the backend sends them while
+        the client is served the first, so no round trip is waited for
+        between batches.  What is fetched ahead is bounded by the batches'
+        sizes, so memory stays constant whatever the FETCH's set.
         """
-        batch = [message]
-        total = message.size
         position = self._readahead_index.get(message.uid)
-        if position is not None:
-            for follower in self._readahead[position + 1 :]:
-                if len(batch) >= READAHEAD_MESSAGES or total + follower.size > READAHEAD_OCTETS:
+        followers = self._readahead[position + 1 :] if position is not None else []
+        candidates = (m for m in followers if not (m.requested or m.loaded))
+        batches: list[list[BackendMessage]] = []
+        batch, total = [message], message.size
+        for follower in candidates:
+            if len(batch) >= READAHEAD_MESSAGES or total + follower.size > READAHEAD_OCTETS:
+                batches.append(batch)
+                batch, total = [], 0
+                if len(batches) == PIPELINED_BATCHES:
                     break
-                if follower.requested or follower.loaded:
-                    continue
-                batch.append(follower)
-                total += follower.size
+            batch.append(follower)
+            total += follower.size
+        if batch:
+            batches.append(batch)
+        for each in batches:
+            self._send_octets_request(each)
+
+    def _send_octets_request(self, batch: list[BackendMessage]) -> None:
         for m in batch:
             m.requested = True
         uid_set = format_uid_set([m.uid for m in batch])

@@ -16,6 +16,7 @@ from twisted.mail import imap4
 
 from transcoder.backend.connection import CommandResult, Literal
 from transcoder.backend.response_syntax import format_uid_set
+from transcoder.backend.search_map import criteria_by_uid
 from transcoder.errors import MailboxError
 
 
@@ -70,19 +71,27 @@ class RelayMixin:
         return self._commit_expunges()
 
     def search_on_backend(
-        self, criteria: list[bytes | Literal], uid: bool, numbers_matter: bool = True
+        self,
+        criteria: list[bytes | Literal],
+        uid: bool,
+        numbers_matter: bool = True,
+        raw: bytes | None = None,
     ) -> defer.Deferred[Any]:
         """``UID SEARCH criteria`` on the backend: the client's sequence numbers or UIDs.
 
         The backend evaluates the criteria on the plaintext it stores.  Sequence
-        numbers in the criteria are the client's: they mean the same on the
-        backend only while they name the same messages (:meth:`_same_numbers`),
-        so a SEARCH while expunges wait to be reported is refused (``NO
-        [CANNOT]``; the client's next NOOP brings them).  Messages the client
-        was not told of yet are left out of the answer.
+        numbers in the criteria are the client's (RFC 3501 section 7.4.1): they
+        mean the same on the backend while they name the same messages
+        (:meth:`_same_numbers`); otherwise -- an expunge waiting to be told --
+        the criteria as the client sent them (``raw``, validated) are rewritten
+        with the UIDs those numbers name in the client's snapshot
+        (:func:`~transcoder.backend.search_map.criteria_by_uid`).  Messages the
+        client was not told of yet are left out of the answer.
         """
         if not self._same_numbers(criteria, numbers_matter):
-            return defer.fail(NotCarried("Mailbox changed on the backend; NOOP, then SEARCH again"))
+            if raw is None:
+                return defer.fail(NotCarried("Mailbox changed on the backend; NOOP, then SEARCH"))
+            criteria = criteria_by_uid(raw, list(self._uids))
         d = self.connection.command(b"UID SEARCH", *criteria)
         return d.addCallback(self._search_answer, uid)
 

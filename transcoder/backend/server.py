@@ -308,7 +308,7 @@ class BackendFrontMixin:
             self_.send_error(tag, error)
             return
         numbers = uses_sequence_numbers(query.key)
-        d = defer.maybeDeferred(self.mbox.search_on_backend, pieces, bool(uid), numbers)
+        d = defer.maybeDeferred(self.mbox.search_on_backend, pieces, bool(uid), numbers, criteria)
 
         def answer(numbers: list[int]) -> None:
             # RFC 3501 section 7.2.5: "SEARCH" then one SP before each number.
