@@ -34,6 +34,7 @@ from tests.integration.transcoding import (
     login,
     openssl_decrypt,
     provision,
+    raw,
     running_server,
     set_mode,
 )
@@ -132,6 +133,32 @@ def test_a_key_put_through_one_front_is_used_by_the_others_next_fetch(
     # The next key, through A again: B drops what it made for the first one.
     provision(a, ALICE, second.cert.public_bytes(_der()), SMIME)
     view = fresh_view(b)
+    assert opens_with(view, second, tmp_path) and not opens_with(view, first, tmp_path)
+
+
+def test_a_key_deleted_through_one_front_is_not_used_by_the_other(
+    fronts: list[RunningServer], parties: tuple[Party, Party], tmp_path: Path
+) -> None:
+    """XKEY DELETE through B: A's next FETCH no longer encrypts to that key, nor serves plaintext.
+
+    Under MODE ALWAYS with no active key left, A must fail closed (a tagged NO,
+    no literal); once a new key is put through B, A encrypts to it alone.
+    """
+    a, b = fronts
+    first, second = parties
+    stored = provision(a, ALICE, first.cert.public_bytes(_der()), SMIME)
+    assert opens_with(fresh_view(a), first, tmp_path)
+    imap = login(b, ALICE, None)
+    XKeyClient(imap).retire(stored.fingerprint)
+    imap.logout()
+    imap = login(a, ALICE)
+    uid = first_uid(imap)
+    typ, data = imap.uid("FETCH", str(uid), "(BODY.PEEK[])")
+    assert typ == "NO", data
+    assert MARKER not in raw(data)
+    imap.logout()
+    provision(b, ALICE, second.cert.public_bytes(_der()), SMIME)
+    view = fresh_view(a)
     assert opens_with(view, second, tmp_path) and not opens_with(view, first, tmp_path)
 
 
