@@ -161,6 +161,18 @@ def _servable(key: StoredKey) -> bool:
     )
 
 
+def _encryption_keys(request: TranscodeRequest) -> tuple[StoredKey, ...]:
+    """The keys to encrypt to; TranscodeFailed when none is usable at ``request.now``."""
+    keys = tuple(
+        k
+        for k in usable_keys(request.keys, KeyFormat.OPENPGP, request.now)
+        if unusable_reason(k, request.now) is None
+    )
+    if not keys:
+        raise TranscodeFailed("no active, unexpired OpenPGP encryption key")
+    return keys
+
+
 @implementer(ITranscoder)
 class PgpMimeTranscoder:
     """Encrypts each message to the user's active OpenPGP keys (every one of them).
@@ -184,20 +196,9 @@ class PgpMimeTranscoder:
         """Whether any key is an active OpenPGP key with a validated encryption subkey."""
         return any(_servable(k) for k in keys)
 
-    def _keys(self, request: TranscodeRequest) -> tuple[StoredKey, ...]:
-        """The keys to encrypt to; TranscodeFailed when none is usable at ``request.now``."""
-        keys = tuple(
-            k
-            for k in usable_keys(request.keys, KeyFormat.OPENPGP, request.now)
-            if unusable_reason(k, request.now) is None
-        )
-        if not keys:
-            raise TranscodeFailed("no active, unexpired OpenPGP encryption key")
-        return keys
-
     def transcode(self, request: TranscodeRequest, out: BinaryIO) -> TranscodeResult:
         """Write the PGP/MIME view of ``request.source`` to ``out``, streaming through gpg."""
-        keys = self._keys(request)
+        keys = _encryption_keys(request)
         parts = protect(parse_top_level(request.source, request.size), request.obscure_subject)
         boundary = make_boundary(request)
         head = view_head(parts.outer_header, boundary)
@@ -282,13 +283,7 @@ class NativePgpMimeTranscoder:
 
     def _recipients(self, request: TranscodeRequest) -> tuple[Recipient, ...]:
         """The recipients of the usable keys; TranscodeFailed when none or one is refused."""
-        keys = tuple(
-            k
-            for k in usable_keys(request.keys, KeyFormat.OPENPGP, request.now)
-            if unusable_reason(k, request.now) is None
-        )
-        if not keys:
-            raise TranscodeFailed("no active, unexpired OpenPGP encryption key")
+        keys = _encryption_keys(request)
         try:
             return tuple(recipient_for_key(k) for k in keys)
         except OpenPgpError as e:
