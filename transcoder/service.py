@@ -154,6 +154,13 @@ class Options(usage.Options):
             "PEM file of CA certificates the imaps:// backend's certificate must chain to"
             " (default: the system's trust store).",
         ],
+        [
+            "spool-dir",
+            None,
+            None,
+            "With --backend: where messages from the backend larger than 64 KiB are spooled"
+            " (unnamed files, 0700 directory; default: DATA/spool).",
+        ],
         ["server-smime-cert", None, None, "PEM certificate of the server's S/MIME encryption key."],
         ["server-smime-key", None, None, "PEM private key of --server-smime-cert."],
         [
@@ -223,9 +230,17 @@ def _backend_settings(options: usage.Options) -> BackendSettings | None:
     if not options["backend"]:
         if options["backend-ca"]:
             raise usage.UsageError("--backend-ca goes with --backend imaps://HOST:PORT")
+        if options["spool-dir"]:
+            raise usage.UsageError("--spool-dir goes with --backend")
         return None
+    # DATA/spool by default, not TMPDIR: /tmp is often a tmpfs (RAM, which would undo the
+    # constant memory of 100 MB messages) shared with other users, while DATA is the
+    # service's own, private and on a disk the hoster sized (README, Backend front).
+    spool = os.path.abspath(options["spool-dir"] or os.path.join(options["data"], "spool"))
     try:
-        settings = BackendSettings(BackendAddress.parse(options["backend"]), options["backend-ca"])
+        settings = BackendSettings(
+            BackendAddress.parse(options["backend"]), options["backend-ca"], spool_dir=spool
+        )
         if options["backend-ca"] and not settings.address.tls:
             raise usage.UsageError("--backend-ca goes with --backend imaps://HOST:PORT")
         check_settings(settings)
@@ -385,6 +400,8 @@ def makeService(options: dict[str, Any]) -> service.IService:
     if options["backend"] is not None:  # logins and mail on the backend (issue 11)
         from twisted.internet import reactor
 
+        spool = Path(options["backend"].spool_dir)
+        spool.mkdir(mode=0o700, parents=True, exist_ok=True)
         portal = make_backend_portal(reactor, options["backend"])
         factory_class = BackendIMAP4Factory
     else:

@@ -32,9 +32,15 @@ from transcoder.errors import ConfigurationError
 ALICE = "alice@example.org"
 
 
-def _settings(instance: DovecotInstance, ca: Path | None = None, tls: bool = False) -> Any:
+def _settings(
+    instance: DovecotInstance,
+    ca: Path | None = None,
+    tls: bool = False,
+    spool_dir: str | None = None,
+) -> Any:
     url = f"imaps://localhost:{instance.tls_port}" if tls else f"imap://127.0.0.1:{instance.port}"
-    return BackendSettings(BackendAddress.parse(url), None if ca is None else str(ca))
+    ca_file = None if ca is None else str(ca)
+    return BackendSettings(BackendAddress.parse(url), ca_file, spool_dir=spool_dir)
 
 
 async def _login(instance: DovecotInstance, **kw: Any) -> BackendProtocol:
@@ -45,12 +51,13 @@ async def _login(instance: DovecotInstance, **kw: Any) -> BackendProtocol:
 
 @pytest_twisted.ensureDeferred
 async def test_commands_collect_untagged_responses_and_spool_literals(
-    dovecot: DovecotInstance,
+    dovecot: DovecotInstance, tmp_path: Path
 ) -> None:
-    """SELECT's untagged data comes with its result; a large BODY[] arrives in a disk spool."""
+    """SELECT's untagged data comes with its result; a large BODY[] arrives in a disk spool,
+    an unnamed file in the settings' spool directory (--spool-dir)."""
     body = b"Subject: large\r\n\r\n" + b"0123456789abcdef" * 65536 + b"\r\n"
     dovecot.drop(ALICE, body, "Archive")
-    proto = await _login(dovecot)
+    proto = await _login(dovecot, spool_dir=str(tmp_path))
     try:
         selected = await proto.command(b"SELECT", b"Archive")
         assert selected.codes(b"UIDVALIDITY") and selected.data(b"EXISTS")
@@ -58,6 +65,9 @@ async def test_commands_collect_untagged_responses_and_spool_literals(
         (response,) = result.data(b"FETCH")
         spool = response.tokens[2][3]
         assert isinstance(spool, Spool) and not spool.in_memory
+        where = os.readlink(f"/proc/self/fd/{spool._file.fileno()}")  # type: ignore[union-attr]
+        assert where.startswith(str(tmp_path) + "/") and where.endswith("(deleted)"), where
+        assert list(tmp_path.iterdir()) == []  # no name: nothing left behind after a crash
         with spool.open() as fp:
             assert fp.read() == body
     finally:

@@ -129,6 +129,8 @@ class BackendSettings:
     ca_file: str | None = None
     connect_timeout: float = 10.0
     command_timeout: float = 120.0
+    #: Where literals beyond 64 KiB are spooled (unnamed files; None: the system's TMPDIR).
+    spool_dir: str | None = None
 
 
 @dataclass
@@ -181,7 +183,9 @@ class _Command:
 class BackendProtocol(protocol.Protocol):
     """The client side of one backend connection (see the module docstring)."""
 
-    def __init__(self, clock: IReactorTime, command_timeout: float = 120.0) -> None:
+    def __init__(
+        self, clock: IReactorTime, command_timeout: float = 120.0, spool_dir: str | None = None
+    ) -> None:
         self.clock = clock
         self.command_timeout = command_timeout
         self.greeting: defer.Deferred[StatusResponse] = defer.Deferred()
@@ -189,7 +193,7 @@ class BackendProtocol(protocol.Protocol):
         self.listener: Callable[[Response], None] | None = None
         self.on_lost: list[Callable[[], None]] = []
         self.connected_now = False
-        self._reader = ResponseReader()
+        self._reader = ResponseReader(spool_dir=spool_dir)
         #: Commands written so far (IDLE and its DONE count one): a figure for tests and logs.
         self.commands_sent = 0
         self._tags = (b"b%d" % n for n in itertools.count(1))
@@ -503,7 +507,8 @@ class _Factory(protocol.Factory):
         self.settings = settings
 
     def buildProtocol(self, addr: Any) -> BackendProtocol:
-        return BackendProtocol(self.clock, self.settings.command_timeout)
+        settings = self.settings
+        return BackendProtocol(self.clock, settings.command_timeout, settings.spool_dir)
 
 
 async def _connect(reactor: Any, settings: BackendSettings) -> BackendProtocol:
