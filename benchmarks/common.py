@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from transcoder.client import XKeyClient  # noqa: E402
+from transcoder.cluster.process import stop_process  # noqa: E402
 from transcoder.store.intake import UniqueNames  # noqa: E402
 from transcoder.store.maildir import MaildirStore  # noqa: E402
 
@@ -133,13 +134,7 @@ def wait_for_greeting(process: subprocess.Popen[bytes], port: int, timeout: floa
 
 def terminate(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, as a service manager would; SIGKILL if it lingers after 30 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(process, signal.SIGTERM, grace=30)
 
 
 @dataclass

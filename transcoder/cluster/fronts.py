@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transcoder.cluster.process import stop_process
+
 #: The checkout (when run from one): twistd finds the plugin in its ``twisted/plugins``.
 SOURCE = Path(__file__).resolve().parents[2]
 
@@ -104,11 +106,5 @@ class FrontProcess:
     def stop(self) -> None:
         """SIGTERM by PID (SIGKILL after 15 s)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, signal.SIGTERM, grace=15)

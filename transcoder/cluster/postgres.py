@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from transcoder.cluster.process import stop_process
+
 #: A throw-away cluster: no fsync at initdb, C collation (times compare as text either way).
 INITDB_OPTIONS = ("--no-sync", "--encoding=UTF8", "--locale=C")
 #: Loopback only; durability off (the data lives as long as the directory).
@@ -124,13 +126,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Fast shutdown by PID (SIGINT: sessions are ended, the data kept)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, signal.SIGINT, grace=30)
         self.process = None
 
     def new_database(self) -> str:
