@@ -16,15 +16,18 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pytest
 
 from transcoder.keys.model import KeyStatus, OpenPgpDetails, StoredKey, ValidatedKey
 from transcoder.keys.openpgp import validate_openpgp_key
+
+T = TypeVar("T")
 
 ALICE = "alice@example.org"
 UID = f"Alice <{ALICE}>"
@@ -56,6 +59,51 @@ def kill_agents(home: Path) -> None:
     subprocess.run(
         ["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=False
     )
+
+
+class SessionKeys(Generic[T]):
+    """Keys made once per test session in scratch GNUPGHOMEs, under a lock.
+
+    ``generate`` receives :meth:`home`, which makes a scratch home that
+    :meth:`cleanup` later stops the agents of and deletes; ``discard`` removes
+    whatever else the made keys left (secret files).
+    """
+
+    def __init__(
+        self,
+        generate: Callable[[Callable[[str], Path]], T],
+        discard: Callable[[T], None] | None = None,
+    ) -> None:
+        self._generate = generate
+        self._discard = discard
+        self._lock = threading.Lock()
+        self._made: list[T] = []
+        self._homes: list[Path] = []
+
+    def home(self, prefix: str) -> Path:
+        """A new scratch home, deleted by :meth:`cleanup`."""
+        home = Path(tempfile.mkdtemp(prefix=prefix))
+        self._homes.append(home)
+        return home
+
+    def get(self) -> T:
+        """The session's keys, generated on first use."""
+        with self._lock:
+            if not self._made:
+                self._made.append(self._generate(self.home))
+            return self._made[0]
+
+    def cleanup(self) -> None:
+        """Kill the scratch homes' agents and delete them with what was made (idempotent)."""
+        with self._lock:
+            if self._discard is not None:
+                for made in self._made:
+                    self._discard(made)
+            for home in self._homes:
+                kill_agents(home)
+                shutil.rmtree(home, ignore_errors=True)
+            self._homes.clear()
+            self._made.clear()
 
 
 def agent_running(home: Path) -> bool:
@@ -123,15 +171,9 @@ class PgpTestKeys:
         return gpg(self.decrypt_home, "--list-packets", stdin=armored).decode()
 
 
-_lock = threading.Lock()
-_made: list[PgpTestKeys] = []
-_homes: list[Path] = []
-
-
-def _generate() -> PgpTestKeys:
-    generate_home = Path(tempfile.mkdtemp(prefix="test-openpgp-gen-"))
-    decrypt_home = Path(tempfile.mkdtemp(prefix="test-openpgp-dec-"))
-    _homes.extend([generate_home, decrypt_home])
+def _generate(scratch: Callable[[str], Path]) -> PgpTestKeys:
+    generate_home = scratch("test-openpgp-gen-")
+    decrypt_home = scratch("test-openpgp-dec-")
 
     def primary(algo: str, usage: str) -> str:
         before = gpg(generate_home, "--with-colons", "--list-keys", check=False)
@@ -164,22 +206,17 @@ def _generate() -> PgpTestKeys:
     return PgpTestKeys(rsa_key, x25519_key, x25519_v2, decrypt_home)
 
 
+_session = SessionKeys(_generate)
+
+
 def session_keys() -> PgpTestKeys:
     """The session's keys, generated on first use."""
-    with _lock:
-        if not _made:
-            _made.append(_generate())
-        return _made[0]
+    return _session.get()
 
 
 def cleanup() -> None:
     """Kill the scratch homes' agents and delete the homes (idempotent)."""
-    with _lock:
-        for home in _homes:
-            kill_agents(home)
-            shutil.rmtree(home, ignore_errors=True)
-        _homes.clear()
-        _made.clear()
+    _session.cleanup()
 
 
 @pytest.fixture(scope="session")

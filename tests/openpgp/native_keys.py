@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from tests.openpgp.gpgkeys import ALICE, gpg, kill_agents, stored
+from tests.openpgp.gpgkeys import ALICE, SessionKeys, gpg, kill_agents, stored
 from transcoder.keys.model import KeyFormat, KeyStatus, KeyUsage, OpenPgpDetails, StoredKey
 from transcoder.keys.openpgp import validate_openpgp_key
 
@@ -87,20 +85,14 @@ class NativeKeys:
         return gpg(self.decrypt_home, "--list-packets", stdin=armored).decode()
 
 
-_lock = threading.Lock()
-_made: list[NativeKeys] = []
-_homes: list[Path] = []
-
-
 def _primary_fingerprint(home: Path, uid: str) -> str:
     lines = gpg(home, "--with-colons", "--list-keys", uid).decode().splitlines()
     return next(line.split(":")[9] for line in lines if line.startswith("fpr"))
 
 
-def _generate() -> NativeKeys:
-    generate_home = Path(tempfile.mkdtemp(prefix="test-native-gen-"))
-    decrypt_home = Path(tempfile.mkdtemp(prefix="test-native-dec-"))
-    _homes.extend([generate_home, decrypt_home])
+def _generate(scratch: Callable[[str], Path]) -> NativeKeys:
+    generate_home = scratch("test-native-gen-")
+    decrypt_home = scratch("test-native-dec-")
     now = datetime.now(UTC)
     keys: dict[str, StoredKey] = {}
     secret_files: dict[str, Path] = {}
@@ -139,25 +131,22 @@ def _generate() -> NativeKeys:
     return NativeKeys(keys, decrypt_home, secret_files, elgamal)
 
 
+def _discard(made: NativeKeys) -> None:
+    for path in made.secret_files.values():
+        path.unlink(missing_ok=True)
+
+
+_session = SessionKeys(_generate, _discard)
+
+
 def native_keys() -> NativeKeys:
     """The session's keys, generated on first use."""
-    with _lock:
-        if not _made:
-            _made.append(_generate())
-        return _made[0]
+    return _session.get()
 
 
 def cleanup() -> None:
     """Kill the scratch homes' agents and delete the homes and secret files (idempotent)."""
-    with _lock:
-        for made in _made:
-            for path in made.secret_files.values():
-                path.unlink(missing_ok=True)
-        for home in _homes:
-            kill_agents(home)
-            shutil.rmtree(home, ignore_errors=True)
-        _homes.clear()
-        _made.clear()
+    _session.cleanup()
 
 
 @pytest.fixture(scope="session")
