@@ -20,6 +20,7 @@ from zope.interface.verify import verifyObject
 from tests.integration.transcoding import expected_inner as rfc9788_inner
 from tests.openpgp.gpgkeys import PgpTestKeys, pgp
 from tests.openpgp.native_keys import TYPES, NativeKeys, native
+from tests.transcoders.large_message import write_large_message
 from tests.transcoders.test_pgpmime import MESSAGE, armored_part, expected_inner
 from transcoder.keys.model import KeyFormat, Policy, PolicyMode, StoredKey
 from transcoder.mime.entity import parse_message, parse_shape
@@ -238,12 +239,7 @@ def test_truncated_source_fails_closed(native: NativeKeys) -> None:
 def test_large_message_streams_in_bounded_memory(native: NativeKeys, tmp_path: Path) -> None:
     """A 24 MB message: memory stays bounded, the size is the predicted one, sq decrypts it."""
     source_path, view_path = tmp_path / "big.eml", tmp_path / "view.eml"
-    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\r\n"
-    with source_path.open("wb") as f:
-        f.write(b"Subject: big\r\nContent-Type: text/plain\r\n\r\n")
-        for _ in range(24):
-            f.write(line * (2**20 // len(line)))
-    size = source_path.stat().st_size
+    size = write_large_message(source_path)
     transcoder = NativePgpMimeTranscoder()
     keys = (native.keys["cv25519"],)
     with source_path.open("rb") as src, view_path.open("wb") as out:

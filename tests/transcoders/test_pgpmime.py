@@ -20,6 +20,7 @@ import pytest
 
 from tests.integration.transcoding import expected_inner as rfc9788_inner
 from tests.openpgp.gpgkeys import PgpTestKeys, pgp, subkeys
+from tests.transcoders.large_message import write_large_message
 from transcoder.keys.model import KeyFormat, KeyStatus, Policy, PolicyMode, StoredKey
 from transcoder.mime.entity import parse_message
 from transcoder.mime.protect import protect, write_inner
@@ -297,12 +298,7 @@ def test_large_message_streams_in_constant_memory(
 ) -> None:
     """A 24 MB message is transcoded with bounded memory and gpg decrypts it intact."""
     source_path, view_path = tmp_path / "big.eml", tmp_path / "view.eml"
-    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\r\n"
-    with source_path.open("wb") as f:
-        f.write(b"Subject: big\r\nContent-Type: text/plain\r\n\r\n")
-        for _ in range(24):
-            f.write(line * (2**20 // len(line)))
-    size = source_path.stat().st_size
+    size = write_large_message(source_path)
     with source_path.open("rb") as src, view_path.open("wb") as out:
         req = TranscodeRequest(src, size, (pgp.x25519,), datetime.now(UTC), random.randbytes)
         tracemalloc.start()

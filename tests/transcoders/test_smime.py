@@ -18,6 +18,7 @@ from asn1crypto import cms
 
 from tests.integration.transcoding import expected_inner, smime_der
 from tests.keys.certs import NOW
+from tests.transcoders.large_message import write_large_message
 from tests.transcoders.smime_keys import SmimeIdentity, identity
 from transcoder.cms import CmsSettings
 from transcoder.keys.model import KeyStatus, StoredKey
@@ -235,12 +236,7 @@ def test_large_message_streams_in_constant_memory(tmp_path: Path) -> None:
     """A 24 MB message is transcoded with bounded memory and openssl decrypts it intact."""
     who = identity("rsa2048")
     source_path, view_path = tmp_path / "big.eml", tmp_path / "view.eml"
-    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\r\n"
-    with source_path.open("wb") as f:
-        f.write(b"Subject: big\r\nContent-Type: text/plain\r\n\r\n")
-        for _ in range(24):
-            f.write(line * (2**20 // len(line)))
-    size = source_path.stat().st_size
+    size = write_large_message(source_path)
     with source_path.open("rb") as src, view_path.open("wb") as out:
         req = TranscodeRequest(src, size, (who.key,), NOW, random.Random(1).randbytes)
         tracemalloc.start()
