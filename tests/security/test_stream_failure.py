@@ -11,13 +11,12 @@ stored body crosses in clear and no tagged answer follows the cut literal.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
 from twisted.internet import defer
-from twisted.logger import eventAsText, globalLogPublisher
+from twisted.logger import eventAsText
 
 from tests.imap.harness import enable_smime, make_session
 from tests.imap.test_derived_views import SECRET
@@ -61,15 +60,6 @@ class FailingSmime(SmimeTranscoder):
 
     def transcode(self, request: TranscodeRequest, out: BinaryIO) -> TranscodeResult:
         return super().transcode(request, _FailingOut(out))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    """Every event logged while the test runs."""
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 @pytest.mark.parametrize("cache_mib", [0, 64])

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer
-from twisted.logger import eventAsText, globalLogPublisher
+from twisted.logger import eventAsText
 
 from tests.imap.harness import Session, enable_smime, make_session
 from tests.keys.certs import der, key_usage, make_cert
@@ -73,15 +73,6 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TranscoderRegis
     registry, failures = TranscoderRegistry.from_entry_points([], found)
     assert registry.names() == ("exploding",) and not failures
     return registry
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    """Every event logged while the test runs."""
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 @pytest.fixture
