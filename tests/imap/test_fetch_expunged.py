@@ -15,7 +15,7 @@ import pytest
 from twisted.mail import imap4
 
 from tests.imap.harness import Session, second_session, selected_session
-from tests.imap.test_fetch_races import MESSAGES
+from tests.imap.test_fetch_races import MESSAGES, bodies
 from transcoder.imap.fetch import named_count
 
 
@@ -29,18 +29,6 @@ def expunged_elsewhere(tmp_path: Path) -> Session:
     _, done = other.command(b"EXPUNGE")
     assert b"OK" in done, done
     return session
-
-
-_LITERAL = re.compile(rb"\* (\d+) FETCH \((?:UID \d+ )?BODY\[\] \{(\d+)\}\r\n")
-
-
-def bodies(out: bytes) -> dict[int, bytes]:
-    """``sequence number -> BODY[] octets`` of the FETCH responses in ``out`` (UID first or not)."""
-    found = {}
-    for match in _LITERAL.finditer(out):
-        start = match.end()
-        found[int(match.group(1))] = out[start : start + int(match.group(2))]
-    return found
 
 
 def completion(out: bytes) -> bytes:

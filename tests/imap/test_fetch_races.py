@@ -47,7 +47,7 @@ MESSAGES = [
     b"From: bob@example.org\r\nSubject: number %d\r\n\r\nThe body of message %d.\r\n" % (n, n)
     for n in (1, 2, 3)
 ]
-_LITERAL = re.compile(rb"\* (\d+) FETCH \(BODY\[\] \{(\d+)\}\r\n")
+_LITERAL = re.compile(rb"\* (\d+) FETCH \((?:UID \d+ )?BODY\[\] \{(\d+)\}\r\n")
 
 
 class HeldRuns:
@@ -96,7 +96,7 @@ def rename_like_dovecot(path: Path, info: str = "FS") -> None:
 
 
 def bodies(out: bytes) -> dict[int, bytes]:
-    """``sequence number -> BODY[] octets`` of the FETCH responses in ``out``."""
+    """``sequence number -> BODY[] octets`` of the FETCH responses in ``out`` (UID first or not)."""
     found = {}
     for match in _LITERAL.finditer(out):
         start = match.end()
