@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from transcoder.keys.keystore import KeyStore
+from transcoder.keys.keystore import KeyStore, KeyStoreBase
 from transcoder.keys.model import (
     KeyFormat,
     KeyUsage,
@@ -69,3 +71,28 @@ def snapshot(store: KeyStore) -> list[Any]:
     keys = store.list_keys(None, T0)
     policies = [store.get_policy(account, T0) for account in (ALICE, BOB)]
     return [*keys, *policies]
+
+
+def concurrent_puts(
+    stores: Sequence[KeyStoreBase], puts: int, threads: int = 4
+) -> list[BaseException]:
+    """Put ``puts`` keys for ALICE from each of ``threads`` threads at once; the errors raised.
+
+    Thread ``n`` puts ``key("n-i")`` at ``later(n * 10 + i)`` into ``stores[n % len(stores)]``
+    (several stores: several fronts on one database).
+    """
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(puts):
+                stores[n % len(stores)].put(ALICE, key(f"{n}-{i}"), later(n * 10 + i))
+        except BaseException as error:  # reported to the caller
+            errors.append(error)
+
+    running = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
+    return errors

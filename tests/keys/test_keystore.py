@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import stat
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,16 @@ from zope.interface.verify import verifyObject
 
 from tests.keys import certs
 from tests.keys.conftest import OpenStore
-from tests.keys.factories import ALICE, BOB, T0, key, later, snapshot, statuses
+from tests.keys.factories import (
+    ALICE,
+    BOB,
+    T0,
+    concurrent_puts,
+    key,
+    later,
+    snapshot,
+    statuses,
+)
 from transcoder.errors import ConfigurationError
 from transcoder.keys.errors import KeyStoreError, NoUsableKey
 from transcoder.keys.interfaces import IKeyStore
@@ -280,21 +288,7 @@ def test_naive_time_is_a_programming_error(store: KeyStore) -> None:
 
 def test_concurrent_puts_keep_one_active_key(store: KeyStore) -> None:
     """Puts from several threads all land, and exactly one key stays ACTIVE."""
-    errors: list[BaseException] = []
-
-    def worker(n: int) -> None:
-        try:
-            for i in range(10):
-                store.put(ALICE, key(f"{n}-{i}"), later(n * 10 + i))
-        except BaseException as error:  # reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert concurrent_puts([store], puts=10) == []
     keys = store.list_keys(ALICE, later(100))
     assert len(keys) == 40
     assert [k.status for k in keys].count(KeyStatus.ACTIVE) == 1

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.keys.factories import ALICE, BOB, T0, key, later
+from tests.keys.factories import ALICE, BOB, T0, concurrent_puts, key, later
 from tests.postgres import PostgresServer
 from transcoder.errors import ConfigurationError
 from transcoder.keys.errors import KeyStoreError, NoUsableKey
@@ -142,21 +142,8 @@ def test_every_committed_change_is_notified_with_its_account(dsn: str, pg: PgKey
 
 def test_writers_of_two_processes_take_turns(dsn: str) -> None:
     """Two keystores (two fronts) storing keys at once: one ACTIVE key, every put landed."""
-    errors: list[BaseException] = []
     fronts = [PgKeyStore(dsn), PgKeyStore(dsn)]
-
-    def worker(n: int) -> None:
-        try:
-            for i in range(8):
-                fronts[n % 2].put(ALICE, key(f"{n}-{i}"), later(n * 10 + i))
-        except BaseException as error:  # reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = concurrent_puts(fronts, puts=8)
     try:
         assert errors == []
         keys = fronts[0].list_keys(ALICE, later(100))
