@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.inbound.streamed import write_streamed_cms_message
 from transcoder.inbound import decrypt_append_file
 from transcoder.keys.model import KeyFormat, KeyUsage
 from transcoder.keys.server_keys_files import ServerKeyFiles
@@ -72,24 +73,7 @@ def main() -> None:
             (work / "key.pem").write_bytes(files.private(key))
             for cipher in ("aes-256-cbc", "aes-256-gcm"):
                 message = work / "message"
-                with open(message, "wb") as out:
-                    out.write(OUTER)
-                    out.flush()
-                    subprocess.run(
-                        [
-                            "openssl",
-                            "cms",
-                            "-encrypt",
-                            "-stream",
-                            "-binary",
-                            f"-{cipher}",
-                            "-in",
-                            str(entity),
-                            str(work / "cert.pem"),
-                        ],
-                        stdout=out,
-                        check=True,
-                    )
+                write_streamed_cms_message(message, OUTER, entity, work / "cert.pem", cipher)
                 ours, theirs = [], []
                 for _ in range(runs):
                     start = time.perf_counter()

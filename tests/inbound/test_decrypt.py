@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.inbound.streamed import write_streamed_cms_message
 from tests.keyfactory import scratch_gpg_home
 from transcoder.inbound import Decrypted, NotDecryptable, decrypt_append
 from transcoder.inbound.message import stored_message
@@ -175,24 +176,7 @@ def test_large_streamed_cms_decrypts_in_constant_memory(
     entity_file = tmp_path / "entity"
     entity_file.write_bytes(b"Content-Type: text/plain\r\n\r\n" + body)
     cert = cert_file(files, "ec", tmp_path)
-    with open(tmp_path / "message", "wb") as out:
-        out.write(OUTER)
-        out.flush()
-        subprocess.run(
-            [
-                "openssl",
-                "cms",
-                "-encrypt",
-                "-stream",
-                "-binary",
-                f"-{cipher}",
-                "-in",
-                str(entity_file),
-                str(cert),
-            ],
-            stdout=out,
-            check=True,
-        )
+    write_streamed_cms_message(tmp_path / "message", OUTER, entity_file, cert, cipher)
     with open(tmp_path / "message", "rb") as source:
         tracemalloc.start()
         try:
