@@ -1,8 +1,9 @@
-"""An encrypted APPEND message written to disk by ``openssl cms -encrypt -stream``.
+"""Encrypted APPEND messages made by ``openssl cms -encrypt``, as a client would send them.
 
-Shared by the inbound tests and ``benchmarks/append_decrypt.py``: the message
-is made without holding it in memory (indefinite-length BER, the content in
-segments), as a large draft from a client would arrive.
+Shared by the inbound and security tests and ``benchmarks/append_decrypt.py``:
+:func:`write_streamed_cms_message` makes the message on disk without holding
+it in memory (``-stream``: indefinite-length BER, the content in segments);
+:func:`openssl_encrypt_der` returns openssl's DER (or, with ``-stream``, BER).
 """
 
 from __future__ import annotations
@@ -31,3 +32,18 @@ def write_streamed_cms_message(
             stdout=out,
             check=True,
         )
+
+
+def openssl_encrypt_der(entity: Path, cert: Path, cipher: str, *, stream: bool = False) -> bytes:
+    """``entity`` encrypted to ``cert`` by ``openssl cms -encrypt -binary -outform DER``.
+
+    With ``stream``, openssl's ``-stream`` encoding (indefinite lengths, segmented content).
+    """
+    return subprocess.run(
+        [
+            *("openssl", "cms", "-encrypt", "-binary", *(("-stream",) if stream else ())),
+            *(f"-{cipher}", "-outform", "DER", "-in", str(entity), str(cert)),
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout

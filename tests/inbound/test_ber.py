@@ -5,13 +5,13 @@ framing is a ValueError, never a hang or a crash."""
 from __future__ import annotations
 
 import io
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from asn1crypto import cms, core
 
+from tests.inbound.streamed import openssl_encrypt_der
 from transcoder.inbound.ber import BerReader
 from transcoder.inbound.cms_decrypt import decrypt_cms_file, load_decryption_key
 from transcoder.keys.model import KeyFormat, KeyUsage
@@ -58,22 +58,7 @@ def test_definite_constructed_content_decrypts(tmp_path: Path, size: int) -> Non
     assert key is not None
     (tmp_path / "c.pem").write_bytes(key.public)
     (tmp_path / "p").write_bytes(PLAIN)
-    der = subprocess.run(
-        [
-            "openssl",
-            "cms",
-            "-encrypt",
-            "-binary",
-            "-aes-256-cbc",
-            "-outform",
-            "DER",
-            "-in",
-            str(tmp_path / "p"),
-            str(tmp_path / "c.pem"),
-        ],
-        capture_output=True,
-        check=True,
-    ).stdout
+    der = openssl_encrypt_der(tmp_path / "p", tmp_path / "c.pem", "aes-256-cbc")
     reencoded = segmented(der, size)
     assert reencoded != der
     keys = [load_decryption_key(key.public, files.private(key), key.fingerprint)]

@@ -8,12 +8,12 @@ from __future__ import annotations
 import base64
 import os
 import random
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.inbound.streamed import openssl_encrypt_der
 from transcoder.inbound import NotDecryptable, decrypt_append
 from transcoder.keys.model import KeyFormat, KeyUsage
 from transcoder.keys.server_keys_files import ServerKeyFiles
@@ -45,23 +45,9 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerKeyF
         (root / "c.pem").write_bytes(key.public)
         for cipher in ("aes-256-cbc", "aes-128-gcm"):
             for stream in ((), ("-stream",)):
-                made[(key.algorithm, cipher, stream)] = subprocess.run(
-                    [
-                        "openssl",
-                        "cms",
-                        "-encrypt",
-                        "-binary",
-                        *stream,
-                        f"-{cipher}",
-                        "-outform",
-                        "DER",
-                        "-in",
-                        str(root / "entity"),
-                        str(root / "c.pem"),
-                    ],
-                    capture_output=True,
-                    check=True,
-                ).stdout
+                made[(key.algorithm, cipher, stream)] = openssl_encrypt_der(
+                    root / "entity", root / "c.pem", cipher, stream=bool(stream)
+                )
     yield files, made
 
 
