@@ -6,15 +6,23 @@ damaged one to a server key is refused."""
 from __future__ import annotations
 
 import subprocess
+import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from tests.inbound.streamed import write_streamed_cms_message
 from tests.keyfactory import scratch_gpg_home
-from transcoder.inbound import Decrypted, NotDecryptable, decrypt_append
+from transcoder.inbound import (
+    Decrypted,
+    DecryptedFile,
+    NotDecryptable,
+    decrypt_append,
+    decrypt_append_file,
+)
 from transcoder.inbound.message import stored_message
 from transcoder.keys.model import KeyFormat, KeyUsage
 from transcoder.keys.server_keys_files import ServerKeyFiles
@@ -161,6 +169,18 @@ def test_protected_headers_inner_entity_replaces_the_outer() -> None:
     )
 
 
+def decrypt_file_traced(
+    source: BinaryIO, files: ServerKeyFiles
+) -> tuple[DecryptedFile | None, int]:
+    """``decrypt_append_file(source, files)`` and the peak of Python's allocations during it."""
+    tracemalloc.start()
+    try:
+        found = decrypt_append_file(source, files)
+        return found, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("cipher", ["aes-256-cbc", "aes-256-gcm"])
 def test_large_streamed_cms_decrypts_in_constant_memory(
     files: ServerKeyFiles, tmp_path: Path, cipher: str
@@ -168,22 +188,13 @@ def test_large_streamed_cms_decrypts_in_constant_memory(
     """A 16 MiB entity encrypted with openssl cms -encrypt -stream (indefinite-length BER,
     the content in segments) decrypts from a file to the same octets while Python's
     allocations peak far below the message's size."""
-    import tracemalloc
-
-    from transcoder.inbound import decrypt_append_file
-
     body = b"".join(b"line %08d of a large draft\r\n" % i for i in range(16 * 1024 * 1024 // 32))
     entity_file = tmp_path / "entity"
     entity_file.write_bytes(b"Content-Type: text/plain\r\n\r\n" + body)
     cert = cert_file(files, "ec", tmp_path)
     write_streamed_cms_message(tmp_path / "message", OUTER, entity_file, cert, cipher)
     with open(tmp_path / "message", "rb") as source:
-        tracemalloc.start()
-        try:
-            found = decrypt_append_file(source, files)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        found, peak = decrypt_file_traced(source, files)
     assert found is not None and found.format is KeyFormat.SMIME
     with found.file:
         stored = found.file.read()
@@ -196,9 +207,6 @@ def test_large_gpg_message_decrypts_from_files(files: ServerKeyFiles, tmp_path: 
     """An 8 MiB entity gpg encrypted to the server: decrypted file to file, Python's
     allocations staying well below the message's size."""
     import io
-    import tracemalloc
-
-    from transcoder.inbound import decrypt_append_file
 
     key = files.current_for(KeyFormat.OPENPGP, KeyUsage.ENCRYPT)
     assert key is not None
@@ -213,13 +221,7 @@ def test_large_gpg_message_decrypts_from_files(files: ServerKeyFiles, tmp_path: 
             capture_output=True,
             check=True,
         ).stdout
-    source = io.BytesIO(pgp_mime(armored))
-    tracemalloc.start()
-    try:
-        found = decrypt_append_file(source, files)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    found, peak = decrypt_file_traced(io.BytesIO(pgp_mime(armored)), files)
     assert found is not None
     with found.file:
         assert found.file.read().endswith(entity_bytes)
