@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.cluster.conftest import ALICE, MARKER, PER_ADDRESS, Cluster, SourcedIMAP4, login
 from tests.cms.parties import Party, make_party
-from tests.cms.peers import OPENSSL, require
+from tests.cms.peers import openssl_opens
 from tests.integration.conftest import PASSWORD
 from transcoder.client import XKeyClient
 
@@ -67,21 +66,6 @@ def snapshot(port: int, source: str) -> tuple[bytes, list[bytes], list[bytes]]:
         return validity, uids, octets
     finally:
         imap.logout()
-
-
-def openssl_opens(view: bytes, party: Party, workdir: Path) -> bytes:
-    """``openssl cms -decrypt`` of ``view`` with ``party``'s key: the plaintext (or b"")."""
-    (workdir / "view.eml").write_bytes(view)
-    done = subprocess.run(
-        [
-            *(require(OPENSSL, "openssl"), "cms", "-decrypt", "-in", str(workdir / "view.eml")),
-            *("-recip", str(party.cert_path), "-inkey", str(party.key_path)),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    return done.stdout if done.returncode == 0 else b""
 
 
 def test_each_front_serves_the_same_encrypted_octets(

@@ -95,6 +95,24 @@ def openssl_decrypt(tmp_path: Path, der: bytes, party: Party, *, inform: str = "
     return dst.read_bytes()
 
 
+def openssl_opens(view: bytes, party: Party, workdir: Path) -> bytes:
+    """``openssl cms -decrypt`` of the S/MIME message ``view`` with ``party``'s key.
+
+    The plaintext, or ``b""`` when openssl cannot open it (not a recipient).
+    """
+    (workdir / "view.eml").write_bytes(view)
+    done = subprocess.run(
+        [
+            *(require(OPENSSL, "openssl"), "cms", "-decrypt", "-in", str(workdir / "view.eml")),
+            *("-recip", str(party.cert_path), "-inkey", str(party.key_path)),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    return done.stdout if done.returncode == 0 else b""
+
+
 #: Fresh PKCS#12 files offered to gpgsm before its import counts as failed.
 IMPORT_ATTEMPTS = 5
 

@@ -24,7 +24,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.cms.parties import Party, make_party
-from tests.cms.peers import OPENSSL, require
+from tests.cms.peers import openssl_opens
 from tests.integration.conftest import RunningServer, admin
 from tests.integration.transcoding import (
     SMIME,
@@ -105,18 +105,8 @@ def fresh_view(front: RunningServer) -> bytes:
 
 
 def opens_with(view: bytes, party: Party, workdir: Path) -> bool:
-    """Whether ``openssl cms -decrypt`` opens ``view`` with ``party``'s key."""
-    (workdir / "view.eml").write_bytes(view)
-    result = subprocess.run(
-        [
-            *(require(OPENSSL, "openssl"), "cms", "-decrypt", "-in", str(workdir / "view.eml")),
-            *("-recip", str(party.cert_path), "-inkey", str(party.key_path)),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    return result.returncode == 0 and MARKER in result.stdout
+    """Whether ``openssl cms -decrypt`` opens ``view`` with ``party``'s key (MARKER inside)."""
+    return MARKER in openssl_opens(view, party, workdir)
 
 
 def test_a_key_put_through_one_front_is_used_by_the_others_next_fetch(
