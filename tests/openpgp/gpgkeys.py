@@ -54,6 +54,24 @@ def gpg(home: Path, *args: str, stdin: bytes = b"", check: bool = True) -> bytes
     return done.stdout
 
 
+def gpg_status_decrypt(home: Path, armored: bytes) -> subprocess.CompletedProcess[bytes]:
+    """``gpg --status-fd 2 --decrypt`` of ``armored`` with ``home``'s secret keys, unchecked.
+
+    The status lines (``[GNUPG:] ...``) come on stderr with gpg's messages.
+    """
+    return subprocess.run(
+        [
+            *("gpg", "--homedir", str(home), "--batch", "--no-tty"),
+            *("--pinentry-mode", "loopback", "--passphrase", ""),
+            *("--status-fd", "2", "--decrypt"),
+        ],
+        input=armored,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def kill_agents(home: Path) -> None:
     """Stop any gpg-agent/dirmngr of ``home``."""
     subprocess.run(
@@ -146,17 +164,7 @@ class PgpTestKeys:
 
     def decrypt(self, armored: bytes) -> Decryption:
         """Decrypt with the real gpg and the secret keys; RuntimeError when gpg fails."""
-        done = subprocess.run(
-            [
-                *("gpg", "--homedir", str(self.decrypt_home), "--batch", "--no-tty"),
-                *("--pinentry-mode", "loopback", "--passphrase", ""),
-                *("--status-fd", "2", "--decrypt"),
-            ],
-            input=armored,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
+        done = gpg_status_decrypt(self.decrypt_home, armored)
         if done.returncode != 0:
             raise RuntimeError(done.stderr.decode(errors="replace"))
         lines = done.stderr.decode(errors="replace").splitlines()

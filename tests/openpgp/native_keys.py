@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.openpgp.gpgkeys import ALICE, SessionKeys, gpg, kill_agents, stored
+from tests.openpgp.gpgkeys import (
+    ALICE,
+    SessionKeys,
+    gpg,
+    gpg_status_decrypt,
+    kill_agents,
+    stored,
+)
 from transcoder.keys.model import KeyFormat, KeyStatus, KeyUsage, OpenPgpDetails, StoredKey
 from transcoder.keys.openpgp import validate_openpgp_key
 
@@ -56,17 +63,7 @@ class NativeKeys:
 
     def gpg_decrypt(self, armored: bytes) -> PeerResult:
         """``gpg --decrypt`` with every secret key."""
-        done = subprocess.run(
-            [
-                *("gpg", "--homedir", str(self.decrypt_home), "--batch", "--no-tty"),
-                *("--pinentry-mode", "loopback", "--passphrase", ""),
-                *("--status-fd", "2", "--decrypt"),
-            ],
-            input=armored,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
+        done = gpg_status_decrypt(self.decrypt_home, armored)
         return PeerResult(done.returncode, done.stdout, done.stderr.decode(errors="replace"))
 
     def sq_decrypt(self, armored: bytes, key_type: str) -> PeerResult:
