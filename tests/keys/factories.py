@@ -1,9 +1,13 @@
-"""ValidatedKey values for keystore tests (the keystore stores values; it does not validate)."""
+"""ValidatedKey values for keystore tests (the keystore stores values; it does not validate).
+
+And the helpers the SQLite and PostgreSQL keystore tests share: concurrent puts, polling.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -96,3 +100,11 @@ def concurrent_puts(
     for thread in running:
         thread.join()
     return errors
+
+
+def wait_for(condition: Any, timeout: float = 15.0) -> None:
+    """Poll ``condition()`` until true (or fail after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)

@@ -17,7 +17,7 @@ from twisted.logger import Logger, eventAsJSON, formatEvent
 from twisted.python.threadpool import ThreadPool
 from zope.interface.verify import verifyObject
 
-from tests.keys.factories import ALICE, T0, key
+from tests.keys.factories import ALICE, T0, key, wait_for
 from transcoder.keys.async_store import AsyncKeyStore, audit_to_logger, clock_now
 from transcoder.keys.errors import NoUsableKey
 from transcoder.keys.interfaces import IAsyncKeyStore
@@ -119,23 +119,14 @@ def test_shared_keystore_changes_drop_views_and_move_the_data_version(
         assert front.data_version() is None  # not listening yet: every command reads
         changes.startService()
         try:
-            _wait(lambda: front.data_version() is not None)
+            wait_for(lambda: front.data_version() is not None)
             before = front.data_version()
             other_front.put(ALICE, key("k"), T0)
             other_front.set_policy(ALICE, T0, mode=PolicyMode.ALWAYS)
-            _wait(lambda: dropped == [ALICE, ALICE])
+            wait_for(lambda: dropped == [ALICE, ALICE])
             after = front.data_version()
             assert after is not None and before is not None and after > before
             changes.changed("*")  # server-wide settings: the version only
             assert dropped == [ALICE, ALICE] and front.data_version() == after + 1
         finally:
             changes.stopService()
-
-
-def _wait(condition: Any, timeout: float = 15.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)

@@ -8,14 +8,13 @@ PostgreSQL (:mod:`tests.postgres`).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.keys.factories import ALICE, BOB, T0, concurrent_puts, key, later
+from tests.keys.factories import ALICE, BOB, T0, concurrent_puts, key, later, wait_for
 from tests.postgres import PostgresServer
 from transcoder.errors import ConfigurationError
 from transcoder.keys.errors import KeyStoreError, NoUsableKey
@@ -163,14 +162,6 @@ def outage_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.remove()
-
-
-def wait_for(condition: Any, timeout: float = 15.0) -> None:
-    """Poll ``condition()`` until true (or fail after ``timeout`` seconds)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_outage_fails_unavailable_then_recovers(outage_server: PostgresServer) -> None:
