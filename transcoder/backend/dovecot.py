@@ -38,6 +38,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transcoder.cluster.process import stop_process
+
 #: The Maildir of an account, below its home directory.
 MAILDIR = "Maildir"
 
@@ -274,14 +276,8 @@ service anvil {{
     def stop(self) -> None:
         """SIGTERM to the master (it stops its children); SIGKILL if it lingers 30 s."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, signal.SIGTERM, grace=30)
 
     def __enter__(self) -> DovecotInstance:
         self.start()
