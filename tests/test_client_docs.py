@@ -192,18 +192,34 @@ def ports_free(*ports: int) -> bool:
 
 def fresh_clone(target: Path) -> Path:
     """The checkout's files as a clone would have them if everything were committed: tracked
-    and new files as they are now, nothing git ignores (.venv, data, build, caches)."""
-    listed = subprocess.run(
+    and new files as they are now, nothing git ignores (.venv, data, build, caches).
+
+    Outside a git checkout (an exported tree, ``git archive``) every file is copied
+    but the ones a run makes: the virtual environment, caches, build output.
+    """
+    listing = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
         capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, listed):
-        source = REPO / name.decode()
+        check=False,
+    )
+    if listing.returncode == 0:
+        names = [n.decode() for n in listing.stdout.split(b"\0") if n]
+    else:
+        made = {".venv", "data", "build", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+        names = [
+            str(path.relative_to(REPO))
+            for path in REPO.rglob("*")
+            if not made.intersection(path.relative_to(REPO).parts)
+            and "__pycache__" not in path.parts
+            and not path.name.endswith(".egg-info")
+            and not any(part.endswith(".egg-info") for part in path.relative_to(REPO).parts)
+        ]
+    for name in names:
+        source = REPO / name
         if source.is_file():
-            (target / name.decode()).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name.decode())
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
     return target
 
 
