@@ -58,6 +58,7 @@ from transcoder.backend.response_syntax import (
 )
 from transcoder.errors import BadCommand, MailboxReadOnly, MessageNotFound
 from transcoder.store.interfaces import MailboxUpdates
+from transcoder.store.session import status_items
 
 if TYPE_CHECKING:
     from transcoder.backend.account import BackendAccount
@@ -282,20 +283,7 @@ class BackendMailbox(OctetsMixin, RelayMixin):
 
     def requestStatus(self, names: Iterable[str | bytes]) -> dict[str, int]:
         """STATUS items from the selection's picture (the account asks the backend otherwise)."""
-        values = {
-            "MESSAGES": self.getMessageCount,
-            "RECENT": self.getRecentCount,
-            "UIDNEXT": self.getUIDNext,
-            "UIDVALIDITY": self.getUIDValidity,
-            "UNSEEN": self.getUnseenCount,
-        }
-        out = {}
-        for raw in names:
-            item = (raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw).upper()
-            if item not in values:
-                raise BadCommand(f"Unknown STATUS item {item}")
-            out[item] = values[item]()
-        return out
+        return status_items(self, names)
 
     def flags_of(self, uid: int, default: tuple[str, ...]) -> tuple[str, ...]:
         """The current flags of ``uid`` (for :class:`BackendMessage`)."""

@@ -51,6 +51,28 @@ def _ranges(messages: imap4.MessageSet, last: int) -> list[tuple[int, int]]:
     return out
 
 
+def status_items(mailbox: Any, names: Iterable[str | bytes]) -> dict[str, int]:
+    """STATUS items of a selected ``mailbox`` (RFC 3501 section 6.3.10) from its counters.
+
+    ``mailbox`` has Twisted's IMailboxInfo counters (``getMessageCount`` ...);
+    an unknown item is a BadCommand.  Shared by the Maildir and backend sessions.
+    """
+    values = {
+        "MESSAGES": mailbox.getMessageCount,
+        "RECENT": mailbox.getRecentCount,
+        "UIDNEXT": mailbox.getUIDNext,
+        "UIDVALIDITY": mailbox.getUIDValidity,
+        "UNSEEN": mailbox.getUnseenCount,
+    }
+    out = {}
+    for raw in names:
+        item = (raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw).upper()
+        if item not in values:
+            raise BadCommand(f"Unknown STATUS item {item}")
+        out[item] = values[item]()
+    return out
+
+
 @implementer(
     imap4.IMailbox, imap4.IMessageCopier, imap4.ICloseableMailbox, imap4.ISearchableMailbox
 )
@@ -156,20 +178,7 @@ class MailboxSession:
 
     def requestStatus(self, names: Iterable[str | bytes]) -> dict[str, int]:
         """STATUS items (RFC 3501 section 6.3.10); BadCommand for an unknown one."""
-        values = {
-            "MESSAGES": self.getMessageCount,
-            "RECENT": self.getRecentCount,
-            "UIDNEXT": self.getUIDNext,
-            "UIDVALIDITY": self.getUIDValidity,
-            "UNSEEN": self.getUnseenCount,
-        }
-        out = {}
-        for raw in names:
-            item = (raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw).upper()
-            if item not in values:
-                raise BadCommand(f"Unknown STATUS item {item}")
-            out[item] = values[item]()
-        return out
+        return status_items(self, names)
 
     # -- listeners, lifecycle ----------------------------------------------------
 
