@@ -11,6 +11,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
 
 from tests.backend.conftest import USERS
 from tests.integration.conftest import PASSWORD, RunningServer, free_port
@@ -138,3 +142,18 @@ def front_server(
             yield server
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def rerun_through_front(suite: ModuleType) -> Any:
+    """An autouse module fixture: the tests of ``suite``, star-imported into the calling
+    module, run against fronts before Dovecot (``suite``'s own module is untouched)."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _through_the_front() -> Iterator[None]:
+        if not DovecotInstance.installed():
+            pytest.skip("dovecot is not installed (Debian package dovecot-imapd)")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(suite, "running_server", front_server)
+            yield
+
+    return _through_the_front

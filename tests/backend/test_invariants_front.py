@@ -9,23 +9,13 @@ accounts and a front (``--backend``) before it, with the same extra options.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 import tests.integration.test_transcoded_invariants as suite
-from tests.backend.front import front_server
+from tests.backend.front import rerun_through_front
 from tests.integration.test_transcoded_invariants import *  # noqa: F403  (the tests, fixtures)
-from transcoder.backend.dovecot import DovecotInstance
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _through_the_front() -> Iterator[None]:
-    """This module's servers are fronts before Dovecot (the suite's own module is untouched)."""
-    if not DovecotInstance.installed():
-        pytest.skip("dovecot is not installed (Debian package dovecot-imapd)")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(suite, "running_server", front_server)
-        yield
+_through_the_front = rerun_through_front(suite)
