@@ -126,6 +126,16 @@ class InvalidMessage(ClientError):
     code = "PARSE"
 
 
+class UnknownTransferEncoding(ClientError):
+    """The part's content-transfer-encoding is unknown (RFC 3516 section 4.3)."""
+
+    code = "UNKNOWN-CTE"
+
+
+class InvalidTransferEncoding(UnknownTransferEncoding):
+    """The part's content-transfer-encoding is damaged and cannot be decoded."""
+
+
 class InvalidAccount(ClientError):
     """Invalid account name."""
 

@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from transcoder.errors import BadCommand, StoreError
 from transcoder.mime.entity import Entity
+from transcoder.mime.parts import encapsulated, find_part
 
 #: Section texts :func:`resolve_section` accepts (``kind``).
 KINDS = frozenset({"HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
@@ -50,49 +51,6 @@ class Section:
 
 #: The answer for a part that does not exist.
 EMPTY = Section(data=b"")
-
-
-def _is_multipart(entity: Entity) -> bool:
-    return entity.content_type.maintype == "multipart"
-
-
-def _encapsulated(entity: Entity) -> Entity | None:
-    """The message inside a message/rfc822 (or message/global) part, if parsed."""
-    if entity.content_type.maintype == "message" and len(entity.children) == 1:
-        return entity.children[0]
-    return None
-
-
-def _child(entity: Entity, number: int) -> Entity | None:
-    if 1 <= number <= len(entity.children):
-        return entity.children[number - 1]
-    return None
-
-
-def _part_of_message(message: Entity, number: int) -> Entity | None:
-    """Part ``number`` of a message: of its multipart body, or ``1`` for itself."""
-    if _is_multipart(message):
-        return _child(message, number)
-    return message if number == 1 else None
-
-
-def find_part(message: Entity, part: Sequence[int]) -> Entity | None:
-    """The entity that the 1-based ``part`` numbers name in ``message``, or ``None``.
-
-    ``part == ()`` names the message itself.
-    """
-    if not part:
-        return message
-    node = _part_of_message(message, part[0])
-    for number in part[1:]:
-        if node is None:
-            return None
-        if _is_multipart(node):
-            node = _child(node, number)
-        else:
-            inner = _encapsulated(node)
-            node = None if inner is None else _part_of_message(inner, number)
-    return node
 
 
 def _ensure_eol(raw: bytes) -> bytes:
@@ -146,7 +104,7 @@ def resolve_section(
         return Section(node.body_start, node.end)
     if kind == "MIME":
         return Section(node.header_start, node.body_start)
-    message = node if not part else _encapsulated(node)
+    message = node if not part else encapsulated(node)
     if message is None:
         return EMPTY
     if kind == "HEADER":
