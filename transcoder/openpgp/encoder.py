@@ -14,7 +14,12 @@ first octet is written)::
 
 armored as :mod:`transcoder.openpgp.armor` describes.  No compression
 (compression would leak the plaintext's redundancy through the length; gpg
-is run with ``--compress-algo none`` for the same reason) and no signature.
+is run with ``--compress-algo none`` for the same reason).  With a
+``signer`` (a :class:`~transcoder.openpgp.sign.LiteralSigner`, signed views
+of issue 16) the Literal Data packet is preceded by a One-Pass Signature
+packet and followed by the Signature packet, inside the SEIPD (RFC 3156
+section 6.2; :mod:`transcoder.openpgp.sign`): still one pass, and still of a
+size known in advance.
 
 Why SEIPD version 1 and not version 2 (AEAD): gpg 2.2, which Debian ships,
 does not read version 2; every OpenPGP implementation reads version 1 with
@@ -57,6 +62,7 @@ from transcoder.openpgp.packets import (
     packet_size,
 )
 from transcoder.openpgp.recipients import SESSION_KEY_SIZE, Recipient, exact
+from transcoder.openpgp.sign import LiteralSigner, SigningKey, one_pass_signature, signed_overhead
 
 #: Plaintext octets read at a time.
 CHUNK = 256 * 1024
@@ -87,29 +93,37 @@ def literal_body_size(plain_size: int) -> int:
     return len(LITERAL_PREFIX) + plain_size
 
 
-def seipd_body_size(plain_size: int) -> int:
-    """Octets of the SEIPD body: version, prefix, Literal Data packet, MDC packet."""
-    return 1 + BLOCK_SIZE + 2 + packet_size(literal_body_size(plain_size)) + MDC_SIZE
+def seipd_body_size(plain_size: int, signer: SigningKey | None = None) -> int:
+    """Octets of the SEIPD body: version, prefix, Literal Data packet (signed by ``signer``:
+    with the One-Pass Signature and Signature packets), MDC packet."""
+    signature = 0 if signer is None else signed_overhead(signer)
+    return 1 + BLOCK_SIZE + 2 + packet_size(literal_body_size(plain_size)) + signature + MDC_SIZE
 
 
-def binary_message_size(plain_size: int, recipients: Sequence[Recipient]) -> int:
+def binary_message_size(
+    plain_size: int, recipients: Sequence[Recipient], signer: SigningKey | None = None
+) -> int:
     """Octets of the binary message (before armor)."""
     if not recipients:
         raise OpenPgpError("no recipients")
-    body = seipd_body_size(plain_size)
+    body = seipd_body_size(plain_size, signer)
     if body > MAX_BODY_LENGTH:
         raise OpenPgpError(f"a {plain_size}-octet message is too large to frame")
     return sum(packet_size(r.pkesk_body_size) for r in recipients) + packet_size(body)
 
 
-def armored_message_size(plain_size: int, recipients: Sequence[Recipient]) -> int:
+def armored_message_size(
+    plain_size: int, recipients: Sequence[Recipient], signer: SigningKey | None = None
+) -> int:
     """Octets :func:`encrypt_armored` writes for ``plain_size`` octets to ``recipients``."""
-    return armored_size(binary_message_size(plain_size, recipients))
+    return armored_size(binary_message_size(plain_size, recipients, signer))
 
 
-def armored_message_lines(plain_size: int, recipients: Sequence[Recipient]) -> int:
+def armored_message_lines(
+    plain_size: int, recipients: Sequence[Recipient], signer: SigningKey | None = None
+) -> int:
     """Lines (LF octets) :func:`encrypt_armored` writes for ``plain_size`` octets."""
-    return armored_lines(binary_message_size(plain_size, recipients))
+    return armored_lines(binary_message_size(plain_size, recipients, signer))
 
 
 def encrypt_armored(
@@ -118,15 +132,18 @@ def encrypt_armored(
     out: BinaryIO,
     recipients: Sequence[Recipient],
     draw: Draw,
+    signer: LiteralSigner | None = None,
 ) -> int:
     """Encrypt the ``plain_size`` octets of ``src`` to ``recipients``; armor them into ``out``.
 
+    With ``signer``, the plaintext is a signed message (module docstring).
     Returns the octets written (always :func:`armored_message_size`).
     Raises EOFError when ``src`` ends early, OpenPgpError when it runs
     longer than ``plain_size`` or a draw is refused; ``out`` then holds a
     useless partial message.
     """
-    total = binary_message_size(plain_size, recipients)
+    key = None if signer is None else signer.key
+    total = binary_message_size(plain_size, recipients, key)
     session_key = exact(draw, SESSION_KEY_LABEL, SESSION_KEY_SIZE)
     armor = ArmorWriter(out)
     for index, recipient in enumerate(recipients):
@@ -136,11 +153,12 @@ def encrypt_armored(
     random_prefix = exact(draw, CFB_PREFIX_LABEL, BLOCK_SIZE)
     prefix = random_prefix + random_prefix[-2:]
     literal_size = literal_body_size(plain_size)
-    clear_head = prefix + header(LITERAL_DATA_TAG, literal_size) + LITERAL_PREFIX
+    one_pass = b"" if key is None else one_pass_signature(key)  # RFC 9580 section 5.4
+    clear_head = prefix + one_pass + header(LITERAL_DATA_TAG, literal_size) + LITERAL_PREFIX
     mdc = hashlib.sha1(clear_head)  # SHA-1 is what the MDC is (section 5.14)
     # OpenPGP CFB for SEIPD is plain CFB-128 with an all-zero IV (RFC 9580 section 5.13.1).
     encryptor = Cipher(algorithms.AES(session_key), CFB(bytes(BLOCK_SIZE))).encryptor()
-    seipd_size = seipd_body_size(plain_size)
+    seipd_size = seipd_body_size(plain_size, key)
     armor.write(header(SEIPD_TAG, seipd_size) + b"\x01" + encryptor.update(clear_head))
     remaining = plain_size
     while remaining:
@@ -149,9 +167,15 @@ def encrypt_armored(
             raise EOFError(f"plaintext ended {remaining} octets short of {plain_size}")
         remaining -= len(chunk)
         mdc.update(chunk)
+        if signer is not None:
+            signer.update(chunk)  # a binary document: the data alone (section 5.2.4)
         armor.write(encryptor.update(chunk))
     if src.read(1):
         raise OpenPgpError(f"plaintext longer than {plain_size} octets")
+    if signer is not None:
+        signature = signer.signature_packet()
+        mdc.update(signature)
+        armor.write(encryptor.update(signature))
     mdc.update(MDC_HEADER)
     armor.write(encryptor.update(MDC_HEADER + mdc.digest()) + encryptor.finalize())
     written = armor.finish()
