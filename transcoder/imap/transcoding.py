@@ -142,6 +142,7 @@ def transcode_into(
             keys=selection.keys,
             random_bytes=random,
             top_level=top,
+            signer=selection.signer,
             **request_args,
         )
         return selection.transcoder.transcode(request, out).size
@@ -238,6 +239,7 @@ def predict_view(
             keys=selection.keys,
             random_bytes=draws,
             top_level=top,
+            signer=selection.signer,
             **request_args,
         )
         try:
@@ -379,7 +381,10 @@ class TranscodingMixin:
             settings = transcoder.settings_id + obscure
             secret = config.view_secret
             fingerprints = tuple(sorted(k.fingerprint for k in selection.keys))
-            randomness = ViewRandomness(secret, fingerprints, transcoder.name, settings)
+            signer = selection.signer.fingerprint if selection.signer is not None else ""
+            randomness = ViewRandomness(secret, fingerprints, transcoder.name, settings, signer)
+            if signer:  # a signed view is another view (ViewSigner): another cache entry
+                settings += "|signed=" + signer
             if secret is not None:
                 settings += "|secret=" + secret.identifier
             fields = (selection, selection.key_id, transcoder.name, settings, randomness)
@@ -399,7 +404,7 @@ class TranscodingMixin:
         if not content and ISizePredictor.providedBy(selection.transcoder):
             # Size and structure only: computed from the headers, no encryption.
             # A small message's header is read here: a thread hop would cost more.
-            if stored.size <= INLINE_PREDICT_LIMIT:
+            if stored.size <= INLINE_PREDICT_LIMIT and selection.signer is None:
                 predicted = defer.maybeDeferred(
                     predict_view, stored, selection, request_args, randomness
                 )
@@ -442,7 +447,9 @@ class TranscodingMixin:
             return transcode
 
         recomputable = self._recomputable(selection)
-        small = likely_small(stored.size)
+        # A signed view is never made on the reactor thread: signing costs
+        # milliseconds (RSA) and its prediction reads the whole message.
+        small = likely_small(stored.size) and selection.signer is None
         if (
             recomputable
             and not small

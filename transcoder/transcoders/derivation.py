@@ -155,12 +155,17 @@ class ViewIdentity:
     :func:`message_digest`); ``fingerprints`` the recipient keys', in a
     fixed order (the server sorts them); ``transcoder`` and ``settings_id``
     name the transcoder and every setting that changes its output.
+    ``signer`` is the fingerprint of the server key that signs the view
+    (:class:`~transcoder.transcoders.interfaces.ViewSigner`), ``""`` for an
+    unsigned view: signed and unsigned views, and views signed by different
+    keys, never share draws.
     """
 
     message_sha256: bytes
     fingerprints: tuple[str, ...]
     transcoder: str
     settings_id: str
+    signer: str = ""
 
     def __post_init__(self) -> None:
         if len(self.message_sha256) != DIGEST_SIZE:
@@ -169,8 +174,14 @@ class ViewIdentity:
             object.__setattr__(self, "fingerprints", tuple(self.fingerprints))
 
     def encode(self) -> bytes:
-        """The canonical encoding: each field length-prefixed, the fingerprints a nested list."""
+        """The canonical encoding: each field length-prefixed, the fingerprints a nested list.
+
+        A signer adds a last field (``signer=`` and its fingerprint); an
+        unsigned view's encoding is what it was before signed views existed,
+        so its draws, and its octets, did not change.
+        """
         keys = b"".join(_lp(fp.encode("utf-8")) for fp in self.fingerprints)
+        signer = (_lp(b"signer=" + self.signer.encode("utf-8")),) if self.signer else ()
         return b"".join(
             (
                 _lp(CONTEXT),
@@ -178,6 +189,7 @@ class ViewIdentity:
                 _lp(keys),
                 _lp(self.transcoder.encode("utf-8")),
                 _lp(self.settings_id.encode("utf-8")),
+                *signer,
             )
         )
 
@@ -250,13 +262,17 @@ class ViewRandomness:
     fingerprints: tuple[str, ...]
     transcoder: str
     settings_id: str
+    #: The signing key's fingerprint (:attr:`ViewIdentity.signer`), ``""``: unsigned.
+    signer: str = ""
 
     def for_message(self, source: BinaryIO, size: int) -> RandomSource:
         """The draws of the view of the ``size``-octet message in ``source`` (read to hash it)."""
         if self.secret is None:
             return SystemRandom()
         digest = message_digest(source, size)
-        identity = ViewIdentity(digest, self.fingerprints, self.transcoder, self.settings_id)
+        identity = ViewIdentity(
+            digest, self.fingerprints, self.transcoder, self.settings_id, self.signer
+        )
         return self.secret.randomness(identity)
 
 

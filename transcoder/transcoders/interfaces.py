@@ -27,9 +27,9 @@ No twisted import here.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 from zope.interface import Attribute, Interface
 
@@ -40,6 +40,51 @@ from transcoder.transcoders.derivation import (
     IRandomSource,
     RandomSource,
 )
+
+
+@dataclass(frozen=True)
+class ViewSigner:
+    """The server's signing key, handed to a transcoder to sign a view (issue 16).
+
+    The server passes one as :attr:`TranscodeRequest.signer` when the
+    account's policy says ``SIGN ON`` (``XKEY POLICY SIGN ON``, or the
+    server's ``--sign-views`` default); ``None`` there means an unsigned
+    view.  It is always the *current* signing key of the view's format from
+    ``DIR/server-keys/`` (a retired signing key is never handed out), loaded
+    by :mod:`transcoder.signing.signers` and cached per fingerprint.
+
+    * ``format``: the :class:`~transcoder.keys.model.KeyFormat` of the view.
+    * ``fingerprint``: the server key's fingerprint as ``XKEY SERVER`` shows
+      it -- SHA-256 of the signing certificate's DER (S/MIME), the primary
+      key's v4 fingerprint (OpenPGP).  Part of the view's identity
+      (:class:`~transcoder.transcoders.derivation.ViewIdentity` ``signer``)
+      and of its cache key, so signed views are byte-stable and a new
+      signing key names new views.
+    * ``public``: S/MIME: the signing certificate's DER; OpenPGP: the
+      armored public key exactly as ``XKEY SERVER`` publishes it.
+    * ``secret``: the private key file's octets: PKCS#8 PEM (S/MIME), the
+      armored ``gpg --export-secret-keys`` of the whole key (OpenPGP).
+    * ``signing_subkey``: OpenPGP only, the fingerprint of the signing
+      subkey to sign with (``ServerKey.subkeys[1]``); ``""`` for S/MIME.
+    * ``private_key``: the key, parsed once by the loader: S/MIME a
+      ``cryptography`` RSA or EC private key; OpenPGP whatever
+      ``transcoder.openpgp.sign.signing_key_from_secret(secret,
+      signing_subkey)`` returns (a ``SigningKey``).  Not compared or hashed.
+
+    A transcoder that signs declares ``signs = True`` (see
+    :func:`can_sign`); the server never hands a signer to one that does not
+    (the FETCH fails closed instead).  Signing must be deterministic (RSA
+    PKCS#1 v1.5, Ed25519, ECDSA with RFC 6979 nonces) and draw nothing that
+    is not from the request's draws, or the view would change between
+    FETCHes.
+    """
+
+    format: KeyFormat
+    fingerprint: str
+    public: bytes
+    secret: bytes = field(repr=False)
+    signing_subkey: str = ""
+    private_key: Any = field(default=None, repr=False, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -72,6 +117,9 @@ class TranscodeRequest:
     #: (it does, to tell ciphertext apart); a transcoder may use it instead of
     #: parsing the header again.
     top_level: Entity | None = None
+    #: The server's signing key when the view must be signed (``XKEY POLICY
+    #: SIGN ON``), else ``None``: see :class:`ViewSigner`.
+    signer: ViewSigner | None = None
 
     def __post_init__(self) -> None:
         require_aware(self.now)
@@ -117,6 +165,11 @@ class ITranscoder(Interface):
     small messages of a deterministic transcoder are made on the reactor
     thread (a thread hop costs more than encrypting a few KB), so its
     ``transcode`` must not wait on anything (no subprocess, no network).
+
+    Another optional attribute: ``signs = True`` says the transcoder signs
+    its view with the request's :attr:`TranscodeRequest.signer` when it has
+    one (:class:`ViewSigner`, :func:`can_sign`).  Signed views are always
+    made in worker threads.
     """
 
     name = Attribute("Unique short name, e.g. 'smime' or 'pgp-mime' (str).")
@@ -138,6 +191,16 @@ class ITranscoder(Interface):
         when no key can be used or the message cannot be transcoded; what was
         already written to ``out`` must then be discarded by the caller.
         """
+
+
+def can_sign(transcoder: object) -> bool:
+    """Whether ``transcoder`` declares ``signs = True``: it signs its view with
+    :attr:`TranscodeRequest.signer` when one is given (see :class:`ViewSigner`).
+
+    An attribute read, like :func:`is_deterministic`: transcoders written
+    before signed views do not sign, and are never handed a signer.
+    """
+    return getattr(transcoder, "signs", False) is True
 
 
 def is_deterministic(transcoder: object) -> bool:
@@ -261,6 +324,8 @@ __all__ = [
     "TranscodeResult",
     "Transcoder",
     "ViewShape",
+    "ViewSigner",
+    "can_sign",
     "is_deterministic",
     "predicted_layout",
 ]

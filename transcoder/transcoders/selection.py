@@ -21,7 +21,7 @@ from transcoder.keys.errors import NoUsableKey
 from transcoder.keys.model import KeyFormat, KeyStatus, Policy, PolicyMode, StoredKey
 from transcoder.keys.policy import missing_key_message
 from transcoder.transcoders.errors import TranscodeFailed
-from transcoder.transcoders.interfaces import Transcoder
+from transcoder.transcoders.interfaces import Transcoder, ViewSigner
 from transcoder.transcoders.registry import TranscoderRegistry
 
 
@@ -47,10 +47,12 @@ def usable_keys(
 
 @dataclass(frozen=True)
 class Selection:
-    """The transcoder chosen for an account and the keys it encrypts to."""
+    """The transcoder chosen for an account, the keys it encrypts to and, when the
+    account's views are signed (``SIGN ON``), the server key that signs them."""
 
     transcoder: Transcoder
     keys: tuple[StoredKey, ...]
+    signer: ViewSigner | None = None
 
     @property
     def key_id(self) -> str:
@@ -60,7 +62,8 @@ class Selection:
     @property
     def view_id(self) -> str:
         """Transcoder name, settings and keys: what makes two views of one message differ."""
-        return f"{self.transcoder.name}|{self.transcoder.settings_id}|{self.key_id}"
+        signed = f"|signed={self.signer.fingerprint}" if self.signer is not None else ""
+        return f"{self.transcoder.name}|{self.transcoder.settings_id}|{self.key_id}{signed}"
 
 
 def select_transcoder(
