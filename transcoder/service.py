@@ -13,6 +13,8 @@ Layout of ``--data DIR`` (created on first start)::
                         --view-secret names another file), see transcoder.view_secret
     DIR/server-keys/    the server's own key pairs (issue 16), see
                         transcoder.keys.server_keys_files
+    DIR/quarantine/     with --clamd: delivered messages clamd found infected, per
+                        account (0700, outside the mail tree), see transcoder.scan.delivery
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import ssl
 from twisted.logger import (
     FilteringLogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     globalLogPublisher,
@@ -48,9 +51,10 @@ from transcoder.imap.settings import MiB, ServerSettings
 from transcoder.imap.view_epoch import ServerViewsService
 from transcoder.keys.keystore import is_postgresql
 from transcoder.keys.server_keys_files import ServerKeyFiles, start_server_keys
-from transcoder.layers import key_layer, keystore_changes, transcoding_layer
+from transcoder.layers import ThreadPoolService, key_layer, keystore_changes, transcoding_layer
 from transcoder.listening import OptionListener
 from transcoder.scan import ClamdScanner
+from transcoder.scan.delivery import SCAN_THREADS, DeliveryScan
 from transcoder.store import MaildirStore
 from transcoder.store.maildir import SERVER_RESCAN_INTERVAL
 from transcoder.tls import TLSFiles, ensure_self_signed, load_pem_pair
@@ -180,8 +184,9 @@ class Options(usage.Options):
             "clamd",
             None,
             None,
-            "Scan every APPEND (after decryption) with clamd: unix:/path/clamd.ctl or"
-            " tcp:HOST:PORT; infected: NO [CANNOT], clamd down: NO [UNAVAILABLE].",
+            "Scan every APPEND (after decryption) and every message delivered into new/"
+            " with clamd: unix:/path/clamd.ctl or tcp:HOST:PORT; infected: NO [CANNOT] or"
+            " DIR/quarantine/, clamd down: NO [UNAVAILABLE] or held in new/.",
         ],
     ]
     optFlags = [
@@ -383,6 +388,25 @@ def server_keys(options: dict[str, Any], data: Path) -> ServerKeyFiles:
     return files
 
 
+def delivery_scan(
+    options: dict[str, Any], data: Path, server: ServerKeyFiles | None
+) -> tuple[DeliveryScan | None, ThreadPoolService | None]:
+    """With ``--clamd``: the gate scanning what MDAs deliver into ``new/``, and its pool."""
+    from twisted.internet import reactor, threads
+    from twisted.python.threadpool import ThreadPool
+
+    if not options.get("clamd"):
+        return None, None
+    pool = ThreadPool(*SCAN_THREADS, name="transcoder-scan")
+
+    def run(f: Any, *args: Any) -> Any:
+        return threads.deferToThreadPool(reactor, pool, f, *args)
+
+    scanner = ClamdScanner.parse(options["clamd"])
+    gate = DeliveryScan(scanner, data / "mail", data / "quarantine", run, reactor, server)
+    return gate, ThreadPoolService(pool)
+
+
 def makeService(options: dict[str, Any]) -> service.IService:
     """Build the transcoder service from parsed :class:`Options`."""
     data = Path(options["data"]).absolute()
@@ -397,6 +421,7 @@ def makeService(options: dict[str, Any]) -> service.IService:
     if options["log-level"] != "debug":
         filter_global_log(options["log-level"])
     factory_class = TranscodingIMAP4Factory
+    gate, scan_service = None, None
     if options["backend"] is not None:  # logins and mail on the backend (issue 11)
         from twisted.internet import reactor
 
@@ -405,7 +430,10 @@ def makeService(options: dict[str, Any]) -> service.IService:
         portal = make_backend_portal(reactor, options["backend"])
         factory_class = BackendIMAP4Factory
     else:
-        store = MaildirStore(data / "mail", rescan_interval=SERVER_RESCAN_INTERVAL)
+        gate, scan_service = delivery_scan(options, data, keys.server)
+        store = MaildirStore(
+            data / "mail", rescan_interval=SERVER_RESCAN_INTERVAL, intake_gate=gate
+        )
         accounts = AccountsFile(data / "accounts")
         portal = make_portal(accounts, store, cache=verification_cache(options, accounts))
     factory = factory_class(
@@ -415,12 +443,21 @@ def makeService(options: dict[str, Any]) -> service.IService:
         keys=keys,
         transcoding=transcoding,
     )
-    # Every APPEND is streamed to clamd after decryption (issue 16; transcoder.scan).
+    # Every APPEND is streamed to clamd after decryption (issue 16; transcoder.scan); so is
+    # every new/ file of the built-in store (gate).  A front's mail is delivered to the
+    # backend: scanning it there is the MTA's (clamav-milter) or Dovecot's job.
     factory.scanner = ClamdScanner.parse(options["clamd"]) if options.get("clamd") else None
+    if factory.scanner is not None and gate is None:
+        Logger().info(
+            "--clamd with --backend scans the APPENDs through this front only; delivered"
+            " mail goes to the backend: scan it at the MTA (README, Virus scanning)"
+        )
     top = service.MultiService()
     # First in, last out: the listeners stop before the key threads do.
     key_service.setServiceParent(top)
     transcoding_service.setServiceParent(top)
+    if scan_service is not None:
+        scan_service.setServiceParent(top)
     # A shared keystore: other fronts' changes drop views and end stale sessions here too.
     changes = keystore_changes(keys, transcoding.cache)
     if changes is not None:

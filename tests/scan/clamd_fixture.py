@@ -24,11 +24,12 @@ CLAMD = "/usr/sbin/clamd"
 
 @dataclass
 class Clamd:
-    """A running clamd: its socket and process."""
+    """A running clamd: its socket, process, folder and config (so it can be started again)."""
 
     socket: Path
     process: subprocess.Popen[bytes]
     folder: Path
+    config: Path | None = None
 
     @property
     def address(self) -> str:
@@ -42,6 +43,42 @@ class Clamd:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def start(self) -> None:
+        """Start clamd again after :meth:`stop` (same config and socket); returns once
+        it answers PING."""
+        assert self.config is not None
+        if self.process.poll() is not None:
+            self.socket.unlink(missing_ok=True)
+            self.process = _launch(self.config)
+        deadline = time.monotonic() + 60
+        while not _answers(self.socket):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"clamd did not start: {err}")
+            time.sleep(0.1)
+
+
+def _launch(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [CLAMD, f"--config-file={config}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def _answers(sock: Path) -> bool:
+    """clamd on ``sock`` answers PING."""
+    import socket as sockets
+
+    if not sock.exists():
+        return False
+    try:
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(sock))
+            s.sendall(b"zPING\0")
+            return s.recv(16).startswith(b"PONG")
+    except OSError:
+        return False
 
 
 @contextmanager
@@ -61,17 +98,9 @@ def running_clamd() -> Iterator[Clamd]:
         f"LogFile {folder / 'clamd.log'}\nPidFile {folder / 'clamd.pid'}\n"
         f"TemporaryDirectory {folder}\nStreamMaxLength 100M\nMaxThreads 2\n"
     )
-    process = subprocess.Popen(
-        [CLAMD, f"--config-file={config}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    clamd = Clamd(sock, process, folder)
+    clamd = Clamd(sock, _launch(config), folder, config)
     try:
-        deadline = time.monotonic() + 60
-        while not sock.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                err = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"clamd did not start: {err}")
-            time.sleep(0.1)
+        clamd.start()
         yield clamd
     finally:
         clamd.stop()

@@ -124,8 +124,13 @@ class MailboxIndex:
         allocate_validity: Callable[[int], int],
         entity_cache: EntityCache | None = None,
         rescan_interval: float = 0.0,
+        intake_gate: intake.IntakeGate | None = None,
     ) -> None:
         self.path = path
+        #: Admits new/ files into the mailbox (None: every file at once), see intake.
+        self.intake_gate = intake_gate
+        #: Counts expect_change() calls (one during a scan means: look again).
+        self._expected = 0
         self.rescan_interval = rescan_interval
         self._listed_at: float | None = None
         self.name = name
@@ -236,8 +241,11 @@ class MailboxIndex:
             return
         if not force and stamp is not None and stamp == self._stamp:
             return
+        expected = self._expected
         with self._lock.held():
             self._rescan()
+        if expected != self._expected:
+            return  # the intake gate asked for another look meanwhile
         self._listed_at = now
         settled = self.clock.seconds() - 1.0
         # A directory changed within the last second may change again within
@@ -246,6 +254,13 @@ class MailboxIndex:
             self._stamp = stamp
         else:
             self._stamp = None
+
+    def expect_change(self) -> None:
+        """Look at the directories again at the next refresh (the intake gate's answer
+        about a ``new/`` file changed)."""
+        self._expected += 1
+        self._stamp = None
+        self._listed_at = None
 
     def _rescan(self) -> None:
         self.keywords.load()
@@ -335,12 +350,15 @@ class MailboxIndex:
             return
         bases = {split_filename(name)[0] for name in names}
         moved = False
+        gate = self.intake_gate
         for base, name in sorted(arrivals.items(), key=lambda item: _arrival_key(item[1])):
             src = new / name
             try:
                 if base in bases:
                     os.unlink(src)  # already moved before a crash; never twice
                     continue
+                if gate is not None and not gate.admit(self, name):
+                    continue  # held in new/ (e.g. not yet scanned): unseen, no UID
                 target = f"{base}:2,{split_filename(name)[1]}"
                 intake.rewrite_canonical(src, self.tmp / (base + ".intake"), self.cur / target)
             except FileNotFoundError:

@@ -12,6 +12,11 @@ offsets need no translation.  Copies run in bounded chunks.
 Files are written into ``tmp/`` and fsync'ed before they are renamed into
 place, the Maildir discipline: a crash leaves at most a stray ``tmp/`` file
 that no client ever sees.
+
+A file in ``new/`` may have to pass an :class:`IIntakeGate` first (the
+gateway virus scan of delivered mail, :mod:`transcoder.scan.delivery`): until
+the gate admits it, it stays in ``new/``, unnumbered and unseen by every
+session.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import Interface
 
 from transcoder.errors import BadCommand
 
@@ -68,6 +74,28 @@ def is_canonical(path: Path, chunk: int = CHUNK) -> bool:
                 return False
             previous = data[-1:] if data.endswith(b"\r") else b""
     return True
+
+
+class IIntakeGate(Interface):
+    """Decides when a file another program dropped into ``new/`` may enter the mailbox."""
+
+    def admit(mailbox, name):  # noqa: N805 (zope.interface: no self)
+        """True when ``new/<name>`` of ``mailbox`` may be moved into ``cur/`` now.
+
+        Called on the reactor thread, under the mailbox's uid list lock, for
+        each arrival at each scan of the directory: it must not block.  A
+        file held back (False) stays in ``new/``; the gate calls
+        ``mailbox.expect_change()`` when its answer changes, so the next
+        refresh looks at ``new/`` again.
+        """
+
+
+class IntakeGate(Protocol):
+    """:class:`IIntakeGate` as a :class:`typing.Protocol`, for type hints."""
+
+    def admit(self, mailbox: Any, name: str) -> bool:
+        """See :meth:`IIntakeGate.admit`."""
+        ...
 
 
 def _safe_hostname(name: str) -> str:

@@ -29,7 +29,7 @@ from transcoder.errors import InvalidAccount, MailboxNotFound
 from transcoder.files import fsync_dir
 from transcoder.store.account import MaildirAccount
 from transcoder.store.entity_cache import EntityCache
-from transcoder.store.intake import UniqueNames, write_new_file
+from transcoder.store.intake import IntakeGate, UniqueNames, write_new_file
 from transcoder.store.mailbox import MailboxState
 from transcoder.store.uidlist import allocate_uidvalidity
 
@@ -61,7 +61,9 @@ class MaildirStore:
     thread pool); ``random_bytes`` and ``hostname`` make unique file names;
     ``rescan_interval`` is how long a mailbox listing stays good enough
     for other programs' changes (see :mod:`.index`; the server's is
-    :data:`SERVER_RESCAN_INTERVAL`, 0 looks at every refresh).
+    :data:`SERVER_RESCAN_INTERVAL`, 0 looks at every refresh);
+    ``intake_gate`` admits files other programs deliver into ``new/`` (the
+    server's with ``--clamd``: :mod:`transcoder.scan.delivery`).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class MaildirStore:
         random_bytes: Callable[[int], bytes] = os.urandom,
         hostname: str | None = None,
         rescan_interval: float = 0.0,
+        intake_gate: IntakeGate | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -83,6 +86,7 @@ class MaildirStore:
         self.clock = clock
         self.run_blocking = run_blocking
         self.rescan_interval = rescan_interval
+        self.intake_gate = intake_gate
         self.names = UniqueNames(clock, random_bytes, hostname)
         self._states: weakref.WeakValueDictionary[str, MailboxState] = weakref.WeakValueDictionary()
         self._kept: OrderedDict[str, MailboxState] = OrderedDict()
@@ -136,6 +140,7 @@ class MaildirStore:
                 lambda above: account.allocate_validity(above),
                 self.entity_cache,
                 self.rescan_interval,
+                self.intake_gate,
             )
             self._states[key] = state
         self._kept[key] = state

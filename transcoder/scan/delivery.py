@@ -1,0 +1,332 @@
+"""The gateway virus scan of delivered mail (issue 16): ``new/`` files pass clamd first.
+
+draft-kadobayashi-smime-secureops section 2.2: the gateway scans what it can
+decrypt.  With ``--clamd``, a file an MDA drops into a mailbox's ``new/`` is
+held there -- no UID, unseen by every session -- until clamd has answered
+for it (:class:`DeliveryScan`, the store's :class:`~transcoder.store.intake.IIntakeGate`):
+
+* **clean**: admitted at the mailbox's next refresh (a session's NOOP,
+  SELECT, IDLE poll), exactly as delivered;
+* **infected**: moved out of the mail tree to ``DIR/quarantine/<account>/``,
+  which no IMAP command reaches (a hidden mailbox would still be reachable by
+  a SELECT of its name, by RENAME, or by another IMAP server on the same
+  Maildir); logged with the signature, account, mailbox and file, and an
+  audit event ``delivery-quarantined``;
+* **clamd unreachable or no verdict**: fail closed -- the file stays in
+  ``new/``, unseen, and is tried again once :data:`RETRY_SECONDS` have passed
+  (one probe at a time while clamd is down, then all of them); the outage is
+  logged once when it starts and once when it ends, not per message.
+
+A delivered message encrypted to one of the server's own keys (S/MIME or
+PGP/MIME, :mod:`transcoder.inbound`, as for APPEND) is decrypted for the
+scan, in a temporary file, and the plaintext is scanned; the message is
+stored as delivered (decrypting delivered mail into the store is not part of
+issue 16: that is what APPEND does, where the user sent it to the server).
+A message to a server key that does not decrypt is scanned as it is.
+
+Scans run in a thread pool of their own (:data:`SCAN_THREADS`), streamed
+(:meth:`~transcoder.scan.clamd.ClamdScanner.scan` sends 64 KiB chunks), so
+neither the reactor nor the thread pool other work uses waits for clamd.
+A verdict is bound to the file's identity (inode, size, mtime): a file
+changed after its scan is scanned again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from transcoder.files import fsync_dir
+from transcoder.inbound import NotDecryptable, decrypt_append_file
+from transcoder.keys.server_keys_files import ServerKeyFiles
+from transcoder.scan.clamd import ClamdScanner, ScannerUnavailable
+from transcoder.store.intake import IIntakeGate, write_new_file
+
+log = Logger()
+#: The key audit namespace (transcoder.layers.AUDIT_NAMESPACE): written to DIR/audit.jsonl.
+_audit = Logger(namespace="transcoder.keys.audit")
+
+#: Seconds a held file waits before clamd is asked again after it was unreachable.
+RETRY_SECONDS = 10.0
+#: Threads scanning delivered mail (clamd's own MaxThreads caps its side).
+SCAN_THREADS = (1, 2)
+#: Runs ``f(*args)`` in the scan pool; returns a Deferred of its result.
+RunScan = Callable[..., "defer.Deferred[Any]"]
+
+
+class FileChanged(Exception):
+    """The ``new/`` file is not the one the gate saw (replaced or rewritten): ask again."""
+
+
+class _Stage(Enum):
+    SCANNING = "scanning"
+    CLEAN = "clean"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What makes a verdict still true of a file: inode, size, modification time."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        """The identity of a stat result."""
+        return cls(st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class Examined:
+    """One delivered file's outcome: its signature (None: clean), where it was
+    quarantined, which server key decrypted it for the scan."""
+
+    signature: str | None
+    quarantined: Path | None = None
+    decrypted_with: str | None = None
+
+
+@dataclass
+class _Held:
+    identity: FileIdentity
+    stage: _Stage
+    mailboxes: list[weakref.ref[Any]] = field(default_factory=list)
+    retry_at: float = 0.0
+
+
+@implementer(IIntakeGate)
+class DeliveryScan:
+    """Holds ``new/`` files until clamd cleared them; quarantines the infected.
+
+    ``mail_root`` is ``DIR/mail`` (accounts are its subdirectories),
+    ``quarantine`` is ``DIR/quarantine``; ``server_keys`` decrypts mail
+    encrypted to the server (None: scanned as delivered); ``run`` runs the
+    blocking scan in the scan pool; ``clock`` paces the retries.
+    """
+
+    def __init__(
+        self,
+        scanner: ClamdScanner,
+        mail_root: Path,
+        quarantine: Path,
+        run: RunScan,
+        clock: IReactorTime,
+        server_keys: ServerKeyFiles | None = None,
+        retry_seconds: float = RETRY_SECONDS,
+    ) -> None:
+        self.scanner = scanner
+        self.mail_root = mail_root
+        self.quarantine = quarantine
+        self.server_keys = server_keys
+        self._run = run
+        self._clock = clock
+        self._retry_seconds = retry_seconds
+        self._held: dict[Path, _Held] = {}
+        self._in_flight = 0
+        #: clamd is known to be unreachable (logged once, when it started).
+        self.outage = False
+        self._retry: IDelayedCall | None = None
+
+    # -- the gate (reactor thread) -------------------------------------------------------
+
+    def admit(self, mailbox: Any, name: str) -> bool:
+        """True once clamd found ``new/<name>`` clean; else start or await its scan."""
+        path = Path(mailbox.path) / "new" / name
+        try:
+            identity = FileIdentity.of(os.stat(path))
+        except FileNotFoundError:
+            self._held.pop(path, None)
+            return True  # gone: the pickup skips it
+        held = self._held.get(path)
+        if held is not None and held.identity != identity:
+            held = None  # changed since its scan: scan again
+        if held is not None and held.stage is _Stage.CLEAN:
+            del self._held[path]
+            return True
+        if held is None:
+            held = self._held[path] = _Held(identity, _Stage.UNAVAILABLE)
+        if not any(ref() is mailbox for ref in held.mailboxes):
+            held.mailboxes.append(weakref.ref(mailbox))
+        if held.stage is _Stage.UNAVAILABLE and self._may_try(held):
+            self._start(path, held)
+        return False
+
+    def _may_try(self, held: _Held) -> bool:
+        if self._clock.seconds() < held.retry_at:
+            return False
+        # While clamd is down, one probe at a time; the rest wait for its answer.
+        return not (self.outage and self._in_flight)
+
+    def _start(self, path: Path, held: _Held) -> None:
+        held.stage = _Stage.SCANNING
+        self._in_flight += 1
+        d = self._run(self.examine, path, held.identity)
+        d.addBoth(self._finished, path, held)
+
+    def _finished(self, outcome: Any, path: Path, held: _Held) -> None:
+        self._in_flight -= 1
+        if self._held.get(path) is not held:
+            return  # the file was replaced meanwhile; its new scan decides
+        if isinstance(outcome, Examined):
+            self._available()
+            if outcome.signature is None:
+                held.stage = _Stage.CLEAN
+            else:
+                del self._held[path]
+                self._report(path, outcome)
+        elif isinstance(outcome, Failure) and outcome.check(FileNotFoundError, FileChanged):
+            del self._held[path]  # taken or rewritten by another program: the next look decides
+        else:
+            self._unavailable(outcome)
+            held.stage = _Stage.UNAVAILABLE
+            held.retry_at = self._clock.seconds() + self._retry_seconds
+            self._retry_later()
+        self._wake(held)
+
+    def _wake(self, held: _Held) -> None:
+        for ref in held.mailboxes:
+            mailbox = ref()
+            if mailbox is not None:
+                mailbox.expect_change()
+
+    def _available(self) -> None:
+        if self.outage:
+            self.outage = False
+            log.info(
+                "clamd at {address} answers again: delivered mail held in new/ is scanned",
+                address=self.scanner.address,
+            )
+            for held in self._held.values():  # the ones that waited for the probe
+                held.retry_at = 0.0
+                if held.stage is _Stage.UNAVAILABLE:
+                    self._wake(held)
+
+    def _unavailable(self, outcome: Any) -> None:
+        if self.outage:
+            return
+        self.outage = True
+        why = outcome.getErrorMessage() if isinstance(outcome, Failure) else str(outcome)
+        if isinstance(outcome, Failure) and not outcome.check(ScannerUnavailable):
+            log.failure("scanning a delivered message failed", outcome)
+        log.warn(
+            "clamd at {address} unavailable ({why}): delivered mail stays in new/, unseen,"
+            " until it answers",
+            address=self.scanner.address,
+            why=why,
+        )
+
+    def _retry_later(self) -> None:
+        if self._retry is None or not self._retry.active():
+            self._retry = self._clock.callLater(self._retry_seconds, self._retry_due)
+
+    def _retry_due(self) -> None:
+        self._retry = None
+        for held in self._held.values():
+            if held.stage is _Stage.UNAVAILABLE:
+                self._wake(held)
+
+    def _report(self, path: Path, outcome: Examined) -> None:
+        account, mailbox = self.where(path)
+        log.warn(
+            "delivered message quarantined: {signature} in {file} of {account} ({mailbox})"
+            " moved to {quarantined}",
+            signature=outcome.signature,
+            file=path.name,
+            account=account,
+            mailbox=mailbox,
+            quarantined=str(outcome.quarantined),
+        )
+        _audit.info(
+            "{audit[event]} {audit[account]}",
+            audit={
+                "event": "delivery-quarantined",
+                "account": account,
+                "mailbox": mailbox,
+                "file": path.name,
+                "signature": outcome.signature,
+                "decrypted_with": outcome.decrypted_with,
+                "quarantined": str(outcome.quarantined),
+            },
+        )
+
+    def where(self, path: Path) -> tuple[str, str]:
+        """The account and mailbox directory (``""`` for INBOX) of a ``new/`` file."""
+        parts = path.relative_to(self.mail_root).parts
+        return parts[0], parts[1] if len(parts) > 3 else ""
+
+    # -- the scan (scan pool thread) -----------------------------------------------------
+
+    def examine(self, path: Path, identity: FileIdentity) -> Examined:
+        """Scan the file at ``path`` (decrypted first when it is encrypted to the server);
+        move it to the quarantine when infected.  Blocking: runs in the scan pool.
+
+        Raises ScannerUnavailable (clamd down or no verdict), FileChanged (the file
+        is not the one seen at ``identity``) and FileNotFoundError (it is gone).
+        """
+        with open(path, "rb") as source:
+            if FileIdentity.of(os.fstat(source.fileno())) != identity:
+                raise FileChanged(str(path))
+            decrypted = self._decrypted(source)
+            try:
+                scanned: BinaryIO = source if decrypted is None else decrypted[0]
+                verdict = self.scanner.scan(scanned)
+            finally:
+                if decrypted is not None:
+                    decrypted[0].close()
+        key = None if decrypted is None else decrypted[1]
+        if verdict.signature is None:
+            return Examined(None, decrypted_with=key)
+        return Examined(verdict.signature, self._quarantine(path), key)
+
+    def _decrypted(self, source: BinaryIO) -> tuple[BinaryIO, str] | None:
+        if self.server_keys is None:
+            return None
+        try:
+            found = decrypt_append_file(source, self.server_keys)
+        except NotDecryptable:
+            found = None  # to a server key but damaged: scanned as delivered
+        except Exception:
+            log.failure("decrypting a delivered message for its scan failed; scanned as is")
+            found = None
+        source.seek(0)
+        return None if found is None else (found.file, found.fingerprint)
+
+    def _quarantine(self, path: Path) -> Path:
+        """Move ``path`` to ``quarantine/<account>/`` (0700), durably, never over a file."""
+        account, _ = self.where(path)
+        folder = self.quarantine / account
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.quarantine, 0o700)
+        name = path.name
+        target = folder / name
+        suffix = 0
+        while target.exists():
+            suffix += 1
+            target = folder / f"{name}.{suffix}"
+        try:
+            os.link(path, target)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            with open(path, "rb") as source:  # another file system: copy, then remove
+                write_new_file(target, source, canonical=False)
+        fsync_dir(folder)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        fsync_dir(path.parent)
+        return target
