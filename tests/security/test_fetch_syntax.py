@@ -41,9 +41,9 @@ MULTI = (
 
 #: The forms the attack run reported as NO [SERVERBUG] with a traceback.
 ISSUE_FORMS = [
-    b"FETCH 1 BINARY[1]",
-    b"FETCH 1 BINARY.PEEK[]",
-    b"FETCH 1 BINARY.SIZE[1]",
+    b"FETCH 1 BINARY[1.TEXT]",  # BINARY is offered now (RFC 3516): part numbers only
+    b"FETCH 1 BINARY.PEEK[HEADER]",
+    b"FETCH 1 BINARY.SIZE[1]<0.5>",
     b"FETCH 1 MODSEQ",
     b"FETCH 1 (FLAGS MODSEQ)",
     b"FETCH 1 X-GM-MSGID",

@@ -18,7 +18,12 @@ parameter values.  This module replaces its FETCH with one that
   later layers return a transcoded view there, while COPY, SEARCH and STORE
   keep using the stored message (docs/design.md, invariant 4);
 * refuses a message whose view cannot be built with a tagged NO before a byte
-  of that message is written (docs/design.md, invariant 3: fail closed).
+  of that message is written (docs/design.md, invariant 3: fail closed);
+* serves ``BINARY[...]``, ``BINARY.PEEK[...]`` and ``BINARY.SIZE[...]``
+  (RFC 3516, capability ``BINARY``) from the same view, transfer-decoded by
+  :mod:`.fetch_binary` before the response is built (so ``NO
+  [UNKNOWN-CTE]`` comes before ``\\Seen`` is set or a byte is written),
+  as a ``literal8`` (``~{n}``) when the decoded octets hold a NUL.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from twisted.mail import imap4
 from zope.interface import implementer
 
 from transcoder.errors import ClientError, ServerError, TranscoderError
+from transcoder.imap import fetch_binary
+from transcoder.imap.fetch_binary import BinaryContent, prepare_binaries
 from transcoder.imap.fetch_stream import ResponseStream, StreamStopped
 from transcoder.imap.fetch_syntax import FetchItem, parse_fetch_items, parse_sequence_set
 from transcoder.imap.sections import Section, resolve_section
@@ -160,10 +167,18 @@ class _Response:
 
     def __init__(self, fp: BinaryIO | None) -> None:
         self.fp = fp
-        self.pieces: list[bytes | tuple[int, int]] = []
+        self.pieces: list[bytes | tuple[int, int] | tuple[int, int, Any]] = []
 
     def atom(self, data: bytes) -> None:
         self.pieces.append(data)
+
+    def binary(self, name: bytes, content: BinaryContent, partial: tuple[int, int] | None) -> None:
+        """``name {n}`` or, when the content holds a NUL, ``name ~{n}`` (RFC 3516 section 4.3)."""
+        start, end = content.window(partial)
+        mark = b" ~{%d}\r\n" if content.has_nul else b" {%d}\r\n"
+        self.pieces.append(name + mark % (end - start))
+        if end > start:
+            self.pieces.append((start, end, content.fp))
 
     def literal(self, name: bytes, section: Section, partial: tuple[int, int] | None) -> None:
         """``name {n}\\r\\n<octets>``, the octets being ``section`` or its partial slice."""
@@ -202,6 +217,12 @@ class FetchMixin:
     def stored_message(self, message: Any) -> defer.Deferred[Any]:
         """``message`` as stored, as an :class:`IParsedMessage` (spooled if it has no file)."""
         return as_parsed_message(message, getattr(self, "_scheduler", None))
+
+    def capabilities(self) -> dict[bytes, Any]:
+        """Add BINARY (RFC 3516 section 4.1: FETCH BINARY items, APPEND of a literal8)."""
+        caps: dict[bytes, Any] = super().capabilities()  # type: ignore[misc]
+        caps[b"BINARY"] = None
+        return caps
 
     # -- arguments (RFC 3501 section 9, parsed by .fetch_syntax) --------------------
 
@@ -295,16 +316,25 @@ class FetchMixin:
                 # The view first: a FETCH refused for want of it (fail closed) has
                 # not sent the message, so it must not set \Seen either.
                 view = yield views.next()
-                flags = yield self._mark_seen(message, items)
+                spools: list[BinaryIO] = []
+                fp = None
                 try:
-                    fp = view.open() if content else None
-                    response = yield self._build_response(seq, message, view, fp, items, flags)
-                except FileNotFoundError:
-                    vanished = True  # expunged by another session, file already gone
-                    continue
-                try:
+                    try:
+                        fp = view.open() if content else None
+                        entity = yield self._structure(view, items)
+                        # BINARY's decoding may refuse the FETCH: before \Seen is set.
+                        binaries = yield prepare_binaries(view, fp, entity, items, spools)
+                        flags = yield self._mark_seen(message, items)
+                        response = self._build_response(
+                            seq, message, view, fp, items, flags, entity, binaries
+                        )
+                    except FileNotFoundError:
+                        vanished = True  # expunged by another session, file already gone
+                        continue
                     yield self._write_response(response, stream)
                 finally:
+                    for spool in spools:
+                        spool.close()
                     if fp is not None:
                         fp.close()
                 yield stream.between_messages()
@@ -319,7 +349,9 @@ class FetchMixin:
         """
         mbox: Any = self.mbox
         wants_seen = any(
-            i.name in _SETS_SEEN or (i.section is not None and not i.peek) for i in items
+            i.name in _SETS_SEEN
+            or (i.section is not None and not i.peek and i.name != "BINARY.SIZE")
+            for i in items
         )
         flags = list(message.getFlags())
         if not wants_seen or "\\Seen" in flags or not mbox.isWriteable():
@@ -328,7 +360,12 @@ class FetchMixin:
         d = defer.maybeDeferred(mbox.store, uid_set, ["\\Seen"], 1, uid=True)
         return d.addCallback(lambda result: next(iter(result.values()), [*flags, "\\Seen"]))
 
-    @defer.inlineCallbacks
+    def _structure(self, view: Any, items: list[FetchItem]) -> defer.Deferred[Entity | None]:
+        """The view's MIME tree when an item needs it, else ``None``."""
+        if any(_needs_structure(i) for i in items):
+            return _parse(view)
+        return defer.succeed(None)
+
     def _build_response(
         self,
         seq: int,
@@ -337,15 +374,21 @@ class FetchMixin:
         fp: BinaryIO | None,
         items: list[FetchItem],
         new_flags: Any,
-    ) -> Any:
-        entity = None
-        if any(_needs_structure(i) for i in items):
-            entity = yield _parse(view)
+        entity: Entity | None,
+        binaries: dict[tuple[int, ...], BinaryContent],
+    ) -> _Response:
         response = _Response(fp)
         response.atom(b"* %d FETCH (" % seq)
         for n, item in enumerate(items):
             if n:
                 response.atom(b" ")
+            if item.name in ("BINARY", "BINARY.SIZE") and item.section is not None:
+                content = binaries[item.section.part]
+                if item.binary:
+                    response.binary(item.label(), content, item.partial)
+                else:
+                    response.atom(item.label() + b" %d" % content.size)
+                continue
             self._add_item(response, item, message, view, entity, new_flags)
         if new_flags is not None and not any(i.name == "FLAGS" for i in items):
             response.atom(b" FLAGS " + format_flags(new_flags))
@@ -397,8 +440,8 @@ class FetchMixin:
                 if isinstance(piece, bytes):
                     stream.write(piece)
                     continue
-                start, end = piece
-                fp: Any = response.fp
+                start, end = piece[0], piece[1]
+                fp: Any = response.fp if len(piece) == 2 else piece[2]
                 assert fp is not None  # content items always open the view
                 if hasattr(fp, "read_between"):  # a view sent as it is encrypted
                     yield stream.write_streamed(fp, start, end)
@@ -501,11 +544,15 @@ _UID_ITEM = FetchItem("UID")
 
 def _needs_content(item: FetchItem) -> bool:
     """Whether ``item`` sends octets of the message (not only its size or structure)."""
+    if item.name in ("BINARY", "BINARY.SIZE"):
+        return fetch_binary.needs_content(item)
     return item.name in _CONTENT or item.section is not None
 
 
 def _needs_structure(item: FetchItem) -> bool:
     """Whether ``item`` needs the view's MIME tree (all but ``BODY[]`` of the whole message)."""
+    if item.name in ("BINARY", "BINARY.SIZE"):
+        return fetch_binary.needs_structure(item)
     if item.section is not None:
         return bool(item.section.part) or item.section.text is not None
     return item.name in _STRUCTURE

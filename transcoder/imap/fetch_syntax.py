@@ -24,7 +24,10 @@ Grammar (RFC 3501 section 9, keywords case-insensitive)::
                       "RFC822" [".HEADER" / ".SIZE" / ".TEXT"] /
                       "BODY" ["STRUCTURE"] / "UID" /
                       "BODY" section ["<" number "." nz-number ">"] /
-                      "BODY.PEEK" section ["<" number "." nz-number ">"]
+                      "BODY.PEEK" section ["<" number "." nz-number ">"] /
+                      "BINARY" [".PEEK"] section-binary [partial] /   ; RFC 3516 section 7
+                      "BINARY.SIZE" section-binary
+    section-binary  = "[" [section-part] "]"                         ; RFC 3516 section 7
     section         = "[" [section-spec] "]"
     section-spec    = section-msgtext / (section-part ["." section-text])
     section-msgtext = "HEADER" / "HEADER.FIELDS" [".NOT"] SP header-list / "TEXT"
@@ -70,11 +73,10 @@ MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
+#: The BINARY items (RFC 3516 section 4.2), each followed by a section-binary.
+BINARY_ITEMS = frozenset({"BINARY", "BINARY.PEEK", "BINARY.SIZE"})
 #: Items of extensions this server does not offer, with why they are refused.
 _NOT_OFFERED = {
-    "BINARY": "BINARY (RFC 3516) is not offered",
-    "BINARY.PEEK": "BINARY (RFC 3516) is not offered",
-    "BINARY.SIZE": "BINARY (RFC 3516) is not offered",
     "MODSEQ": "MODSEQ needs CONDSTORE (RFC 7162), which is not offered",
 }
 _SECTION_TEXTS = ("HEADER.FIELDS.NOT", "HEADER.FIELDS", "HEADER", "TEXT", "MIME")
@@ -113,8 +115,10 @@ class FetchItem:
     """One ``fetch-att``.
 
     ``name`` is the upper-case keyword (``BODY.PEEK`` is ``BODY`` with
-    ``peek``); ``section`` is set for ``BODY[...]``, ``partial`` is the
-    ``(origin, length)`` of ``<origin.length>``.
+    ``peek``, ``BINARY.PEEK`` is ``BINARY`` with ``peek``); ``section`` is
+    set for ``BODY[...]``, ``BINARY[...]`` and ``BINARY.SIZE[...]`` (whose
+    spec holds part numbers only), ``partial`` is the ``(origin, length)``
+    of ``<origin.length>``.
     """
 
     name: str
@@ -122,11 +126,17 @@ class FetchItem:
     peek: bool = False
     partial: tuple[int, int] | None = None
 
+    @property
+    def binary(self) -> bool:
+        """Whether this is ``BINARY[...]`` / ``BINARY.PEEK[...]`` (not ``BINARY.SIZE``)."""
+        return self.name == "BINARY"
+
     def label(self) -> bytes:
-        """The item's name in the response: ``BODY[1.TEXT]<0>``, ``RFC822.SIZE`` ..."""
+        """The name in the response: ``BODY[1.TEXT]<0>``, ``BINARY[2]``, ``RFC822.SIZE`` ..."""
         if self.section is None:
             return self.name.encode("ascii")
-        label = b"BODY[" + self.section.label() + b"]"
+        keyword = b"BODY" if self.name == "BODY" else self.name.encode("ascii")
+        label = keyword + b"[" + self.section.label() + b"]"
         if self.partial is not None:
             # RFC 3501 section 7.4.2: only the origin octet is echoed.
             label += b"<%d>" % self.partial[0]
@@ -249,6 +259,8 @@ def _fetch_att(reader: _Reader) -> FetchItem:
         section = _section(reader)
         partial = _partial(reader) if reader.at(b"<") else None
         return FetchItem("BODY", section, name == "BODY.PEEK", partial)
+    if name in BINARY_ITEMS:
+        return _binary_att(reader, name)
     if name in SIMPLE_ITEMS:
         if reader.at(b"[") or reader.at(b"<"):
             raise BadCommand(f"{name} takes no section or partial")
@@ -262,6 +274,35 @@ def _fetch_att(reader: _Reader) -> FetchItem:
     if not word:
         raise BadCommand(f"Expected a FETCH item, found {reader.show_rest()}")
     raise BadCommand(f"Unknown FETCH item {_show(word.encode('ascii'))}")
+
+
+def _binary_att(reader: _Reader, name: str) -> FetchItem:
+    """``"BINARY" [".PEEK"] section-binary [partial]`` / ``"BINARY.SIZE" section-binary``.
+
+    RFC 3516 section 7: ``section-binary = "[" [section-part] "]"`` -- part
+    numbers only, no HEADER, TEXT or MIME; BINARY.SIZE takes no partial.
+    """
+    if not reader.at(b"["):
+        raise BadCommand(f"{name} needs a section, e.g. {name}[] (RFC 3516 section 7)")
+    reader.pos += 1
+    part: list[int] = []
+    if not reader.at(b"]"):
+        part.append(reader.number(True, "a part number"))
+        while reader.at(b"."):
+            reader.pos += 1
+            part.append(reader.number(True, "a part number"))
+    if not reader.at(b"]"):
+        raise BadCommand(
+            f"{name} takes part numbers only, found {reader.show_rest()} (RFC 3516 section 7)"
+        )
+    reader.pos += 1
+    section = SectionSpec(tuple(part))
+    if name == "BINARY.SIZE":
+        if reader.at(b"<"):
+            raise BadCommand("BINARY.SIZE takes no partial (RFC 3516 section 7)")
+        return FetchItem(name, section)
+    partial = _partial(reader) if reader.at(b"<") else None
+    return FetchItem("BINARY", section, name == "BINARY.PEEK", partial)
 
 
 def _section(reader: _Reader) -> SectionSpec:
@@ -380,6 +421,7 @@ def _show(raw: bytes) -> str:
 
 
 __all__ = [
+    "BINARY_ITEMS",
     "MACROS",
     "MAX_NUMBER",
     "SIMPLE_ITEMS",

@@ -120,6 +120,8 @@ class TransferMixin(MailboxCommandMixin):
         if rest[:1] == b'"':
             raw_date, rest = split_quoted(rest)
             date = parse_date_time(raw_date)
+        if rest[:1] == b"~":  # RFC 3516 section 4.4: a literal8, its octets stored as sent
+            rest = rest[1:]
         literal = parse_literal_spec(rest)
         request = AppendRequest("", tuple(flags), date)
         try:
