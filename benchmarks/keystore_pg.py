@@ -7,7 +7,9 @@ tests do: :mod:`tests.postgres`) and measures, in the same run:
    side by side: ``view_inputs(with_keys=False)`` (the epoch check a
    selected-state command makes when the keystore changed), ``view_inputs``
    with keys (every FETCH command) and ``put`` (XKEY PUT): median and 95th
-   percentile over ``--operations`` calls, and the ratio PostgreSQL / SQLite.
+   percentile over ``--operations`` calls, and the ratio PostgreSQL / SQLite;
+   for PostgreSQL also the round trips one call makes (counted in libpq's
+   protocol trace: each turn from sending to receiving is one).
 2. Commit to notification: a key stored through one keystore until another
    process's listener (:class:`~transcoder.keys.pg_keystore.ChangeListener`)
    hears it -- the delay before other fronts drop views and re-read epochs.
@@ -29,6 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -48,6 +51,10 @@ from common import (
 )
 
 sys.path.insert(0, str(REPO))
+
+import itertools
+
+from psycopg import pq
 
 from tests.keys.factories import ALICE, T0, key, later
 from tests.postgres import PostgresServer
@@ -84,6 +91,39 @@ def operations(store: KeyStoreBase, count: int) -> dict[str, list[float]]:
         ),
         "FETCH read (view_inputs, keys)": timed(lambda i: store.view_inputs(ALICE, T0), count),
         "XKEY PUT (put)": timed(lambda i: store.put(ALICE, key(f"k{i}"), later(i + 1)), count),
+    }
+
+
+def round_trips(store: PgKeyStore, function: Any) -> int:
+    """How many times ``function()`` waits for PostgreSQL (``store`` has one connection).
+
+    libpq's trace lists the messages sent (``F``) and received (``B``); a
+    round trip is a turn from sending to receiving, so pipelined statements
+    count once.
+    """
+    pool = store._connections()
+    with tempfile.TemporaryFile("w+") as trace:
+        connection = pool.getconn()
+        connection.pgconn.trace(trace.fileno())
+        connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        pool.putconn(connection)
+        function()
+        connection = pool.getconn()
+        connection.pgconn.untrace()
+        pool.putconn(connection)
+        trace.seek(0)
+        sides = [line[0] for line in trace if line[:2] in ("F\t", "B\t")]
+    return sum(1 for a, b in itertools.pairwise(sides) if a == "F" and b == "B")
+
+
+def trips_per_operation(store: PgKeyStore) -> dict[str, int]:
+    """Round trips of one call of each operation (after :func:`operations` ran)."""
+    return {
+        "epoch check (view_inputs, no keys)": round_trips(
+            store, lambda: store.view_inputs(ALICE, T0, with_keys=False)
+        ),
+        "FETCH read (view_inputs, keys)": round_trips(store, lambda: store.view_inputs(ALICE, T0)),
+        "XKEY PUT (put)": round_trips(store, lambda: store.put(ALICE, key("rt"), later(10**6))),
     }
 
 
@@ -174,13 +214,17 @@ def main() -> None:
             print(load_note())
             print(f"1. keystore operations, {args.operations} each (same run)")
             sqlite = operations(KeyStore(root / "keys.db"), args.operations)
-            with PgKeyStore(postgres.new_database()) as pg:
+            with PgKeyStore(postgres.new_database(), pool_size=1) as pg:
                 shared = operations(pg, args.operations)
+                trips = trips_per_operation(pg)
             for name, durations in sqlite.items():
                 ratio = statistics.median(shared[name]) / statistics.median(durations)
                 print(f"   {name}")
                 print(f"     SQLite      {ms(durations)}")
-                print(f"     PostgreSQL  {ms(shared[name])}   ratio {ratio:5.1f}x")
+                print(
+                    f"     PostgreSQL  {ms(shared[name])}   ratio {ratio:5.1f}x"
+                    f"   {trips[name]} round trips"
+                )
             delays = notification_latency(postgres.new_database(), args.notifications)
             print(f"2. commit -> another process's listener, {len(delays)} changes")
             print(f"   {ms(delays)}  max {max(delays) * 1000:.3f} ms")

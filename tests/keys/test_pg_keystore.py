@@ -236,3 +236,36 @@ def test_a_writer_waits_for_another_fronts_writer(dsn: str) -> None:
             assert not done.wait(0.5)
         assert done.wait(10)
         writer.join()
+
+
+def test_connections_pooled_across_a_restart_are_replaced_unseen(
+    outage_server: PostgresServer,
+) -> None:
+    """PostgreSQL restarted under a pool: the next read and write succeed at the first try.
+
+    Connections are not pinged when taken from the pool; the dead ones fail
+    before anything ran and the keystore takes the next (reads of one
+    statement and the BEGIN of transactions alike).
+    """
+    dsn = outage_server.new_database()
+    with PgKeyStore(dsn, pool_size=2) as store:
+        store.put(ALICE, key("k"), T0)
+        store.set_policy(ALICE, T0, mode=PolicyMode.ALWAYS)
+        _hold_two_connections(store)
+        outage_server.stop()
+        outage_server.start()
+        assert store.view_inputs(ALICE, T0).policy.mode is PolicyMode.ALWAYS
+        _hold_two_connections(store)
+        outage_server.stop()
+        outage_server.start()
+        assert store.put(ALICE, key("k2"), later(1)).status is KeyStatus.ACTIVE
+
+
+def _hold_two_connections(store: PgKeyStore) -> None:
+    """Make the pool open both its connections (a transaction holds one, another thread reads)."""
+    epochs: list[int] = []
+    with store._transaction("DEFERRED"):
+        reader = threading.Thread(target=lambda: epochs.append(store.view_epoch(ALICE, T0)))
+        reader.start()
+        reader.join()
+    assert epochs and epochs[0] >= 1

@@ -93,6 +93,23 @@ def is_postgresql(spec: str | None) -> bool:
     return bool(spec) and str(spec).split("://", 1)[0].lower() in ("postgresql", "postgres")
 
 
+def policy_sets_format(row: Any) -> bool:
+    """Whether a ``policies`` row (``None``: none) names the format explicitly."""
+    return row is not None and bool(row["format"])
+
+
+def policy_from_row(row: Any, newest_key_format: KeyFormat | None) -> Policy:
+    """The policy a ``policies`` row (any columns, by name; ``None``: none) stands for.
+
+    ``newest_key_format``: the format of the account's newest usable
+    encryption key, which a format never set explicitly falls back to.  Both
+    engines build policies here, PostgreSQL's one-statement read too.
+    """
+    mode = PolicyMode(row["mode"]) if row is not None else PolicyMode.OFF
+    explicit = KeyFormat(row["format"]) if policy_sets_format(row) else None
+    return resolve_policy(mode, explicit, newest_key_format if explicit is None else None)
+
+
 def _no_audit(record: dict[str, Any]) -> None:
     """The default audit hook: records go nowhere."""
 
@@ -315,13 +332,9 @@ class KeyStoreBase(ViewEpochMethods):
             return self._policy(db, account, now)
 
     def _policy(self, db: Connection, account: str, now: datetime) -> Policy:
-        row = db.execute(
-            "SELECT mode, format FROM policies WHERE account = ?", (account,)
-        ).fetchone()
-        mode = PolicyMode(row["mode"]) if row else PolicyMode.OFF
-        explicit = KeyFormat(row["format"]) if row and row["format"] else None
-        newest = self._active_key(db, account, None, now) if explicit is None else None
-        return resolve_policy(mode, explicit, newest.format if newest else None)
+        row = db.execute("SELECT * FROM policies WHERE account = ?", (account,)).fetchone()
+        newest = self._active_key(db, account, None, now) if not policy_sets_format(row) else None
+        return policy_from_row(row, newest.format if newest else None)
 
     def set_policy(
         self,

@@ -8,14 +8,22 @@ differs is kept here and small:
   and ``:name`` parameters; :func:`pg_sql` rewrites them to psycopg's
   ``%s`` and ``%(name)s`` (and doubles literal ``%``), and rows come back
   indexable by position and by name, as :class:`sqlite3.Row` are.
-* **Transactions.**  Connections come from a psycopg_pool pool, each checked
-  before use, so a front reconnects by itself once PostgreSQL is back.  A
-  reading operation is one ``REPEATABLE READ READ ONLY`` transaction: all
-  its statements see one snapshot (the view epoch with the very policy and
-  keys it counts).  A writing one first takes a transaction-scoped advisory
-  lock (:data:`WRITE_LOCK`), so writers -- every front, ``transcoder-admin``
-  -- take turns exactly as SQLite's ``BEGIN IMMEDIATE`` makes them, and the
-  at-most-one-ACTIVE-key and view-epoch rules hold across fronts.
+* **Transactions.**  Connections come from a psycopg_pool pool; one that
+  died while pooled (PostgreSQL restarted) fails at its first statement,
+  before anything ran, and the next is taken, so a front reconnects by
+  itself once PostgreSQL is back without a ping per operation.  A reading
+  operation is one ``REPEATABLE READ READ ONLY`` transaction: all its
+  statements see one snapshot.  A writing one first takes a
+  transaction-scoped advisory lock (:data:`WRITE_LOCK`), so writers -- every
+  front, ``transcoder-admin`` -- take turns exactly as SQLite's ``BEGIN
+  IMMEDIATE`` makes them, and the at-most-one-ACTIVE-key and view-epoch
+  rules hold across fronts.
+* **Round trips.**  The read every command makes -- the view epoch with the
+  very policy and keys it counts -- is one statement (:data:`VIEW_STATE`),
+  sent alone: one round trip, where SQLite runs six.  BEGIN with the lock,
+  and the audit rows with NOTIFY and COMMIT, go in pipeline mode (one round
+  trip each).  psycopg prepares a statement on a connection once it ran
+  five times there, so the repeated ones are not planned again.
 * **Schema version.**  The table ``schema_version`` stands for SQLite's
   ``PRAGMA user_version``; migrations run under another advisory lock, so
   fronts started together migrate once.
@@ -41,12 +49,14 @@ thread and brings the listener's news onto it.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
@@ -55,13 +65,27 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from transcoder.keys.errors import KeyStoreError
-from transcoder.keys.keystore import AuditHook, KeyStoreBase, KeyStoreUnavailable, _no_audit
+from transcoder.keys.keystore import (
+    AuditHook,
+    KeyStoreBase,
+    KeyStoreUnavailable,
+    _no_audit,
+    policy_from_row,
+)
 from transcoder.keys.keystore_schema import (
+    ENCRYPTS,
+    KEY_COLUMNS,
     MIGRATIONS,
     POSTGRESQL,
+    Connection,
     check_version,
+    decode_time,
     dialect_statements,
+    encode_time,
+    stored_key,
 )
+from transcoder.keys.model import KeyFormat, PolicyMode
+from transcoder.keys.view_epochs import INITIAL_INPUTS, ViewInputs, _inputs_id, _ViewState
 
 #: The NOTIFY channel of keystore changes; the payload is the account (``*``: all).
 CHANNEL = "transcoder_keystore"
@@ -71,14 +95,50 @@ MIGRATION_LOCK = 0x7472616F
 #: Events that change nothing (their transaction is rolled back): not notified.
 REFUSALS = frozenset({"key.refused", "policy.refused", "views.refused"})
 
+#: What opens a transaction, per mode: sent together, in one round trip (pipeline mode).
+_BEGIN = {
+    "DEFERRED": ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",),
+    "IMMEDIATE": (
+        "BEGIN ISOLATION LEVEL READ COMMITTED",
+        f"SELECT pg_advisory_xact_lock({WRITE_LOCK})",
+    ),
+}
+
+#: An account's view state in one statement: the policy row (all its columns,
+#: as JSON), its own and the server-wide epoch, and its keys -- all of them
+#: (``:every``) or only those usable now, each marked ``usable``: ACTIVE,
+#: encrypting, not expired.  The rest (newest usable key, effective format,
+#: inputs id, first expiry) is computed from these rows
+#: (:meth:`PgKeyStore._view_state`), as the SQLite keystore's six statements
+#: compute it.
+VIEW_STATE = f"""
+WITH account_keys AS (
+    SELECT id, {KEY_COLUMNS},
+        (status = 'ACTIVE' AND {ENCRYPTS} AND (not_after IS NULL OR not_after >= :now))
+            AS usable
+    FROM keys WHERE account = :account
+)
+SELECT
+    (SELECT to_jsonb(p) FROM policies p WHERE p.account = :account) AS policy_row,
+    (SELECT epoch FROM view_epochs WHERE account = :account) AS own_epoch,
+    (SELECT inputs FROM view_epochs WHERE account = :account) AS recorded_inputs,
+    (SELECT epoch FROM server_views WHERE id = 1) AS server_epoch,
+    k.*
+FROM (SELECT 1) AS one LEFT JOIN account_keys k ON :every OR k.usable
+ORDER BY k.id
+"""
+
+_T = TypeVar("_T")
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|%")
 
 
+@functools.lru_cache(maxsize=512)
 def pg_sql(statement: str) -> str:
     """``statement`` with SQLite's ``?`` and ``:name`` parameters as psycopg's.
 
     Quoted literals are left alone but for ``%``, which psycopg reads
-    everywhere and which is doubled.
+    everywhere and which is doubled.  Rewritten once per statement text (the
+    keystore's statements are a few dozen).
     """
 
     def replace(match: re.Match[str]) -> str:
@@ -118,12 +178,22 @@ def rows_by_name(cursor: Any) -> RowMaker[Row]:
 
 
 class _Adapter:
-    """A psycopg connection spoken to in the keystore's SQL dialect (see :func:`pg_sql`)."""
+    """A psycopg connection spoken to in the keystore's SQL dialect (see :func:`pg_sql`).
 
-    def __init__(self, connection: psycopg.Connection[Row]) -> None:
+    ``statements``: how many it may run (``None``: any); a transaction of
+    one-statement read (:meth:`PgKeyStore._read_once`) has no BEGIN to hold a
+    second one to its snapshot.
+    """
+
+    def __init__(self, connection: psycopg.Connection[Row], statements: int | None = None) -> None:
         self.connection = connection
+        self.left = statements
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Row]:
+        if self.left is not None:
+            if self.left == 0:
+                raise RuntimeError("a one-statement transaction ran a second statement")
+            self.left -= 1
         return self.connection.execute(pg_sql(sql), parameters)
 
 
@@ -179,7 +249,6 @@ class PgKeyStore(KeyStoreBase):
                     max_size=self.pool_size,
                     open=True,
                     timeout=self.timeout,
-                    check=ConnectionPool.check_connection,
                     name="transcoder-keystore",
                 )
             return self._pool
@@ -221,19 +290,49 @@ class PgKeyStore(KeyStoreBase):
         if getattr(self._local, "pending", None) is not None:
             raise RuntimeError("keystore transactions do not nest")
         try:
-            with self._connections().connection() as connection:
-                pending: list[dict[str, Any]] = []
-                self._local.pending = pending
-                try:
-                    yield from self._run(connection, mode, pending)
-                except BaseException:
-                    self._local.pending = None
-                    self._audit_refusals(connection, pending)
-                    raise
-                finally:
-                    self._local.pending = None
+            pool = self._connections()
+            connection = self._begin(pool, mode)
         except (psycopg.Error, PoolTimeout) as error:
             raise _unavailable(error) from error
+        try:
+            pending: list[dict[str, Any]] = []
+            self._local.pending = pending
+            try:
+                yield from self._run(connection, mode, pending)
+            except BaseException:
+                self._local.pending = None
+                self._audit_refusals(connection, pending)
+                raise
+            finally:
+                self._local.pending = None
+        except (psycopg.Error, PoolTimeout) as error:
+            raise _unavailable(error) from error
+        finally:
+            pool.putconn(connection)  # a broken one is discarded (and replaced) by the pool
+
+    def _begin(
+        self, pool: ConnectionPool[psycopg.Connection[Row]], mode: str
+    ) -> psycopg.Connection[Row]:
+        """A pooled connection with the transaction begun, in one round trip.
+
+        Connections are not checked when taken from the pool (that would be
+        a round trip more per operation): one that died while pooled --
+        PostgreSQL restarted -- fails here, before anything ran, and the
+        next is tried, up to one more than the pool holds (reads of one
+        statement are retried likewise: :meth:`_read_once`).
+        """
+        for attempt in range(self.pool_size + 1):
+            connection = pool.getconn()
+            try:
+                with connection.pipeline():
+                    for statement in _BEGIN[mode]:
+                        connection.execute(statement)
+                return connection
+            except psycopg.OperationalError:
+                pool.putconn(connection)
+                if not connection.broken or attempt == self.pool_size:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _audit_refusals(
         self, connection: psycopg.Connection[Row], records: list[dict[str, Any]]
@@ -249,26 +348,91 @@ class PgKeyStore(KeyStoreBase):
     def _run(
         self, connection: psycopg.Connection[Row], mode: str, pending: list[dict[str, Any]]
     ) -> Iterator[_Adapter]:
+        """The transaction begun by :meth:`_begin`: the block, then audit, NOTIFY and COMMIT."""
         db = _Adapter(connection)
-        if mode == "DEFERRED":
-            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        else:
-            connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-            connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
         try:
             yield db
             facts = [r for r in pending if r["event"] not in REFUSALS]
-            if facts:
-                self._insert_audit(db, facts)
-                for account in sorted({str(r["account"]) for r in facts}):
-                    connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, account))
-            connection.execute("COMMIT")
+            # The audit rows, the notifications and the COMMIT: one round trip.
+            with connection.pipeline():
+                if facts:
+                    self._insert_audit(db, facts)
+                    for account in sorted({str(r["account"]) for r in facts}):
+                        connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, account))
+                connection.execute("COMMIT")
         except BaseException:
             if connection.info.transaction_status != pq.TransactionStatus.IDLE:
                 # A broken connection cannot roll back: the pool discards it.
                 with suppress(psycopg.Error):
                     connection.execute("ROLLBACK")
             raise
+
+    def _read_once(self, read: Callable[[_Adapter], _T]) -> _T:
+        """``read(db)`` running one statement, sent alone (autocommit): one round trip.
+
+        The statement is its own snapshot, so no BEGIN and COMMIT are needed.
+        A read changes nothing, so when the pooled connection turns out dead
+        (see :meth:`_begin`) it is simply asked again on the next.
+        """
+        if getattr(self._local, "pending", None) is not None:
+            raise RuntimeError("keystore transactions do not nest")
+        pool = self._connections()
+        for attempt in range(self.pool_size + 1):
+            try:
+                with pool.connection() as connection:
+                    return read(_Adapter(connection, statements=1))
+            except PoolTimeout as error:
+                raise _unavailable(error) from error
+            except psycopg.OperationalError as error:
+                if not connection.broken or attempt == self.pool_size:
+                    raise _unavailable(error) from error
+            except psycopg.Error as error:
+                raise _unavailable(error) from error
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    # -- one-statement reads ----------------------------------------------------
+
+    def _read_views(self, account: str, now: datetime, with_keys: bool) -> ViewInputs:
+        """The view inputs in one statement (:data:`VIEW_STATE`), one round trip.
+
+        Inputs that drifted (a key expired) are counted by the generic path,
+        in a write transaction.
+        """
+        state = self._read_once(lambda db: self._view_state(db, account, now, with_keys))
+        if state.counted:
+            return state.inputs
+        return super()._read_views(account, now, with_keys)
+
+    def _view_state(
+        self, db: Connection, account: str, now: datetime, with_keys: bool = False
+    ) -> _ViewState:
+        """What :meth:`ViewEpochMethods._view_state` reads, from one statement's rows."""
+        rows = db.execute(
+            VIEW_STATE, {"account": account, "now": encode_time(now), "every": with_keys}
+        ).fetchall()
+        first = rows[0]  # the LEFT JOIN gives a row even with no key
+        key_rows = [row for row in rows if row["id"] is not None]
+        usable = [row for row in key_rows if row["usable"]]
+        newest = max(usable, key=lambda row: (row["activated_at"], row["id"]), default=None)
+        policy = policy_from_row(
+            first["policy_row"], KeyFormat(newest["format"]) if newest else None
+        )
+        counted = [
+            (str(row["fingerprint"]), bytes(row["material"]))
+            for row in usable
+            if policy.mode is PolicyMode.ALWAYS
+            and policy.format is not None
+            and row["format"] == policy.format.value
+        ]
+        current = _inputs_id(policy, counted)
+        keys = tuple(stored_key(row, now) for row in key_rows) if with_keys else ()
+        own = int(first["own_epoch"]) if first["own_epoch"] is not None else 0
+        recorded = first["recorded_inputs"] if first["own_epoch"] is not None else INITIAL_INPUTS
+        server = int(first["server_epoch"]) if first["server_epoch"] is not None else 0
+        expiries = [row["not_after"] for row in usable if row["not_after"] is not None]
+        stable_until = decode_time(min(expiries)) if expiries else None
+        inputs = ViewInputs(own + server, policy, keys, stable_until)
+        return _ViewState(inputs, own, current, current == recorded)
 
     def _insert_audit(self, db: _Adapter, records: list[dict[str, Any]]) -> None:
         for record in records:
