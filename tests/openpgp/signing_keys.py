@@ -105,6 +105,8 @@ def _generate(scratch: Callable[[str], Path], native: NativeKeys) -> ServerSigni
         public_files[name].write_bytes(key.entry.public)
     for secret in native.secret_files.values():
         gpg(verify_home, "--import", stdin=secret.read_bytes())
+    elgamal = gpg(native.decrypt_home, "--export-secret-keys", native.elgamal.fingerprint)
+    gpg(verify_home, "--import", stdin=elgamal)
     kill_agents(verify_home)
     return ServerSigningKeys(keys, verify_home, public_files)
 

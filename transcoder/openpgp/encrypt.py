@@ -27,6 +27,18 @@ message, RFC 5322 section 2.1).  Success requires exit status 0, an
 and no ``INV_RECP``/``FAILURE``/``ERROR``; anything else raises
 :class:`GpgFailed` carrying gpg's lines for the log.
 
+**Signed views** (issue 16, :func:`sign_encrypt_armored`): the same command
+with ``--sign --local-user <signing subkey>! --digest-algo SHA256``, so gpg
+writes a signed message (one-pass signature, literal data, signature) inside
+the encryption (RFC 3156 section 6.2).  gpg 2.x signs only through a
+gpg-agent, which the server's keyring home never runs; so each signed
+encryption gets a throw-away home (:func:`~transcoder.keys.server_keys_gpg.scratch_home`:
+the server's secret key imported, the agent stopped and the home deleted
+afterwards -- no process outlives the call) and reads the recipients' keys
+from their keyring files as before.  That costs an import and an agent per
+view (tens of milliseconds): acceptable for the keys only gpg serves, whose
+views are stored once made.  Success also requires ``SIG_CREATED``.
+
 Blocking: call from a worker thread, never the reactor thread.
 """
 
@@ -42,6 +54,8 @@ from typing import Any, BinaryIO, Protocol
 
 import gnupg
 
+from transcoder.keys.server_keys_gpg import ServerKeyInvalid, scratch_home
+from transcoder.keys.server_keys_gpg import gpg as run_gpg
 from transcoder.openpgp.errors import GpgFailed
 
 #: Read and write size for gpg's stdin and stdout.
@@ -183,6 +197,47 @@ def encrypt_armored(
     return sink.written
 
 
+def sign_encrypt_armored(
+    src: Readable,
+    dst: BinaryIO,
+    recipients: Sequence[str],
+    keyrings: Sequence[str | Path],
+    secret_key: bytes,
+    signing_subkey: str,
+    gpg_binary: str = "gpg",
+    *,
+    crlf: bool = True,
+) -> int:
+    """:func:`encrypt_armored`, signed by ``signing_subkey`` of ``secret_key`` (module docstring).
+
+    ``secret_key``: the server's unprotected secret key (armored or binary);
+    ``keyrings``: the recipients' keyring files.  Raises :class:`GpgFailed`.
+    """
+    signer = check_fingerprint(signing_subkey)
+    targets, extra = command_arguments(recipients, keyrings)
+    with scratch_home(gpg_binary) as home:
+        try:
+            run_gpg(home, "--import", data=secret_key, binary=gpg_binary)
+        except ServerKeyInvalid as e:
+            raise GpgFailed(f"importing the server's signing key failed: {e}") from e
+        extra += ["--keyring", str(home / "pubring.kbx")]  # the signer's public key
+        extra += ["--sign", "--local-user", f"{signer}!", "--digest-algo", "SHA256"]
+        try:
+            # Not the cached handle: this home's agent must be allowed to start.
+            handle = gnupg.GPG(
+                gpgbinary=gpg_binary,
+                gnupghome=str(home),
+                env=gpg_environment(str(home)),
+                options=[o for o in ISOLATION_OPTIONS if o != "--no-autostart"],
+            )
+        except (OSError, ValueError) as error:
+            raise GpgFailed(f"cannot run {gpg_binary!r}: {error}") from error
+        sink = ArmorSink(dst, crlf)
+        result = _run(handle, src, targets, extra, sink)
+        check_result(result, signed=True)
+    return sink.written
+
+
 def command_arguments(
     recipients: Sequence[str], keyrings: Sequence[str | Path] = ()
 ) -> tuple[list[str], list[str]]:
@@ -225,8 +280,11 @@ def _kept(results: list[Any], handle: Any) -> Any:
     return result
 
 
-def check_result(result: Any, feed_error: BaseException | None = None) -> None:
-    """Raise :class:`GpgFailed` unless python-gnupg's ``result`` shows a complete encryption.
+def check_result(
+    result: Any, feed_error: BaseException | None = None, *, signed: bool = False
+) -> None:
+    """Raise :class:`GpgFailed` unless python-gnupg's ``result`` shows a complete encryption
+    (and, when ``signed``, a signature: ``SIG_CREATED``).
 
     ``feed_error`` is what broke while feeding gpg's stdin, if anything: even
     when gpg then reports success it has encrypted a truncated input.
@@ -253,6 +311,8 @@ def check_result(result: Any, feed_error: BaseException | None = None) -> None:
     begin = statuses.get("BEGIN_ENCRYPTION", [])
     if len(begin) < 2 or begin[1] != AES256_ID:
         raise fail("gpg did not announce AES-256")
+    if signed and "SIG_CREATED" not in statuses:
+        raise fail("gpg did not report SIG_CREATED")
 
 
 def parse_statuses(lines: Sequence[str]) -> dict[str, list[str]]:

@@ -54,6 +54,19 @@ which do not start with ``--pgp-mime-``).
   process (about 3-5 ms on top of the encryption), bounded by a
   :class:`~transcoder.openpgp.pool.GpgPool`.
 
+**Signed views** (issue 16, ``XKEY POLICY SIGN ON``): both transcoders
+declare ``signs = True``; given a request with a
+:class:`~transcoder.transcoders.interfaces.ViewSigner` (the server's current
+OpenPGP signing subkey), the encrypted payload is a *signed* OpenPGP message
+whose literal data is the same inner entity -- RFC 3156 section 6.2, the
+combined method; the MIME structure above does not change.  The native
+encoder signs in one pass (:mod:`transcoder.openpgp.sign`: Ed25519 or RSA,
+deterministic, creation time the signing subkey's own), so a signed view is
+byte-stable and predicted like an unsigned one; gpg signs with
+``--sign --local-user`` (:func:`~transcoder.openpgp.encrypt.sign_encrypt_armored`).
+The signer's fingerprint is part of the view's identity (its draws and cache
+key), so signed and unsigned views never share octets.
+
 The native transcoder is an :class:`ISizePredictor`: its size is a
 function of the plaintext length and the keys, and
 :meth:`NativePgpMimeTranscoder.predicted_layout` gives the whole view but the
@@ -90,10 +103,12 @@ from transcoder.openpgp.encoder import (
     armored_message_size,
     encrypt_armored,
 )
+from transcoder.openpgp.encrypt import sign_encrypt_armored
 from transcoder.openpgp.errors import GpgFailed, OpenPgpError
 from transcoder.openpgp.keyring import Keyring, unusable_reason
 from transcoder.openpgp.pool import GpgPool
 from transcoder.openpgp.recipients import Recipient, recipient_for_key
+from transcoder.openpgp.sign import LiteralSigner, SigningKey, signing_key_from_secret
 from transcoder.transcoders.errors import TranscodeFailed
 from transcoder.transcoders.interfaces import (
     ISizePredictor,
@@ -101,6 +116,7 @@ from transcoder.transcoders.interfaces import (
     TranscodeRequest,
     TranscodeResult,
     ViewShape,
+    ViewSigner,
 )
 from transcoder.transcoders.selection import usable_keys
 
@@ -173,6 +189,27 @@ def _encryption_keys(request: TranscodeRequest) -> tuple[StoredKey, ...]:
     return keys
 
 
+def _view_signer(request: TranscodeRequest) -> ViewSigner | None:
+    """The request's signer, checked to be an OpenPGP one; None for an unsigned view."""
+    signer = request.signer
+    if signer is not None and (signer.format is not KeyFormat.OPENPGP or not signer.signing_subkey):
+        raise TranscodeFailed("a PGP/MIME view can only be signed by an OpenPGP signing subkey")
+    return signer
+
+
+def _signing_key(request: TranscodeRequest) -> SigningKey | None:
+    """The native signer's key of the request (parsed by the loader, or here), or None."""
+    signer = _view_signer(request)
+    if signer is None:
+        return None
+    if isinstance(signer.private_key, SigningKey):
+        return signer.private_key
+    try:
+        return signing_key_from_secret(signer.secret, signer.signing_subkey)
+    except OpenPgpError as e:
+        raise TranscodeFailed(f"server signing key not usable: {e}") from e
+
+
 @implementer(ITranscoder)
 class PgpMimeTranscoder:
     """Encrypts each message to the user's active OpenPGP keys (every one of them).
@@ -187,6 +224,7 @@ class PgpMimeTranscoder:
     key_format = KeyFormat.OPENPGP
     settings_id = f"pgp-mime-v{LAYOUT_VERSION};aes256;compress-none;armor"
     deterministic = False
+    signs = True
 
     def __init__(self, keyring: Keyring, pool: GpgPool | None = None) -> None:
         self.keyring = keyring
@@ -205,9 +243,22 @@ class PgpMimeTranscoder:
         tail = view_tail(boundary)
         out.write(head)
         inner = InnerEntityReader(request.source, parts)
+        signer = _view_signer(request)
         try:
             with self.pool.slot():
-                armored = self.keyring.encrypt_armored(inner, out, keys, request.now)
+                if signer is None:
+                    armored = self.keyring.encrypt_armored(inner, out, keys, request.now)
+                else:
+                    entries = [self.keyring.sync_key(key) for key in keys]
+                    armored = sign_encrypt_armored(
+                        inner,
+                        out,
+                        [entry.recipient for entry in entries],
+                        [entry.path for entry in entries],
+                        signer.secret,
+                        signer.signing_subkey,
+                        self.keyring.gpg_binary,
+                    )
         except GpgFailed as e:
             raise TranscodeFailed(e.log_detail()) from e
         except (ValueError, OSError) as e:  # a malformed stored key, an unwritable keyring
@@ -256,6 +307,7 @@ class NativePgpMimeTranscoder:
     key_format = KeyFormat.OPENPGP
     settings_id = f"pgp-mime-v{LAYOUT_VERSION};native;aes256;seipd1;compress-none;armor"
     deterministic = True
+    signs = True
 
     def __init__(self, on_fallback: FallbackReport | None = None) -> None:
         self.on_fallback = on_fallback
@@ -302,7 +354,7 @@ class NativePgpMimeTranscoder:
         parts = self._parts(request)
         placeholder = b"-" * BOUNDARY_LENGTH
         fixed = len(view_head(parts.outer_header, placeholder)) + len(view_tail(placeholder))
-        return fixed + _armored_size(parts.inner_size, recipients)
+        return fixed + _armored_size(parts.inner_size, recipients, _signing_key(request))
 
     def predicted_layout(self, request: TranscodeRequest) -> ViewShape:
         """The view but its armored text: the head, the armor's size and lines, the tail.
@@ -311,9 +363,10 @@ class NativePgpMimeTranscoder:
         """
         recipients = self._recipients(request)
         parts = self._parts(request)
+        key = _signing_key(request)
         boundary = make_boundary(request)
-        armored = _armored_size(parts.inner_size, recipients)
-        lines = armored_message_lines(parts.inner_size, recipients)
+        armored = _armored_size(parts.inner_size, recipients, key)
+        lines = armored_message_lines(parts.inner_size, recipients, key)
         return ViewShape(
             view_head(parts.outer_header, boundary), armored, lines, view_tail(boundary)
         )
@@ -327,6 +380,7 @@ class NativePgpMimeTranscoder:
         """Write the PGP/MIME view of ``request.source`` to ``out``, streaming the body."""
         recipients = self._recipients(request)
         parts = self._parts(request)
+        key = _signing_key(request)
         boundary = make_boundary(request)
         head = view_head(parts.outer_header, boundary)
         tail = view_tail(boundary)
@@ -338,6 +392,7 @@ class NativePgpMimeTranscoder:
                 out,
                 recipients,
                 pgp_draws(request, parts, recipients),
+                None if key is None else LiteralSigner(key),
             )
         except (OpenPgpError, EOFError) as e:  # the source shrank under us, a refused draw
             raise TranscodeFailed(f"OpenPGP encryption failed: {e}") from e
@@ -345,10 +400,12 @@ class NativePgpMimeTranscoder:
         return TranscodeResult(len(head) + armored + len(tail), self.media_type)
 
 
-def _armored_size(plain_size: int, recipients: Sequence[Recipient]) -> int:
+def _armored_size(
+    plain_size: int, recipients: Sequence[Recipient], signer: SigningKey | None = None
+) -> int:
     """:func:`armored_message_size`, a refusal (too large to frame) as TranscodeFailed."""
     try:
-        return armored_message_size(plain_size, recipients)
+        return armored_message_size(plain_size, recipients, signer)
     except OpenPgpError as e:
         raise TranscodeFailed(f"OpenPGP encryption refused: {e}") from e
 
