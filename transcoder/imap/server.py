@@ -12,6 +12,7 @@ real client trips over fixed, one concern per mixin module:
 * :mod:`.transcoding` -- what FETCH serves: the stored message or its transcoded view
 * :mod:`.fetch` -- FETCH, with the view seam (``fetch_view``) transcoding fills in
 * :mod:`.updates` -- multi-session EXPUNGE/EXISTS/FLAGS, IDLE, EXPUNGE, CLOSE, STORE
+* :mod:`.convert` -- CONVERSIONS, CONVERT, UID CONVERT (RFC 5259): parts converted on request
 * :mod:`.xkey` -- XKEY: key provisioning and the transcoding policy (docs/xkey.md)
 * :mod:`.view_epoch` -- the UIDVALIDITY presented follows the account's views; a session
   whose views changed ends with BYE at its next command
@@ -30,6 +31,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.mail import imap4
 
 from transcoder.imap.command_order import CommandOrderMixin
+from transcoder.imap.convert import ConvertMixin
 from transcoder.imap.fetch import FetchMixin
 from transcoder.imap.login import LoginMixin
 from transcoder.imap.login_gate import LoginGate
@@ -56,6 +58,7 @@ class TranscodingIMAP4Server(
     ViewEpochGateMixin,
     LoginMixin,
     XKeyMixin,
+    ConvertMixin,
     UpdatesMixin,
     MailboxesMixin,
     SearchMixin,
