@@ -1,0 +1,200 @@
+"""The values of a conversion (RFC 5259): what is asked, what is converted, what failed.
+
+Sans-IO: no twisted import.
+
+* :class:`ConversionRequest` -- the ``convert-params`` of a CONVERT command:
+  a target media type (``None`` for ``NIL``, the default conversion, RFC
+  5259 section 6) and the conversion parameters, names lower-cased (section
+  7: names are case-insensitive), values as sent.
+* :class:`SourcePart` -- the part to convert, as a MIME entity (its MIME
+  header and its encoded body) with where its body starts; the decoded
+  content comes from :func:`transcoder.mime.binary.transfer_decode` (RFC 3516).
+* :class:`Converted` -- what a converter wrote: the converted part as a MIME
+  entity (header, then body); the body is what ``BINARY[...]`` returns.
+* :class:`ConversionFailed` -- a per-part failure, answered as the RFC's
+  ``ERROR`` phrase in place of the data item (section 9), never as plaintext.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from transcoder.cms import CmsSettings
+from transcoder.errors import ClientError
+from transcoder.keys.model import StoredKey
+from transcoder.mime.binary import transfer_decode
+from transcoder.mime.entity import ContentType
+from transcoder.transcoders.derivation import (
+    RandomSource,
+    SystemRandom,
+    ViewIdentity,
+    ViewSecret,
+)
+
+Params = tuple[tuple[str, str], ...]
+
+#: The error codes of an ERROR phrase (RFC 5259 section 9).
+BADPARAMETERS = "BADPARAMETERS"
+MISSINGPARAMETERS = "MISSINGPARAMETERS"
+TEMPFAIL = "TEMPFAIL"
+
+
+def media_type(content_type: ContentType) -> str:
+    """``type/subtype``, lower-cased."""
+    return f"{content_type.maintype}/{content_type.subtype}"
+
+
+@dataclass(frozen=True)
+class ConversionRequest:
+    """The target media type (``None``: default conversion) and the conversion parameters."""
+
+    target: str | None = None
+    params: Params = ()
+
+    def get(self, name: str) -> str | None:
+        """The value of parameter ``name`` (case-insensitive), or ``None``."""
+        name = name.lower()
+        return next((value for key, value in self.params if key == name), None)
+
+    def names(self) -> tuple[str, ...]:
+        """The parameter names, lower-cased, in order."""
+        return tuple(name for name, _ in self.params)
+
+    def identity(self) -> str:
+        """A canonical text naming the target and every parameter (part of a conversion's
+        identity: two requests that convert alike name alike)."""
+        params = ";".join(f"{len(k)}:{k}={len(v)}:{v}" for k, v in sorted(self.params))
+        return f"target={self.target or 'NIL'};params={params}"
+
+
+@dataclass(frozen=True)
+class SourcePart:
+    """The part to convert: ``entity`` is its MIME header and encoded body (octets as stored).
+
+    ``body_start`` is where the body begins in ``entity``; ``encoding`` its
+    Content-Transfer-Encoding, normalized; ``whole_message`` is set for the
+    empty section (``BINARY[]``: the message is its own content).  ``leaf``
+    is false for a multipart or encapsulated message (its content is not
+    transfer-decoded).  For the whole message the entity is the message.
+    """
+
+    content_type: ContentType
+    entity: bytes
+    body_start: int
+    encoding: str = ""
+    whole_message: bool = False
+    leaf: bool = True
+
+    @property
+    def media_type(self) -> str:
+        """The source's ``type/subtype``."""
+        return media_type(self.content_type)
+
+    def content(self) -> bytes:
+        """The decoded content (RFC 3516): CTE undone; raises UnknownTransferEncoding."""
+        if not self.leaf:
+            return self.entity[self.body_start :]
+        return transfer_decode(self.encoding, self.entity[self.body_start :])
+
+
+@dataclass(frozen=True)
+class ConversionRandomness:
+    """Where a conversion's random octets come from (issue 9's derivation, docs/design.md
+    invariant 1): derived from the view secret and an identity made of the message's
+    SHA-256, the keys, the converter and -- in its settings -- the section and the request.
+    Without a secret, fresh system randomness (the session's cache keeps it stable)."""
+
+    secret: ViewSecret | None
+    message_sha256: bytes
+    section: str
+
+    def source(
+        self, converter: str, fingerprints: tuple[str, ...], settings: str, request: str
+    ) -> RandomSource:
+        """The draws of converting ``section`` with ``converter`` under ``settings``."""
+        if self.secret is None:
+            return SystemRandom()
+        settings_id = f"convert-v1;section={self.section};{request};{settings}"
+        identity = ViewIdentity(
+            self.message_sha256, tuple(sorted(fingerprints)), f"convert/{converter}", settings_id
+        )
+        return self.secret.randomness(identity)
+
+
+@dataclass(frozen=True)
+class ConversionContext:
+    """What a converter may use besides the part: the user's keys (all of them, judged at
+    ``now``), the server's S/MIME settings (the default cipher) and the randomness."""
+
+    keys: tuple[StoredKey, ...]
+    now: datetime
+    randomness: ConversionRandomness
+    cms: CmsSettings = CmsSettings()  # noqa: RUF009 (frozen, immutable)
+
+
+@dataclass(frozen=True)
+class Converted:
+    """The converted part as a MIME entity: ``header_size`` octets of header (blank line
+    included), then ``size`` octets of body, which are its content (``BINARY[...]``)."""
+
+    header_size: int
+    size: int
+    media_type: str
+
+
+class ConversionFailed(ClientError):
+    """One conversion failed: the ERROR phrase (RFC 5259 section 9) replaces its data items.
+
+    ``error`` is ``BADPARAMETERS``, ``MISSINGPARAMETERS`` or ``TEMPFAIL``;
+    ``source`` the part's media type (``None``: the part does not exist),
+    ``target`` the destination (the one the server chose for a default
+    conversion); ``params`` the parameters at fault (names and values;
+    names only for ``MISSINGPARAMETERS``).  The text is safe to show the
+    client: never a key, an offset or the content.
+    """
+
+    code = "CLIENTBUG"
+
+    def __init__(
+        self,
+        text: str,
+        error: str = BADPARAMETERS,
+        *,
+        source: str | None = None,
+        target: str = "",
+        params: Params = (),
+        missing: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(text)
+        self.error = error
+        self.source = source
+        self.target = target
+        self.params = params
+        self.missing = missing
+
+    def about(self, source: str | None, target: str) -> ConversionFailed:
+        """The same failure with the source and target filled in where they were not."""
+        return ConversionFailed(
+            self.text,
+            self.error,
+            source=self.source if self.source is not None else source,
+            target=self.target or target,
+            params=self.params,
+            missing=self.missing,
+        )
+
+
+__all__ = [
+    "BADPARAMETERS",
+    "MISSINGPARAMETERS",
+    "TEMPFAIL",
+    "ConversionContext",
+    "ConversionFailed",
+    "ConversionRandomness",
+    "ConversionRequest",
+    "Converted",
+    "Params",
+    "SourcePart",
+    "media_type",
+]
