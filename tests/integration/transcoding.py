@@ -60,6 +60,13 @@ FETCH_FORMS = (
     "RFC822",
     "RFC822.TEXT",
     "RFC822.HEADER",
+    "BINARY.SIZE[]",  # RFC 3516: content items served from the view like BODY[]
+    "BINARY.SIZE[1]",
+    "BINARY.PEEK[]",
+    "BINARY.PEEK[1]",
+    "BINARY.PEEK[2]",
+    "BINARY.PEEK[1]<10.1000>",
+    "BINARY[]",
 )
 
 
