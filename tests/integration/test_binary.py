@@ -37,6 +37,7 @@ from tests.integration.transcoding import (
     fetch,
     fetch_body,
     fetch_parsed,
+    large_message,
     login,
     pgp_armored,
     provision,
@@ -301,5 +302,34 @@ def test_policy_change_switches_binary(binary_server: RunningServer) -> None:
         typ, data = imap.uid("FETCH", str(uid), "(BINARY.PEEK[3])")
         assert typ == "OK"  # part 3 does not exist in the view: empty, never the stored part
         assert binary_item(data, b"BINARY[3]")[1] == b""
+    finally:
+        imap.logout()
+
+
+def test_cold_large_view_binary(binary_server: RunningServer, erin: Party, workdir: Path) -> None:
+    """A 2 MB message's first FETCH is BINARY[1] of its streamed view: the DER openssl opens."""
+    openssl = require(OPENSSL, "openssl")
+    imap = login(binary_server, ERIN)
+    try:
+        stored = large_message(MARKER, 2 * 1024 * 1024)
+        uid = append(imap, stored)
+        data = fetch(imap, uid, "(BINARY.SIZE[1] BINARY.PEEK[1])")  # cold: nothing cached
+        der = binary_item(data, b"BINARY[1]")[1]
+        assert b"BINARY.SIZE[1] %d" % len(der) in data[0][0]
+        path = workdir / "cold.der"
+        path.write_bytes(der)
+        opened = subprocess.run(
+            [
+                *(openssl, "cms", "-decrypt", "-inform", "DER", "-in", str(path)),
+                *("-recip", str(erin.cert_path), "-inkey", str(erin.key_path)),
+            ],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert opened.returncode == 0, opened.stderr
+        assert opened.stdout.partition(b"\r\n\r\n")[2] == stored.partition(b"\r\n\r\n")[2]
+        assert der == smime_der(fetch_body(imap, uid))
+        assert MARKER.encode() not in imap.received
     finally:
         imap.logout()
