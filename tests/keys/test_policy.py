@@ -130,7 +130,7 @@ def test_policy_survives_reopening(open_store: OpenStore) -> None:
 
 def test_set_policy_needs_something_to_set(store: KeyStore) -> None:
     """Calling set_policy with neither mode nor format is a programming error."""
-    with pytest.raises(ValueError, match="mode or a format"):
+    with pytest.raises(ValueError, match="set_policy needs"):
         store.set_policy(ALICE, T0)
 
 

@@ -133,9 +133,10 @@ class AsyncKeyStore:
         mode: PolicyMode | None = None,
         format: KeyFormat | None = None,
         origin: Mapping[str, str] | None = None,
+        sign: bool | None = None,
     ) -> Deferred[Policy]:
         """See :meth:`IKeyStore.set_policy`."""
-        return self.run(self.store.set_policy, account, now, mode, format, origin)
+        return self.run(self.store.set_policy, account, now, mode, format, origin, sign)
 
     def record_refusal(
         self,

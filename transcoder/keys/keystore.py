@@ -74,7 +74,7 @@ from transcoder.keys.model import (
     normalize_fingerprint,
     require_aware,
 )
-from transcoder.keys.policy import missing_key_message, resolve_policy
+from transcoder.keys.policy import missing_key_message, resolve_policy, sign_word, stored_sign
 from transcoder.keys.view_epochs import ViewEpochMethods
 
 AuditHook = Callable[[dict[str, Any]], None]
@@ -107,7 +107,8 @@ def policy_from_row(row: Any, newest_key_format: KeyFormat | None) -> Policy:
     """
     mode = PolicyMode(row["mode"]) if row is not None else PolicyMode.OFF
     explicit = KeyFormat(row["format"]) if policy_sets_format(row) else None
-    return resolve_policy(mode, explicit, newest_key_format if explicit is None else None)
+    sign = stored_sign(row["sign"]) if row is not None else None
+    return resolve_policy(mode, explicit, newest_key_format if explicit is None else None, sign)
 
 
 def _no_audit(record: dict[str, Any]) -> None:
@@ -343,29 +344,49 @@ class KeyStoreBase(ViewEpochMethods):
         mode: PolicyMode | None = None,
         format: KeyFormat | None = None,
         origin: Mapping[str, str] | None = None,
+        sign: bool | None = None,
     ) -> Policy:
-        """Set the mode and/or format; NoUsableKey if that leaves ALWAYS without a usable key."""
-        if mode is None and format is None:
-            raise ValueError("set_policy needs a mode or a format")
+        """Set the mode, format and/or SIGN; NoUsableKey if that leaves ALWAYS without a
+        usable key.  ``sign`` sets the account's own SIGN (``None``: left as it is)."""
+        if mode is None and format is None and sign is None:
+            raise ValueError("set_policy needs a mode, a format or a sign")
         now = require_aware(now)
         with self._transaction() as db:
             before = self._policy(db, account, now)
             explicit = format or (before.format if before.format_is_explicit else None)
             newest = self._active_key(db, account, None, now)
-            after = resolve_policy(mode or before.mode, explicit, newest.format if newest else None)
+            after = resolve_policy(
+                mode or before.mode,
+                explicit,
+                newest.format if newest else None,
+                before.sign if sign is None else sign,
+            )
             if after.mode is PolicyMode.ALWAYS and (
                 after.format is None or self._active_key(db, account, after.format, now) is None
             ):
                 error = NoUsableKey(missing_key_message(after))
                 self._refused(account, error, now, origin, event="policy.refused")
                 raise error
+            stored = sign_word(after.sign) if after.sign is not None else None
             db.execute(
-                "INSERT INTO policies (account, mode, format, updated_at) VALUES (?, ?, ?, ?)"
+                "INSERT INTO policies (account, mode, format, sign, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (account) DO UPDATE SET mode = excluded.mode,"
-                " format = excluded.format, updated_at = excluded.updated_at",
-                (account, after.mode.value, explicit.value if explicit else None, encode_time(now)),
+                " format = excluded.format, sign = excluded.sign,"
+                " updated_at = excluded.updated_at",
+                (
+                    account,
+                    after.mode.value,
+                    explicit.value if explicit else None,
+                    stored,
+                    encode_time(now),
+                ),
             )
             self._count_views(db, account, now, origin, cause="policy.changed")
+            signs: dict[str, Any] = {}
+            if sign is not None:
+                previous = sign_word(before.sign) if before.sign is not None else None
+                signs = {"sign": stored, "previous_sign": previous}
             self._record(
                 "policy.changed",
                 account,
@@ -375,8 +396,35 @@ class KeyStoreBase(ViewEpochMethods):
                 format=after.format.value if after.format else None,
                 previous_mode=before.mode.value,
                 previous_format=before.format.value if before.format else None,
+                **signs,
             )
         return after
+
+    # -- server settings ------------------------------------------------------
+
+    def server_setting(self, name: str) -> str | None:
+        """What a server recorded under ``name`` (``sign-views``: ON or OFF); ``None``: nothing."""
+        with self._transaction("DEFERRED") as db:
+            row = db.execute("SELECT value FROM server_settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def record_server_setting(self, name: str, value: str, now: datetime) -> bool:
+        """Record ``value`` under ``name`` (for tools to show); whether it changed.
+
+        Informational: views follow the server's own options, whose changes
+        move the server-wide view epoch (:meth:`note_server_views`).
+        """
+        now = require_aware(now)
+        if self.server_setting(name) == value:
+            return False
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO server_settings (name, value, changed_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
+                " changed_at = excluded.changed_at",
+                (name, value, encode_time(now)),
+            )
+        return True
 
     # -- audit ----------------------------------------------------------------
 

@@ -106,6 +106,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX audit_by_account ON audit (account, id)",
     ),
+    # Version 4: signed views (issue 16).  ``policies.sign`` is the account's
+    # own SIGN setting, NULL: the server's default; ``server_settings`` holds
+    # what a server was started with that tools such as transcoder-admin
+    # show (``sign-views``: the default, ON or OFF).
+    (
+        "ALTER TABLE policies ADD COLUMN sign TEXT CHECK (sign IN ('ON', 'OFF'))",
+        """CREATE TABLE server_settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            changed_at TEXT NOT NULL
+        )""",
+    ),
 )
 
 #: The column types of :data:`MIGRATIONS`' placeholders on SQLite.

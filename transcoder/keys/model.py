@@ -137,12 +137,20 @@ class Policy:
 
     ``format`` is the effective format: the one set explicitly, else the
     format of the account's most recently activated usable key, else
-    ``None``.  ``format_is_explicit`` says which.
+    ``None``.  ``format_is_explicit`` says which.  ``sign`` is the account's
+    own ``SIGN`` setting (issue 16: views signed by the server's signing
+    key), ``None`` when never set: the server's default (``--sign-views``)
+    applies, see :meth:`signs`.
     """
 
     mode: PolicyMode = PolicyMode.OFF
     format: KeyFormat | None = None
     format_is_explicit: bool = False
+    sign: bool | None = None
+
+    def signs(self, default: bool) -> bool:
+        """Whether views are signed, the server's default being ``default``."""
+        return default if self.sign is None else self.sign
 
 
 def require_aware(moment: datetime, what: str = "now") -> datetime:

@@ -123,7 +123,8 @@ def inputs_id(policy: Policy, keys: Iterable[StoredKey], now: datetime) -> str:
     the keys; MODE ALWAYS encrypts to the usable (active, unexpired,
     encryption) keys of the effective format -- as
     :func:`transcoder.transcoders.selection.usable_keys` picks them --, so their
-    fingerprints and material count, not their other attributes.
+    fingerprints and material count, not their other attributes; and the
+    account's own SIGN setting, when it has one.
     """
     usable = [
         (key.fingerprint, key.material)
@@ -145,7 +146,10 @@ def _inputs_id(policy: Policy, usable: Iterable[tuple[str, bytes]]) -> str:
         digest.update(fingerprint.encode("ascii") + b"\0")
         digest.update(hashlib.sha256(material).digest())
     fmt = policy.format.value if policy.format is not None else "NONE"
-    return f"ALWAYS {fmt} {digest.hexdigest()[:32]}"
+    # The account's own SIGN (issue 16); never set, the server's default
+    # applies, which is a server-wide input (imap/view_epoch.server_views_id).
+    sign = "" if policy.sign is None else (" SIGN ON" if policy.sign else " SIGN OFF")
+    return f"ALWAYS {fmt}{sign} {digest.hexdigest()[:32]}"
 
 
 def usable_material(
