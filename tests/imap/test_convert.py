@@ -1,4 +1,4 @@
-"""CONVERSIONS, CONVERT and UID CONVERT on the wire (RFC 5259), RFC examples adapted to our messages.
+"""CONVERSIONS, CONVERT and UID CONVERT on the wire (RFC 5259), its examples adapted.
 
 Each test drives a real TranscodingIMAP4Server over a Maildir and a SQLite
 keystore (tests/imap/convert_support.py); converted S/MIME parts are opened
