@@ -266,3 +266,40 @@ def test_large_delivery_is_streamed(tmp_path: Path, clock: Clock, clamd: Clamd) 
         tracemalloc.stop()
     assert examined.signature is None
     assert peak < 2 * 1024 * 1024, peak
+
+
+def services(top: Any) -> list[Any]:
+    """Every service under ``top`` (a MultiService tree)."""
+    found = []
+    for child in top:
+        found.append(child)
+        if hasattr(child, "__iter__"):
+            found += services(child)
+    return found
+
+
+def test_service_wiring_with_and_without_backend(tmp_path: Path) -> None:
+    """--clamd on the built-in store: a scan pool of its own and the gate on the store; with
+    --backend (delivery goes to the backend): no gate, and the start says so in one log line;
+    without --clamd: neither."""
+    from transcoder.layers import ThreadPoolService
+    from transcoder.service import Options, makeService
+
+    def start(*args: str) -> tuple[list[Any], list[LogEvent]]:
+        options = Options()
+        options.parseOptions(["--data", str(tmp_path / "data"), "--imaps", "none", *args])
+        with logged() as events:
+            top = makeService(options)
+        pools = [s.pool.name for s in services(top) if isinstance(s, ThreadPoolService)]
+        return pools, events
+
+    clamd = ("--clamd", "unix:/run/clamav/clamd.ctl")
+    pools, events = start(*clamd)
+    assert "transcoder-scan" in pools
+    pools, events = start(*clamd, "--backend", "imap://127.0.0.1:143")
+    assert "transcoder-scan" not in pools
+    (notice,) = [e for e in events if "--clamd with --backend" in e.get("log_format", "")]
+    assert "scan it at the MTA" in notice["log_format"]
+    pools, events = start()
+    assert "transcoder-scan" not in pools
+    assert not [e for e in events if "--clamd" in e.get("log_format", "")]
