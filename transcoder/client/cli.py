@@ -190,6 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     server = command("server-keys", "save the server's own public keys (encrypt APPENDs to them)")
     server.add_argument("--dir", default=".", help="where to write the files (default: .)")
     server.add_argument("--json", action="store_true", help="print JSON")
+    listing = command("conversions", "list what the server converts for you (RFC 5259)")
+    listing.add_argument("source", nargs="?", default="*", help="source media type (default *)")
+    listing.add_argument("target", nargs="?", default="*", help="target media type (default *)")
+    convert = command("convert", "fetch one body part converted, e.g. encrypted (RFC 5259)")
+    convert.add_argument("mailbox", metavar="MAILBOX")
+    convert.add_argument("uid", metavar="UID", type=int)
+    convert.add_argument("section", metavar="SECTION", help='part number, e.g. 2 or 1.3 ("" = all)')
+    convert.add_argument("target", metavar="TARGET", help="e.g. application/pkcs7-mime")
+    convert.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    convert.add_argument(
+        "--param",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="conversion parameter, e.g. --param charset utf-8 (repeatable)",
+    )
     identity = commands.add_parser(
         "new-identity", help="make a test S/MIME or OpenPGP identity (no server needed)"
     )
@@ -391,12 +408,37 @@ def carry_out(
     if args.command == "server-keys":
         save_server_keys(client.server_keys(), Path(args.dir), bool(args.json), out)
         return None, None
+    if args.command in ("conversions", "convert"):
+        run_conversion(client, args, out)
+        return None, None
     changed = bool(args.mode or args.format)
     policy = client.set_policy(mode=args.mode, format=args.format) if changed else client.policy()
     lines = [json.dumps(policy.to_json())] if args.json else format_policy(policy)
     for line in lines:
         print(line, file=out)
     return None, policy if changed else None
+
+
+def run_conversion(client: XKeyClient, args: argparse.Namespace, out: TextIO) -> None:
+    """``conversions``: one line per conversion; ``convert``: the converted part, written to
+    ``--output`` (a multipart target as a whole MIME entity) or to standard output."""
+    try:
+        if args.command == "conversions":
+            for info in client.conversions(args.source, args.target):
+                params = f" ({', '.join(info.parameters)})" if info.parameters else ""
+                print(f"{info.source} -> {info.target}{params}", file=out)
+            return
+        pairs = tuple((str(name), str(value)) for name, value in args.param)
+        part = client.convert(args.mailbox, args.uid, args.section, args.target, pairs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    data = part.mime_entity() if args.target.lower().startswith("multipart/") else part.data
+    if args.output is None:
+        out.flush()
+        getattr(out, "buffer", sys.stdout.buffer).write(data)
+        return
+    Path(args.output).write_bytes(data)
+    print(f"wrote {args.output} ({len(data)} octets, {args.target})", file=out)
 
 
 def save_server_keys(

@@ -15,6 +15,7 @@ import ssl
 from types import TracebackType
 from typing import Literal
 
+from transcoder.client.convert import ConversionInfo, ConvertedPart, conversions, convert_part
 from transcoder.client.model import (
     FORMATS,
     MODES,
@@ -277,6 +278,22 @@ class XKeyClient:
         for name, value in steps:
             self._run("POLICY", name, value)
         return self.policy()
+
+    def conversions(self, source: str = "*", target: str = "*") -> list[ConversionInfo]:
+        """``CONVERSIONS``: what the server converts for this user (RFC 5259 section 5)."""
+        return conversions(self.imap, source, target)
+
+    def convert(
+        self,
+        mailbox: str,
+        uid: int,
+        section: str,
+        target: str,
+        params: tuple[tuple[str, str], ...] = (),
+    ) -> ConvertedPart:
+        """``UID CONVERT``: one body part converted, e.g. to ``application/pkcs7-mime``
+        (:func:`transcoder.client.convert.convert_part`)."""
+        return convert_part(self.imap, mailbox, uid, section, target, params)
 
     def close(self) -> None:
         """Log out and close the connection (idempotent; never raises)."""

@@ -1,0 +1,214 @@
+"""CONVERT (RFC 5259) on the real server (``twistd -n transcoder``), imaplib and real peers.
+
+bob@example.org holds an S/MIME certificate, alice@example.org an OpenPGP
+key, both under MODE OFF (CONVERT is encryption on request); carol has no
+key.  What the server sends is opened with ``openssl cms -decrypt`` and
+``gpg --decrypt`` only, never our own decryptor.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.cms.parties import Party, make_party
+from tests.cms.peers import OPENSSL, require
+from tests.convert.support import ATTACHMENT, LATIN1_TEXT, MESSAGE, UTF8_TEXT, part_entity
+from tests.integration.conftest import PASSWORD, RunningServer
+from tests.integration.transcoding import append, login, running_server
+from tests.openpgp import gpgkeys
+from tests.openpgp.gpgkeys import PgpTestKeys
+from transcoder.client import XKeyClient, XKeyError, main
+
+pytestmark = pytest.mark.integration
+pgp = gpgkeys.pgp
+
+BOB, ALICE, CAROL = "bob@example.org", "alice@example.org", "carol@example.org"
+imaplib.Commands.setdefault("CONVERT", ("SELECTED",))
+imaplib.Commands.setdefault("CONVERSIONS", ("AUTH", "SELECTED"))
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The running server, bob's S/MIME identity, and the UID of MESSAGE in each INBOX."""
+
+    server: RunningServer
+    bob: Party
+    uid: int
+    workdir: Path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, pgp: PgpTestKeys) -> Iterator[Setup]:
+    """One server; bob (certificate), alice (OpenPGP key), carol (none), MESSAGE in each INBOX."""
+    root = tmp_path_factory.mktemp("convert")
+    with running_server(root, [BOB, ALICE, CAROL]) as server:
+        bob = make_party(root, "bob", rsa.generate_private_key(65537, 3072))
+        for user, material in ((BOB, bob.cert_der), (ALICE, pgp.x25519.material)):
+            imap = login(server, user, None)
+            assert XKeyClient(imap).provision(material) is not None
+            imap.logout()
+        uids = set()
+        for user in (BOB, ALICE, CAROL):
+            imap = login(server, user)
+            uids.add(append(imap, MESSAGE))
+            imap.logout()
+        (uid,) = uids
+        yield Setup(server, bob, uid, root)
+
+
+def convert(imap: imaplib.IMAP4, uid: int, params: str, items: str) -> tuple[str, list[Any]]:
+    """``UID CONVERT uid params items`` with imaplib; (status, the CONVERTED data)."""
+    imap.response("CONVERTED")
+    typ, _ = imap._simple_command("UID", "CONVERT", str(uid), params, items)
+    _, converted = imap.response("CONVERTED")
+    return typ, [d for d in converted if d is not None]
+
+
+def literal(data: list[Any], label: bytes) -> bytes:
+    """The literal following ``label`` (e.g. ``BINARY[2]``) in imaplib's data."""
+    for item in data:
+        if isinstance(item, tuple) and re.search(re.escape(label) + rb" ~?\{\d+\}$", item[0]):
+            return bytes(item[1])
+    raise AssertionError(f"no {label!r} literal in {data!r}")
+
+
+def openssl_der(der: bytes, party: Party, workdir: Path) -> bytes:
+    """``openssl cms -decrypt -inform DER``: the plaintext."""
+    path = workdir / "part.p7m"
+    path.write_bytes(der)
+    done = subprocess.run(
+        [
+            *(require(OPENSSL, "openssl"), "cms", "-decrypt", "-binary", "-inform", "DER"),
+            *("-in", str(path), "-recip", str(party.cert_path), "-inkey", str(party.key_path)),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout
+
+
+def test_done_when_conversions_lists_encryption_and_an_attachment_opens_with_openssl(
+    setup: Setup,
+) -> None:
+    """As a new user: CAPABILITY has CONVERT, CONVERSIONS lists application/pkcs7-mime, and
+    CONVERT ... BINARY[2] of the attachment opens with openssl to part 2 as a MIME entity."""
+    imap = login(setup.server, BOB)
+    assert "CONVERT" in imap.capabilities
+    typ, _ = imap._simple_command("CONVERSIONS", '"*"', '"application/*"')
+    _, lines = imap.response("CONVERSION")
+    assert typ == "OK"
+    assert b'"application/octet-stream" "application/pkcs7-mime" ("smime-cipher")' in lines
+    typ, data = convert(imap, setup.uid, '("application/pkcs7-mime")', "BINARY[2]")
+    assert typ == "OK", data
+    plain = openssl_der(literal(data, b"BINARY[2]"), setup.bob, setup.workdir)
+    assert plain == part_entity(2)
+    attachment = message_from_bytes(plain, policy=policy.default)
+    assert attachment.get_content() == ATTACHMENT and attachment.get_filename() == "table.bin"
+    imap.logout()
+
+
+def test_gpg_decrypts_the_pgp_mime_conversion(setup: Setup, pgp: PgpTestKeys) -> None:
+    """CONVERT ... ("multipart/encrypted") BINARY[2]: gpg --decrypt yields part 2's entity."""
+    imap = login(setup.server, ALICE)
+    typ, data = convert(
+        imap, setup.uid, '("multipart/encrypted")', "(BODYPARTSTRUCTURE[2] BINARY[2])"
+    )
+    assert typ == "OK", data
+    head = next(item[0] for item in data if isinstance(item, tuple))
+    boundary = re.search(rb'"boundary" "([^"]+)"', head).group(1)  # type: ignore[union-attr]
+    body = literal(data, b"BINARY[2]")
+    entity = b'Content-Type: multipart/encrypted; boundary="%s"\r\n\r\n' % boundary + body
+    encrypted = message_from_bytes(entity, policy=policy.compat32).get_payload()[1]
+    assert pgp.decrypt(str(encrypted.get_payload()).encode()).plaintext == part_entity(2)
+    imap.logout()
+
+
+def test_without_a_key_the_part_is_an_error_and_the_command_no(setup: Setup) -> None:
+    """carol has no key: ERROR BADPARAMETERS in CONVERTED and a tagged NO; no octet of the part."""
+    imap = login(setup.server, CAROL)
+    typ, data = convert(imap, setup.uid, '("application/pkcs7-mime")', "BINARY[2]")
+    assert typ == "NO"
+    text = b"".join(d if isinstance(d, bytes) else d[0] for d in data)
+    assert b"(ERROR " in text and b"BADPARAMETERS" in text
+    assert not any(isinstance(d, tuple) for d in data)
+    imap.logout()
+
+
+def test_size_whole_and_partials_agree_and_two_sessions_see_the_same_octets(
+    setup: Setup,
+) -> None:
+    """BINARY.SIZE == len(BINARY[]) == the reassembled <o.n> slices; a second session (and the
+    server's view secret) gives the same octets."""
+    params = '("application/pkcs7-mime" ("smime-cipher" "aes256-gcm"))'
+    first = login(setup.server, BOB)
+    _, data = convert(first, setup.uid, params, "BINARY.SIZE[2]")
+    size = int(re.search(rb"BINARY\.SIZE\[2\] (\d+)", data[0]).group(1))  # type: ignore[union-attr]
+    _, data = convert(first, setup.uid, params, "BINARY[2]")
+    whole = literal(data, b"BINARY[2]")
+    pieces = b""
+    for origin in range(0, size, 4000):
+        _, data = convert(first, setup.uid, params, f"BINARY[2]<{origin}.4000>")
+        pieces += literal(data, b"BINARY[2]<%d>" % origin)
+    assert size == len(whole) == len(pieces) and pieces == whole
+    second = login(setup.server, BOB)
+    _, data = convert(second, setup.uid, params, "BINARY[2]")
+    assert literal(data, b"BINARY[2]") == whole
+    assert openssl_der(whole, setup.bob, setup.workdir) == part_entity(2)
+    first.logout()
+    second.logout()
+
+
+def test_a_latin1_part_to_utf8(setup: Setup) -> None:
+    """Part 1 (ISO-8859-1, quoted-printable) converted to UTF-8 with imaplib."""
+    imap = login(setup.server, CAROL)
+    typ, data = convert(imap, setup.uid, '("text/plain" ("charset" "utf-8"))', "BINARY[1]")
+    assert typ == "OK"
+    assert literal(data, b"BINARY[1]").decode("utf-8") == LATIN1_TEXT
+    imap.logout()
+
+
+def test_utf8_to_latin1_fails_without_replacement_and_succeeds_with_it(setup: Setup) -> None:
+    """Part 3 (UTF-8, characters outside latin-1) to iso-8859-1: ERROR and NO; with
+    unknown-character-replacement "?": the text with "?" for each of them."""
+    imap = login(setup.server, CAROL)
+    typ, data = convert(imap, setup.uid, '("text/plain" ("charset" "iso-8859-1"))', "BINARY[3]")
+    assert typ == "NO" and b"BADPARAMETERS" in data[0]
+    params = '("text/plain" ("charset" "iso-8859-1" "unknown-character-replacement" "?"))'
+    typ, data = convert(imap, setup.uid, params, "BINARY[3]")
+    assert typ == "OK"
+    expected = "".join(c if ord(c) < 256 else "?" for c in UTF8_TEXT).encode("latin-1")
+    assert literal(data, b"BINARY[3]") == expected
+    imap.logout()
+
+
+def test_the_client_library_and_command_line_convert(setup: Setup, tmp_path: Path) -> None:
+    """XKeyClient.convert and ``transcoder-client convert ... -o FILE`` write the DER that
+    openssl opens; a refusal is exit status 1 with the ERROR phrase's code."""
+    with XKeyClient.connect("127.0.0.1", setup.server.imap_port, BOB, PASSWORD, "plain") as client:
+        listed = client.conversions("*", "application/pkcs7-mime")
+        assert any(c.parameters == ("smime-cipher",) for c in listed)
+        part = client.convert("INBOX", setup.uid, "2", "application/pkcs7-mime")
+        assert openssl_der(part.data, setup.bob, setup.workdir) == part_entity(2)
+        with pytest.raises(XKeyError) as refused:
+            client.convert("INBOX", setup.uid, "2", "multipart/encrypted")
+        assert refused.value.code == "BADPARAMETERS"
+    common = ["--host", "127.0.0.1", "--port", str(setup.server.imap_port), "--plain"]
+    env = {"TRANSCODER_USER": BOB, "TRANSCODER_PASSWORD": PASSWORD}
+    out_file = tmp_path / "part.p7m"
+    args = [*common, "convert", "INBOX", str(setup.uid), "2", "application/pkcs7-mime"]
+    assert main([*args, "-o", str(out_file)], environ=env) == 0
+    assert openssl_der(out_file.read_bytes(), setup.bob, setup.workdir) == part_entity(2)
+    refused_args = [*common, "convert", "INBOX", str(setup.uid), "3", "text/plain"]
+    assert main([*refused_args, "--param", "charset", "us-ascii"], environ=env) == 1
