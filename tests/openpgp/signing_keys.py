@@ -1,9 +1,9 @@
-"""Server OpenPGP keys with signing subkeys (Ed25519 and RSA), and verifiers that know them.
+"""Server OpenPGP keys with signing subkeys (Ed25519, RSA, ECDSA), and verifiers that know them.
 
 The Ed25519 key is made exactly as the server makes its own
-(:func:`transcoder.keys.server_keys_gpg.generate_openpgp`); the RSA one by gpg
-with the same layout (certification-only primary key, RSA encryption
-subkey, RSA signing subkey) and checked by
+(:func:`transcoder.keys.server_keys_gpg.generate_openpgp`); the RSA, P-256
+and P-384 ones by gpg with the same layout (certification-only primary key,
+encryption subkey, signing subkey) and checked by
 :func:`~transcoder.keys.server_keys_gpg.inspect_openpgp`, as a hoster's key
 would be.  The verifier home holds the native test recipients' secret keys
 (to decrypt) and the server keys' *public* halves only (to verify).
@@ -82,21 +82,30 @@ class ServerSigningKeys:
         return Verified(done.returncode, done.stdout, done.stderr.decode(errors="replace"))
 
 
-def _rsa_server_key(home: Path, now: datetime) -> OpenPgpServerKey:
-    """A server key whose subkeys are RSA (a hoster's choice), checked as an import is."""
+#: Signer name -> gpg's algorithm for the hoster-made keys (the primary key, both subkeys).
+HOSTER_KEYS = {"rsa": "rsa2048", "nistp256": "nistp256", "nistp384": "nistp384"}
+#: gpg 2.2 takes a bare curve name as ECDH for a subkey: say ECDSA for the signing one.
+SIGNING_ALGORITHM = {"nistp256": "nistp256/ecdsa", "nistp384": "nistp384/ecdsa"}
+
+
+def _hoster_key(home: Path, algorithm: str, now: datetime) -> OpenPgpServerKey:
+    """A server key of ``algorithm`` (a hoster's choice), checked as an import is."""
     quiet = ("--pinentry-mode", "loopback", "--passphrase", "")
-    uid = "rsa server <server@example.org>"
-    gpg(home, "--quick-gen-key", uid, "rsa2048", "cert", "never")
+    uid = f"{algorithm} server <server@example.org>"
+    gpg(home, "--quick-gen-key", uid, algorithm, "cert", "never")
     lines = gpg(home, "--with-colons", "--list-keys", uid).decode().splitlines()
     primary = next(line.split(":")[9] for line in lines if line.startswith("fpr"))
-    for use in ("encr", "sign"):
-        gpg(home, *quiet, "--quick-add-key", primary, "rsa2048", use, "never")
+    gpg(home, *quiet, "--quick-add-key", primary, algorithm, "encr", "never")
+    signing = SIGNING_ALGORITHM.get(algorithm, algorithm)
+    gpg(home, *quiet, "--quick-add-key", primary, signing, "sign", "never")
     return inspect_openpgp(gpg(home, "--export-secret-keys", primary), now)
 
 
 def _generate(scratch: Callable[[str], Path], native: NativeKeys) -> ServerSigningKeys:
     now = datetime.now(UTC)
-    keys = {"ed25519": generate_openpgp(now), "rsa": _rsa_server_key(scratch("tc-sign-rsa-"), now)}
+    keys = {"ed25519": generate_openpgp(now)}
+    for name, algorithm in HOSTER_KEYS.items():
+        keys[name] = _hoster_key(scratch(f"tc-sign-{name}-"), algorithm, now)
     verify_home = scratch("tc-sign-verify-")
     public_files = {}
     for name, key in keys.items():

@@ -74,7 +74,10 @@ def signed(
     return out.getvalue()
 
 
-@pytest.mark.parametrize("signer", ["ed25519", "rsa"])
+SIGNERS = ["ed25519", "rsa", "nistp256", "nistp384"]
+
+
+@pytest.mark.parametrize("signer", SIGNERS)
 @pytest.mark.parametrize("key_type", ["cv25519", "rsa2048"])
 def test_gpg_reports_a_good_signature_from_the_server_signing_subkey(
     native: NativeKeys, server: ServerSigningKeys, signer: str, key_type: str
@@ -92,7 +95,7 @@ def test_gpg_reports_a_good_signature_from_the_server_signing_subkey(
     assert not result.keyword("BADSIG") and not result.keyword("ERRSIG")
 
 
-@pytest.mark.parametrize("signer", ["ed25519", "rsa"])
+@pytest.mark.parametrize("signer", SIGNERS)
 def test_sq_verifies_with_the_published_server_certificate(
     native: NativeKeys, server: ServerSigningKeys, signer: str
 ) -> None:
@@ -181,14 +184,26 @@ def test_signature_packets_are_as_announced(native: NativeKeys, server: ServerSi
     assert "compressed packet" not in listing
 
 
-def test_same_inputs_same_octets(native: NativeKeys, server: ServerSigningKeys) -> None:
-    """The same draws, key and time give the same octets; another message other octets."""
-    key = signing_key(server.keys["ed25519"])
+@pytest.mark.parametrize("signer", SIGNERS)
+def test_same_inputs_same_octets(
+    native: NativeKeys, server: ServerSigningKeys, signer: str
+) -> None:
+    """The same draws, key and time give the same octets (ECDSA too: RFC 6979 nonces);
+    another message other octets."""
+    key = signing_key(server.keys[signer])
     recipient = recipient_for_key(native.keys["cv25519"])
     first = signed(MESSAGE, recipient, key)
     assert signed(MESSAGE, recipient, key) == first
-    assert signed(MESSAGE, recipient, signing_key(server.keys["ed25519"])) == first
+    assert signed(MESSAGE, recipient, signing_key(server.keys[signer])) == first
     assert signed(MESSAGE + b"x", recipient, key) != first
+
+
+def test_p384_signs_with_sha384(native: NativeKeys, server: ServerSigningKeys) -> None:
+    """A P-384 signing key signs with SHA-384 (digest 9), announced in the one-pass packet."""
+    key = signing_key(server.keys["nistp384"])
+    listing = server.packets(signed(MESSAGE, recipient_for_key(native.keys["cv25519"]), key))
+    assert re.search(r"version 3, sigclass 0x00, digest 9, pubkey 19, last=1", listing)
+    assert "digest algo 9" in listing
 
 
 def test_sizes_hold_across_many_signatures(native: NativeKeys, server: ServerSigningKeys) -> None:

@@ -86,7 +86,7 @@ def test_both_transcoders_declare_they_sign(tmp_path: Path) -> None:
     assert can_sign(PgpMimeTranscoder(Keyring(tmp_path / "gnupg")))
 
 
-@pytest.mark.parametrize("signer", ["ed25519", "rsa"])
+@pytest.mark.parametrize("signer", ["ed25519", "rsa", "nistp256"])
 def test_native_view_verifies_with_gpg_and_sq(
     native: NativeKeys, server: ServerSigningKeys, signer: str
 ) -> None:

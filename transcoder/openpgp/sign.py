@@ -22,8 +22,11 @@ hashed subpackets, then ``0x04 0xFF`` and that length in four octets):
 * hashed subpackets: Signature Creation Time (2), Issuer Fingerprint (33,
   version 4 and 20 octets), Issuer Key ID (16); nothing unhashed;
 * Ed25519 (EdDSALegacy, algorithm 22, section 5.2.3.3: two MPIs, R and S as
-  native octet strings) or RSA (algorithm 1, EMSA-PKCS1-v1_5): both are
-  deterministic, so the same data, key and time give the same octets.
+  native octet strings), RSA (algorithm 1, EMSA-PKCS1-v1_5) or ECDSA on
+  P-256 or P-384 (algorithm 19, with RFC 6979 deterministic nonces): all
+  deterministic, so the same data, key and time give the same octets;
+* SHA-256 (SHA-384 for a P-384 key: section 5.2.3.2 wants a hash at least
+  as large as the curve).
 
 **Byte-stable, and sized in advance.**  A view's size is known before it is
 encrypted (:mod:`transcoder.transcoders.pgpmime` predicts it), so the
@@ -61,8 +64,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 
 from transcoder.keys.errors import KeyInvalid
 from transcoder.keys.openpgp_packets import key_fingerprint, read_packets
@@ -74,11 +78,18 @@ SIGNATURE_TAG = 2
 ONE_PASS_SIGNATURE_TAG = 4
 SECRET_KEY_TAG = 5
 SECRET_SUBKEY_TAG = 7
-#: Public-key algorithms (section 9.1): RSA, EdDSALegacy.
+#: Public-key algorithms (section 9.1): RSA, ECDSA, EdDSALegacy.
 RSA_ALGORITHM = 1
+ECDSA_ALGORITHM = 19
 EDDSA_LEGACY_ALGORITHM = 22
-#: Hash algorithm 8 is SHA-256 (section 9.5).
+#: Hash algorithms 8 and 9 are SHA-256 and SHA-384 (section 9.5).
 SHA256_ID = 8
+SHA384_ID = 9
+#: ECDSA curves by their OpenPGP OID encoding (section 9.2): NIST P-256, P-384.
+ECDSA_CURVES: dict[bytes, ec.EllipticCurve] = {
+    bytes.fromhex("2a8648ce3d030107"): ec.SECP256R1(),
+    bytes.fromhex("2b81040022"): ec.SECP384R1(),
+}
 #: Signature type 0x00: a signature of a binary document (section 5.2.1.1).
 BINARY_DOCUMENT = 0x00
 #: The OID of Ed25519Legacy, 1.3.6.1.4.1.11591.15.1, as OpenPGP writes it (section 9.2).
@@ -102,7 +113,7 @@ class UnsupportedSigningKey(OpenPgpError):
 
 @dataclass(frozen=True)
 class SigningKey:
-    """A v4 secret signing (sub)key: Ed25519Legacy or RSA.
+    """A v4 secret signing (sub)key: Ed25519Legacy, RSA, or ECDSA on P-256 or P-384.
 
     ``fingerprint`` is the 20-octet v4 fingerprint, ``created`` the key's
     creation time (seconds since the epoch), ``private`` the key itself.
@@ -123,7 +134,53 @@ class SigningKey:
         """The octets of each signature MPI at full length."""
         if self.algorithm == EDDSA_LEGACY_ALGORITHM:
             return (32, 32)
-        return ((self.private.key_size + 7) // 8,)
+        size = (self.private.key_size + 7) // 8
+        return (size, size) if self.algorithm == ECDSA_ALGORITHM else (size,)
+
+    @property
+    def hash_id(self) -> int:
+        """The hash algorithm signatures by this key use (SHA-384 for P-384, else SHA-256)."""
+        if self.algorithm == ECDSA_ALGORITHM and self.private.key_size > 256:
+            return SHA384_ID
+        return SHA256_ID
+
+    def new_hash(self) -> Any:
+        """A fresh hash context of :attr:`hash_id`."""
+        return hashlib.sha384() if self.hash_id == SHA384_ID else hashlib.sha256()
+
+    def sign(self, digest: bytes) -> list[bytes]:
+        """The signature MPIs' octets over ``digest``, each as long as the algorithm made it
+        (left-padded to the full size for ECDSA, whose values are integers)."""
+        if self.algorithm == EDDSA_LEGACY_ALGORITHM:
+            # EdDSA signs the hash value itself (RFC 9580 section 5.2.4).
+            value = self.private.sign(digest)
+            return [value[:32], value[32:]]
+        algorithm = hashes.SHA384() if self.hash_id == SHA384_ID else hashes.SHA256()
+        prehashed = utils.Prehashed(algorithm)
+        if self.algorithm == ECDSA_ALGORITHM:
+            der = self.private.sign(digest, ec.ECDSA(prehashed, deterministic_signing=True))
+            size = self.mpi_octets[0]
+            return [v.to_bytes(size, "big") for v in utils.decode_dss_signature(der)]
+        return [self.private.sign(digest, padding.PKCS1v15(), prehashed)]
+
+    def check(self) -> None:
+        """Sign and verify a fixed digest: a damaged secret is refused when loaded, not
+        discovered by the user's client (UnsupportedSigningKey)."""
+        digest = self.new_hash().digest()
+        values = self.sign(digest)
+        public = self.private.public_key()
+        algorithm = hashes.SHA384() if self.hash_id == SHA384_ID else hashes.SHA256()
+        try:
+            if self.algorithm == EDDSA_LEGACY_ALGORITHM:
+                public.verify(b"".join(values), digest)
+            elif self.algorithm == ECDSA_ALGORITHM:
+                r, s = (int.from_bytes(v, "big") for v in values)
+                der = utils.encode_dss_signature(r, s)
+                public.verify(der, digest, ec.ECDSA(utils.Prehashed(algorithm)))
+            else:
+                public.verify(values[0], digest, padding.PKCS1v15(), utils.Prehashed(algorithm))
+        except InvalidSignature:
+            raise UnsupportedSigningKey("the server's secret signing key is damaged") from None
 
 
 def _dearmor_secret(data: bytes) -> bytes:
@@ -150,11 +207,13 @@ def _public_end(body: bytes) -> int:
         _, at = read_mpi(body, at)
         _, at = read_mpi(body, at)
         return at
-    if algorithm == EDDSA_LEGACY_ALGORITHM:
-        oid_length = body[at]
-        if body[at + 1 : at + 1 + oid_length] != ED25519_OID:
+    if algorithm in (EDDSA_LEGACY_ALGORITHM, ECDSA_ALGORITHM):
+        oid = body[at + 1 : at + 1 + body[at]]
+        if algorithm == EDDSA_LEGACY_ALGORITHM and oid != ED25519_OID:
             raise UnsupportedSigningKey("EdDSALegacy signing key on a curve other than Ed25519")
-        _, at = read_mpi(body, at + 1 + oid_length)
+        if algorithm == ECDSA_ALGORITHM and oid not in ECDSA_CURVES:
+            raise UnsupportedSigningKey("ECDSA signing keys must be on P-256 or P-384")
+        _, at = read_mpi(body, at + 1 + len(oid))
         return at
     raise UnsupportedSigningKey(f"signing key algorithm {algorithm} is not supported")
 
@@ -164,7 +223,7 @@ def signing_key_from_secret(secret: bytes, fingerprint: str) -> SigningKey:
 
     Raises :class:`UnsupportedSigningKey` when it is missing, protected by a
     passphrase (S2K usage other than 0, section 5.5.3), of another algorithm
-    than Ed25519Legacy or RSA, or its secret does not match its public part.
+    than Ed25519Legacy, RSA or ECDSA (P-256, P-384), or its secret does not match its public part.
     """
     wanted = fingerprint.strip().upper()
     try:
@@ -190,21 +249,36 @@ def _signing_key(body: bytes, end: int) -> SigningKey:
     algorithm, created = body[5], int.from_bytes(body[1:5], "big")
     fingerprint = bytes.fromhex(key_fingerprint(body[:end]))
     try:
-        if algorithm == EDDSA_LEGACY_ALGORITHM:
-            oid_end = 7 + body[6]
-            point, _ = read_mpi(body, oid_end)
-            seed, _ = read_mpi(body, end + 1)
-            private: Any = ed25519.Ed25519PrivateKey.from_private_bytes(seed.rjust(32, b"\0"))
-            public = private.public_key().public_bytes_raw()
-            if point != b"\x40" + public:  # section 9.2: the 0x40-prefixed native point
-                raise UnsupportedSigningKey("the Ed25519 secret does not match its public key")
+        if algorithm == RSA_ALGORITHM:
+            private: Any = _rsa_key(body, end)
         else:
-            private = _rsa_key(body, end)
+            private = _curve_key(body, end)
+        key = SigningKey(algorithm, fingerprint, created, private)
+        key.check()
     except (ValueError, OpenPgpError) as e:
         if isinstance(e, UnsupportedSigningKey):
             raise
         raise UnsupportedSigningKey(f"malformed secret signing key: {e}") from None
-    return SigningKey(algorithm, fingerprint, created, private)
+    return key
+
+
+def _curve_key(body: bytes, end: int) -> Any:
+    """The Ed25519 or ECDSA key of a secret key packet: OID and point public, one MPI secret."""
+    oid = body[7 : 7 + body[6]]
+    point, _ = read_mpi(body, 7 + len(oid))
+    secret, _ = read_mpi(body, end + 1)
+    private: Any
+    if body[5] == EDDSA_LEGACY_ALGORITHM:
+        private = ed25519.Ed25519PrivateKey.from_private_bytes(secret.rjust(32, b"\0"))
+        public = b"\x40" + private.public_key().public_bytes_raw()  # section 9.2: 0x40 prefix
+    else:
+        private = ec.derive_private_key(int.from_bytes(secret, "big"), ECDSA_CURVES[oid])
+        public = private.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+    if point != public:
+        raise UnsupportedSigningKey("the secret signing key does not match its public key")
+    return private
 
 
 def _rsa_key(body: bytes, end: int) -> rsa.RSAPrivateKey:
@@ -243,7 +317,9 @@ def _hashed_part(key: SigningKey, created: int) -> bytes:
     """The signature's fields from its version through the hashed subpackets."""
     area = hashed_subpackets(key, created)
     return (
-        bytes([4, BINARY_DOCUMENT, key.algorithm, SHA256_ID]) + len(area).to_bytes(2, "big") + area
+        bytes([4, BINARY_DOCUMENT, key.algorithm, key.hash_id])
+        + len(area).to_bytes(2, "big")
+        + area
     )
 
 
@@ -255,7 +331,7 @@ def signature_body_size(key: SigningKey) -> int:
 
 def one_pass_signature(key: SigningKey) -> bytes:
     """The One-Pass Signature packet (section 5.4, version 3; flag 1: not nested)."""
-    body = bytes([3, BINARY_DOCUMENT, SHA256_ID, key.algorithm]) + key.key_id + b"\x01"
+    body = bytes([3, BINARY_DOCUMENT, key.hash_id, key.algorithm]) + key.key_id + b"\x01"
     return header(ONE_PASS_SIGNATURE_TAG, len(body)) + body
 
 
@@ -275,21 +351,11 @@ class LiteralSigner:
         self.created = key.created if created is None else created
         if not 0 <= self.created < 2**32 - MAX_ATTEMPTS:
             raise OpenPgpError("signature creation time out of range")
-        self._hash = hashlib.sha256()
+        self._hash = key.new_hash()
 
     def update(self, data: bytes) -> None:
         """Hash the next octets of the literal data."""
         self._hash.update(data)
-
-    def _sign(self, digest: bytes) -> list[bytes]:
-        """The signature's MPIs' octets (each exactly as long as the signature made it)."""
-        key = self.key
-        if key.algorithm == EDDSA_LEGACY_ALGORITHM:
-            # EdDSA signs the hash value itself (RFC 9580 section 5.2.4).
-            value = key.private.sign(digest)
-            return [value[:32], value[32:]]
-        prehashed = utils.Prehashed(hashes.SHA256())
-        return [key.private.sign(digest, padding.PKCS1v15(), prehashed)]
 
     def signature_packet(self) -> bytes:
         """The Signature packet over everything given to :meth:`update` (module docstring)."""
@@ -298,7 +364,7 @@ class LiteralSigner:
             final = self._hash.copy()
             final.update(hashed + b"\x04\xff" + len(hashed).to_bytes(4, "big"))
             digest = final.digest()
-            values = self._sign(digest)
+            values = self.key.sign(digest)
             if all(value[:1] != b"\x00" for value in values):
                 body = hashed + b"\x00\x00" + digest[:2] + b"".join(mpi(v) for v in values)
                 if len(body) != signature_body_size(self.key):
