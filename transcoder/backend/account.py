@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.mail import imap4
 from zope.interface import implementer
 
@@ -39,9 +39,12 @@ from transcoder.backend.connection import (
 from transcoder.backend.mailbox import BackendMailbox, NotCarried
 from transcoder.backend.response_syntax import DataResponse, String, quote
 from transcoder.errors import BadCommand, InvalidMailboxName
+from transcoder.mime.binary import holds_nul
 from transcoder.store.listing import MailboxInfo
 from transcoder.store.names import decode_mutf7, encode_mutf7
 
+#: Messages up to this size are scanned for NUL on the reactor thread, larger ones in a worker.
+NUL_SCAN_INLINE = 1024 * 1024
 _STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"})
 
 
@@ -235,8 +238,13 @@ class BackendAccount:
         if isinstance(date, datetime):
             stamp = date if date.tzinfo is not None else date.replace(tzinfo=UTC)
             pieces.append(b'"' + stamp.strftime("%d-%b-%Y %H:%M:%S %z").encode("ascii") + b'"')
-        pieces.append(FileLiteral(source, size))
-        d = self.connection.command(b"APPEND", *pieces)
+        # RFC 3516 section 4.4: octets holding NUL go as a literal8 (a large message is
+        # scanned in a thread).
+        scan = threads.deferToThread if size > NUL_SCAN_INLINE else defer.maybeDeferred
+        d = scan(holds_nul, source)
+        d.addCallback(
+            lambda nul: self.connection.command(b"APPEND", *pieces, FileLiteral(source, size, nul))
+        )
         d.addCallback(self._appended)
         return d.addCallback(self._after_news)
 

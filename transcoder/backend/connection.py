@@ -162,10 +162,14 @@ class Literal:
 
 @dataclass(frozen=True)
 class FileLiteral:
-    """A literal argument read from an open file of ``size`` octets (APPEND's message)."""
+    """A literal argument read from an open file of ``size`` octets (APPEND's message).
+
+    ``binary``: sent as a literal8 ``~{n}`` (RFC 3516 section 4.4: octets holding NUL).
+    """
 
     source: BinaryIO
     size: int
+    binary: bool = False
 
 
 class _StopWriting(Exception):
@@ -311,7 +315,8 @@ class BackendProtocol(protocol.Protocol):
                 continue
             size = len(piece.value) if isinstance(piece, Literal) else piece.size
             plus = b"LITERAL+" in self.capabilities
-            out += b"{%d%s}\r\n" % (size, b"+" if plus else b"")
+            literal8 = b"~" if isinstance(piece, FileLiteral) and piece.binary else b""
+            out += literal8 + b"{%d%s}\r\n" % (size, b"+" if plus else b"")
             self.transport.write(bytes(out))
             out = bytearray()
             if not plus:

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 from twisted.internet import defer, threads
 
 from transcoder.imap.fetch_syntax import FetchItem
-from transcoder.mime.binary import BinaryPart, Decoded, binary_part, decode_into, iter_window
+from transcoder.mime.binary import BinaryPart, Decoded, binary_part, decode_into, holds_nul
 from transcoder.mime.entity import Entity
 
 #: Decoded octets kept in memory; more go to a temporary file.
@@ -129,16 +129,11 @@ def _content(fp: Any, where: BinaryPart, spools: list[BinaryIO]) -> Any:
             position += len(piece)
         fp, where = raw, BinaryPart(0, where.encoded_size, where.encoding)
     if where.identity:
-        has_nul = yield _off_reactor(where, _has_nul, fp, where)
+        has_nul = yield _off_reactor(where, holds_nul, fp, where.start, where.end)
         return BinaryContent(where.encoded_size, has_nul, fp, where.start)
     out = _spool(spools)
     found: Decoded = yield _off_reactor(where, decode_into, fp, where, out)
     return BinaryContent(found.size, found.has_nul, out, 0)
-
-
-def _has_nul(fp: BinaryIO, where: BinaryPart) -> bool:
-    """Whether the window of ``where`` holds a NUL octet (one read, in chunks)."""
-    return any(b"\x00" in piece for piece in iter_window(fp, where.start, where.end))
 
 
 def _off_reactor(where: BinaryPart, f: Any, *args: Any) -> defer.Deferred[Any]:

@@ -252,6 +252,19 @@ def iter_window(fp: BinaryIO, start: int, end: int, chunk: int = CHUNK) -> Itera
         yield data
 
 
+def holds_nul(fp: BinaryIO, start: int = 0, end: int | None = None) -> bool:
+    """Whether octets ``start``..``end`` of ``fp`` (to its end by default) hold a NUL.
+
+    One read in chunks.  RFC 3516 section 4.4: such octets can only be
+    APPENDed as a ``literal8``.  Leaves ``fp`` positioned at ``start``.
+    """
+    if end is None:
+        end = fp.seek(0, 2)
+    found = any(b"\x00" in piece for piece in iter_window(fp, start, end))
+    fp.seek(start)
+    return found
+
+
 def iter_decoded(fp: BinaryIO, part: BinaryPart, chunk: int = CHUNK) -> Iterator[bytes]:
     """The decoded octets of ``part`` read from ``fp``, piece by piece (never the whole part)."""
     return iter_transfer_decode(part.encoding, iter_window(fp, part.start, part.end, chunk))
@@ -304,6 +317,7 @@ __all__ = [
     "binary_part",
     "decode_into",
     "decode_part",
+    "holds_nul",
     "is_leaf",
     "iter_decoded",
     "iter_transfer_decode",
