@@ -133,7 +133,13 @@ class UnknownTransferEncoding(ClientError):
 
 
 class InvalidTransferEncoding(UnknownTransferEncoding):
-    """The part's content-transfer-encoding is damaged and cannot be decoded."""
+    """The part's encoded content is damaged and cannot be decoded.
+
+    A subclass of :class:`UnknownTransferEncoding` (neither can be undone),
+    answered ``NO [PARSE]`` (RFC 5530; Dovecot answers the same).
+    """
+
+    code = "PARSE"
 
 
 class InvalidAccount(ClientError):

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests.backend.front import direct_login, front_login, running_front
-from tests.imap.test_binary import TEXT_QP, UNKNOWN
+from tests.imap.test_binary import DAMAGED, TEXT_QP, UNKNOWN
 from tests.integration.conftest import RunningServer
 from tests.integration.transcoding import with_attachment
 from tests.mime.test_binary import attachment_message
@@ -42,7 +42,13 @@ LEAVES = {1: ("1", "2", "3.1"), 2: ("1", "2", "3"), 3: ("1",)}
 @pytest.fixture(scope="module")
 def front(dovecot: DovecotInstance) -> Iterator[RunningServer]:
     """A front before the module's Dovecot, alice's INBOX holding the test messages."""
-    for message in (attachment_message(), with_attachment("FRONT-BINARY"), TEXT_QP, UNKNOWN):
+    for message in (
+        attachment_message(),
+        with_attachment("FRONT-BINARY"),
+        TEXT_QP,
+        UNKNOWN,
+        DAMAGED,
+    ):
         dovecot.drop(ALICE, message)
     with running_front(dovecot) as server:
         yield server
@@ -110,13 +116,15 @@ def test_nul_content_is_literal8_at_the_front(front: RunningServer) -> None:
         imap.logout()
 
 
-def test_unknown_cte_like_dovecot(front: RunningServer, dovecot: DovecotInstance) -> None:
-    """An x-uuencode part: NO [UNKNOWN-CTE] from the front, as from Dovecot."""
+def test_undecodable_parts_like_dovecot(front: RunningServer, dovecot: DovecotInstance) -> None:
+    """x-uuencode: NO [UNKNOWN-CTE]; damaged base64: NO [PARSE] -- at the front as at Dovecot."""
     ours, theirs = front_login(front, ALICE), direct_login(dovecot, ALICE)
     try:
         for imap in (ours, theirs):
             typ, data = imap.uid("FETCH", "4", "(BINARY.PEEK[1])")
             assert typ == "NO" and data[0].startswith(b"[UNKNOWN-CTE]"), data
+            typ, data = imap.uid("FETCH", "5", "(BINARY.PEEK[1])")
+            assert typ == "NO" and data[0].startswith(b"[PARSE]"), data
     finally:
         ours.logout()
         theirs.logout()

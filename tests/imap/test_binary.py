@@ -152,10 +152,10 @@ def test_unknown_cte_is_no_unknown_cte_and_keeps_unseen(tmp_path: Path) -> None:
 
 
 def test_damaged_base64_is_no_unknown_cte(tmp_path: Path) -> None:
-    """base64 with a character outside its alphabet cannot be decoded: NO [UNKNOWN-CTE]."""
+    """base64 with a character outside its alphabet cannot be decoded: NO [PARSE], as Dovecot."""
     session = selected(tmp_path, DAMAGED)
     _, done = session.command(b"FETCH 1 (BINARY.PEEK[1])")
-    assert b"NO [UNKNOWN-CTE]" in done
+    assert b"NO [PARSE]" in done
 
 
 def test_non_leaf_part_is_refused(tmp_path: Path) -> None:

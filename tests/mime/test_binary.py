@@ -126,10 +126,10 @@ def test_base64_tolerates_layout() -> None:
     "bad", [b"aGk*", b"aG=k", b"aGk", b"aGk=aGk=", b"a\x00Gk", b"aGk=\r\n!", b"ZZ==Z"]
 )
 def test_base64_invalid_characters_are_errors(bad: bytes) -> None:
-    """Characters outside the alphabet, misplaced padding or a short quantum: UNKNOWN-CTE."""
+    """Characters outside the alphabet, misplaced padding or a short quantum: NO [PARSE]."""
     with pytest.raises(InvalidTransferEncoding) as caught:
         transfer_decode("base64", bad)
-    assert caught.value.code == "UNKNOWN-CTE" and caught.value.response == "NO"
+    assert caught.value.code == "PARSE" and caught.value.response == "NO"
 
 
 @pytest.mark.parametrize("cte", ["x-uuencode", "base-64", "8-bit", "gzip"])

@@ -20,9 +20,9 @@ Decisions, with the RFC text they follow:
   (SP, HT, CR, LF) anywhere is skipped (RFC 2045 section 6.8 line breaks);
   any other character outside the alphabet, padding before the end or a
   final quantum cut short raises
-  :class:`~transcoder.errors.InvalidTransferEncoding` (``NO
-  [UNKNOWN-CTE]`` too: the server cannot decode it, and guessing would hand
-  the client octets the sender never wrote).
+  :class:`~transcoder.errors.InvalidTransferEncoding` (``NO [PARSE]``,
+  RFC 5530, as Dovecot answers: the server knows base64 but cannot decode
+  this, and guessing would hand the client octets the sender never wrote).
 * quoted-printable is decoded as RFC 2045 section 6.7 reads (soft line
   breaks removed, ``=XX`` decoded, line breaks kept as they are); malformed
   ``=`` sequences are kept literally, as rule (1)'s note recommends.
