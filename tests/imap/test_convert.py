@@ -247,3 +247,71 @@ def test_mode_always_converts_the_view_and_never_reveals_the_body(
     # The view's part 1 itself may be converted (identity): it is ciphertext.
     out = run(session, b"v", b"CONVERT 1 (NIL) BINARY[1]")
     assert tagged(out, b"v") == b"v OK CONVERT completed"
+
+
+def test_too_many_parts_or_messages_are_refused_with_their_codes(
+    tmp_path: Path, store: KeyStore
+) -> None:
+    """Section 8.5: more parts than MAX_PARTS is NO [MAXCONVERTPARTS n], more messages than
+    MAX_MESSAGES NO [MAXCONVERTMESSAGES n]; nothing is converted."""
+    from transcoder.imap import convert as mixin
+
+    session = converting_session(tmp_path, store, MESSAGE, MESSAGE)
+    parts = b" ".join(b"BINARY[%d]" % n for n in range(1, mixin.MAX_PARTS + 2))
+    out = run(session, b"p", b'CONVERT 1 ("text/plain" ("charset" "utf-8")) (' + parts + b")")
+    assert out == b"p NO [MAXCONVERTPARTS %d] At most %d body parts at once\r\n" % (
+        mixin.MAX_PARTS,
+        mixin.MAX_PARTS,
+    )
+    for _ in range(mixin.MAX_MESSAGES):
+        session.deliver(MESSAGE)
+    run(session, b"n", b"NOOP")
+    out = run(session, b"m", b'CONVERT 1:* ("text/plain" ("charset" "utf-8")) BINARY[1]')
+    assert tagged(out, b"m").startswith(b"m NO [MAXCONVERTMESSAGES %d]" % mixin.MAX_MESSAGES)
+    assert b"CONVERTED" not in out
+
+
+def test_a_converter_that_breaks_is_an_opaque_error_never_the_part(
+    tmp_path: Path, store: KeyStore
+) -> None:
+    """An exception inside a converter: ERROR TEMPFAIL for that part, NO, the detail logged."""
+    from twisted.logger import globalLogPublisher
+
+    from transcoder.convert import ConversionRegistry
+
+    class Broken:
+        name, source, target, parameters, encrypts = "broken", "*", "x-test/broken", (), True
+
+        def available(self, context: object) -> bool:
+            return True
+
+        def convert(self, *args: object) -> object:
+            raise RuntimeError("secret detail 42")
+
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        session = converting_session(tmp_path, store, MESSAGE)
+        session.server._conversion_registry = ConversionRegistry([Broken()])
+        out = run(session, b"x", b'CONVERT 1 ("x-test/broken") (BINARY[1] BINARY.SIZE[1])')
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert out.count(b'(ERROR "The part could not be converted" TEMPFAIL)') == 2
+    assert b"secret detail" not in out and b"Gr" not in out
+    assert tagged(out, b"x").startswith(b"x NO")
+    assert any("secret detail 42" in str(e.get("log_failure", "")) for e in events)
+
+
+def test_convert_needs_a_selected_mailbox_conversions_does_not(
+    tmp_path: Path, store: KeyStore
+) -> None:
+    """CONVERT is a selected-state command (section 10: command-select); CONVERSIONS is not."""
+    from tests.imap.convert_support import configure
+    from tests.imap.harness import make_session
+
+    session = make_session(tmp_path)
+    configure(session, store, tmp_path, None)
+    out = run(session, b"c", b'CONVERT 1 ("text/plain") BINARY[1]')
+    assert re.match(rb"c (BAD|NO) \[", tagged(out, b"c")), out
+    out = run(session, b"l", b'CONVERSIONS "text/plain" "*"')
+    assert b'* CONVERSION "text/plain" "text/plain"' in out and b"l OK" in out

@@ -66,11 +66,23 @@ class ConvertedPart:
         return self._structure[0]
 
 
+#: The largest part converted (a part and its conversion are held in memory).
+MAX_PART = 64 * 1024 * 1024
+
+
 def source_part(fp: BinaryIO, message: Entity, part: tuple[int, ...]) -> SourcePart | None:
-    """The part ``part`` names (``()``: the message), or ``None`` when it does not exist."""
+    """The part ``part`` names (``()``: the message), or ``None`` when it does not exist.
+
+    Raises ConversionFailed for a part over :data:`MAX_PART` octets.
+    """
     node = message if not part else find_part(message, part)
     if node is None:
         return None
+    if node.end - node.header_start > MAX_PART:
+        raise ConversionFailed(
+            f"The part is larger than {MAX_PART} octets, the most converted",
+            source=media_type(node.content_type),
+        )
     return SourcePart(
         content_type=node.content_type,
         entity=_read(fp, node.header_start, node.end),
@@ -120,4 +132,4 @@ def convert_header(
         raise failure.about(media_type(node.content_type), "text/plain") from None
 
 
-__all__ = ["ConvertedPart", "convert_header", "convert_part", "source_part"]
+__all__ = ["MAX_PART", "ConvertedPart", "convert_header", "convert_part", "source_part"]

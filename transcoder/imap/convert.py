@@ -53,7 +53,7 @@ from transcoder.convert import (
     convert_part,
     source_part,
 )
-from transcoder.convert.model import media_type
+from transcoder.convert.model import TEMPFAIL, media_type
 from transcoder.convert.syntax import (
     ConvertArguments,
     ConvertItem,
@@ -75,6 +75,11 @@ log = Logger()
 
 #: Converted parts a session keeps (RFC 5259 section 8.5: at least 2).
 SESSION_CACHE = 4
+#: Messages one CONVERT converts at most (``NO [MAXCONVERTMESSAGES n]`` beyond, section 8.5):
+#: each conversion encrypts or recodes a part, which a listing of a mailbox has no need of.
+MAX_MESSAGES = 100
+#: Distinct body parts converted per message at most (``NO [MAXCONVERTPARTS n]`` beyond).
+MAX_PARTS = 16
 #: Items whose answer needs the part converted.
 _CONVERTING = frozenset({"BINARY", "BINARY.SIZE", "BODYPARTSTRUCTURE"})
 
@@ -83,6 +88,20 @@ class AllConversionsFailed(ClientError):
     """All conversions failed."""
 
     code = None
+
+
+class TooManyMessages(ClientError):
+    """The command names more messages than one CONVERT converts (RFC 5259 section 8.5)."""
+
+    def __init__(self, text: str, limit: int) -> None:
+        super().__init__(text, code=f"MAXCONVERTMESSAGES {limit}")
+
+
+class TooManyParts(ClientError):
+    """The command names more body parts than one CONVERT converts (RFC 5259 section 8.5)."""
+
+    def __init__(self, text: str, limit: int) -> None:
+        super().__init__(text, code=f"MAXCONVERTPARTS {limit}")
 
 
 @dataclass(frozen=True)
@@ -214,6 +233,14 @@ class ConvertMixin:
     ) -> None:
         """Answer CONVERT / UID CONVERT; later commands wait for the answer."""
         self_: Any = self
+        parts = {i.part for i in args.items if i.name in _CONVERTING}
+        if len(parts) > MAX_PARTS:
+            self.send_error(tag, TooManyParts(f"At most {MAX_PARTS} body parts at once", MAX_PARTS))
+            return
+        if named_count(self.mbox, messages, bool(uid)) > MAX_MESSAGES:
+            limit = MAX_MESSAGES
+            self.send_error(tag, TooManyMessages(f"At most {limit} messages at once", limit))
+            return
         d = defer.maybeDeferred(self.mbox.fetch, messages, uid=uid)
         d.addCallback(self._convert_found, tag, messages, args, bool(uid))
 
@@ -446,8 +473,16 @@ def _convert_parts(
         here = ConversionContext(context.keys, context.now, randomness, context.cms)
         try:
             converted[part] = convert_part(registry, source_part(fp, entity, part), request, here)
-        except ConversionFailed as failure:
-            converted[part] = failure
+        except ConversionFailed as failure:  # the part itself refused (too large)
+            converted[part] = failure.about(failure.source, request.target or failure.source or "")
+        except (OSError, EOFError):
+            raise  # the message file went away: the message is left out (EXPUNGEISSUED)
+        except Exception:
+            # A converter's own failure: logged, answered with an opaque ERROR, never plaintext.
+            log.failure("conversion of part {part} failed", part=".".join(map(str, part)))
+            converted[part] = ConversionFailed(
+                "The part could not be converted", TEMPFAIL, target=request.target or ""
+            )
     types: dict[tuple[int, ...], str | None] = {}
     done: dict[tuple[tuple[int, ...], str], bytes | ConversionFailed] = {}
     for part in available:
@@ -530,4 +565,12 @@ def _as_error(failure: Any) -> TranscoderError:
     return ServerError("CONVERT failed")
 
 
-__all__ = ["SESSION_CACHE", "AllConversionsFailed", "ConvertMixin"]
+__all__ = [
+    "MAX_MESSAGES",
+    "MAX_PARTS",
+    "SESSION_CACHE",
+    "AllConversionsFailed",
+    "ConvertMixin",
+    "TooManyMessages",
+    "TooManyParts",
+]
