@@ -12,6 +12,7 @@ Usage::
     transcoder-admin --data DIR key retire FINGERPRINT
     transcoder-admin --data DIR key purge FINGERPRINT
     transcoder-admin --data DIR policy ADDRESS [--mode always|off] [--format smime|openpgp]
+                                        [--sign on|off]
     transcoder-admin [--data DIR] --keystore postgresql://... key|policy ...
     transcoder-admin --data DIR server-key list
     transcoder-admin --data DIR server-key rotate smime|openpgp [--algorithm ec|rsa]
@@ -311,20 +312,40 @@ def cmd_key_purge(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> No
 
 
 def cmd_policy(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
-    """``policy ADDRESS [--mode M] [--format F]``: show, or change then show, the policy."""
-    from transcoder.keys.policy import parse_format, parse_mode
+    """``policy ADDRESS [--mode M] [--format F] [--sign S]``: show, or change then show,
+    the policy -- each item as it is in effect, and where it comes from."""
+    from transcoder.keys.policy import parse_format, parse_mode, parse_sign
 
     address = _existing_account(args, args.address)
     mode = parse_mode(args.mode) if args.mode else None
     fmt = parse_format(args.format) if args.format else None
+    sign = parse_sign(args.sign) if args.sign else None
     with _keystore(args) as store:
-        if mode is None and fmt is None:
+        if mode is None and fmt is None and sign is None:
             policy = store.get_policy(address, args.clock())
         else:
-            policy = store.set_policy(address, args.clock(), mode, fmt, _origin())
-    shown = policy.format.value if policy.format else "NIL"
-    source = "" if policy.format is None or policy.format_is_explicit else " (newest key's)"
-    print(f"{address} MODE {policy.mode.value} FORMAT {shown}{source}", file=stdout)
+            policy = store.set_policy(address, args.clock(), mode, fmt, _origin(), sign)
+        default = store.server_setting("sign-views") == "ON"
+    print(f"{address} {describe_policy(policy, default)}", file=stdout)
+
+
+def describe_policy(policy: Any, sign_default: bool) -> str:
+    """``MODE m FORMAT f SIGN s``, each value as in effect, with its source when not set.
+
+    A format never set is the newest usable encryption key's; with no such
+    key there is none in effect (``NIL``), and MODE ALWAYS would be refused.
+    SIGN never set is the server's ``--sign-views`` default, as the last
+    server started recorded it (off when none did).
+    """
+    if policy.format is None:
+        fmt = "NIL (none set, and no usable encryption key)"
+    elif policy.format_is_explicit:
+        fmt = policy.format.value
+    else:
+        fmt = f"{policy.format.value} (newest key's)"
+    signs = "ON" if policy.signs(sign_default) else "OFF"
+    sign = signs if policy.sign is not None else f"{signs} (server default)"
+    return f"MODE {policy.mode.value} FORMAT {fmt} SIGN {sign}"
 
 
 def _server_keys(args: argparse.Namespace) -> Any:
@@ -436,6 +457,12 @@ def _add_policy_command(groups: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--mode", type=str.lower, choices=("always", "off"))
     p.add_argument("--format", type=str.lower, choices=("smime", "openpgp"))
+    p.add_argument(
+        "--sign",
+        type=str.lower,
+        choices=("on", "off"),
+        help="sign views with the server's signing key (default: the server's --sign-views)",
+    )
     p.set_defaults(func=cmd_policy)
 
 

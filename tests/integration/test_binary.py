@@ -333,3 +333,24 @@ def test_cold_large_view_binary(binary_server: RunningServer, erin: Party, workd
         assert MARKER.encode() not in imap.received
     finally:
         imap.logout()
+
+
+def test_readme_transcript(binary_server: RunningServer) -> None:
+    """The README's BINARY transcript (IMAP conformance, item 21) is what the server sends."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme[readme.index("C: a UID FETCH 7 (BINARY") :].split("```")[0]
+    lines = [line.strip() for line in block.splitlines() if line.strip()]
+    command = lines[0].removeprefix("C: a UID FETCH 7 ")
+    first_answer = lines[1].removeprefix("S: ")
+    imap = login(binary_server, GRACE)
+    try:
+        uid = append(imap, with_attachment(MARKER))
+        data = fetch(imap, uid, command)
+        seq = data[0][0].split()[0].decode()
+        # imaplib hands back the response without "* " and "FETCH "
+        expected = first_answer.replace("* 1 FETCH ", f"{seq} ", 1).replace("UID 7", f"UID {uid}")
+        assert data[0][0].decode() == expected
+        assert data[0][1] == (bytes(range(256)) * 96)[:16]
+        assert b"\x00" in data[0][1]  # hence the ~{16}
+    finally:
+        imap.logout()

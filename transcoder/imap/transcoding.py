@@ -25,6 +25,7 @@ opened, the file is read to the end even if it is expunged meanwhile
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -40,6 +41,7 @@ from transcoder.keys.view_epochs import ViewInputs, ViewsChanged
 from transcoder.mime.ciphertext import is_ciphertext
 from transcoder.mime.entity import Entity, parse_shape
 from transcoder.mime.protect import parse_top_level
+from transcoder.signing.signers import ServerSigning
 from transcoder.store.interfaces import IParsedMessage
 from transcoder.store.message import MessageExpunged
 from transcoder.transcoders.derivation import (
@@ -53,6 +55,7 @@ from transcoder.transcoders.interfaces import (
     ISizePredictor,
     TranscodeRequest,
     ViewShape,
+    can_sign,
     is_deterministic,
     predicted_layout,
 )
@@ -94,18 +97,43 @@ def likely_small(stored_size: int) -> bool:
 
 
 def select_for_account(
-    store: Any, account: str, now: Any, registry: TranscoderRegistry, epoch: int | None = None
+    store: Any,
+    account: str,
+    now: Any,
+    registry: TranscoderRegistry,
+    epoch: int | None = None,
+    signing: ServerSigning | None = None,
 ) -> Any:
     """Policy and keys of ``account`` from the keystore, and the selection (blocking).
 
     They are read in one transaction with the account's view epoch; with
     ``epoch`` (the session's, :mod:`transcoder.imap.view_epoch`) another
     epoch raises :class:`~transcoder.keys.view_epochs.ViewsChanged`.
+
+    When the account's views are signed (its SIGN, else the server's
+    default) the selection carries the current signing key of its format
+    (:class:`~transcoder.signing.signers.ServerSigning`).  The signing keys
+    are looked at before the epoch is read -- a key the server has not seen
+    yet is first recorded, which moves every epoch -- and again after: a
+    rotation in between raises ViewsChanged, so a view is never signed by a
+    key other than its epoch's.  Without signing, SIGN fails closed.
     """
+    signing_keys = signing.current() if signing is not None else ""
     inputs: ViewInputs = store.view_inputs(account, now)
     if epoch is not None and inputs.epoch != epoch:
         raise ViewsChanged(f"views changed (epoch {epoch} -> {inputs.epoch})")
-    return select_transcoder(inputs.policy, inputs.keys, registry, now)
+    selection = select_transcoder(inputs.policy, inputs.keys, registry, now)
+    default = signing.default if signing is not None else False
+    if selection is None or not inputs.policy.signs(default):
+        return selection
+    if signing is None:
+        raise TranscodeFailed("views of this account are signed, and this server cannot sign")
+    if not can_sign(selection.transcoder):
+        raise TranscodeFailed(f"transcoder {selection.transcoder.name} cannot sign views")
+    signer = signing.signer(selection.transcoder.key_format)
+    if signing.fingerprints() != signing_keys:
+        raise ViewsChanged("the server's signing key changed")
+    return dataclasses.replace(selection, signer=signer)
 
 
 def transcode_into(
@@ -346,7 +374,13 @@ class TranscodingMixin:
             registry = self.transcoding.registry  # type: ignore[union-attr]
             epoch = getattr(self, "view_epoch", None)
             shared = self.keys.store.run(
-                select_for_account, self.keys.store.store, address, now, registry, epoch
+                select_for_account,
+                self.keys.store.store,
+                address,
+                now,
+                registry,
+                epoch,
+                getattr(self.keys, "signing", None),
             )
             self._selection_for = (serial, SharedResult(shared))
         return self._selection_for[1]
