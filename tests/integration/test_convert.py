@@ -24,7 +24,7 @@ from tests.cms.parties import Party, make_party
 from tests.cms.peers import OPENSSL, require
 from tests.convert.support import ATTACHMENT, LATIN1_TEXT, MESSAGE, UTF8_TEXT, part_entity
 from tests.integration.conftest import PASSWORD, RunningServer
-from tests.integration.transcoding import append, login, running_server
+from tests.integration.transcoding import RecordingIMAP4, append, login, running_server
 from tests.openpgp import gpgkeys
 from tests.openpgp.gpgkeys import PgpTestKeys
 from transcoder.client import XKeyClient, XKeyError, main
@@ -33,6 +33,8 @@ pytestmark = pytest.mark.integration
 pgp = gpgkeys.pgp
 
 BOB, ALICE, CAROL = "bob@example.org", "alice@example.org", "carol@example.org"
+DAVE = "dave@example.org"
+MARKER = b"LEAK-CANARY-convert-integration"
 imaplib.Commands.setdefault("CONVERT", ("SELECTED",))
 imaplib.Commands.setdefault("CONVERSIONS", ("AUTH", "SELECTED"))
 
@@ -51,16 +53,21 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory, pgp: PgpTestKeys) -> Iterator[Setup]:
     """One server; bob (certificate), alice (OpenPGP key), carol (none), MESSAGE in each INBOX."""
     root = tmp_path_factory.mktemp("convert")
-    with running_server(root, [BOB, ALICE, CAROL]) as server:
+    with running_server(root, [BOB, ALICE, CAROL, DAVE]) as server:
         bob = make_party(root, "bob", rsa.generate_private_key(65537, 3072))
-        for user, material in ((BOB, bob.cert_der), (ALICE, pgp.x25519.material)):
+        dave = make_party(root, "dave", rsa.generate_private_key(65537, 2048))
+        keys = ((BOB, bob.cert_der), (ALICE, pgp.x25519.material), (DAVE, dave.cert_der))
+        for user, material in keys:
             imap = login(server, user, None)
             assert XKeyClient(imap).provision(material) is not None
+            if user == DAVE:
+                XKeyClient(imap).set_policy(mode="ALWAYS", format="SMIME")
             imap.logout()
         uids = set()
-        for user in (BOB, ALICE, CAROL):
+        for user in (BOB, ALICE, CAROL, DAVE):
             imap = login(server, user)
-            uids.add(append(imap, MESSAGE))
+            marked = MESSAGE.replace(b"Gr=FC=DFe", MARKER + b" Gr=FC=DFe")
+            uids.add(append(imap, marked if user == DAVE else MESSAGE))
             imap.logout()
         (uid,) = uids
         yield Setup(server, bob, uid, root)
@@ -212,3 +219,23 @@ def test_the_client_library_and_command_line_convert(setup: Setup, tmp_path: Pat
     assert openssl_der(out_file.read_bytes(), setup.bob, setup.workdir) == part_entity(2)
     refused_args = [*common, "convert", "INBOX", str(setup.uid), "3", "text/plain"]
     assert main([*refused_args, "--param", "charset", "us-ascii"], environ=env) == 1
+
+
+def test_mode_always_convert_never_reveals_the_body(setup: Setup) -> None:
+    """dave is under MODE ALWAYS: every CONVERT works on his view, so no plaintext conversion
+    sends the stored text -- not the marker, not the converted text -- over the wire."""
+    imap = RecordingIMAP4("127.0.0.1", setup.server.imap_port)
+    imap.login(DAVE, PASSWORD)
+    imap.select("INBOX")
+    for params, items in (
+        ('("text/plain" ("charset" "utf-8"))', "(BINARY[1] BODYPARTSTRUCTURE[1] BINARY[3])"),
+        ('(NIL ("charset" "utf-8"))', "(BINARY[1] BINARY[] BODY[HEADER])"),
+        ("(NIL)", "(BINARY[1] BINARY[1.1] AVAILABLECONVERSIONS[1])"),
+        ('("text/plain" ("charset" "iso-8859-1"))', "BINARY[1.3]"),
+    ):
+        convert(imap, setup.uid, params, items)
+    received = bytes(imap.received)
+    assert b"CONVERTED" in received
+    assert MARKER not in received and LATIN1_TEXT.encode("utf-8") not in received
+    assert UTF8_TEXT.encode("utf-8") not in received and b"K=F6ln" not in received
+    imap.logout()
