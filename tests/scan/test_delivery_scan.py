@@ -246,6 +246,25 @@ def test_file_changed_after_scan_is_scanned_again(
     assert (tmp_path / "quarantine" / ADDRESS / name).read_bytes() == INFECTED + b"more octets"
 
 
+def test_file_taken_meanwhile_is_no_outage(tmp_path: Path, clock: Clock, clamd: Clamd) -> None:
+    """A held file another program removes before its scan runs: forgotten, not an outage
+    (nothing logged as unavailable, nothing quarantined), and the gate keeps scanning."""
+    pool = Queued()
+    store, gate = make(tmp_path, clock, clamd.address, run=pool)
+    name = store.deliver(ADDRESS, io.BytesIO(CLEAN))
+    assert shown(store) == []
+    (tmp_path / "mail" / ADDRESS / "new" / name).unlink()
+    with logged() as events:
+        pool.run_all()
+    assert not gate.outage
+    assert not [e for e in events if "unavailable" in e.get("log_format", "")]
+    assert not (tmp_path / "quarantine").exists()
+    store.deliver(ADDRESS, io.BytesIO(CLEAN))
+    assert shown(store) == []
+    pool.run_all()
+    assert shown(store) == [CLEAN]
+
+
 def test_large_delivery_is_streamed(tmp_path: Path, clock: Clock, clamd: Clamd) -> None:
     """A 50 MB delivered message is scanned in constant memory (Python's peak allocation
     stays under 2 MiB) and shown once clean."""

@@ -63,6 +63,8 @@ _audit = Logger(namespace="transcoder.keys.audit")
 RETRY_SECONDS = 10.0
 #: Threads scanning delivered mail (clamd's own MaxThreads caps its side).
 SCAN_THREADS = (1, 2)
+#: Verdicts kept before those of vanished files are looked for (then twice as many).
+PRUNE_ABOVE = 1000
 #: Runs ``f(*args)`` in the scan pool; returns a Deferred of its result.
 RunScan = Callable[..., "defer.Deferred[Any]"]
 
@@ -138,6 +140,7 @@ class DeliveryScan:
         self._retry_seconds = retry_seconds
         self._held: dict[Path, _Held] = {}
         self._in_flight = 0
+        self._pruned_at = PRUNE_ABOVE
         #: clamd is known to be unreachable (logged once, when it started).
         self.outage = False
         self._retry: IDelayedCall | None = None
@@ -173,6 +176,9 @@ class DeliveryScan:
         return not (self.outage and self._in_flight)
 
     def _start(self, path: Path, held: _Held) -> None:
+        if len(self._held) > self._pruned_at:
+            self._forget_gone()
+            self._pruned_at = 2 * len(self._held) + PRUNE_ABOVE
         held.stage = _Stage.SCANNING
         self._in_flight += 1
         d = self._run(self.examine, path, held.identity)
@@ -180,17 +186,18 @@ class DeliveryScan:
 
     def _finished(self, outcome: Any, path: Path, held: _Held) -> None:
         self._in_flight -= 1
-        if self._held.get(path) is not held:
-            return  # the file was replaced meanwhile; its new scan decides
+        current = self._held.get(path) is held  # else the file was replaced meanwhile
         if isinstance(outcome, Examined):
             self._available()
-            if outcome.signature is None:
+            if outcome.signature is not None:
+                self._report(path, outcome)  # quarantined whatever came since
+                if current:
+                    del self._held[path]
+            elif current:
                 held.stage = _Stage.CLEAN
-            else:
-                del self._held[path]
-                self._report(path, outcome)
         elif isinstance(outcome, Failure) and outcome.check(FileNotFoundError, FileChanged):
-            del self._held[path]  # taken or rewritten by another program: the next look decides
+            if current:
+                del self._held[path]  # taken or rewritten by another program: look again
         else:
             self._unavailable(outcome)
             held.stage = _Stage.UNAVAILABLE
@@ -236,9 +243,17 @@ class DeliveryScan:
 
     def _retry_due(self) -> None:
         self._retry = None
+        self._forget_gone()
         for held in self._held.values():
             if held.stage is _Stage.UNAVAILABLE:
                 self._wake(held)
+
+    def _forget_gone(self) -> None:
+        """Drop verdicts of files no pickup will ask about again (taken by another
+        program, their mailbox renamed or deleted meanwhile)."""
+        for path in [p for p, held in self._held.items() if held.stage is not _Stage.SCANNING]:
+            if not path.exists():
+                del self._held[path]
 
     def _report(self, path: Path, outcome: Examined) -> None:
         account, mailbox = self.where(path)
