@@ -2,7 +2,8 @@
 
 draft-kadobayashi-smime-secureops section 2.2: a gateway that can decrypt
 can scan.  Every APPENDed message -- after the server decrypted it, if it
-was encrypted to the server -- is streamed to clamd before it is stored.
+was encrypted to the server -- is streamed to clamd before it is stored;
+so is every delivered one (:mod:`transcoder.scan.delivery`).
 
 The protocol (clamd(8), "INSTREAM") is small enough to speak directly:
 ``zINSTREAM\\0``, then chunks each prefixed by its length as a 4-octet
