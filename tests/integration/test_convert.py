@@ -239,3 +239,43 @@ def test_mode_always_convert_never_reveals_the_body(setup: Setup) -> None:
     assert MARKER not in received and LATIN1_TEXT.encode("utf-8") not in received
     assert UTF8_TEXT.encode("utf-8") not in received and b"K=F6ln" not in received
     imap.logout()
+
+
+def _normal(text: bytes, tag: bytes | None = None) -> bytes:
+    """Sizes (4 digits or more) as N and the command tag as T: a certificate's size and
+    imaplib's tags differ from the README's example."""
+    text = re.sub(rb"\b\d{4,}\b", b"N", text)
+    return text if tag is None else text.replace(b'(TAG "%s")' % tag, b'(TAG "T")')
+
+
+def test_readme_transcript(setup: Setup) -> None:
+    """The README's CONVERT transcript (Encryption on request) is what the server answers,
+    line by line (bob for the README's user, sizes and tags aside)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme[readme.index('C: a CONVERSIONS "*" "application/pkcs7-mime"') :]
+    lines = [ln.strip() for ln in block.split("```")[0].splitlines() if ln.strip()]
+    imap = login(setup.server, BOB)
+    commands = [i for i, ln in enumerate(lines) if ln.startswith("C: ")]
+    for start, end in zip(commands, [*commands[1:], len(lines)], strict=True):
+        tag, command = lines[start][3:].split(" ", 1)
+        answers = [ln[3:].encode() for ln in lines[start + 1 : end]]
+        words = command.replace(" 7 ", f" {setup.uid} ").split(" ", 3 if "UID" in command else 2)
+        kind = "CONVERSION" if words[0] == "CONVERSIONS" else "CONVERTED"
+        imap.response(kind)
+        typ, data = imap._simple_command(*words)
+        _, untagged = imap.response(kind)
+        real_tag = imap.tagpre + str(imap.tagnum - 1).encode()  # the tag just used
+        status = answers[-1].split(b" ", 2)
+        assert typ == status[1].decode() and data[-1] == status[2], (command, typ, data)
+        expected = [a for a in answers[:-1] if a.startswith(b"* ")]
+        got = [u[0] if isinstance(u, tuple) else u for u in untagged if u not in (None, b")")]
+        literals = [u[1] for u in untagged if isinstance(u, tuple)]
+        assert all(len(x) == 8192 and b"\0" in x for x in literals)  # hence ~{8192}
+        assert len(got) == len(expected), (command, got)
+        for line, answer in zip(got, expected, strict=True):
+            shown = answer.removeprefix(b"* ").removeprefix(b"CONVERSION ")
+            shown = shown.replace(b"1 CONVERTED ", b"1 ", 1).replace(
+                b"UID 7", b"UID %d" % setup.uid
+            )
+            assert _normal(line, real_tag) == _normal(shown, tag.encode()), (line, shown)
+    imap.logout()
