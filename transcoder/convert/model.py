@@ -167,6 +167,8 @@ class ConversionFailed(ClientError):
         missing: tuple[str, ...] = (),
     ) -> None:
         super().__init__(text)
+        #: What went wrong on the server's side, for the log only (never sent).
+        self.detail = ""
         self.error = error
         self.source = source
         self.target = target
@@ -175,7 +177,7 @@ class ConversionFailed(ClientError):
 
     def about(self, source: str | None, target: str) -> ConversionFailed:
         """The same failure with the source and target filled in where they were not."""
-        return ConversionFailed(
+        failure = ConversionFailed(
             self.text,
             self.error,
             source=self.source if self.source is not None else source,
@@ -183,6 +185,8 @@ class ConversionFailed(ClientError):
             params=self.params,
             missing=self.missing,
         )
+        failure.detail = self.detail
+        return failure
 
 
 __all__ = [

@@ -120,6 +120,12 @@ class ConversionRegistry:
                 found.append(target)
         return found
 
+    def parameters(self, source: str, target: str, context: ConversionContext) -> tuple[str, ...]:
+        """The parameter names the conversion of ``source`` to ``target`` takes (none if none)."""
+        for line in self.listing(source, target, context):
+            return line.parameters
+        return ()
+
     def default_target(self, source: str) -> str:
         """What the default conversion (``NIL``) of a ``source`` part gives: the same type."""
         return source

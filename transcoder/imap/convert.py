@@ -34,7 +34,6 @@ from __future__ import annotations
 import io
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from twisted.internet import defer, threads
@@ -49,11 +48,8 @@ from transcoder.convert import (
     ConversionRegistry,
     ConversionRequest,
     ConvertedPart,
-    convert_header,
-    convert_part,
-    source_part,
 )
-from transcoder.convert.model import TEMPFAIL, media_type
+from transcoder.convert.message import MessageConversions, convert_message
 from transcoder.convert.syntax import (
     ConvertArguments,
     ConvertItem,
@@ -67,9 +63,6 @@ from transcoder.convert.syntax import (
 from transcoder.errors import ClientError, ServerError, TranscoderError
 from transcoder.imap.fetch import ExpungeIssued, named_count, sequence_set_argument
 from transcoder.imap.structure import body_structure
-from transcoder.mime.entity import Entity
-from transcoder.mime.parts import find_part
-from transcoder.transcoders.derivation import message_digest
 
 log = Logger()
 
@@ -102,16 +95,6 @@ class TooManyParts(ClientError):
 
     def __init__(self, text: str, limit: int) -> None:
         super().__init__(text, code=f"MAXCONVERTPARTS {limit}")
-
-
-@dataclass(frozen=True)
-class _MessageResult:
-    """What one message's conversions gave: by part, the converted part or its failure;
-    the media type of each part asked about (``None``: no such part); converted headers."""
-
-    parts: dict[tuple[int, ...], ConvertedPart | ConversionFailed]
-    types: dict[tuple[int, ...], str | None]
-    headers: dict[tuple[tuple[int, ...], str], bytes | ConversionFailed]
 
 
 def _keys_of(store: Any, address: str, now: Any) -> tuple[Any, ...]:
@@ -313,16 +296,16 @@ class ConvertMixin:
         headers = [(i.part, i.text or "") for i in items if i.name == "BODY"]
         try:
             result = yield self._run_blocking(
-                _convert_parts,
+                _convert_view,
                 fp,
                 view,
                 self.conversion_registry(),
                 request,
+                ConversionContext(keys, self._now(), _NO_DRAWS, self.conversion_registry().cms),
+                self._secret(),
                 wanted,
                 [i.part for i in items if i.name == "AVAILABLECONVERSIONS"],
                 headers,
-                ConversionContext(keys, self._now(), _NO_DRAWS, self.conversion_registry().cms),
-                self._secret(),
             )
         finally:
             fp.close()
@@ -362,6 +345,16 @@ class ConvertMixin:
         who = getattr(self.account, "address", "?")
         section = ".".join(map(str, part)) or "(message)"
         target = request.target or "NIL"
+        if isinstance(converted, ConversionFailed) and converted.detail:
+            log.error(
+                "CONVERT of {who} message {uid} part {section} to {target} broke: {detail}",
+                who=who,
+                uid=message.getUID(),
+                section=section,
+                target=target,
+                detail=converted.detail,
+            )
+            return
         if isinstance(converted, ConversionFailed):
             log.info(
                 "CONVERT of {who} message {uid} part {section} to {target} failed: {why}",
@@ -388,7 +381,7 @@ class ConvertMixin:
         message: Any,
         request: ConversionRequest,
         items: list[ConvertItem],
-        result: _MessageResult,
+        result: MessageConversions,
     ) -> tuple[bytes, int, int]:
         """``* seq CONVERTED (TAG "tag") (...)`` and how many items succeeded and failed."""
         pieces: list[bytes] = []
@@ -418,7 +411,7 @@ def _literal(data: bytes) -> bytes:
 
 
 def _item_value(
-    item: ConvertItem, message: Any, request: ConversionRequest, result: _MessageResult
+    item: ConvertItem, message: Any, request: ConversionRequest, result: MessageConversions
 ) -> bytes | ConversionFailed:
     """The response value of one item."""
     if item.name == "UID":
@@ -427,7 +420,7 @@ def _item_value(
         header = result.headers[(item.part, item.text or "")]
         return header if isinstance(header, ConversionFailed) else _literal(header)
     if item.name == "AVAILABLECONVERSIONS":
-        return _available(item, request, result)
+        return _available(item, result)
     converted = result.parts[item.part]
     if isinstance(converted, ConversionFailed):
         return converted
@@ -442,103 +435,15 @@ def _item_value(
     return _literal(data)
 
 
-def _available(
-    item: ConvertItem, request: ConversionRequest, result: _MessageResult
-) -> bytes | ConversionFailed:
-    """AVAILABLECONVERSIONS (RFC 5259 section 8.4), worked out by the worker."""
-    found = result.headers.get((item.part, "AVAILABLE"))
-    if isinstance(found, ConversionFailed):
-        return found
-    targets = (found or b"").decode("ascii").split()
-    return mimetype_list(targets)
+def _available(item: ConvertItem, result: MessageConversions) -> bytes | ConversionFailed:
+    """AVAILABLECONVERSIONS (RFC 5259 section 8.4), as the worker found it."""
+    found = result.available[item.part]
+    return found if isinstance(found, ConversionFailed) else mimetype_list(found)
 
 
-def _convert_parts(
-    fp: BinaryIO,
-    view: Any,
-    registry: ConversionRegistry,
-    request: ConversionRequest,
-    parts: list[tuple[int, ...]],
-    available: list[tuple[int, ...]],
-    headers: list[tuple[tuple[int, ...], str]],
-    context: ConversionContext,
-    secret: Any,
-) -> _MessageResult:
-    """The conversions of one message (worker thread)."""
-    entity: Entity = view.entity()
-    digest = message_digest(fp, view.size) if secret is not None and parts else bytes(32)
-    converted: dict[tuple[int, ...], ConvertedPart | ConversionFailed] = {}
-    for part in parts:
-        randomness = ConversionRandomness(secret, digest, ".".join(map(str, part)))
-        here = ConversionContext(context.keys, context.now, randomness, context.cms)
-        try:
-            converted[part] = convert_part(registry, source_part(fp, entity, part), request, here)
-        except ConversionFailed as failure:  # the part itself refused (too large)
-            converted[part] = failure.about(failure.source, request.target or failure.source or "")
-        except (OSError, EOFError):
-            raise  # the message file went away: the message is left out (EXPUNGEISSUED)
-        except Exception:
-            # A converter's own failure: logged, answered with an opaque ERROR, never plaintext.
-            log.failure("conversion of part {part} failed", part=".".join(map(str, part)))
-            converted[part] = ConversionFailed(
-                "The part could not be converted", TEMPFAIL, target=request.target or ""
-            )
-    types: dict[tuple[int, ...], str | None] = {}
-    done: dict[tuple[tuple[int, ...], str], bytes | ConversionFailed] = {}
-    for part in available:
-        node = entity if not part else find_part(entity, part)
-        types[part] = None if node is None else media_type(node.content_type)
-        done[(part, "AVAILABLE")] = _targets(registry, types[part], request, context)
-    for part, text in headers:
-        try:
-            done[(part, text)] = convert_header(fp, entity, part, text, request)
-        except ConversionFailed as failure:
-            done[(part, text)] = failure
-    return _MessageResult(converted, types, done)
-
-
-def _targets(
-    registry: ConversionRegistry,
-    source: str | None,
-    request: ConversionRequest,
-    context: ConversionContext,
-) -> bytes | ConversionFailed:
-    """The targets of AVAILABLECONVERSIONS, space-separated, or the ERROR phrase's failure.
-
-    Default conversion: every target whose converter takes all the request's
-    parameters; a specific one: that target if a converter serves it
-    (RFC 5259 section 8.4).
-    """
-    if source is None:
-        return ConversionFailed("No such body part", target=request.target or "text/plain")
-    if request.target is not None:
-        try:
-            registry.choose(source, request, context)
-        except ConversionFailed as failure:
-            return failure.about(source, request.target)
-        return request.target.encode("ascii")
-    names = set(request.names())
-    targets = [
-        t
-        for t in registry.targets(source, context)
-        if names <= set(_parameters_for(registry, source, t, context))
-    ]
-    if not targets and names:
-        return ConversionFailed(
-            "No conversion takes these parameters",
-            source=source,
-            target=source,
-            params=request.params,
-        )
-    return " ".join(targets).encode("ascii")
-
-
-def _parameters_for(
-    registry: ConversionRegistry, source: str, target: str, context: ConversionContext
-) -> tuple[str, ...]:
-    for line in registry.listing(source, target, context):
-        return line.parameters
-    return ()
+def _convert_view(fp: BinaryIO, view: Any, *args: Any) -> MessageConversions:
+    """:func:`convert_message` of ``view`` (worker thread: a large view's tree is parsed here)."""
+    return convert_message(fp, view.entity(), view.size, *args)
 
 
 def _read_streamed(fp: Any, size: int) -> defer.Deferred[bytes]:
