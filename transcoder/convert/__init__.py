@@ -8,6 +8,7 @@ Sans-IO: no twisted import (the IMAP mixin is :mod:`transcoder.imap.convert`).
 * :mod:`.charset` -- text recoding (RFC 5259 section 7.1) and encoded words;
 * :mod:`.registry` -- what CONVERSIONS lists and which converter a request gets;
 * :mod:`.engine` -- one part of one message converted (blocking; off the reactor);
+* :mod:`.message` -- all that one CONVERT asks of one message (blocking);
 * :mod:`.syntax` -- the commands' grammar and the responses' formats.
 """
 
