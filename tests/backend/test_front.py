@@ -317,7 +317,13 @@ def test_an_expunge_in_dovecot_waits_for_a_point_where_it_may_be_sent(
         direct.expunge()
         lines = client.command(b"c", b"FETCH 1:3 (FLAGS)")
         assert not any(line.endswith(b"EXPUNGE") for line in lines), lines
-        assert [line.split()[1] for line in lines if b" FETCH " in line] == [b"2", b"3"]
+        # The client's numbers, whichever RFC 2180 answer Dovecot gives for the expunged
+        # message (4.1.1: its last known flags, as it does for a policy-OFF FETCH relayed
+        # while its session still shows it; 4.1.2: left out).
+        numbers = [
+            line.split()[1] for line in lines if line.startswith(b"* ") and b" FETCH " in line
+        ]
+        assert numbers in ([b"2", b"3"], [b"1", b"2", b"3"]), lines
         # Until the EXPUNGE is told, the client's numbers are its snapshot's (RFC 3501 7.4.1):
         # its 2 is UID 2 (Dovecot's 1), its 3 UID 3 (Dovecot's 2); its 1 is gone.
         assert client.command(b"s", b"SEARCH 2")[0] == b"* SEARCH 2"

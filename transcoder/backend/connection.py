@@ -34,7 +34,7 @@ import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, cast
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -48,6 +48,7 @@ from transcoder.backend.response_syntax import (
     DataResponse,
     Response,
     ResponseReader,
+    ResponseRelay,
     ResponseSyntaxError,
     StatusResponse,
     parse_response,
@@ -78,6 +79,9 @@ PASSED_CODES = frozenset(
 )
 
 
+#: Octets asked of the socket per read (Twisted's default is 64 KiB): a 100 MB literal
+#: relayed in 256 KiB steps costs a quarter of the reactor turns.
+READ_SIZE = 2**18
 #: An IDLE is ended and issued again this often (RFC 2177: at least every 29 minutes).
 IDLE_REFRESH = 25 * 60.0
 
@@ -182,6 +186,14 @@ class _Command:
     pieces: list[bytes | Literal | FileLiteral]
     result: defer.Deferred[CommandResult]
     untagged: list[Response] = field(default_factory=list)
+    relay: Relay | None = None
+
+
+class Relay(ResponseRelay, Protocol):
+    """A :class:`~.response_syntax.ResponseRelay` that writes what it took once per read."""
+
+    def flush(self) -> None:
+        """Write what was taken so far."""
 
 
 class BackendProtocol(protocol.Protocol):
@@ -206,6 +218,7 @@ class BackendProtocol(protocol.Protocol):
         self._writing: defer.Deferred[None] | None = None
         self._continuation: tuple[_Command, defer.Deferred[None]] | None = None
         self._timer: IDelayedCall | None = None
+        self._heard = 0.0
         self._bye: StatusResponse | None = None
         # IDLE (RFC 2177): wanted by the selected mailbox while its client idles.
         self._want_idle = False
@@ -219,22 +232,45 @@ class BackendProtocol(protocol.Protocol):
     def connectionMade(self) -> None:
         """Wait for the greeting (within the command timeout)."""
         self.connected_now = True
+        if isinstance(getattr(self.transport, "bufferSize", None), int):
+            self.transport.bufferSize = READ_SIZE  # plain TCP: fewer, larger reads
         self._arm_timer()
 
     def dataReceived(self, data: bytes) -> None:
         """Parse responses and dispatch them; a malformed one ends the connection.
 
         Any octet counts as an answer for the timeout: a large literal arriving
-        slowly is a backend at work, not a backend gone.
+        slowly is a backend at work, not a backend gone.  A relay taking
+        responses (:meth:`command`'s ``relay``) is flushed once per read.
         """
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self.command_timeout)
+        if self._timer is not None:
+            self._heard = self.clock.seconds()
+        relay = cast(Relay | None, self._reader.relay)
         try:
-            for pieces in self._reader.feed(data):
+            for pieces in self._reader.responses(data):
                 self._dispatch(parse_response(pieces))
         except ResponseSyntaxError as e:
             log.error("backend sent a malformed response: {error}", error=e)
             self.transport.abortConnection()
+        finally:
+            if relay is not None:
+                relay.flush()
+
+    @property
+    def relaying(self) -> bool:
+        """Whether a relayed response is half handed on (its rest cannot follow if lost)."""
+        return self._reader.relaying
+
+    def pause_reading(self) -> None:
+        """Stop reading the backend (a relay's client is full); no answer timeout meanwhile."""
+        self._cancel_timer()
+        self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        """Read the backend again (the relay's client drained)."""
+        self.transport.resumeProducing()
+        if self._in_flight and self.connected_now:
+            self._arm_timer()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         """Fail what waits; tell the owners (their client gets BYE)."""
@@ -263,15 +299,20 @@ class BackendProtocol(protocol.Protocol):
 
     # -- commands ------------------------------------------------------------------
 
-    def command(self, *pieces: bytes | Literal | FileLiteral) -> defer.Deferred[CommandResult]:
+    def command(
+        self, *pieces: bytes | Literal | FileLiteral, relay: Relay | None = None
+    ) -> defer.Deferred[CommandResult]:
         """Send ``tag`` + the pieces (joined by spaces); fires when the tagged OK comes.
 
         A NO or BAD errbacks with :class:`BackendRefused`; a lost backend
-        with :class:`BackendUnavailable`.
+        with :class:`BackendUnavailable`.  With ``relay``, from the command's
+        sending to its tagged answer every untagged response is offered to
+        the relay first (:class:`~.response_syntax.ResponseRelay`): those it
+        takes are handed on as they arrive, never spooled nor parsed here.
         """
         if not self.connected_now:
             return defer.fail(BackendUnavailable("Backend server unavailable"))
-        command = _Command(next(self._tags), list(pieces), defer.Deferred())
+        command = _Command(next(self._tags), list(pieces), defer.Deferred(), relay=relay)
         self._queue.append(command)
         self._end_idle()  # DONE first; IDLE resumes once the queue is answered
         self._send_queued()
@@ -285,6 +326,8 @@ class BackendProtocol(protocol.Protocol):
             return  # after IDLE's tagged answer (RFC 2177: nothing but DONE meanwhile)
         command = self._queue.pop(0)
         self._in_flight[command.tag] = command
+        if command.relay is not None:
+            self._reader.relay = command.relay
         self.commands_sent += 1
         self._arm_timer()
         self._writing = defer.Deferred.fromCoroutine(self._write(command))
@@ -419,6 +462,8 @@ class BackendProtocol(protocol.Protocol):
                 return
             if self._continuation is not None and self._continuation[0] is command:
                 self._stop_continuation()  # refused before its literal (RFC 3501 7.5)
+            if command.relay is not None and self._reader.relay is command.relay:
+                self._reader.relay = None
             if not self._in_flight and not self._queue:
                 self._cancel_timer()
             if response.code_name == b"CAPABILITY":  # LOGIN's OK names the new ones
@@ -451,10 +496,12 @@ class BackendProtocol(protocol.Protocol):
     # -- the answer timeout ---------------------------------------------------------
 
     def _arm_timer(self) -> None:
+        """Count from now: an answer is due within the timeout (one timer, moved lazily)."""
         if self._idle_active and not self._done_sent:
             return  # idling: silence is normal
-        self._cancel_timer()
-        self._timer = self.clock.callLater(self.command_timeout, self._timed_out)
+        self._heard = self.clock.seconds()
+        if self._timer is None or not self._timer.active():
+            self._timer = self.clock.callLater(self.command_timeout, self._timed_out)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -463,6 +510,10 @@ class BackendProtocol(protocol.Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
+        quiet = self.clock.seconds() - self._heard
+        if quiet < self.command_timeout:  # heard from meanwhile: wait for the rest
+            self._timer = self.clock.callLater(self.command_timeout - quiet, self._timed_out)
+            return
         log.error("backend did not answer within {s} s; closing", s=self.command_timeout)
         self.transport.abortConnection()
 

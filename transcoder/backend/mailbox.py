@@ -342,11 +342,25 @@ class BackendMailbox(OctetsMixin, RelayMixin):
 
     # -- FETCH ------------------------------------------------------------------------------
 
+    def resolve_present(self, messages: imap4.MessageSet, uid: bool) -> list[tuple[int, int]]:
+        """``(seq, uid)`` of the snapshot's messages named, less those the backend expunged."""
+        return [(s, u) for s, u in self._resolve(messages, uid) if u not in self._expunged]
+
+    def uid_at(self, number: int) -> int | None:
+        """The UID of the backend's sequence number ``number`` (the mirror's), or None."""
+        return self._mirror[number - 1] if 0 < number <= len(self._mirror) else None
+
+    def relayed_flags(self, uid: int, flags: tuple[str, ...]) -> None:
+        """A relayed FETCH response told the client ``uid``'s flags (:mod:`.fetch_relay`)."""
+        if uid in self._flags:
+            self._flags[uid] = flags
+            self._flag_news.discard(uid)
+
     def fetch(
         self, messages: imap4.MessageSet, uid: bool
     ) -> defer.Deferred[list[tuple[int, BackendMessage]]]:
         """``(seq, message)`` for ``messages``; ones the backend expunged are left out."""
-        wanted = [(s, u) for s, u in self._resolve(messages, uid) if u not in self._expunged]
+        wanted = self.resolve_present(messages, uid)
         if not wanted:
             return defer.succeed([])
         uid_set = format_uid_set([u for _, u in wanted])

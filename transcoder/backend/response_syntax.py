@@ -27,8 +27,9 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 #: Literals up to this size stay in memory; larger ones go to a temporary file.
 MEMORY_LIMIT = 64 * 1024
@@ -202,11 +203,35 @@ class DataResponse:
 Response = StatusResponse | Continuation | DataResponse
 
 
+class ResponseRelay(Protocol):
+    """Where a :class:`ResponseReader` hands the responses it relays instead of spooling them.
+
+    The reader offers each untagged response's first line to :meth:`begin`;
+    when it is taken, the rest of that response -- literal octets as they
+    arrive, the lines after them -- goes to :meth:`octets` and :meth:`line`,
+    and :meth:`end` marks its end.  Lines come without their CRLF.
+    """
+
+    def begin(self, line: bytes) -> bool:
+        """The first line of an untagged response: True to relay the whole response."""
+
+    def line(self, line: bytes) -> None:
+        """A line of the relayed response after one of its literals."""
+
+    def octets(self, data: bytes) -> None:
+        """Octets of one of the relayed response's literals."""
+
+    def end(self) -> None:
+        """The relayed response is complete."""
+
+
 class ResponseReader:
     """Octets in, complete responses out (see the module docstring).
 
     A response is kept as its pieces: line text (``bytes``) and literals
-    (:class:`Spool`), in order.
+    (:class:`Spool`), in order.  While :attr:`relay` is set, the untagged
+    responses it takes are handed to it as they arrive instead (a literal of
+    any size costs no spool and no copy kept here).
     """
 
     def __init__(self, memory_limit: int = MEMORY_LIMIT, spool_dir: str | None = None) -> None:
@@ -216,17 +241,39 @@ class ResponseReader:
         self._remaining = 0
         self._memory_limit = memory_limit
         self._spool_dir = spool_dir
+        #: Offered every untagged response while set (:class:`ResponseRelay`).
+        self.relay: ResponseRelay | None = None
+        #: The relay that takes the response being read (until its end).
+        self._relaying: ResponseRelay | None = None
+
+    @property
+    def relaying(self) -> bool:
+        """Whether a response is being relayed now (part of it was handed on)."""
+        return self._relaying is not None
 
     def feed(self, data: bytes) -> list[list[bytes | Spool]]:
         """Take ``data``; the responses it completed, each as its pieces."""
-        done: list[list[bytes | Spool]] = []
+        return list(self.responses(data))
+
+    def responses(self, data: bytes) -> Iterator[list[bytes | Spool]]:
+        """Take ``data``; yield each response it completes, as soon as it is complete.
+
+        Yielded one at a time, so what the caller does with a response (a
+        relay's state, a mailbox's sequence numbers) holds before the next
+        is read.
+        """
         pos, size = 0, len(data)
         while pos < size:
-            if self._literal is not None:
+            if self._remaining:
                 take = min(self._remaining, size - pos)
-                self._literal.write(data[pos : pos + take])
+                chunk = data if take == size else data[pos : pos + take]
                 self._remaining -= take
                 pos += take
+                if self._relaying is not None:
+                    self._relaying.octets(chunk)
+                    continue
+                assert self._literal is not None
+                self._literal.write(chunk)
                 if self._remaining == 0:
                     self._literal.finish()
                     self._pieces.append(self._literal)
@@ -248,16 +295,37 @@ class ResponseReader:
             line, self._buffer = bytes(self._buffer), bytearray()
             if len(line) > MAX_LINE:
                 raise ResponseSyntaxError("response line too long")
+            if self._relayed(line):
+                continue
             if self._starts_literal(line):
                 continue
             self._pieces.append(line)
-            done.append(self._pieces)
+            yield self._pieces
             self._pieces = []
-        return done
+
+    def _relayed(self, line: bytes) -> bool:
+        """Hand ``line`` to the relay when its response is relayed (see :class:`ResponseRelay`)."""
+        relay = self._relaying
+        if relay is None:
+            relay = self.relay
+            if relay is None or self._pieces or not line.startswith(b"* "):
+                return False
+            if not relay.begin(line):
+                return False
+            self._relaying = relay
+        else:
+            relay.line(line)
+        match = _LITERAL_AT_END.search(line) if line.endswith(b"}") else None
+        if match is not None:
+            self._remaining = int(match.group(1))  # {0}: the next line follows at once
+        else:
+            self._relaying = None
+            relay.end()
+        return True
 
     def _starts_literal(self, line: bytes) -> bool:
         """A line ending in ``{n}`` announces a literal: start spooling it."""
-        match = _LITERAL_AT_END.search(line)
+        match = _LITERAL_AT_END.search(line) if line.endswith(b"}") else None
         if match is None:
             return False
         self._pieces.append(line[: match.start()])

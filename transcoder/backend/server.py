@@ -38,8 +38,11 @@ from twisted.mail.imap4 import IAccount
 
 from transcoder.backend.account import BackendAccount, wire_name
 from transcoder.backend.connection import Literal
+from transcoder.backend.fetch_relay import RelayPlan, relay_fetch, relay_plan
+from transcoder.backend.mailbox import BackendMailbox
 from transcoder.backend.message import BackendMessage, OctetsNotLoaded
 from transcoder.errors import ClientError
+from transcoder.imap.fetch import ExpungeIssued
 from transcoder.imap.fetch_syntax import FetchItem
 from transcoder.imap.login_gate import peer_host
 from transcoder.imap.mailbox_base import MailboxCommandMixin
@@ -180,9 +183,52 @@ class BackendFrontMixin:
     def do_FETCH(
         self, tag: bytes, messages: Any, items: tuple[FetchItem, ...], uid: int = 0
     ) -> Any:
-        """Note whether the items need octets (commands run one at a time), then FETCH."""
+        """FETCH: relayed from the backend when no policy applies (:mod:`.fetch_relay`).
+
+        Otherwise the IMAP layer's FETCH, noting first whether the items need
+        the messages' octets (commands run one at a time).
+        """
         self._fetch_needs_octets = _needs_octets(items)
-        return super().do_FETCH(tag, messages, items, uid)  # type: ignore[misc]
+        parent = super().do_FETCH  # type: ignore[misc]
+        mbox = getattr(self, "mbox", None)
+        if not isinstance(mbox, BackendMailbox):
+            return parent(tag, messages, items, uid)
+        plan = relay_plan(mbox, messages, items, bool(uid))
+        if plan is None:
+            return parent(tag, messages, items, uid)
+        self_: Any = self
+
+        def decided(selection: Any) -> None:
+            if selection is None:
+                self._relay(tag, mbox, plan)
+            else:
+                parent(tag, messages, items, uid)
+
+        def undecided(failure: Any) -> None:
+            parent(tag, messages, items, uid)  # fails closed there, with its response code
+
+        self_.fetch_selection().addCallbacks(decided, undecided)
+        return None
+
+    def _relay(self, tag: bytes, mbox: BackendMailbox, plan: RelayPlan) -> None:
+        self_: Any = self
+        saved_timeout = self_.setTimeout(None)
+        d = relay_fetch(self, mbox, plan, self_.POSTAUTH_TIMEOUT)
+
+        def done(vanished: bool) -> None:
+            self_.setTimeout(saved_timeout)
+            if vanished:
+                self_.send_error(tag, ExpungeIssued())
+            else:
+                self_.sendPositiveResponse(tag, b"FETCH completed")
+
+        def failed(failure: Any) -> None:
+            if self._backend_gone:
+                return  # the client connection was aborted in the middle of a response
+            self_.setTimeout(saved_timeout)
+            self_.send_error(tag, failure)
+
+        d.addCallbacks(done, failed)
 
     select_FETCH: Any = (
         do_FETCH,

@@ -352,6 +352,19 @@ class TranscodingMixin:
         if self.transcoding is not None:
             self.transcoding.cache.invalidate_account(account)
 
+    def fetch_selection(self) -> defer.Deferred[Selection | None]:
+        """This command's transcoding selection; None when FETCH serves stored octets as they are.
+
+        A seam for stores that can serve a policy-OFF FETCH faster themselves
+        (the backend front relays its backend's answer).  Read once per
+        command, shared with :meth:`fetch_view`; a failure (keystore down)
+        errbacks, and the caller must then take the fail-closed path.
+        """
+        address = getattr(self.account, "address", None)
+        if self.transcoding is None or getattr(self, "keys", None) is None or address is None:
+            return defer.succeed(None)
+        return self._selection(address).fork()
+
     def fetch_view(self, message: Any, content: bool = True) -> defer.Deferred[Any]:
         """The transcoded view of ``message`` under policy ALWAYS, else the stored message."""
         address = getattr(self.account, "address", None)
