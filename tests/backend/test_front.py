@@ -88,6 +88,40 @@ def test_policy_off_serves_dovecots_values_byte_for_byte(
     assert bodies[: len(MESSAGES)] == list(MESSAGES)
 
 
+def test_a_fetch_by_number_is_relayed_as_dovecot_answers_it(
+    front: RunningServer, dovecot: DovecotInstance
+) -> None:
+    """FETCH by sequence number (no UID asked): the same octets as Dovecot's, no UID added."""
+    command = b"FETCH 1:4 (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[1]<2.40>)"
+    through, direct = _wire_login(front), WireClient(dovecot.port)
+    try:
+        password = USERS[ALICE].replace("\\", "\\\\").replace('"', '\\"').encode()
+        direct.command(b"a", b"LOGIN " + ALICE.encode() + b' "' + password + b'"')
+        for client in (through, direct):
+            client.command(b"b", b"EXAMINE INBOX")
+        answers = [_raw_answer(client, b"c", command) for client in (through, direct)]
+    finally:
+        through.close()
+        direct.close()
+    relayed, own = (answer.rpartition(b"c OK ") for answer in answers)
+    assert relayed[0] == own[0]
+    assert relayed[0].startswith(b"* 1 FETCH (RFC822.SIZE "), relayed[0]
+    assert relayed[2] == b"FETCH completed\r\n"
+
+
+def _raw_answer(client: WireClient, tag: bytes, text: bytes) -> bytes:
+    """Send ``tag text``; every octet up to the tagged answer's end (literals with blank lines)."""
+    client.send(tag + b" " + text + b"\r\n")
+    done = re.compile(rb"(?:\A|\r\n)" + tag + rb" (?:OK|NO|BAD)[^\r]*\r\n\Z")
+    data = client.buffer
+    while not done.search(data):
+        more = client.sock.recv(65536)
+        assert more, data
+        data += more
+    client.buffer = b""
+    return data
+
+
 def test_select_and_status_show_the_backends_mailbox(
     front: RunningServer, dovecot: DovecotInstance
 ) -> None:
@@ -324,6 +358,9 @@ def test_an_expunge_in_dovecot_waits_for_a_point_where_it_may_be_sent(
             line.split()[1] for line in lines if line.startswith(b"* ") and b" FETCH " in line
         ]
         assert numbers in ([b"2", b"3"], [b"1", b"2", b"3"]), lines
+        # Relayed from Dovecot (its 2 since the EXPUNGE), numbered as the client's 3.
+        answer = _raw_answer(client, b"r", b"FETCH 3 (BODY.PEEK[HEADER])")
+        assert answer.startswith(b"* 3 FETCH (BODY[HEADER] {14}\r\nSubject: 2\r\n\r\n)"), answer
         # Until the EXPUNGE is told, the client's numbers are its snapshot's (RFC 3501 7.4.1):
         # its 2 is UID 2 (Dovecot's 1), its 3 UID 3 (Dovecot's 2); its 1 is gone.
         assert client.command(b"s", b"SEARCH 2")[0] == b"* SEARCH 2"

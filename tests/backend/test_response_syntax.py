@@ -123,3 +123,49 @@ def test_quoting_and_uid_sets() -> None:
     assert quote(b"caf\xc3\xa9") is None
     assert quote(b"a\r\nb") is None
     assert format_uid_set([7, 1, 2, 3, 9, 10]) == b"1:3,7,9:10"
+
+
+class _TakeFetches:
+    """A relay taking every ``* n FETCH``: what it was handed, in order."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.ended = 0
+
+    def begin(self, line: bytes) -> bool:
+        if b" FETCH " not in line:
+            return False
+        self.out += line + b"\r\n"
+        return True
+
+    def line(self, line: bytes) -> None:
+        self.out += line + b"\r\n"
+
+    def octets(self, data: bytes) -> None:
+        self.out += data
+
+    def end(self) -> None:
+        self.ended += 1
+
+
+def test_a_relay_gets_fetch_responses_whole_and_the_rest_is_parsed_in_order() -> None:
+    """Relayed FETCHes (literals, {0}, lines after literals) arrive intact however split;
+    EXISTS and the tagged answer are still parsed, in their place."""
+    fetches = (
+        b"* 1 FETCH (UID 4 BODY[] {12}\r\nSubject: x\r\n)\r\n",
+        b"* 2 FETCH (UID 5 BODY[HEADER] {0}\r\n BODY[TEXT] {3}\r\n}\r\n FLAGS (\\Seen))\r\n",
+    )
+    wire = fetches[0] + b"* 3 EXISTS\r\n" + fetches[1] + b"b7 OK done\r\n"
+    for step in (len(wire), 1, 5):
+        relay, reader = _TakeFetches(), ResponseReader()
+        reader.relay = relay
+        parsed = []
+        for i in range(0, len(wire), step):
+            for pieces in reader.responses(wire[i : i + step]):
+                parsed.append((parse_response(pieces), relay.ended))
+        assert bytes(relay.out) == b"".join(fetches)
+        assert parsed == [
+            (DataResponse((b"3", b"EXISTS")), 1),
+            (StatusResponse(b"b7", b"OK", None, b"done"), 2),
+        ]
+        assert not reader.relaying
