@@ -78,6 +78,9 @@ RELAYED_ITEMS = frozenset(
         "RFC822.TEXT",
     }
 )
+#: The client's transport pauses the backend beyond this many octets buffered (Twisted's
+#: default, 64 KiB, is less than one backend read: every read would pause and resume).
+CLIENT_BUFFER = 2**20
 #: Relayed octets are written to the client when this many are gathered (or at each read's end).
 WRITE_SIZE = 64 * 1024
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,19})\}\Z")
@@ -242,9 +245,13 @@ class FlowControl:
         self.paused = False
         self.stopped = False
         self._registered = False
+        self._saved_size: Any = None
 
     def start(self) -> None:
-        """Register on the client's transport."""
+        """Register on the client's transport (plain TCP: a larger buffer before pausing)."""
+        self._saved_size = getattr(self._client, "bufferSize", None)
+        if isinstance(self._saved_size, int):
+            self._client.bufferSize = CLIENT_BUFFER
         self._client.registerProducer(self, True)
         self._registered = True
 
@@ -254,6 +261,8 @@ class FlowControl:
         if self._registered:
             self._registered = False
             self._client.unregisterProducer()
+        if isinstance(self._saved_size, int):
+            self._client.bufferSize = self._saved_size
         if self.paused:
             self.paused = False
             self._connection.resume_reading()
