@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.mail import imap4
@@ -246,12 +247,14 @@ class FlowControl:
         self.stopped = False
         self._registered = False
         self._saved_size: Any = None
+        self._tcp: Any = None
 
     def start(self) -> None:
         """Register on the client's transport (plain TCP: a larger buffer before pausing)."""
-        self._saved_size = getattr(self._client, "bufferSize", None)
-        if isinstance(self._saved_size, int):
-            self._client.bufferSize = CLIENT_BUFFER
+        self._tcp = _socket_transport(self._client)
+        if self._tcp is not None:
+            self._saved_size = self._tcp.bufferSize
+            self._tcp.bufferSize = CLIENT_BUFFER
         self._client.registerProducer(self, True)
         self._registered = True
 
@@ -261,8 +264,8 @@ class FlowControl:
         if self._registered:
             self._registered = False
             self._client.unregisterProducer()
-        if isinstance(self._saved_size, int):
-            self._client.bufferSize = self._saved_size
+        if self._tcp is not None:
+            self._tcp.bufferSize = self._saved_size
         if self.paused:
             self.paused = False
             self._connection.resume_reading()
@@ -298,6 +301,15 @@ class FlowControl:
         if self._stall is not None and self._stall.active():
             self._stall.cancel()
         self._stall = None
+
+
+def _socket_transport(transport: Any) -> Any:
+    """The socket's own transport under wrappers (connection limits, TLS), or None."""
+    for _ in range(4):
+        if isinstance(transport, FileDescriptor):
+            return transport
+        transport = transport.__dict__.get("transport") if hasattr(transport, "__dict__") else None
+    return None
 
 
 def relay_fetch(
