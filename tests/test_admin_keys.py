@@ -188,18 +188,33 @@ def test_list_retire_purge(data: Path, p256: ec.EllipticCurvePrivateKey, pgp_key
 def test_policy_show_and_change(
     data: Path, p256: ec.EllipticCurvePrivateKey, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """policy shows; --mode always needs a usable key; --format sets the format."""
-    assert run(data, "policy", ALICE) == (0, f"{ALICE} MODE OFF FORMAT NIL\n")
+    """policy shows what is in effect and why; --mode always needs a usable key; --format
+    sets the format; --sign sets SIGN, else the server's recorded default applies."""
+    assert run(data, "policy", ALICE) == (
+        0,
+        f"{ALICE} MODE OFF FORMAT NIL (none set, and no usable encryption key)"
+        " SIGN OFF (server default)\n",
+    )
     assert run(data, "policy", ALICE, "--mode", "always")[0] == 1
     assert "no usable" in capsys.readouterr().err
     run(data, "key", "import", ALICE, write(data / "a.pem", pem(make_cert(p256))))
+    assert run(data, "policy", ALICE) == (
+        0,
+        f"{ALICE} MODE OFF FORMAT SMIME (newest key's) SIGN OFF (server default)\n",
+    )
     assert run(data, "policy", ALICE, "--mode", "ALWAYS") == (
         0,
-        f"{ALICE} MODE ALWAYS FORMAT SMIME (newest key's)\n",
+        f"{ALICE} MODE ALWAYS FORMAT SMIME (newest key's) SIGN OFF (server default)\n",
+    )
+    with KeyStore(data / "keys.db") as store:  # what a server started with --sign-views records
+        store.record_server_setting("sign-views", "ON", NOW)
+    assert run(data, "policy", ALICE)[1].endswith(" SIGN ON (server default)\n")
+    assert run(data, "policy", ALICE, "--sign", "OFF")[1].endswith(
+        " SMIME (newest key's) SIGN OFF\n"
     )
     assert run(data, "policy", ALICE, "--mode", "off", "--format", "openpgp") == (
         0,
-        f"{ALICE} MODE OFF FORMAT OPENPGP\n",
+        f"{ALICE} MODE OFF FORMAT OPENPGP SIGN OFF\n",
     )
     with KeyStore(data / "keys.db") as store:
         assert store.get_policy(ALICE, NOW).mode is PolicyMode.OFF

@@ -55,6 +55,7 @@ from transcoder.layers import ThreadPoolService, key_layer, keystore_changes, tr
 from transcoder.listening import OptionListener
 from transcoder.scan import ClamdScanner
 from transcoder.scan.delivery import SCAN_THREADS, DeliveryScan
+from transcoder.signing.signers import ServerSigning
 from transcoder.store import MaildirStore
 from transcoder.store.maildir import SERVER_RESCAN_INTERVAL
 from transcoder.tls import TLSFiles, ensure_self_signed, load_pem_pair
@@ -192,6 +193,12 @@ class Options(usage.Options):
     optFlags = [
         ["no-plaintext-loopback", None, "Refuse LOGIN before TLS even from loopback clients."],
         ["obscure-subject", None, "Replace the outer Subject of transcoded mail with [...]."],
+        [
+            "sign-views",
+            None,
+            "Sign views with the server's signing key for accounts that did not choose"
+            " (XKEY POLICY SIGN ON|OFF chooses).",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -414,7 +421,9 @@ def makeService(options: dict[str, Any]) -> service.IService:
         prepare_data_dir(data)
         context = tls_context(options, data)
         keys, key_service = key_layer(options, data)
-        keys = replace(keys, server=server_keys(options, data))
+        files = server_keys(options, data)
+        signing = ServerSigning(files, bool(options["sign-views"]))
+        keys = replace(keys, server=files, signing=signing)
         transcoding, transcoding_service = transcoding_layer(options, data)
     except (OSError, TranscoderError) as e:
         raise SystemExit(f"transcoder: {e}") from None

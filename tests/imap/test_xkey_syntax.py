@@ -30,7 +30,7 @@ from transcoder.imap.xkey_syntax import (
     parse_arguments,
     policy_response,
 )
-from transcoder.keys.model import KeyFormat, KeyStatus, KeyUsage, PolicyMode
+from transcoder.keys.model import KeyFormat, KeyStatus, KeyUsage, Policy, PolicyMode
 
 FPR = "ab" * 32
 LISTING = KeyListing(
@@ -128,14 +128,29 @@ def test_key_without_expiry_and_both_usages() -> None:
 
 
 def test_policy_responses() -> None:
-    """The policy response names MODE and FORMAT, FORMAT NIL when there is none."""
+    """The policy response names MODE, FORMAT (NIL when there is none) and SIGN."""
     assert (
-        policy_response(PolicyListing(PolicyMode.ALWAYS, KeyFormat.SMIME))
-        == b"XKEY POLICY (MODE ALWAYS FORMAT SMIME)"
+        policy_response(PolicyListing(PolicyMode.ALWAYS, KeyFormat.SMIME, True))
+        == b"XKEY POLICY (MODE ALWAYS FORMAT SMIME SIGN ON)"
     )
     assert policy_response(PolicyListing(PolicyMode.OFF, None)) == (
-        b"XKEY POLICY (MODE OFF FORMAT NIL)"
+        b"XKEY POLICY (MODE OFF FORMAT NIL SIGN OFF)"
     )
+
+
+def test_policy_listing_resolves_the_server_sign_default() -> None:
+    """SIGN shown is the account's own, else the server's default."""
+    assert PolicyListing.of(Policy(sign=None), sign_default=True).sign
+    assert not PolicyListing.of(Policy(sign=False), sign_default=True).sign
+    assert PolicyListing.of(Policy(sign=True)).sign
+
+
+def test_policy_sign_parses() -> None:
+    """XKEY POLICY SIGN ON|OFF (any case) sets SIGN alone; another word is BAD."""
+    assert parse_arguments(b"POLICY SIGN on") == SetPolicy(sign=True)
+    assert parse_arguments(b"policy sign OFF") == SetPolicy(sign=False)
+    with pytest.raises(BadCommand):
+        parse_arguments(b"POLICY SIGN maybe")
 
 
 def test_strings_quote_or_become_literals() -> None:

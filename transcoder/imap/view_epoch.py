@@ -91,27 +91,45 @@ BYE = (
 )
 
 
-def server_views_id(config: Any) -> str:
+def server_views_id(config: Any, signing: Any = None) -> str:
     """A short text that changes when the server-wide inputs of every view change.
 
     ``config`` is the server's :class:`~transcoder.imap.transcoding.TranscodingConfig`:
     its transcoders' names and settings, ``obscure_subject`` and the view
-    secret's identifier (never the secret).
+    secret's identifier (never the secret).  ``signing`` (a
+    :class:`~transcoder.signing.signers.ServerSigning`) adds the
+    ``--sign-views`` default and the current signing keys' fingerprints
+    (issue 16): a rotated signing key changes every signed view.
     """
     parts = sorted(f"transcoder {t.name} {t.settings_id}" for t in config.registry)
     parts.append(f"obscure-subject {bool(config.obscure_subject)}")
     secret = getattr(config, "view_secret", None)
     parts.append("secret " + (secret.identifier if secret is not None else "none"))
+    if signing is not None:
+        parts.append(signing.views_id())
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
 
 
 def note_server_views(keys: Any, config: Any) -> int:
     """Record :func:`server_views_id` in the keystore (blocking: call at start); the epoch.
 
-    ``keys`` is the server's :class:`~transcoder.imap.xkey.KeyAccess`.
+    ``keys`` is the server's :class:`~transcoder.imap.xkey.KeyAccess`.  With
+    signing, the ``--sign-views`` default is recorded too (for
+    ``transcoder-admin policy`` to show), and a signing key that changes
+    while the server runs is recorded again when first seen
+    (:meth:`~transcoder.signing.signers.ServerSigning.track`).
     """
-    epoch: int = keys.store.store.note_server_views(server_views_id(config), keys.now())
-    return epoch
+    store = keys.store.store
+    signing = getattr(keys, "signing", None)
+
+    def note() -> int:
+        views: int = store.note_server_views(server_views_id(config, signing), keys.now())
+        return views
+
+    if signing is not None:
+        store.record_server_setting("sign-views", "ON" if signing.default else "OFF", keys.now())
+        signing.track(note)
+    return note()
 
 
 class ServerViewsService(service.Service):

@@ -64,6 +64,7 @@ from transcoder.keys.errors import KeyTooBig
 from transcoder.keys.model import Policy, StoredKey
 from transcoder.keys.provisioning import Provisioned, provision_key
 from transcoder.keys.server_keys_files import ServerKeyFiles
+from transcoder.signing.signers import ServerSigning
 
 _REQUEST_NAMES: dict[type, bytes] = {
     PutKey: b"PUT",
@@ -85,6 +86,9 @@ class KeyAccess:
     ``clock`` is the reactor (a :class:`~twisted.internet.task.Clock` in tests).
     ``server`` holds the server's own key pairs (issue 16): ``XKEY SERVER``
     publishes them and APPEND decrypts with them; ``None``: neither.
+    ``signing`` signs views (``XKEY POLICY SIGN``) with the current signing
+    keys of ``server`` and knows the server's ``--sign-views`` default;
+    ``None``: views are never signed (SIGN ON is refused).
     """
 
     store: AsyncKeyStore
@@ -92,6 +96,12 @@ class KeyAccess:
     trust_anchors: tuple[x509.Certificate, ...] = ()
     gpg_binary: str = "gpg"
     server: ServerKeyFiles | None = None
+    signing: ServerSigning | None = None
+
+    @property
+    def sign_default(self) -> bool:
+        """The server's ``--sign-views`` default (off without signing)."""
+        return self.signing is not None and self.signing.default
 
     def now(self) -> datetime:
         """The clock's time, as the keystore takes it."""
@@ -195,8 +205,10 @@ class XKeyMixin(MailboxCommandMixin):
         elif isinstance(request, ServerKeys):
             await self._send_server_keys(keys)
         else:
+            if request.sign and (keys.signing is None or keys.signing.files is None):
+                raise ClientError("this server has no signing key to sign views", code="CANNOT")
             mode, fmt = request.mode, request.format
-            changed = store.set_policy(account, keys.now(), mode, fmt, origin)
+            changed = store.set_policy(account, keys.now(), mode, fmt, origin, request.sign)
             self._send_policy(await changed)
         if not isinstance(request, ListKeys | ShowPolicy | ServerKeys):
             # The transcoding mixin drops views made for the old keys or policy.
@@ -217,4 +229,5 @@ class XKeyMixin(MailboxCommandMixin):
             self.sendUntaggedResponse(key_response(KeyListing.of(key)))
 
     def _send_policy(self, policy: Policy) -> None:
-        self.sendUntaggedResponse(policy_response(PolicyListing.of(policy)))
+        default = self.keys.sign_default if self.keys is not None else False
+        self.sendUntaggedResponse(policy_response(PolicyListing.of(policy, default)))

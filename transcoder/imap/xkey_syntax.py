@@ -9,6 +9,7 @@ RFC 5234 ABNF over RFC 3501 section 9 (keywords are case-insensitive)::
                               / "POLICY" [SP policy-change]
                               / "SERVER")
     policy-change = "MODE" SP ("ALWAYS" / "OFF") / "FORMAT" SP ("SMIME" / "OPENPGP")
+                    / "SIGN" SP ("ON" / "OFF")
     fingerprint   = atom / quoted     ; hex digits, ":" and SP separators ignored
 
     response-xkey = "XKEY" SP (xkey-key / xkey-policy / xkey-server)
@@ -17,7 +18,7 @@ RFC 5234 ABNF over RFC 3501 section 9 (keywords are case-insensitive)::
                     SP "NOT-AFTER" SP nstring SP "USAGE" SP "(" usage *(SP usage) ")"
                     SP "STATUS" SP ("ACTIVE" / "RETIRED" / "EXPIRED") ")"
     xkey-policy   = "POLICY" SP "(" "MODE" SP ("ALWAYS" / "OFF")
-                    SP "FORMAT" SP (key-format / "NIL") ")"
+                    SP "FORMAT" SP (key-format / "NIL") SP "SIGN" SP ("ON" / "OFF") ")"
     xkey-server   = "SERVER" SP "(" "FORMAT" SP key-format SP "USAGE" SP "(" usage *(SP usage) ")"
                     SP "FINGERPRINT" SP string SP "SUBKEYS" SP "(" [string *(SP string)] ")"
                     SP "NOT-BEFORE" SP nstring SP "NOT-AFTER" SP nstring
@@ -25,7 +26,9 @@ RFC 5234 ABNF over RFC 3501 section 9 (keywords are case-insensitive)::
     key-format    = "SMIME" / "OPENPGP"
     usage         = "ENCRYPT" / "SIGN"
 
-``NOT-AFTER`` is ``"YYYY-MM-DDTHH:MM:SSZ"`` (UTC) or ``NIL``.  ``XKEY SERVER``
+``NOT-AFTER`` is ``"YYYY-MM-DDTHH:MM:SSZ"`` (UTC) or ``NIL``.  ``SIGN``
+(issue 16) is whether views are signed by the server's signing key: the
+account's own setting, else the server's ``--sign-views`` default.  ``XKEY SERVER``
 answers one ``xkey-server`` per current server key (issue 16): its
 ``MATERIAL`` is the PEM certificate or the armored OpenPGP public key.  A ``PUT``
 literal is announced here (:class:`KeyLiteralAhead`) and read by the server,
@@ -57,7 +60,7 @@ from transcoder.keys.model import (
     format_timestamp,
     normalize_fingerprint,
 )
-from transcoder.keys.policy import parse_format, parse_mode
+from transcoder.keys.policy import parse_format, parse_mode, parse_sign, sign_word
 from transcoder.keys.server_keys import ServerKey
 
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\["\\])*)"')
@@ -96,10 +99,11 @@ class ShowPolicy:
 
 @dataclass(frozen=True)
 class SetPolicy:
-    """``XKEY POLICY MODE ...`` or ``XKEY POLICY FORMAT ...``: exactly one of the two is set."""
+    """``XKEY POLICY MODE ...``, ``... FORMAT ...`` or ``... SIGN ...``: exactly one is set."""
 
     mode: PolicyMode | None = None
     format: KeyFormat | None = None
+    sign: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -169,13 +173,17 @@ def _parse_policy(words: list[bytes]) -> ShowPolicy | SetPolicy:
     if not words:
         return ShowPolicy()
     if len(words) != 2:
-        raise BadCommand("XKEY POLICY takes nothing, MODE ALWAYS|OFF or FORMAT SMIME|OPENPGP")
+        raise BadCommand(
+            "XKEY POLICY takes nothing, MODE ALWAYS|OFF, FORMAT SMIME|OPENPGP or SIGN ON|OFF"
+        )
     item, value = words[0].upper(), words[1].decode("ascii", "replace")
     if item == b"MODE":
         return SetPolicy(mode=parse_mode(value))
     if item == b"FORMAT":
         return SetPolicy(format=parse_format(value))
-    raise BadCommand("XKEY POLICY sets MODE or FORMAT")
+    if item == b"SIGN":
+        return SetPolicy(sign=parse_sign(value))
+    raise BadCommand("XKEY POLICY sets MODE, FORMAT or SIGN")
 
 
 def _expect_end(rest: bytes, why: str) -> None:
@@ -211,15 +219,16 @@ class KeyListing:
 
 @dataclass(frozen=True)
 class PolicyListing:
-    """One ``* XKEY POLICY (...)`` response: the mode and the effective format."""
+    """One ``* XKEY POLICY (...)`` response: the mode, the effective format and SIGN."""
 
     mode: PolicyMode
     format: KeyFormat | None
+    sign: bool = False
 
     @classmethod
-    def of(cls, policy: Policy) -> PolicyListing:
-        """The listing of a policy."""
-        return cls(policy.mode, policy.format)
+    def of(cls, policy: Policy, sign_default: bool = False) -> PolicyListing:
+        """The listing of a policy, the server's SIGN default being ``sign_default``."""
+        return cls(policy.mode, policy.format, policy.signs(sign_default))
 
 
 def imap_string(text: str) -> bytes:
@@ -248,7 +257,9 @@ def key_response(key: KeyListing) -> bytes:
 def policy_response(policy: PolicyListing) -> bytes:
     """The untagged response for ``policy``, without the leading ``* ``."""
     fmt = b"NIL" if policy.format is None else policy.format.value.encode("ascii")
-    return b"XKEY POLICY (MODE " + policy.mode.value.encode("ascii") + b" FORMAT " + fmt + b")"
+    sign = sign_word(policy.sign).encode("ascii")
+    mode = policy.mode.value.encode("ascii")
+    return b"XKEY POLICY (MODE " + mode + b" FORMAT " + fmt + b" SIGN " + sign + b")"
 
 
 def server_key_response(key: ServerKey) -> bytes:
