@@ -131,17 +131,18 @@ def test_switching_always_then_off(inv_server: RunningServer, carol: Party, tmp_
 
 
 def test_sizes_before_body_equal_the_materialized_view(carol_always: RunningServer) -> None:
-    """RFC822.SIZE, BODYSTRUCTURE and ENVELOPE before any BODY[] equal those after it."""
+    """RFC822.SIZE, BODYSTRUCTURE, ENVELOPE, BINARY.SIZE[] before any BODY[] equal those after."""
     imap = login(carol_always, CAROL)
     long_text = "\r\n".join(["y" * 70] * 1000)
     stored = [SIMPLE, MULTIPART, with_attachment("x"), with_marker(long_text)]
     uids = [append(imap, message) for message in stored]
-    items = "(RFC822.SIZE BODYSTRUCTURE ENVELOPE)"
+    items = "(RFC822.SIZE BODYSTRUCTURE ENVELOPE BINARY.SIZE[])"
     predicted = fetch_many(imap, uids, items)
     views = {uid: fetch_body(imap, uid) for uid in uids}
     assert fetch_many(imap, uids, items) == predicted
     for uid, view in views.items():
         assert predicted[uid][b"RFC822.SIZE"] == len(view)
+        assert predicted[uid][b"BINARY.SIZE[]"] == len(view)  # RFC 3516: the view's octets
         check_bodystructure(predicted[uid][b"BODYSTRUCTURE"], view)
     imap.logout()
 
@@ -301,7 +302,14 @@ def test_retired_key_fails_closed(inv_server: RunningServer, workdir: Path) -> N
     xkey.retire(key.fingerprint)
     imap.select("INBOX")
     for uid in (old, fresh):
-        for items in ("(BODY[])", "(BODY.PEEK[TEXT])", "(RFC822)", "(RFC822.SIZE BODYSTRUCTURE)"):
+        for items in (
+            "(BODY[])",
+            "(BODY.PEEK[TEXT])",
+            "(RFC822)",
+            "(RFC822.SIZE BODYSTRUCTURE)",
+            "(BINARY[1])",
+            "(BINARY.SIZE[])",
+        ):
             refused(imap, str(uid), items, "XKEY-NOKEY")
         assert b"\\Seen" not in fetch_parsed(imap, uid, "(FLAGS)")[b"FLAGS"]
     refused(imap, "1:*", "(BODY[])", "XKEY-NOKEY")
@@ -357,6 +365,7 @@ def test_failing_gpg_fails_closed(tmp_path: Path, pgp: PgpTestKeys) -> None:
             mode.write_text(how)
             refused(imap, str(uids[0]), "(BODY[])", "TRANSCODE-FAILED")
             refused(imap, "1:*", "(RFC822.SIZE BODY.PEEK[TEXT])", "TRANSCODE-FAILED")
+            refused(imap, str(uids[1]), "(BINARY[2] BINARY.SIZE[2])", "TRANSCODE-FAILED")
             # Issue 5: the failure is logged with what gpg did.
             assert re.search(f"transcoding failed: .*exit status {status}", server.log.read_text())
         assert b"\\Seen" not in fetch_parsed(imap, uids[0], "(FLAGS)")[b"FLAGS"]
