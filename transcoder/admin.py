@@ -13,7 +13,9 @@ Usage::
     transcoder-admin --data DIR key purge FINGERPRINT
     transcoder-admin --data DIR policy ADDRESS [--mode always|off] [--format smime|openpgp]
                                         [--sign on|off]
-    transcoder-admin [--data DIR] --keystore postgresql://... key|policy ...
+    transcoder-admin [--data DIR] --keystore postgresql://... key|policy|audit ...
+    transcoder-admin --data DIR audit list [ADDRESS]
+    transcoder-admin --data DIR audit prune --older-than DAYS
     transcoder-admin --data DIR server-key list
     transcoder-admin --data DIR server-key rotate smime|openpgp [--algorithm ec|rsa]
     transcoder-admin --data DIR server-key retire FINGERPRINT
@@ -502,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--keystore",
         metavar="URI",
-        help="key and policy commands: the servers' shared postgresql:// keystore"
+        help="key, policy and audit commands: the servers' shared postgresql:// keystore"
         " (default: DIR/keys.db)",
     )
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
@@ -511,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_key_commands(groups)
     _add_policy_command(groups)
     _add_server_key_commands(groups)
+    from transcoder.admin_audit import add_audit_commands  # it imports this module
+
+    add_audit_commands(groups)
     return parser
 
 
@@ -530,8 +535,8 @@ def main(
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.data is None and not (args.keystore and args.group in ("key", "policy")):
-        parser.error("--data DIR is required (but for key and policy commands with --keystore)")
+    if args.data is None and not (args.keystore and args.group in ("key", "policy", "audit")):
+        parser.error("--data DIR is required (but for key, policy, audit with --keystore)")
     args.clock = clock
     func: Command = args.func
     try:

@@ -12,7 +12,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any, cast
 
 from twisted.application import service
 from twisted.internet import threads
@@ -25,6 +25,7 @@ from transcoder.imap.view import ViewCache
 from transcoder.imap.view_stream import stream_starter
 from transcoder.imap.xkey import KeyAccess
 from transcoder.keys.async_store import AsyncKeyStore, KeystoreChanges, audit_to_logger
+from transcoder.keys.audit_file import AuditLog
 from transcoder.keys.keystore import KeyStore, KeyStoreBase
 from transcoder.keys.smime_chain import load_trust_anchors
 from transcoder.openpgp.errors import GpgFailed
@@ -62,19 +63,19 @@ class ThreadPoolService(service.Service):
         return super().stopService()
 
 
-def open_audit_log(path: Path) -> TextIO:
-    """``path`` opened for appending audit lines, created private (0600)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    return open(fd, "a", encoding="utf-8")
+def open_audit_log(path: Path) -> AuditLog:
+    """``path`` opened for appending audit lines, created private (0600); see
+    :mod:`transcoder.keys.audit_file` (``transcoder-admin audit prune`` may replace it)."""
+    return AuditLog(path)
 
 
-def audit_file_observer(out: IO[str]) -> Callable[[LogEvent], None]:
+def audit_file_observer(out: IO[str] | AuditLog) -> Callable[[LogEvent], None]:
     """A log observer writing the key audit events, and only those, to ``out`` as JSON lines.
 
     Audit events come from the keystore's pool threads: writes are
     serialised so that lines never interleave.
     """
-    write = jsonFileLogObserver(out, recordSeparator="")
+    write = jsonFileLogObserver(cast(IO[str], out), recordSeparator="")
     lock = threading.Lock()
 
     def observe(event: LogEvent) -> None:
@@ -99,7 +100,7 @@ class KeyService(ThreadPoolService):
         super().__init__(pool)
         self.store = store
         self.audit_path = audit_path
-        self._audit: TextIO | None = None
+        self._audit: AuditLog | None = None
         self._observer: Callable[[LogEvent], None] | None = None
 
     def startService(self) -> None:

@@ -53,7 +53,7 @@ import functools
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, TypeVar
@@ -84,7 +84,7 @@ from transcoder.keys.keystore_schema import (
     encode_time,
     stored_key,
 )
-from transcoder.keys.model import KeyFormat, PolicyMode
+from transcoder.keys.model import KeyFormat, PolicyMode, require_aware
 from transcoder.keys.view_epochs import INITIAL_INPUTS, ViewInputs, _inputs_id, _ViewState
 
 #: The NOTIFY channel of keystore changes; the payload is the account (``*``: all).
@@ -94,6 +94,8 @@ WRITE_LOCK = 0x7472616E  # "tran"
 MIGRATION_LOCK = 0x7472616F
 #: Events that change nothing (their transaction is rolled back): not notified.
 REFUSALS = frozenset({"key.refused", "policy.refused", "views.refused"})
+#: Events that change no view: recorded, not notified.
+UNNOTIFIED = frozenset({"audit.pruned"})
 
 #: What opens a transaction, per mode: sent together, in one round trip (pipeline mode).
 _BEGIN = {
@@ -357,7 +359,8 @@ class PgKeyStore(KeyStoreBase):
             with connection.pipeline():
                 if facts:
                     self._insert_audit(db, facts)
-                    for account in sorted({str(r["account"]) for r in facts}):
+                    changed = {str(r["account"]) for r in facts if r["event"] not in UNNOTIFIED}
+                    for account in sorted(changed):
                         connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, account))
                 connection.execute("COMMIT")
         except BaseException:
@@ -467,6 +470,23 @@ class PgKeyStore(KeyStoreBase):
         with self._transaction("DEFERRED") as db:
             rows = db.execute(f"SELECT record FROM audit {where} ORDER BY id", params).fetchall()
         return [json.loads(row[0]) for row in rows]
+
+    def prune_audit(
+        self, before: datetime, now: datetime, origin: Mapping[str, str] | None = None
+    ) -> int:
+        """Delete the audit rows dated before ``before``; how many.
+
+        The prune is itself a row (``audit.pruned``, account ``*``) in the
+        same transaction, so the trail says where and when it was cut.  It
+        changes no view: no front is notified.
+        """
+        cutoff = encode_time(require_aware(before, "before"))
+        with self._transaction() as db:
+            pruned = db.execute("DELETE FROM audit WHERE time < ?", (cutoff,)).rowcount
+            self._record(
+                "audit.pruned", "*", require_aware(now), origin, before=cutoff, pruned=pruned
+            )
+        return int(pruned)
 
 
 def safe_dsn(dsn: str) -> str:
