@@ -30,11 +30,8 @@ import dataclasses
 import re
 from typing import Any
 
-from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.mail.imap4 import IAccount
 
 from transcoder.backend.account import BackendAccount, wire_name
 from transcoder.backend.connection import Literal
@@ -144,27 +141,17 @@ class BackendFrontMixin:
 
     # -- the backend's connection --------------------------------------------------------
 
-    def _login_succeeded(self, result: Any, tag: bytes, login: bytes | None) -> None:
+    def logged_in(self) -> None:
         """Logged in: follow the backend connection, whose loss ends this session."""
-        super()._login_succeeded(result, tag, login)  # type: ignore[misc]
+        super().logged_in()  # type: ignore[misc]
         account = getattr(self, "account", None)
         if isinstance(account, BackendAccount):
             account.connection.on_lost.append(self._backend_lost)
 
-    def authenticateLogin(self, user: bytes, passwd: bytes) -> Any:
-        """LOGIN's credentials, carrying the client's address for the backend (:mod:`.auth`)."""
-        if self.portal is None:
-            raise UnauthorizedLogin("no portal")
-        credentials = UsernamePassword(user, passwd)
-        self._mark_client(credentials)
-        return self.portal.login(credentials, None, IAccount)
-
-    def _sasl_login(self, challenger: Any) -> Any:
-        """AUTHENTICATE's credentials, carrying the client's address too."""
-        self._mark_client(challenger)
-        return super()._sasl_login(challenger)  # type: ignore[misc]
-
-    def _mark_client(self, credentials: Any) -> None:
+    def login_credentials(self, credentials: Any) -> None:
+        """LOGIN's and AUTHENTICATE's credentials carry the client's address for the backend
+        (:mod:`.auth` passes it on with ``ID``)."""
+        super().login_credentials(credentials)  # type: ignore[misc]
         peer = self.transport.getPeer()
         credentials.client_host = peer_host(peer)
         credentials.client_port = getattr(peer, "port", None)
@@ -413,7 +400,7 @@ class BackendFrontMixin:
 
     # -- APPEND -----------------------------------------------------------------------------
 
-    async def _uid_validity(self, name: str) -> int | None:
+    async def appenduid_validity(self, name: str) -> int | None:
         """APPENDUID's UIDVALIDITY: the backend's for the APPEND just made, as presented.
 
         (The IMAP layer would select ``name`` to read it; here that would move

@@ -26,6 +26,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
+from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred
@@ -149,6 +150,21 @@ class LoginMixin(CredentialCheckMixin):
             return
         self._check_credentials(tag, user, lambda: self.authenticateLogin(user, passwd))
 
+    def authenticateLogin(self, user: bytes, passwd: bytes) -> Any:
+        """The portal's IAccount for LOGIN's credentials (see :meth:`login_credentials`)."""
+        if self.portal is None:
+            raise UnauthorizedLogin("no portal")
+        credentials = UsernamePassword(user, passwd)
+        self.login_credentials(credentials)
+        return self.portal.login(credentials, None, IAccount)
+
+    def login_credentials(self, credentials: Any) -> None:
+        """Seam: the credentials of every LOGIN and AUTHENTICATE, before the portal checks them.
+
+        Does nothing here; a subclass may annotate them for its checker (the
+        backend front notes the client's address, passed on to the backend).
+        """
+
     def arg_login_string(self, line: bytes | None) -> Any:
         """A LOGIN argument: an astring with RFC 3501 section 4.3 escapes and literals.
 
@@ -248,4 +264,5 @@ class LoginMixin(CredentialCheckMixin):
             raise UnauthorizedLogin("no portal")
         if isinstance(challenger, PlainCredentials) and not challenger.acts_as_self():
             raise UnauthorizedLogin("proxy authorization is not supported")
+        self.login_credentials(challenger)
         return self.portal.login(challenger, None, IAccount)

@@ -215,10 +215,18 @@ class CredentialCheckMixin(_ServerBase):
         self.state = "auth"
         self._cancel_login_deadline()
         self.setTimeout(self.POSTAUTH_TIMEOUT)
+        self.logged_in()
         log.info("Login of {login} from {peer}", login=_printable(login), peer=self._peer_text())
         caps = b" ".join(self.listCapabilities())
         self.sendPositiveResponse(tag, b"[CAPABILITY " + caps + b"] Logged in")
         self.resumeProducing()
+
+    def logged_in(self) -> None:
+        """Seam: the session just entered the authenticated state (``self.account`` is set).
+
+        Called before the tagged OK; does nothing here (the backend front
+        follows its backend connection from here on).
+        """
 
     def _login_failed(self, failure: Failure, tag: bytes, login: bytes | None) -> None:
         """A rejected login gets the delayed, uniform NO; anything else an opaque server error."""

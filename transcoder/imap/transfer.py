@@ -167,7 +167,7 @@ class TransferMixin(MailboxCommandMixin):
         finally:
             request.message.close()
             message.close()  # the decrypted copy, when there is one
-        validity = await self._uid_validity(request.name)
+        validity = await self.appenduid_validity(request.name)
         code = None if validity is None else f"APPENDUID {validity} {int(uid)}"
         self.sendPositiveResponse(tag, status_text(code, "APPEND completed"))
 
@@ -214,8 +214,11 @@ class TransferMixin(MailboxCommandMixin):
             )
             raise
 
-    async def _uid_validity(self, name: str) -> int | None:
-        """UIDVALIDITY of ``name`` for APPENDUID; ``None`` (no code) if it cannot be had.
+    async def appenduid_validity(self, name: str) -> int | None:
+        """Seam: UIDVALIDITY of ``name`` for APPENDUID; ``None`` (no code) if it cannot be had.
+
+        Here the mailbox is selected to read it (a store whose account knows
+        it otherwise -- the backend front -- overrides this).
 
         The message is stored by then: failing the APPEND would invite the
         client to store it twice.
