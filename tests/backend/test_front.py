@@ -7,6 +7,7 @@ with ``openssl cms -decrypt``.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
 import re
@@ -527,3 +528,54 @@ def test_views_are_byte_stable_across_a_restart_of_the_front(
     assert view == again and size == size_again == len(view)
     assert slice_ == slice_again == view[100:300]
     assert b"first part" in openssl_decrypt(view, party, tmp_path)
+
+
+def test_a_backend_lost_in_the_middle_of_a_relayed_literal_aborts_the_client() -> None:
+    """Dovecot killed while a large BODY[] is relayed: the connection ends, the literal is
+    short, and neither a tagged answer nor a BYE is written inside it."""
+    import shutil
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="transcoder-dovecot-"))
+    instance = DovecotInstance(directory / "dovecot", dict(USERS))
+    size = 40_000_000
+    try:
+        with instance, running_front(instance) as server:
+            instance.drop(ALICE, b"Subject: big\r\n\r\n" + b"y" * (size - 16) + b"\r\n")
+            client = _wire_login(server)
+            client.command(b"b", b"SELECT INBOX")
+            client.send(b"c UID FETCH 1:* (BODY.PEEK[])\r\n")
+            head = client.line()
+            assert head.endswith(b"{%d}" % (size + 2)), head
+            received = len(client.buffer)
+            # The front holds back while the client reads nothing: Dovecot's imap process is
+            # mid-send.  Killed, it leaves the front a literal it cannot complete.
+            for pid in _children(instance.pid, "imap"):
+                os.kill(pid, signal.SIGKILL)
+            client.sock.settimeout(30)
+            rest = bytearray(client.buffer)
+            with contextlib.suppress(ConnectionResetError):  # aborted: a reset may end it
+                while chunk := client.sock.recv(1 << 20):
+                    rest += chunk
+            client.close()
+            assert received + len(rest) - len(client.buffer) < size
+            assert b"c OK" not in rest and b"* BYE" not in rest
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _children(parent: int, name: str) -> list[int]:
+    """The pids of ``parent``'s child processes named ``name`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if ppid == parent and comm == name:
+            found.append(int(entry.name))
+    return found
