@@ -1,6 +1,7 @@
 """One front vs two fronts behind HAProxy, the same load in the same run (issue 14).
 
 Run:  .venv/bin/python benchmarks/cluster.py [--clients N] [--seconds S] [--rounds R] [--quick]
+      .venv/bin/python benchmarks/cluster.py --sessions 250,500 [--hold 30]
 
 Starts the whole stack on loopback (:class:`transcoder.cluster.stack.Stack`:
 Dovecot, PostgreSQL, two fronts, an HAProxy before both) plus a second
@@ -13,6 +14,12 @@ balancer, then through the two-front one.  Printed: commands per second,
 sessions, protocol errors for each, the CPU each part used meanwhile
 (PostgreSQL's only as far as its ended sessions), the two-over-one ratio per round and of the
 medians, and ``os.getloadavg()`` before and after.
+
+``--sessions N,M,...`` measures sessions held instead: N idle sessions
+(LOGIN, SELECT INBOX, then a NOOP every 5 s, :func:`~transcoder.cluster.load.hold_sessions`)
+held for ``--hold`` seconds through the one-front balancer, then through the
+two-front one; printed: sessions held, errors, the NOOP round trip while all
+are held, and each front's resident memory (so the memory per session).
 
 Read the ratio with the machine in mind: every process -- the fronts,
 Dovecot, PostgreSQL, HAProxy and the load generator itself -- shares the
@@ -34,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transcoder.client import XKeyClient
 from transcoder.client.identity import new_smime_identity
-from transcoder.cluster.load import LoadResult, run_load
+from transcoder.cluster.load import LoadResult, hold_sessions, run_load
 from transcoder.cluster.stack import Stack
 
 USER = "bench@example.org"
@@ -73,6 +80,36 @@ def cpu_shares(pids: dict[str, int], before: dict[str, float], wall: float) -> s
     )
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` in MiB (0 when gone)."""
+    try:
+        for text in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if text.startswith("VmRSS:"):
+                return int(text.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def held(stack: Stack, one_port: int, password: str, counts: list[int], seconds: float) -> None:
+    """Sessions held through one front, then two (see the module doc)."""
+    fronts = {name: pid for name, pid in stack.pids().items() if name.startswith("front")}
+    for count in counts:
+        for label, port in (("1 front", one_port), ("2 fronts", stack.port)):
+            before = {name: rss_mib(pid) for name, pid in fronts.items()}
+            result = hold_sessions(port, USER, password, count, seconds)
+            # Read after the hold: the sessions were closed, the memory stays mapped.
+            grown = ", ".join(
+                f"{name} +{rss_mib(pid) - before[name]:.1f} MiB" for name, pid in fronts.items()
+            )
+            print(
+                f"  {label:<9} {result.held:5d}/{count} sessions held  {result.errors} errors"
+                f"  NOOP median {result.noop_median * 1000:.1f} ms ({result.noops})  RSS {grown}"
+            )
+            for failure in result.failures:
+                print(f"    error: {failure}")
+
+
 def line(label: str, result: LoadResult) -> str:
     """One result as a line."""
     return (
@@ -90,16 +127,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2, help="load generator processes")
     parser.add_argument("--plain", action="store_true", help="MODE OFF: no transcoding")
     parser.add_argument("--quick", action="store_true", help="4 clients, 3 s, 1 round")
+    parser.add_argument("--sessions", help="N,M,...: measure sessions held instead")
+    parser.add_argument("--hold", type=float, default=30.0, help="seconds each hold lasts")
     args = parser.parse_args(argv)
+    counts = [int(n) for n in args.sessions.split(",")] if args.sessions else []
     if args.quick:
         args.clients, args.seconds, args.rounds = 4, 3.0, 1
     password = secrets.token_urlsafe(12)
     print(f"load average before: {os.getloadavg()}  (CPUs: {os.cpu_count()}, shared)")
-    with Stack({USER: password}, fronts=2, client_limit=4 * args.clients) as stack:
+    limit = max([4 * args.clients, *(n + 50 for n in counts)])
+    # Every load session comes from 127.0.0.1: the per-address cap (50) would be what is measured.
+    per_address = ("--max-connections-per-address", str(limit))
+    with Stack({USER: password}, fronts=2, client_limit=limit, front_options=per_address) as stack:
         one = stack.balancer_for(["front1"], "haproxy-one")
         one.start()
         try:
             prepare(stack, password, 20, not args.plain)
+            if counts:
+                print(f"sessions held for {args.hold:.0f} s, a NOOP every 5 s each")
+                held(stack, one.port, password, counts, args.hold)
+                return 0
             print(
                 f"{args.clients} clients x {args.seconds:.0f} s per measurement, "
                 f"{args.rounds} rounds, FETCH {'plain' if args.plain else 'S/MIME (MODE ALWAYS)'}"

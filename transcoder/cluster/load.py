@@ -137,3 +137,108 @@ def run_load(
     for result in results[1:]:
         total = total + result
     return total
+
+
+@dataclass(frozen=True)
+class HoldResult:
+    """Idle sessions held at once: how many got through LOGIN and SELECT, and kept answering."""
+
+    wanted: int
+    held: int
+    errors: int
+    noops: int
+    #: Median NOOP round trip while all were held, in seconds.
+    noop_median: float
+    failures: tuple[str, ...] = ()
+
+
+class _Session:
+    """One raw IMAP connection (asyncio), speaking just enough for LOGIN, SELECT, NOOP."""
+
+    def __init__(self, reader: Any, writer: Any) -> None:
+        self.reader, self.writer, self.tag = reader, writer, 0
+
+    async def command(self, text: str) -> None:
+        """Send ``text`` tagged; read to the tagged answer; raise unless it is OK."""
+        self.tag += 1
+        tag = f"h{self.tag}".encode()
+        self.writer.write(tag + b" " + text.encode() + b"\r\n")
+        await self.writer.drain()
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise ConnectionError(f"connection closed during {text.split()[0]}")
+            if line.startswith(tag + b" "):
+                if not line[len(tag) + 1 :].startswith(b"OK"):
+                    raise RuntimeError(line.decode(errors="replace").strip())
+                return
+
+
+async def _hold(
+    port: int, user: str, password: str, count: int, seconds: float, interval: float
+) -> HoldResult:
+    import asyncio
+    import statistics
+
+    failures: list[str] = []
+    times: list[float] = []
+    errors = 0
+
+    async def open_one() -> _Session | None:
+        nonlocal errors
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+            session = _Session(reader, writer)
+            greeting = await reader.readline()
+            if not greeting.startswith(b"* OK"):
+                raise RuntimeError(greeting.decode(errors="replace").strip())
+            await session.command(f'LOGIN "{user}" "{password}"')
+            await session.command("SELECT INBOX")
+            return session
+        except (OSError, RuntimeError, ConnectionError) as exc:
+            errors += 1
+            if len(failures) < MAX_FAILURES:
+                failures.append(f"{type(exc).__name__}: {exc}"[:300])
+            return None
+
+    opened: list[_Session] = []
+    for start in range(0, count, 50):  # 50 logins at a time: a ramp, not a thundering herd
+        batch = await asyncio.gather(*(open_one() for _ in range(start, min(count, start + 50))))
+        opened.extend(s for s in batch if s is not None)
+
+    async def keep(session: _Session) -> bool:
+        nonlocal errors
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await asyncio.sleep(interval)
+            began = time.monotonic()
+            try:
+                await session.command("NOOP")
+            except (OSError, RuntimeError, ConnectionError) as exc:
+                errors += 1
+                if len(failures) < MAX_FAILURES:
+                    failures.append(f"NOOP {type(exc).__name__}: {exc}"[:300])
+                return False
+            times.append(time.monotonic() - began)
+        return True
+
+    kept = await asyncio.gather(*(keep(s) for s in opened))
+    for session in opened:
+        session.writer.close()
+    median = statistics.median(times) if times else 0.0
+    return HoldResult(count, sum(kept), errors, len(times), median, tuple(failures))
+
+
+def hold_sessions(
+    port: int, user: str, password: str, count: int, seconds: float, interval: float = 5.0
+) -> HoldResult:
+    """Open ``count`` sessions through ``port`` (LOGIN, SELECT INBOX), keep each for
+    ``seconds`` with a NOOP every ``interval`` seconds, as idle mail clients do.
+
+    One asyncio loop holds them all (a thread each would measure this
+    process, not the servers).  ``held``: sessions that answered every
+    command; any other answer, or a closed connection, is an error.
+    """
+    import asyncio
+
+    return asyncio.run(_hold(port, user, password, count, seconds, interval))
