@@ -6,7 +6,7 @@ provisions a key through the balancer, checks a fetched message with
 PID: the test checks its summary and that none of the PIDs it printed runs
 afterwards.  The hoster's files: ``haproxy -c`` accepts haproxy.cfg, and the
 systemd unit's ``twistd`` command line, with the environment file's values,
-is accepted by the server's option parser.
+is accepted by the server's option parser; the audit prune unit runs.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ import sys
 import pytest
 
 from tests.integration.conftest import REPO
+from tests.postgres import PostgresServer
 from transcoder.backend.dovecot import DovecotInstance
 from transcoder.cluster import haproxy
 from transcoder.cluster.postgres import postgres_bin
+from transcoder.keys.pg_keystore import PgKeyStore
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +103,27 @@ def test_the_front_unit_starts_a_valid_front() -> None:
         "postgresql://"
     )
     assert options["view-secret"] and options["backend"] is not None
+
+
+def test_the_audit_prune_unit_prunes_the_shared_trail(postgresql: PostgresServer) -> None:
+    """The prune unit's ExecStart, with the env file's KEYSTORE pointed at a real PostgreSQL,
+    runs transcoder-admin audit prune (exit 0, the cut recorded); its timer starts it daily."""
+    unit = (EXAMPLE / "transcoder-audit-prune.service").read_text()
+    (exec_start,) = re.findall(r"^ExecStart=(.*)$", unit, re.MULTILINE)
+    dsn = postgresql.new_database()
+    words = shlex.split(exec_start.replace("${KEYSTORE}", dsn))
+    assert words[0].endswith("/transcoder-admin")
+    done = subprocess.run(
+        [sys.executable, "-m", "transcoder.admin", *words[1:]],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("pruned 0 audit records dated before ")
+    with PgKeyStore(dsn) as store:
+        assert [r["event"] for r in store.audit_records()] == ["audit.pruned"]
+    timer = (EXAMPLE / "transcoder-audit-prune.timer").read_text()
+    assert "OnCalendar=daily" in timer and "WantedBy=timers.target" in timer
