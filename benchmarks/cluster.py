@@ -21,6 +21,12 @@ held for ``--hold`` seconds through the one-front balancer, then through the
 two-front one; printed: sessions held, errors, the NOOP round trip while all
 are held, and each front's resident memory (so the memory per session).
 
+``--pin`` gives each front a CPU of its own (``sched_setaffinity``: front1
+on CPU 0, front2 on CPU 1) and leaves Dovecot, PostgreSQL, HAProxy and the
+load generator free to use both: one front is then held to one CPU in both
+measurements, and a second front can add at most the second CPU minus what
+the rest takes there.  Worth running only on a machine nothing else uses.
+
 Read the ratio with the machine in mind: every process -- the fronts,
 Dovecot, PostgreSQL, HAProxy and the load generator itself -- shares the
 same CPUs (two here, shared with other jobs), so a second front can only
@@ -127,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2, help="load generator processes")
     parser.add_argument("--plain", action="store_true", help="MODE OFF: no transcoding")
     parser.add_argument("--quick", action="store_true", help="4 clients, 3 s, 1 round")
+    parser.add_argument("--pin", action="store_true", help="front1 on CPU 0, front2 on CPU 1")
     parser.add_argument("--sessions", help="N,M,...: measure sessions held instead")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds each hold lasts")
     args = parser.parse_args(argv)
@@ -143,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         one.start()
         try:
             prepare(stack, password, 20, not args.plain)
+            if args.pin:
+                for cpu, name in enumerate(("front1", "front2")):
+                    os.sched_setaffinity(stack.pids()[name], {cpu % (os.cpu_count() or 1)})
+                print("front1 pinned to CPU 0, front2 to CPU 1; the rest unpinned")
             if counts:
                 print(f"sessions held for {args.hold:.0f} s, a NOOP every 5 s each")
                 held(stack, one.port, password, counts, args.hold)
