@@ -127,7 +127,11 @@ def server_signing_keys(native: NativeKeys) -> ServerSigningKeys:
     """The session's server signing keys, made on first use."""
     if not _sessions:
         _sessions.append(SessionKeys(lambda scratch: _generate(scratch, native)))
-    return _sessions[0].get()
+    try:
+        return _sessions[0].get()
+    except BaseException:
+        cleanup()  # the fixture never reaches its own cleanup: no agent may outlive a failure
+        raise
 
 
 def cleanup() -> None:
