@@ -579,3 +579,25 @@ def _children(parent: int, name: str) -> list[int]:
         if ppid == parent and comm == name:
             found.append(int(entry.name))
     return found
+
+
+def test_a_relayed_body_fetch_sets_seen_once(
+    front: RunningServer, dovecot: DovecotInstance
+) -> None:
+    """Non-PEEK BODY[] relayed: \\Seen set in Dovecot and told in the FETCH, not again at NOOP."""
+    message = b"Subject: to be read\r\n\r\nbody\r\n"
+    direct = direct_login(dovecot, ALICE, None)
+    direct.create("Reading")
+    dovecot.drop(ALICE, message, "Reading")
+    client = _wire_login(front)
+    try:
+        client.command(b"b", b"SELECT Reading")
+        answer = _raw_answer(client, b"c", b"UID FETCH 1 (BODY[])")
+        assert answer.startswith(b"* 1 FETCH (UID 1 "), answer
+        assert b"\\Seen" in answer and message in answer
+        direct.select("Reading")
+        assert b"\\Seen" in direct.uid("FETCH", "1", "(FLAGS)")[1][0]
+        assert client.command(b"d", b"NOOP") == [b"d OK NOOP completed"]
+    finally:
+        client.close()
+        direct.logout()
