@@ -322,13 +322,39 @@ def filter_global_log(level: str) -> None:
     """Drop events below ``level`` from every observer twistd installed.
 
     twistd has no log-level option of its own; the observers it began
-    logging to are re-registered behind a level filter.
+    logging to are re-registered behind a level filter.  Only call it once
+    logging has begun (:class:`LogLevelService`): before, the only observer is
+    the global log beginner's start-up buffer, and wrapping it would have the
+    buffer record its own replay.
     """
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
     observers = list(getattr(globalLogPublisher, "_observers", []))
     for observer in observers:
         globalLogPublisher.removeObserver(observer)
         globalLogPublisher.addObserver(FilteringLogObserver(observer, [predicate]))
+
+
+class LogLevelService(service.Service):
+    """Applies ``--log-level`` when the service starts, once twistd logs to its observers."""
+
+    def __init__(self, level: str) -> None:
+        self.level = level
+        self._filtered = False
+
+    def privilegedStartService(self) -> None:  # noqa: N802 -- Twisted's name
+        """Filter before the listeners bind (twistd calls this once logging has begun)."""
+        super().privilegedStartService()
+        self._filter()
+
+    def startService(self) -> None:  # noqa: N802 -- Twisted's name
+        """Filter here when embedded without ``privilegedStartService``."""
+        super().startService()
+        self._filter()
+
+    def _filter(self) -> None:
+        if not self._filtered:
+            self._filtered = True
+            filter_global_log(self.level)
 
 
 def limit_connections(factory: TranscodingIMAP4Factory) -> ConnectionLimitFactory:
@@ -427,8 +453,6 @@ def makeService(options: dict[str, Any]) -> service.IService:
         transcoding, transcoding_service = transcoding_layer(options, data)
     except (OSError, TranscoderError) as e:
         raise SystemExit(f"transcoder: {e}") from None
-    if options["log-level"] != "debug":
-        filter_global_log(options["log-level"])
     factory_class = TranscodingIMAP4Factory
     gate, scan_service = None, None
     if options["backend"] is not None:  # logins and mail on the backend (issue 11)
@@ -462,6 +486,8 @@ def makeService(options: dict[str, Any]) -> service.IService:
             " mail goes to the backend: scan it at the MTA (README, Virus scanning)"
         )
     top = service.MultiService()
+    if options["log-level"] != "debug":
+        LogLevelService(options["log-level"]).setServiceParent(top)
     # First in, last out: the listeners stop before the key threads do.
     key_service.setServiceParent(top)
     transcoding_service.setServiceParent(top)
