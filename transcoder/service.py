@@ -341,12 +341,12 @@ class LogLevelService(service.Service):
         self.level = level
         self._filtered = False
 
-    def privilegedStartService(self) -> None:  # noqa: N802 -- Twisted's name
+    def privilegedStartService(self) -> None:
         """Filter before the listeners bind (twistd calls this once logging has begun)."""
         super().privilegedStartService()
         self._filter()
 
-    def startService(self) -> None:  # noqa: N802 -- Twisted's name
+    def startService(self) -> None:
         """Filter here when embedded without ``privilegedStartService``."""
         super().startService()
         self._filter()
