@@ -49,6 +49,7 @@ from transcoder.imap.proxy_protocol import server_endpoint
 from transcoder.imap.server import TranscodingIMAP4Factory
 from transcoder.imap.settings import MiB, ServerSettings
 from transcoder.imap.view_epoch import ServerViewsService
+from transcoder.imap.xkey import KeyAccess
 from transcoder.keys.keystore import is_postgresql
 from transcoder.keys.server_keys_files import ServerKeyFiles, start_server_keys
 from transcoder.layers import ThreadPoolService, key_layer, keystore_changes, transcoding_layer
@@ -422,7 +423,7 @@ def server_keys(options: dict[str, Any], data: Path) -> ServerKeyFiles:
 
 
 def delivery_scan(
-    options: dict[str, Any], data: Path, server: ServerKeyFiles | None
+    options: dict[str, Any], data: Path, keys: KeyAccess
 ) -> tuple[DeliveryScan | None, ThreadPoolService | None]:
     """With ``--clamd``: the gate scanning what MDAs deliver into ``new/``, and its pool."""
     from twisted.internet import reactor, threads
@@ -436,7 +437,13 @@ def delivery_scan(
         return threads.deferToThreadPool(reactor, pool, f, *args)
 
     scanner = ClamdScanner.parse(options["clamd"])
-    gate = DeliveryScan(scanner, data / "mail", data / "quarantine", run, reactor, server)
+
+    def audit(event: str, account: str, facts: dict[str, Any]) -> Any:
+        return keys.store.record_event(event, account, keys.now(), facts, {"via": "delivery"})
+
+    gate = DeliveryScan(
+        scanner, data / "mail", data / "quarantine", run, reactor, keys.server, audit=audit
+    )
     return gate, ThreadPoolService(pool)
 
 
@@ -463,7 +470,7 @@ def makeService(options: dict[str, Any]) -> service.IService:
         portal = make_backend_portal(reactor, options["backend"])
         factory_class = BackendIMAP4Factory
     else:
-        gate, scan_service = delivery_scan(options, data, keys.server)
+        gate, scan_service = delivery_scan(options, data, keys)
         store = MaildirStore(
             data / "mail", rescan_interval=SERVER_RESCAN_INTERVAL, intake_gate=gate
         )

@@ -267,6 +267,25 @@ def test_audit_records_carry_account_fingerprint_time_and_origin(
     assert (retired["fingerprint"], retired["reason"]) == (key("a").fingerprint, "superseded")
 
 
+def test_recorded_events_reach_the_audit_hook(
+    store: KeyStore, audit_log: list[dict[str, Any]]
+) -> None:
+    """record_event (a decrypted APPEND) is audited like a key operation: event, account,
+    time, origin and facts; it changes nothing else in the keystore."""
+    facts = {"format": "smime", "fingerprint": "ab" * 32, "size": 1234}
+    store.record_event("append-decrypted", ALICE, T0, facts, {"peer": "tcp:192.0.2.1:5000"})
+    assert audit_log[-1] == {
+        "event": "append-decrypted",
+        "account": ALICE,
+        "time": "2026-03-01T12:00:00.000000Z",
+        "peer": "tcp:192.0.2.1:5000",
+        **facts,
+    }
+    assert store.list_keys(None, T0) == []
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.record_event("append-decrypted", ALICE, T0.replace(tzinfo=None), facts)
+
+
 def test_failing_audit_rolls_the_operation_back(open_store: OpenStore) -> None:
     """If the audit record cannot be written, the key is not stored either."""
 

@@ -126,6 +126,19 @@ def test_failing_hook_leaves_no_row_and_no_change(dsn: str) -> None:
         assert store.list_keys(None, T0) == [] and store.audit_records() == []
 
 
+def test_recorded_events_are_rows_of_the_audit_table(dsn: str, pg: PgKeyStore) -> None:
+    """A decrypted APPEND's record (record_event) is a row every front's admin sees, and
+    notifies no front (no view changed)."""
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANNEL}")
+        pg.record_event("append-decrypted", ALICE, T0, {"size": 7}, {"via": "imap"})
+        heard = [n.payload for n in listener.notifies(timeout=0.5)]
+    assert heard == []
+    with PgKeyStore(dsn) as other:
+        (row,) = other.audit_records(ALICE)
+    assert (row["event"], row["size"], row["via"]) == ("append-decrypted", 7, "imap")
+
+
 def test_every_committed_change_is_notified_with_its_account(dsn: str, pg: PgKeyStore) -> None:
     """NOTIFY at commit, payload the account; refusals notify nothing."""
     with psycopg.connect(dsn, autocommit=True) as listener:

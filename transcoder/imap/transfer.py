@@ -62,8 +62,6 @@ from transcoder.imap.responses import status_text
 from transcoder.inbound import decrypt_append_file
 
 log = Logger()
-#: The key audit namespace (transcoder.layers.AUDIT_NAMESPACE): written to DIR/audit.jsonl.
-_audit = Logger(namespace="transcoder.keys.audit")
 
 _arg_mailbox = MailboxCommandMixin.arg_mailbox
 #: A message set, parsed in linear time like FETCH's (Twisted's ``arg_seqset`` is quadratic).
@@ -181,20 +179,23 @@ class TransferMixin(MailboxCommandMixin):
         found = await keys.store.run(decrypt_append_file, message, keys.server)
         if found is None:
             return message
-        account = getattr(self.account, "address", None)
-        # An audit event like the keystore's: DIR/audit.jsonl gets one line per decryption.
-        _audit.info(
-            "{audit[event]} {audit[account]}",
-            audit={
-                "event": "append-decrypted",
-                "account": account,
-                "format": found.format.value,
-                "fingerprint": found.fingerprint,
-                "size": found.size,
-                "peer": self._peer_text(),
-                "via": "imap",
-            },
-        )
+        # Audited like a key operation (DIR/audit.jsonl, or PostgreSQL's audit table) before
+        # anything is stored: a decryption the trail cannot record fails closed.
+        try:
+            await keys.store.record_event(
+                "append-decrypted",
+                str(getattr(self.account, "address", "")),
+                keys.now(),
+                {
+                    "format": found.format.value,
+                    "fingerprint": found.fingerprint,
+                    "size": found.size,
+                },
+                {"peer": self._peer_text(), "via": "imap"},
+            )
+        except BaseException:
+            found.file.close()
+            raise
         return found.file
 
     async def _scanned(self, message: BinaryIO) -> None:

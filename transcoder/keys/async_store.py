@@ -149,6 +149,17 @@ class AsyncKeyStore:
         """See :meth:`IKeyStore.record_refusal`."""
         return self.run(self.store.record_refusal, account, error, now, fingerprint, origin)
 
+    def record_event(
+        self,
+        event: str,
+        account: str,
+        now: datetime,
+        facts: Mapping[str, Any],
+        origin: Mapping[str, str] | None = None,
+    ) -> Deferred[None]:
+        """See :meth:`IKeyStore.record_event`."""
+        return self.run(self.store.record_event, event, account, now, facts, origin)
+
     def view_inputs(
         self, account: str, now: datetime, with_keys: bool = True
     ) -> Deferred[ViewInputs]:

@@ -54,6 +54,9 @@ class IKeyStore(Interface):
     def record_refusal(account, error, now, fingerprint=None, origin=None):
         """Audit a refusal decided outside the keystore (a key that failed validation)."""
 
+    def record_event(event, account, now, facts, origin=None):
+        """Audit another event decided outside the keystore (a decrypted APPEND)."""
+
     def view_inputs(account, now, with_keys=True):
         """The account's ViewInputs: its view epoch with the policy and keys it stands for.
 
@@ -98,6 +101,9 @@ class IAsyncKeyStore(Interface):
 
     def record_refusal(account, error, now, fingerprint=None, origin=None):
         """Deferred firing with ``None`` once the refusal is audited."""
+
+    def record_event(event, account, now, facts, origin=None):
+        """Deferred firing with ``None`` once the event is audited."""
 
     def view_inputs(account, now, with_keys=True):
         """Deferred firing with the account's ViewInputs."""

@@ -439,6 +439,19 @@ class KeyStoreBase(ViewEpochMethods):
         """Audit a refusal decided outside the keystore (e.g. a key failing validation)."""
         self._refused(account, error, require_aware(now), origin, fingerprint)
 
+    def record_event(
+        self,
+        event: str,
+        account: str,
+        now: datetime,
+        facts: Mapping[str, Any],
+        origin: Mapping[str, str] | None = None,
+    ) -> None:
+        """Audit an event the keystore did not decide (a decrypted APPEND, a quarantined
+        delivery): through the audit hook (``DIR/audit.jsonl``) and, on PostgreSQL,
+        as a row of ``audit`` like every key operation's record."""
+        self._record(event, account, require_aware(now), origin, **facts)
+
     def _refused(
         self,
         account: str,

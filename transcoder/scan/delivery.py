@@ -11,7 +11,8 @@ for it (:class:`DeliveryScan`, the store's :class:`~transcoder.store.intake.IInt
   which no IMAP command reaches (a hidden mailbox would still be reachable by
   a SELECT of its name, by RENAME, or by another IMAP server on the same
   Maildir); logged with the signature, account, mailbox and file, and an
-  audit event ``delivery-quarantined``;
+  audit event ``delivery-quarantined`` (``audit``: the keystore's trail,
+  ``DIR/audit.jsonl`` or PostgreSQL's ``audit`` table);
 * **clamd unreachable or no verdict**: fail closed -- the file stays in
   ``new/``, unseen, and is tried again once :data:`RETRY_SECONDS` have passed
   (one probe at a time while clamd is down, then all of them); the outage is
@@ -56,8 +57,6 @@ from transcoder.scan.clamd import ClamdScanner, ScannerUnavailable
 from transcoder.store.intake import IIntakeGate, write_new_file
 
 log = Logger()
-#: The key audit namespace (transcoder.layers.AUDIT_NAMESPACE): written to DIR/audit.jsonl.
-_audit = Logger(namespace="transcoder.keys.audit")
 
 #: Seconds a held file waits before clamd is asked again after it was unreachable.
 RETRY_SECONDS = 10.0
@@ -67,6 +66,9 @@ SCAN_THREADS = (1, 2)
 PRUNE_ABOVE = 1000
 #: Runs ``f(*args)`` in the scan pool; returns a Deferred of its result.
 RunScan = Callable[..., "defer.Deferred[Any]"]
+#: Records an audit event ``(event, account, facts)``: the keystore's
+#: :meth:`~transcoder.keys.keystore.KeyStoreBase.record_event`; a Deferred.
+AuditEvent = Callable[[str, str, dict[str, Any]], "defer.Deferred[None]"]
 
 
 class FileChanged(Exception):
@@ -130,6 +132,7 @@ class DeliveryScan:
         clock: IReactorTime,
         server_keys: ServerKeyFiles | None = None,
         retry_seconds: float = RETRY_SECONDS,
+        audit: AuditEvent | None = None,
     ) -> None:
         self.scanner = scanner
         self.mail_root = mail_root
@@ -138,6 +141,7 @@ class DeliveryScan:
         self._run = run
         self._clock = clock
         self._retry_seconds = retry_seconds
+        self._audit = audit
         self._held: dict[Path, _Held] = {}
         self._in_flight = 0
         self._pruned_at = PRUNE_ABOVE
@@ -266,17 +270,21 @@ class DeliveryScan:
             mailbox=mailbox,
             quarantined=str(outcome.quarantined),
         )
-        _audit.info(
-            "{audit[event]} {audit[account]}",
-            audit={
-                "event": "delivery-quarantined",
-                "account": account,
-                "mailbox": mailbox,
-                "file": path.name,
-                "signature": outcome.signature,
-                "decrypted_with": outcome.decrypted_with,
-                "quarantined": str(outcome.quarantined),
-            },
+        if self._audit is None:
+            return
+        facts = {
+            "mailbox": mailbox,
+            "file": path.name,
+            "signature": outcome.signature,
+            "decrypted_with": outcome.decrypted_with,
+            "quarantined": str(outcome.quarantined),
+        }
+        # The message is out of the mailbox already; a trail that cannot take the record
+        # (PostgreSQL down) leaves the warning above as the only account of it.
+        self._audit("delivery-quarantined", account, facts).addErrback(
+            lambda failure: log.failure(
+                "the audit trail did not record quarantined {file}", failure, file=path.name
+            )
         )
 
     def where(self, path: Path) -> tuple[str, str]:
