@@ -287,6 +287,8 @@ def test_policy_lines() -> None:
         "format: not set yet (the first key you provision sets it)",
     ]
     assert format_policy(PolicyInfo("ALWAYS", "SMIME")) == ["mode: ALWAYS", "format: SMIME"]
+    assert format_policy(PolicyInfo("ALWAYS", "SMIME", sign=True))[-1] == "sign: ON"
+    assert format_policy(PolicyInfo("OFF", "SMIME", sign=False))[-1] == "sign: OFF"
 
 
 # --- helpers of the session --------------------------------------------------------------

@@ -372,17 +372,17 @@ def test_policy_transitions(
         found = listings(untagged)
         return (found[0] if found else None), tagged  # type: ignore[return-value]
 
-    assert policy()[0] == PolicyInfo("OFF", None)
+    assert policy()[0] == PolicyInfo("OFF", None, sign=False)
     shown, tagged = policy(b"XKEY POLICY MODE ALWAYS")
     assert shown is None and b"NO [XKEY-NOKEY] " in tagged
-    assert policy()[0] == PolicyInfo("OFF", None)
+    assert policy()[0] == PolicyInfo("OFF", None, sign=False)
     put(alice, der(make_cert(p256)))
-    assert policy()[0] == PolicyInfo("OFF", "SMIME")
-    assert policy(b"XKEY POLICY MODE ALWAYS")[0] == PolicyInfo("ALWAYS", "SMIME")
+    assert policy()[0] == PolicyInfo("OFF", "SMIME", sign=False)
+    assert policy(b"XKEY POLICY MODE ALWAYS")[0] == PolicyInfo("ALWAYS", "SMIME", sign=False)
     assert b"NO [XKEY-NOKEY] " in policy(b"XKEY POLICY FORMAT OPENPGP")[1]
-    assert policy(b"XKEY POLICY MODE OFF")[0] == PolicyInfo("OFF", "SMIME")
+    assert policy(b"XKEY POLICY MODE OFF")[0] == PolicyInfo("OFF", "SMIME", sign=False)
     shown, _ = policy(b"XKEY POLICY FORMAT OPENPGP")
-    assert shown == PolicyInfo("OFF", "OPENPGP")
+    assert shown == PolicyInfo("OFF", "OPENPGP", sign=False)
 
 
 def test_signing_only_certificate(

@@ -174,10 +174,12 @@ def test_client_reads_design_example() -> None:
 
 @pytest.mark.parametrize("mode", PolicyMode)
 @pytest.mark.parametrize("fmt", [*KeyFormat, None])
-def test_policy_responses_round_trip(mode: PolicyMode, fmt: KeyFormat | None) -> None:
-    """Every policy response reads back, through the client library, to its mode and format."""
-    parsed = parsed_by_client(policy_response(PolicyListing(mode, fmt)))
-    assert parsed == PolicyInfo(mode.value, None if fmt is None else fmt.value)
+@pytest.mark.parametrize("sign", [False, True])
+def test_policy_responses_round_trip(mode: PolicyMode, fmt: KeyFormat | None, sign: bool) -> None:
+    """Every policy response reads back, through the client library, to its mode, format
+    and SIGN."""
+    parsed = parsed_by_client(policy_response(PolicyListing(mode, fmt, sign)))
+    assert parsed == PolicyInfo(mode.value, None if fmt is None else fmt.value, sign)
 
 
 _ADDRESS = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)

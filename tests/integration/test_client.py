@@ -135,9 +135,17 @@ def test_provision_list_policy_retire(server: RunningServer, keys: KeyFiles) -> 
     assert sorted(line.split()[1] for line in lines) == ["OPENPGP", "SMIME"]
 
     done = client(server, "policy", "--format", "openpgp", "--mode", "always")
-    assert (done.returncode, done.stdout) == (0, "mode: ALWAYS\nformat: OPENPGP\n"), done.stderr
+    assert (done.returncode, done.stdout) == (
+        0,
+        "mode: ALWAYS\nformat: OPENPGP\nsign: OFF\n",
+    ), done.stderr
     done = client(server, "policy", "--format", "smime", "--json")
-    assert json.loads(done.stdout) == {"mode": "ALWAYS", "format": "SMIME"}
+    assert json.loads(done.stdout) == {"mode": "ALWAYS", "format": "SMIME", "sign": False}
+    # SIGN ON (issue 16) changes every view under MODE ALWAYS: said on stderr.
+    done = client(server, "policy", "--sign", "on")
+    assert (done.returncode, done.stdout.splitlines()[-1]) == (0, "sign: ON"), done.stderr
+    assert "new UIDVALIDITY" in done.stderr
+    assert client(server, "policy", "--json").stdout.strip().endswith('"sign": true}')
 
     done = client(server, "retire", keys.alice_pgp_fpr)
     assert done.returncode == 0, done.stderr
@@ -177,7 +185,7 @@ def test_implicit_tls_and_certificate_verification(server: RunningServer) -> Non
     done = client(server, "policy", connection=[*tls, "--insecure"])
     assert (done.returncode, done.stdout) == (
         0,
-        "mode: OFF\nformat: not set yet (the first key you provision sets it)\n",
+        "mode: OFF\nformat: not set yet (the first key you provision sets it)\nsign: OFF\n",
     ), done.stderr
     assert "warning: --insecure" in done.stderr
 
@@ -194,7 +202,7 @@ def test_plaintext_to_loopback(server: RunningServer) -> None:
     connection = ["--plain", "--port", str(server.imap_port)]
     done = client(server, "policy", "--json", connection=connection)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"mode": "OFF", "format": None}
+    assert json.loads(done.stdout) == {"mode": "OFF", "format": None, "sign": False}
 
 
 def tls_context(server: RunningServer) -> ssl.SSLContext:
@@ -211,8 +219,8 @@ def test_library_api(server: RunningServer, keys: KeyFiles) -> None:
         assert (stored.format, stored.addresses, stored.status) == ("SMIME", (ALICE,), "ACTIVE")
         assert stored.not_after is not None and stored.not_after > datetime.now(UTC)
         assert xkey.keys() == [stored]
-        assert xkey.policy() == PolicyInfo("OFF", "SMIME")
-        assert xkey.set_policy(mode="always") == PolicyInfo("ALWAYS", "SMIME")
+        assert xkey.policy() == PolicyInfo("OFF", "SMIME", sign=False)
+        assert xkey.set_policy(mode="always") == PolicyInfo("ALWAYS", "SMIME", sign=False)
         with pytest.raises(XKeyError) as caught:
             xkey.provision(keys.bob_cert.read_bytes())
         assert (caught.value.code, caught.value.response) == ("XKEY-ADDRESS", "NO")
@@ -235,7 +243,7 @@ def test_library_wraps_an_existing_session(server: RunningServer, keys: KeyFiles
     xkey = XKeyClient(imap)
     xkey.require_capability()
     assert xkey.keys() == []
-    assert xkey.policy() == PolicyInfo("OFF", None)
+    assert xkey.policy() == PolicyInfo("OFF", None, sign=False)
     xkey.close()
     xkey.close()  # idempotent
 

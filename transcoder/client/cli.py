@@ -11,7 +11,7 @@ Usage::
               provision FILE [--replace]     store a certificate or OpenPGP public key ("-": stdin)
               keys [--json]                  list your keys
               retire FINGERPRINT             retire a key
-              policy [--mode always|off] [--format smime|openpgp] [--json]
+              policy [--mode always|off] [--format smime|openpgp] [--sign on|off] [--json]
               server-keys [--dir DIR] [--json]
                                              save the server's public keys (XKEY SERVER)
               new-identity smime|openpgp ADDRESS [--dir DIR] [--days N]
@@ -186,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     policy = command("policy", "show or change your policy")
     policy.add_argument("--mode", type=str.upper, choices=("ALWAYS", "OFF"))
     policy.add_argument("--format", type=str.upper, choices=("SMIME", "OPENPGP"))
+    policy.add_argument(
+        "--sign",
+        type=str.upper,
+        choices=("ON", "OFF"),
+        help="have the server sign your views with its signing key (XKEY POLICY SIGN)",
+    )
     policy.add_argument("--json", action="store_true", help="print JSON")
     server = command("server-keys", "save the server's own public keys (encrypt APPENDs to them)")
     server.add_argument("--dir", default=".", help="where to write the files (default: .)")
@@ -231,9 +237,12 @@ def format_keys(keys: Sequence[KeyInfo]) -> list[str]:
 
 
 def format_policy(policy: PolicyInfo) -> list[str]:
-    """The policy as ``mode: ...`` and ``format: ...`` lines."""
+    """The policy as ``mode: ...``, ``format: ...`` and (when known) ``sign: ...`` lines."""
     shown = policy.format or "not set yet (the first key you provision sets it)"
-    return [f"mode: {policy.mode}", f"format: {shown}"]
+    lines = [f"mode: {policy.mode}", f"format: {shown}"]
+    if policy.sign is not None:
+        lines.append(f"sign: {'ON' if policy.sign else 'OFF'}")
+    return lines
 
 
 def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
@@ -361,7 +370,7 @@ def run_command(
     """
     if args.command == "provision" and confirm is not None and not args.replace:
         confirm_replacement(client, key, err or sys.stderr, confirm)
-    sets_policy = args.command == "policy" and bool(args.mode or args.format)
+    sets_policy = args.command == "policy" and bool(args.mode or args.format or args.sign)
     changes = sets_policy or args.command in ("provision", "retire")
     before = client.policy() if err is not None and sets_policy else None
     key_format, set_to = carry_out(client, args, key, out)
@@ -411,8 +420,13 @@ def carry_out(
     if args.command in ("conversions", "convert"):
         run_conversion(client, args, out)
         return None, None
-    changed = bool(args.mode or args.format)
-    policy = client.set_policy(mode=args.mode, format=args.format) if changed else client.policy()
+    changed = bool(args.mode or args.format or args.sign)
+    sign = None if args.sign is None else args.sign == "ON"
+    policy = (
+        client.set_policy(mode=args.mode, format=args.format, sign=sign)
+        if changed
+        else client.policy()
+    )
     lines = [json.dumps(policy.to_json())] if args.json else format_policy(policy)
     for line in lines:
         print(line, file=out)

@@ -129,15 +129,18 @@ class PolicyInfo:
     """The account's transcoding policy, as ``XKEY POLICY`` reports it.
 
     ``mode`` is ``ALWAYS`` or ``OFF``; ``format`` is ``SMIME``, ``OPENPGP``,
-    or ``None`` when the server has none to report (no key stored yet).
+    or ``None`` when the server has none to report (no key stored yet);
+    ``sign`` whether views are signed by the server (``SIGN``, issue 16),
+    ``None`` from a server that does not say.
     """
 
     mode: str
     format: str | None
+    sign: bool | None = None
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready mapping."""
-        return {"mode": self.mode, "format": self.format}
+        return {"mode": self.mode, "format": self.format, "sign": self.sign}
 
 
 def format_timestamp(when: datetime | None) -> str | None:

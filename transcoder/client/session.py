@@ -266,15 +266,19 @@ class XKeyClient:
             raise XKeyError("PROTOCOL", "no * XKEY POLICY response to XKEY POLICY")
         return policies[-1]
 
-    def set_policy(self, mode: str | None = None, format: str | None = None) -> PolicyInfo:
-        """Set ``FORMAT`` (``SMIME``/``OPENPGP``) then ``MODE`` (``ALWAYS``/``OFF``);
-        return the policy now in force.  The format goes first so that
-        ``MODE ALWAYS`` is checked against the key format it will use."""
+    def set_policy(
+        self, mode: str | None = None, format: str | None = None, sign: bool | None = None
+    ) -> PolicyInfo:
+        """Set ``FORMAT`` (``SMIME``/``OPENPGP``), then ``MODE`` (``ALWAYS``/``OFF``), then
+        ``SIGN`` (``True``: ON); return the policy now in force.  The format goes first so
+        that ``MODE ALWAYS`` is checked against the key format it will use."""
         steps = []
         if format is not None:
             steps.append(("FORMAT", _choice(format, FORMATS, "format")))
         if mode is not None:
             steps.append(("MODE", _choice(mode, MODES, "mode")))
+        if sign is not None:
+            steps.append(("SIGN", "ON" if sign else "OFF"))
         for name, value in steps:
             self._run("POLICY", name, value)
         return self.policy()

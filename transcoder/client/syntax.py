@@ -244,9 +244,13 @@ def parse_policy(values: list[Value]) -> PolicyInfo:
     """A policy's property list (``MODE ALWAYS FORMAT SMIME``) as :class:`PolicyInfo`."""
     props = _properties(values, "XKEY POLICY")
     fmt = _text(props, "FORMAT", "XKEY POLICY", nil=True) if "FORMAT" in props else None
+    sign = str(_text(props, "SIGN", "XKEY POLICY")).upper() if "SIGN" in props else None
+    if sign not in (None, "ON", "OFF"):
+        raise XKeyError("PROTOCOL", f"XKEY POLICY: SIGN {sign} is neither ON nor OFF")
     return PolicyInfo(
         mode=str(_text(props, "MODE", "XKEY POLICY")).upper(),
         format=None if fmt is None else fmt.upper(),
+        sign=None if sign is None else sign == "ON",
     )
 
 
