@@ -342,37 +342,20 @@ class ConvertMixin:
         encrypting = isinstance(converted, ConvertedPart) and converted.encrypted
         if not encrypting and not isinstance(converted, ConversionFailed):
             return
-        who = getattr(self.account, "address", "?")
-        section = ".".join(map(str, part)) or "(message)"
-        target = request.target or "NIL"
-        if isinstance(converted, ConversionFailed) and converted.detail:
-            log.error(
-                "CONVERT of {who} message {uid} part {section} to {target} broke: {detail}",
-                who=who,
-                uid=message.getUID(),
-                section=section,
-                target=target,
-                detail=converted.detail,
-            )
-            return
+        where = {
+            "who": getattr(self.account, "address", "?"),
+            "uid": message.getUID(),
+            "section": ".".join(map(str, part)) or "(message)",
+            "target": request.target or "NIL",
+        }
+        what = "CONVERT of {who} message {uid} part {section} to {target}"
         if isinstance(converted, ConversionFailed):
-            log.info(
-                "CONVERT of {who} message {uid} part {section} to {target} failed: {why}",
-                who=who,
-                uid=message.getUID(),
-                section=section,
-                target=target,
-                why=converted.text,
-            )
+            if converted.detail:  # the server's fault: the detail stays in the log
+                log.error(what + " broke: {detail}", detail=converted.detail, **where)
+            else:
+                log.info(what + " failed: {why}", why=converted.text, **where)
             return
-        log.info(
-            "CONVERT of {who} message {uid} part {section} to {target}: {size} octets encrypted",
-            who=who,
-            uid=message.getUID(),
-            section=section,
-            target=target,
-            size=converted.size,
-        )
+        log.info(what + ": {size} octets encrypted", size=converted.size, **where)
 
     def _converted_response(
         self,
