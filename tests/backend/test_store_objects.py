@@ -129,3 +129,41 @@ async def test_the_checker_refuses_what_the_backend_refuses(dovecot: DovecotInst
     ):
         with pytest.raises(UnauthorizedLogin):
             await checker.requestAvatarId(UsernamePassword(user.encode(), password.encode()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_fetch_of_the_same_messages_asks_the_backend_nothing(
+    dovecot: DovecotInstance,
+) -> None:
+    """Size and date are fixed under a UID (RFC 3501 2.3.1.1): fetched once per selection.
+    A message expunged meanwhile by another session is found gone when its octets are
+    loaded (MessageExpunged), never served as another message."""
+    from transcoder.store.message import MessageExpunged
+
+    account, logout = await _account(dovecot)
+    try:
+        await account.create("Facts")
+        for n in range(3):
+            dovecot.drop(ALICE, b"Subject: facts %d\r\n\r\nbody %d\r\n" % (n, n), "Facts")
+        mailbox = await account.select("Facts", True)
+        everything = imap4.MessageSet(1, None)
+        first = await mailbox.fetch(everything, uid=False)
+        sent = mailbox.connection.commands_sent
+        again = await mailbox.fetch(everything, uid=False)
+        assert mailbox.connection.commands_sent == sent  # nothing asked
+        shown = [(s, m.uid, m.size, m.getInternalDate()) for s, m in again]
+        assert shown == [(s, m.uid, m.size, m.getInternalDate()) for s, m in first]
+
+        # Another session expunges message 2 straight in Dovecot; this one is not told yet.
+        other, other_logout = await _account(dovecot)
+        try:
+            theirs = await other.select("Facts", True)
+            await theirs.store(imap4.MessageSet(2, 2), ["\\Deleted"], 1, uid=False)
+            await theirs.expunge()
+        finally:
+            other_logout()
+        ((_, gone),) = await mailbox.fetch(imap4.MessageSet(2, 2), uid=False)
+        with pytest.raises(MessageExpunged):
+            await gone.load()
+    finally:
+        logout()

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -116,6 +117,10 @@ class BackendMailbox(OctetsMixin, RelayMixin):
         self._uids: list[int] = []
         self._readahead: list[BackendMessage] = []
         self._readahead_index: dict[int, int] = {}
+        #: RFC822.SIZE and INTERNALDATE of each UID fetched so far.  Both are fixed for
+        #: as long as the UID lives (RFC 3501 section 2.3.1.1), so a FETCH of messages
+        #: already seen -- a client re-reading cached views -- asks the backend nothing.
+        self._facts: dict[int, tuple[int, datetime]] = {}
 
     # -- opening -------------------------------------------------------------------
 
@@ -164,6 +169,7 @@ class BackendMailbox(OctetsMixin, RelayMixin):
         if name == b"EXPUNGE" and number is not None and 0 < number <= len(self._mirror):
             uid = self._mirror.pop(number - 1)
             self._flags.pop(uid, None)
+            self._facts.pop(uid, None)
             self._expunged.add(uid)
             self._exists = max(0, self._exists - 1)
         elif name == b"EXISTS" and number is not None:
@@ -359,36 +365,42 @@ class BackendMailbox(OctetsMixin, RelayMixin):
     def fetch(
         self, messages: imap4.MessageSet, uid: bool
     ) -> defer.Deferred[list[tuple[int, BackendMessage]]]:
-        """``(seq, message)`` for ``messages``; ones the backend expunged are left out."""
+        """``(seq, message)`` for ``messages``; ones the backend expunged are left out.
+
+        Only the UIDs whose size and date are not known yet are asked of the backend
+        (one ``UID FETCH``); a message expunged meanwhile by another session is then
+        found gone when its octets are loaded (``MessageExpunged``), as RFC 2180
+        section 4.1 allows."""
         wanted = self.resolve_present(messages, uid)
         if not wanted:
             return defer.succeed([])
-        uid_set = format_uid_set([u for _, u in wanted])
+        missing = [u for _, u in wanted if u not in self._facts]
+        if not missing:
+            return defer.succeed(self._messages(None, wanted))
         d = self.connection.command(
-            b"UID FETCH " + uid_set + b" (UID FLAGS RFC822.SIZE INTERNALDATE)"
+            b"UID FETCH " + format_uid_set(missing) + b" (UID FLAGS RFC822.SIZE INTERNALDATE)"
         )
         return d.addCallback(self._messages, wanted)
 
     def _messages(
-        self, result: CommandResult, wanted: list[tuple[int, int]]
+        self, result: CommandResult | None, wanted: list[tuple[int, int]]
     ) -> list[tuple[int, BackendMessage]]:
-        facts: dict[int, dict[bytes, Any]] = {}
-        for response in result.data(b"FETCH"):
+        answered: dict[int, tuple[str, ...]] = {}
+        for response in result.data(b"FETCH") if result is not None else ():
             items = fetch_items(response)
             token = items.get(b"UID")
-            if isinstance(token, bytes) and token.isdigit() and b"RFC822.SIZE" in items:
-                facts[int(token)] = items
+            size_token = items.get(b"RFC822.SIZE")
+            if isinstance(token, bytes) and token.isdigit() and isinstance(size_token, bytes):
+                when = parse_internal_date(items.get(b"INTERNALDATE"))
+                self._facts[int(token)] = (int(size_token), when)
+                answered[int(token)] = flag_list(items.get(b"FLAGS"))
         out = []
         for seq, uid in wanted:
-            fact = facts.get(uid)
+            fact = self._facts.get(uid)
             if fact is None or uid in self._expunged:
                 continue
-            items = fact
-            size_token = items[b"RFC822.SIZE"]
-            size = int(size_token) if isinstance(size_token, bytes) else 0
-            when = parse_internal_date(items.get(b"INTERNALDATE"))
-            flags = flag_list(items.get(b"FLAGS"))
-            out.append((seq, BackendMessage(self, uid, size, when, flags)))
+            flags = answered.get(uid) or self._flags.get(uid, ())
+            out.append((seq, BackendMessage(self, uid, fact[0], fact[1], flags)))
         self._readahead = [message for _, message in out]
         self._readahead_index = {m.uid: i for i, m in enumerate(self._readahead)}
         return out
