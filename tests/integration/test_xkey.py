@@ -285,7 +285,7 @@ def test_list_after_puts_and_a_delete(running: RunningServer, pgp_keys: PgpKeys)
 
 
 def test_policy_transitions(running: RunningServer, pgp_keys: PgpKeys) -> None:
-    """OFF by default; ALWAYS without a key is NOKEY; with one it sticks; FORMAT switches."""
+    """OFF by default; ALWAYS without a key is NOKEY; with one it sticks; FORMAT and SIGN switch."""
     dave = "dave@example.org"
     client = connect(running, dave)
 
@@ -293,18 +293,21 @@ def test_policy_transitions(running: RunningServer, pgp_keys: PgpKeys) -> None:
         typ, text, found = xkey(client, "POLICY", *args)
         return typ, text, found[0] if found else None  # type: ignore[return-value]
 
-    assert policy()[2] == PolicyInfo("OFF", None)
+    assert policy()[2] == PolicyInfo("OFF", None, sign=False)
     typ, text, _ = policy("MODE", "ALWAYS")
     assert typ == "NO" and text.startswith("[XKEY-NOKEY]")
-    assert policy()[2] == PolicyInfo("OFF", None)
+    assert policy()[2] == PolicyInfo("OFF", None, sign=False)
     cert = fresh_cert(ec.generate_private_key(ec.SECP256R1()), dave)
     assert xkey(client, "PUT", literal=der(cert))[0] == "OK"
-    assert policy("MODE", "ALWAYS")[2] == PolicyInfo("ALWAYS", "SMIME")
+    assert policy("MODE", "ALWAYS")[2] == PolicyInfo("ALWAYS", "SMIME", sign=False)
     typ, text, _ = policy("FORMAT", "OPENPGP")
     assert typ == "NO" and text.startswith("[XKEY-NOKEY]")
-    assert policy("MODE", "OFF")[2] == PolicyInfo("OFF", "SMIME")
-    assert policy("FORMAT", "OPENPGP")[2] == PolicyInfo("OFF", "OPENPGP")
-    assert policy("FORMAT", "SMIME")[2] == PolicyInfo("OFF", "SMIME")
+    assert policy("MODE", "OFF")[2] == PolicyInfo("OFF", "SMIME", sign=False)
+    assert policy("FORMAT", "OPENPGP")[2] == PolicyInfo("OFF", "OPENPGP", sign=False)
+    assert policy("FORMAT", "SMIME")[2] == PolicyInfo("OFF", "SMIME", sign=False)
+    assert policy("SIGN", "ON")[2] == PolicyInfo("OFF", "SMIME", sign=True)
+    assert policy()[2] == PolicyInfo("OFF", "SMIME", sign=True)
+    assert policy("SIGN", "OFF")[2] == PolicyInfo("OFF", "SMIME", sign=False)
     with pytest.raises(imaplib.IMAP4.error, match="BAD"):
         policy("MODE", "SOMETIMES")
     client.logout()
