@@ -1,4 +1,4 @@
-"""Crash-safe file replacement, shared by every layer that keeps state in files.
+"""Crash-safe file replacement and file windows, shared by every layer that uses files.
 
 No twisted import: the sans-IO layers may use it too.
 """
@@ -6,9 +6,11 @@ No twisted import: the sans-IO layers may use it too.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Any
 
 
 def fsync_dir(path: Path) -> None:
@@ -38,3 +40,55 @@ def write_atomically(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+class FileSlice(io.RawIOBase):
+    """The octets ``start``..``end`` of an open file, as a seekable read-only file.
+
+    Closing the slice closes ``fp`` unless ``close_file`` is false (a slice
+    lent out of a file its owner goes on reading).
+    """
+
+    def __init__(self, fp: IO[bytes], start: int, end: int, close_file: bool = True) -> None:
+        super().__init__()
+        self._fp = fp
+        self._close_file = close_file
+        self._start = start
+        self._end = max(start, end)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        """Always True."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always True."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into ``buffer`` without passing the slice's end."""
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self._end - self._start - self._pos)
+        if want <= 0:
+            return 0
+        self._fp.seek(self._start + self._pos)
+        data = self._fp.read(want)
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move within the slice (positions are relative to its start)."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end - self._start}
+        self._pos = max(0, base[whence] + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        """The position relative to the slice's start."""
+        return self._pos
+
+    def close(self) -> None:
+        """Close the slice and, unless told otherwise, the file under it."""
+        if not self.closed and self._close_file:
+            self._fp.close()
+        super().close()

@@ -8,7 +8,10 @@ key.  What the server sends is opened with ``openssl cms -decrypt`` and
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import imaplib
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -53,7 +56,9 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory, pgp: PgpTestKeys) -> Iterator[Setup]:
     """One server; bob (certificate), alice (OpenPGP key), carol (none), MESSAGE in each INBOX."""
     root = tmp_path_factory.mktemp("convert")
-    with running_server(root, [BOB, ALICE, CAROL, DAVE]) as server:
+    # Literals up to 128 MiB: one test APPENDs a message of 68 MB.
+    big = ("--max-literal-size", str(128 * 1024 * 1024))
+    with running_server(root, [BOB, ALICE, CAROL, DAVE], big) as server:
         bob = make_party(root, "bob", rsa.generate_private_key(65537, 3072))
         dave = make_party(root, "dave", rsa.generate_private_key(65537, 2048))
         keys = ((BOB, bob.cert_der), (ALICE, pgp.x25519.material), (DAVE, dave.cert_der))
@@ -175,6 +180,47 @@ def test_size_whole_and_partials_agree_and_two_sessions_see_the_same_octets(
     assert openssl_der(whole, setup.bob, setup.workdir) == part_entity(2)
     first.logout()
     second.logout()
+
+
+def _kib(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` memory figure, in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M).group(1))  # type: ignore[union-attr]
+
+
+def test_a_part_over_64_mib_converts_in_constant_memory(setup: Setup) -> None:
+    """A 68 MB base64 attachment (more than the 64 MiB the in-memory engine took) converts
+    to application/pkcs7-mime; openssl opens it to the part; the server's peak RSS grows by
+    less than 40 MiB meanwhile (the part, the DER and the response are never held whole)."""
+    payload = os.urandom(50_000_000)
+    encoded = base64.encodebytes(payload).replace(b"\n", b"\r\n")
+    header = b'Content-Type: application/octet-stream; name="big.bin"\r\n'
+    header += b"Content-Transfer-Encoding: base64\r\n\r\n"
+    message = (
+        b"From: Bob <bob@example.org>\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\n'
+        b"Content-Type: text/plain\r\n\r\nsee attached\r\n--b1\r\n"
+        + header
+        + encoded
+        + b"--b1--\r\n"
+    )
+    imap = login(setup.server, BOB)
+    assert imap.create("Big")[0] == "OK"
+    uid = append(imap, message, "Big")
+    assert imap.select("Big")[0] == "OK"
+    assert setup.server.process is not None
+    pid = setup.server.process.pid
+    before = _kib(pid, "VmRSS")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM from here on
+    typ, data = convert(imap, uid, '("application/pkcs7-mime")', "BINARY[2]")
+    growth = _kib(pid, "VmHWM") - before
+    assert typ == "OK", data[:1]
+    der = literal(data, b"BINARY[2]")
+    del data
+    plain = openssl_der(der, setup.bob, setup.workdir)
+    assert hashlib.sha256(plain).digest() == hashlib.sha256(header + encoded[:-2]).digest()
+    assert growth < 40 * 1024, f"peak RSS grew by {growth} KiB"
+    imap.logout()
 
 
 def test_a_latin1_part_to_utf8(setup: Setup) -> None:

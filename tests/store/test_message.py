@@ -8,8 +8,8 @@ import pytest
 from twisted.mail.imap4 import MessageSet
 
 from tests.store.helpers import append
+from transcoder.files import FileSlice
 from transcoder.store import MaildirAccount, MaildirMessage
-from transcoder.store.message import FileSlice
 
 MULTIPART = (
     b"From: bob@example.org\r\n"
@@ -49,6 +49,14 @@ def test_file_slice_reads_window() -> None:
     assert f.tell() == 3
     f.seek(-1, io.SEEK_END)
     assert f.read() == b"6"
+
+
+def test_file_slice_closes_its_file_unless_told_not_to() -> None:
+    """Closing a slice closes the file under it; with close_file=False the file stays open."""
+    owned, lent = io.BytesIO(b"0123456789"), io.BytesIO(b"0123456789")
+    FileSlice(owned, 2, 7).close()
+    FileSlice(lent, 2, 7, close_file=False).close()
+    assert owned.closed and not lent.closed
 
 
 def test_headers(account: MaildirAccount) -> None:

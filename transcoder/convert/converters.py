@@ -22,6 +22,8 @@ body.  The IMAP layer serves the body as ``BINARY[...]``, its length as
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import BinaryIO
 
 from zope.interface import Attribute, Interface, implementer
@@ -84,14 +86,25 @@ def write_entity(out: BinaryIO, header: bytes, body: bytes, media: str) -> Conve
     return Converted(len(header) + 2, len(body), media)
 
 
-def decoded(source: SourcePart, target: str) -> bytes:
-    """The source's content; an undecodable CTE fails this conversion (not the command)."""
+#: The largest text part a charset conversion takes: it recodes the text in memory.
+MAX_TEXT = 16 * 1024 * 1024
+
+
+@contextmanager
+def decoding(source: SourcePart, target: str) -> Iterator[None]:
+    """Make an undecodable CTE met inside fail this conversion (not the command)."""
     try:
-        return source.content()
+        yield
     except UnknownTransferEncoding as e:
         raise ConversionFailed(f"The part cannot be decoded: {e.text}").about(
             source.media_type, target
         ) from None
+
+
+def decoded(source: SourcePart, target: str) -> bytes:
+    """The source's content in memory, up to :data:`MAX_TEXT` encoded octets."""
+    with decoding(source, target):
+        return source.content(MAX_TEXT)
 
 
 @implementer(IConverter)
@@ -153,26 +166,30 @@ class IdentityConverter:
         context: ConversionContext,
         out: BinaryIO,
     ) -> Converted:
-        """The decoded content (a multipart or message part: its body as it is)."""
+        """The decoded content (a multipart or message part: its body as it is), written
+        piece by piece."""
         media = source.media_type
-        content = decoded(source, media)
         if not source.leaf:
             # A multipart or message is not transfer-encoded (RFC 2045 section 6.4): as it is.
-            header = source.entity[: source.body_start]
-            out.write(header)
-            out.write(content)
-            return Converted(len(header), len(content), media)
-        ct: ContentType = source.content_type
-        header = content_type_field(media, ct.params) + b"Content-Transfer-Encoding: binary\r\n"
-        return write_entity(out, header, content, media)
+            header = source.header()
+        else:
+            ct: ContentType = source.content_type
+            header = content_type_field(media, ct.params) + b"Content-Transfer-Encoding: binary\r\n"
+            header += b"\r\n"
+        out.write(header)
+        with decoding(source, media):
+            content = source.decode_into(out)
+        return Converted(len(header), content.size, media)
 
 
 __all__ = [
     "ANY",
+    "MAX_TEXT",
     "IConverter",
     "IdentityConverter",
     "TextCharsetConverter",
     "content_type_field",
     "decoded",
+    "decoding",
     "write_entity",
 ]

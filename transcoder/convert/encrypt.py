@@ -30,8 +30,7 @@ same parameters is the same octets on every server, in every session.
 from __future__ import annotations
 
 import binascii
-import io
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from zope.interface import implementer
 
@@ -43,6 +42,7 @@ from transcoder.cms import (
     encrypt_to_smime_body,
     smime_type,
 )
+from transcoder.cms.base64lines import ROW
 from transcoder.convert.converters import ANY, IConverter, content_type_field
 from transcoder.convert.model import (
     ConversionContext,
@@ -64,9 +64,7 @@ from transcoder.transcoders.pgpmime import (
 from transcoder.transcoders.selection import usable_keys
 
 #: Octets of one base64 line the CMS encoder writes (76 characters and CRLF).
-_LINE = 78
-#: base64 lines decoded at a time.
-_LINES_PER_STEP = 4096
+_LINE = ROW
 
 
 def _unknown(request: ConversionRequest, known: tuple[str, ...]) -> None:
@@ -126,33 +124,56 @@ class SmimeConverter:
         random = context.randomness.source(
             self.name, _fingerprints(keys), settings.settings_id, request.identity()
         )
-        body = io.BytesIO()
-        encrypt_to_smime_body(
-            io.BytesIO(source.entity),
-            len(source.entity),
-            body,
-            recipients,
-            settings,
-            lambda label, size: random.draw(f"convert-smime/{label}", size),
-        )
         kind = smime_type(settings)
         header = content_type_field(self.target, (("smime-type", kind), ("name", "smime.p7m")))
         header += b"Content-Transfer-Encoding: binary\r\n"
         header += b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
         out.write(header + b"\r\n")
-        size = _base64_to_der(body.getbuffer(), out)
-        return Converted(len(header) + 2, size, self.target)
+        der = _Base64ToDer(out)
+        with source.entity_reader() as plaintext:
+            encrypt_to_smime_body(
+                plaintext,
+                source.size,
+                cast(BinaryIO, der),
+                recipients,
+                settings,
+                lambda label, size: random.draw(f"convert-smime/{label}", size),
+            )
+        return Converted(len(header) + 2, der.close(), self.target)
 
 
-def _base64_to_der(lines: memoryview, out: BinaryIO) -> int:
-    """Decode the encoder's base64 lines into ``out``, a few thousand lines at a time."""
-    written = 0
-    step = _LINE * _LINES_PER_STEP
-    for start in range(0, len(lines), step):
-        der = binascii.a2b_base64(lines[start : start + step])
-        out.write(der)
-        written += len(der)
-    return written
+class _Base64ToDer:
+    """A sink for the CMS encoder's base64 lines that writes the DER they encode to ``out``.
+
+    The encoder writes 78-octet lines (76 characters and CRLF) in runs;
+    whole lines are decoded as they come, a partial one is kept for the next
+    write, the short last line at :meth:`close` -- so the DER streams too.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._carry = b""
+        self.written = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        """Decode the whole lines of what has come so far."""
+        lines = self._carry + bytes(data)
+        whole = len(lines) - len(lines) % _LINE
+        self._emit(lines[:whole])
+        self._carry = lines[whole:]
+        return len(data)
+
+    def close(self) -> int:
+        """Decode the last line; the DER octets written in all."""
+        self._emit(self._carry)
+        self._carry = b""
+        return self.written
+
+    def _emit(self, lines: bytes) -> None:
+        if lines:
+            der = binascii.a2b_base64(lines)
+            self._out.write(der)
+            self.written += len(der)
 
 
 @implementer(IConverter)
@@ -199,13 +220,14 @@ class PgpMimeConverter:
         head = view_head(b"", boundary)
         header_size = head.index(b"\r\n\r\n") + 4
         out.write(head)
-        armored = encrypt_armored(
-            io.BytesIO(source.entity),
-            len(source.entity),
-            out,
-            recipients,
-            lambda label, size: random.draw(f"convert-pgp/{label}", size),
-        )
+        with source.entity_reader() as plaintext:
+            armored = encrypt_armored(
+                plaintext,
+                source.size,
+                out,
+                recipients,
+                lambda label, size: random.draw(f"convert-pgp/{label}", size),
+            )
         tail = view_tail(boundary)
         out.write(tail)
         return Converted(header_size, len(head) - header_size + armored + len(tail), self.target)

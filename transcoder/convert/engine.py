@@ -6,14 +6,15 @@ names out of the message (its MIME header and encoded body);
 :func:`convert_part` finds the converter (:class:`ConversionRegistry`) and
 runs it, the failures completed with the part's source and target types
 (RFC 5259 section 9); :func:`convert_header` is the ``BODY[...HEADER]`` /
-``BODY[...MIME]`` conversion.  A converted part is held in memory
-(:class:`ConvertedPart`): its structure is parsed from it for
-``BODYPARTSTRUCTURE``.
+``BODY[...MIME]`` conversion.  Neither side is held whole in memory: the
+source is a window of the message file (:class:`SourcePart`), the result a
+spooled temporary file (:class:`ConvertedPart`) the IMAP layer streams
+from; its structure is parsed from it for ``BODYPARTSTRUCTURE``.
 """
 
 from __future__ import annotations
 
-import io
+import tempfile
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -26,7 +27,7 @@ from transcoder.convert.model import (
     media_type,
 )
 from transcoder.convert.registry import ConversionRegistry
-from transcoder.mime.binary import is_leaf, normalize_encoding
+from transcoder.mime.binary import holds_nul, is_leaf, normalize_encoding
 from transcoder.mime.entity import Entity, parse_message
 from transcoder.mime.parts import encapsulated, find_part
 
@@ -39,54 +40,59 @@ def _read(fp: BinaryIO, start: int, end: int) -> bytes:
     return data
 
 
+#: Converted octets kept in memory; a larger result goes on to a temporary file.
+SPOOL_IN_MEMORY = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ConvertedPart:
-    """A converted part: ``entity`` is its MIME header (``header_size`` octets) and body."""
+    """A converted part: the MIME entity in ``file``, ``header_size`` octets of header (blank
+    line included), then ``size`` octets of body -- the content ``BINARY[...]`` returns.
 
-    entity: bytes
+    ``file`` is a spooled temporary file (in memory up to :data:`SPOOL_IN_MEMORY`,
+    then on disk) that lives as long as the value; ``has_nul`` says whether the
+    body holds a NUL (``~{n}``, RFC 3516 section 4.3).
+    """
+
+    file: BinaryIO = field(compare=False, repr=False)
     header_size: int
+    size: int
     media_type: str
     encrypted: bool = False
+    has_nul: bool = False
     _structure: list[Entity] = field(default_factory=list, compare=False, repr=False)
 
     @property
-    def body(self) -> bytes:
-        """The content ``BINARY[...]`` returns."""
-        return self.entity[self.header_size :]
+    def entity(self) -> bytes:
+        """The whole entity in memory (for small parts and tests; the server streams ``file``)."""
+        return _read(self.file, 0, self.header_size + self.size)
 
     @property
-    def size(self) -> int:
-        """``BINARY.SIZE[...]``."""
-        return len(self.entity) - self.header_size
+    def body(self) -> bytes:
+        """The body in memory (for small parts and tests; the server streams ``file``)."""
+        return _read(self.file, self.header_size, self.header_size + self.size)
 
     def structure(self) -> Entity:
-        """The converted entity's MIME tree (for BODYPARTSTRUCTURE), parsed once."""
+        """The converted entity's MIME tree (for BODYPARTSTRUCTURE), parsed once (blocking:
+        a large multipart is read through to its boundaries)."""
         if not self._structure:
-            self._structure.append(parse_message(io.BytesIO(self.entity)))
+            self.file.seek(0)
+            self._structure.append(parse_message(self.file))
         return self._structure[0]
 
 
-#: The largest part converted (a part and its conversion are held in memory).
-MAX_PART = 64 * 1024 * 1024
-
-
 def source_part(fp: BinaryIO, message: Entity, part: tuple[int, ...]) -> SourcePart | None:
-    """The part ``part`` names (``()``: the message), or ``None`` when it does not exist.
-
-    Raises ConversionFailed for a part over :data:`MAX_PART` octets.
-    """
+    """The part ``part`` names (``()``: the message) as a window of ``fp``, or ``None``
+    when it does not exist."""
     node = message if not part else find_part(message, part)
     if node is None:
         return None
-    if node.end - node.header_start > MAX_PART:
-        raise ConversionFailed(
-            f"The part is larger than {MAX_PART} octets, the most converted",
-            source=media_type(node.content_type),
-        )
     return SourcePart(
         content_type=node.content_type,
-        entity=_read(fp, node.header_start, node.end),
-        body_start=node.body_start - node.header_start,
+        fp=fp,
+        start=node.header_start,
+        body_start=node.body_start,
+        end=node.end,
         encoding=normalize_encoding(node.get("content-transfer-encoding")),
         whole_message=not part,
         leaf=is_leaf(node),
@@ -106,12 +112,22 @@ def convert_part(
     media = source.media_type
     try:
         converter = registry.choose(media, request, context)
-        out = io.BytesIO()
-        converted = converter.convert(source, request, context, out)
+        out: BinaryIO = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # type: ignore[assignment]  # noqa: SIM115
+        try:
+            converted = converter.convert(source, request, context, out)
+        except BaseException:
+            out.close()
+            raise
     except ConversionFailed as failure:
         raise failure.about(media, target or registry.default_target(media)) from None
+    body_end = converted.header_size + converted.size
     return ConvertedPart(
-        out.getvalue(), converted.header_size, converted.media_type, bool(converter.encrypts)
+        out,
+        converted.header_size,
+        converted.size,
+        converted.media_type,
+        bool(converter.encrypts),
+        holds_nul(out, converted.header_size, body_end),
     )
 
 
@@ -132,4 +148,4 @@ def convert_header(
         raise failure.about(media_type(node.content_type), "text/plain") from None
 
 
-__all__ = ["MAX_PART", "ConvertedPart", "convert_header", "convert_part", "source_part"]
+__all__ = ["SPOOL_IN_MEMORY", "ConvertedPart", "convert_header", "convert_part", "source_part"]

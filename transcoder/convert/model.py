@@ -6,9 +6,9 @@ Sans-IO: no twisted import.
   a target media type (``None`` for ``NIL``, the default conversion, RFC
   5259 section 6) and the conversion parameters, names lower-cased (section
   7: names are case-insensitive), values as sent.
-* :class:`SourcePart` -- the part to convert, as a MIME entity (its MIME
-  header and its encoded body) with where its body starts; the decoded
-  content comes from :func:`transcoder.mime.binary.transfer_decode` (RFC 3516).
+* :class:`SourcePart` -- the part to convert: its window of the message
+  file, a MIME entity (its MIME header and its encoded body), read piece by
+  piece; the decoded content comes from :mod:`transcoder.mime.binary` (RFC 3516).
 * :class:`Converted` -- what a converter wrote: the converted part as a MIME
   entity (header, then body); the body is what ``BINARY[...]`` returns.
 * :class:`ConversionFailed` -- a per-part failure, answered as the RFC's
@@ -17,13 +17,16 @@ Sans-IO: no twisted import.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import BinaryIO
 
 from transcoder.cms import CmsSettings
 from transcoder.errors import ClientError
+from transcoder.files import FileSlice
 from transcoder.keys.model import StoredKey
-from transcoder.mime.binary import transfer_decode
+from transcoder.mime.binary import BinaryPart, Decoded, decode_into, iter_decoded, iter_window
 from transcoder.mime.entity import ContentType
 from transcoder.transcoders.derivation import (
     RandomSource,
@@ -70,18 +73,25 @@ class ConversionRequest:
 
 @dataclass(frozen=True)
 class SourcePart:
-    """The part to convert: ``entity`` is its MIME header and encoded body (octets as stored).
+    """The part to convert: the window ``start``..``end`` of the message file ``fp``.
 
-    ``body_start`` is where the body begins in ``entity``; ``encoding`` its
-    Content-Transfer-Encoding, normalized; ``whole_message`` is set for the
-    empty section (``BINARY[]``: the message is its own content).  ``leaf``
-    is false for a multipart or encapsulated message (its content is not
-    transfer-decoded).  For the whole message the entity is the message.
+    The window is the part as a MIME entity -- its MIME header and its
+    encoded body, octets as stored -- with the body from ``body_start``
+    (offsets are the file's).  ``encoding`` is its Content-Transfer-Encoding,
+    normalized; ``whole_message`` is set for the empty section (``BINARY[]``:
+    the message is its own content); ``leaf`` is false for a multipart or
+    encapsulated message (its content is not transfer-decoded).  Nothing is
+    read until a converter asks, and then piece by piece
+    (:meth:`entity_reader`, :meth:`decode_into`), so a large part is never
+    held whole in memory; :meth:`content` is for the converters that must
+    (text recoding), up to a limit.
     """
 
     content_type: ContentType
-    entity: bytes
+    fp: BinaryIO = field(compare=False, repr=False)
+    start: int
     body_start: int
+    end: int
     encoding: str = ""
     whole_message: bool = False
     leaf: bool = True
@@ -91,11 +101,38 @@ class SourcePart:
         """The source's ``type/subtype``."""
         return media_type(self.content_type)
 
-    def content(self) -> bytes:
-        """The decoded content (RFC 3516): CTE undone; raises UnknownTransferEncoding."""
-        if not self.leaf:
-            return self.entity[self.body_start :]
-        return transfer_decode(self.encoding, self.entity[self.body_start :])
+    @property
+    def size(self) -> int:
+        """Octets of the entity: header and encoded body."""
+        return self.end - self.start
+
+    def header(self) -> bytes:
+        """The MIME header as stored, its blank line included."""
+        return b"".join(iter_window(self.fp, self.start, self.body_start))
+
+    def entity_reader(self) -> BinaryIO:
+        """The entity (header and encoded body) as a file of its own; the message stays open."""
+        return io.BufferedReader(FileSlice(self.fp, self.start, self.end, close_file=False))
+
+    def _body(self) -> BinaryPart:
+        encoding = self.encoding if self.leaf else ""  # RFC 2045 section 6.4: not decoded
+        return BinaryPart(self.body_start, self.end, encoding)
+
+    def decode_into(self, out: BinaryIO) -> Decoded:
+        """Write the decoded content (RFC 3516: CTE undone) to ``out``, piece by piece.
+
+        Raises UnknownTransferEncoding (InvalidTransferEncoding for damaged base64)."""
+        return decode_into(self.fp, self._body(), out)
+
+    def content(self, limit: int) -> bytes:
+        """The decoded content in memory; ConversionFailed when the encoded body is over
+        ``limit`` octets, UnknownTransferEncoding when it cannot be decoded."""
+        if self.end - self.body_start > limit:
+            raise ConversionFailed(
+                f"The part is larger than {limit} octets, the most this conversion takes",
+                source=self.media_type,
+            )
+        return b"".join(iter_decoded(self.fp, self._body()))
 
 
 @dataclass(frozen=True)

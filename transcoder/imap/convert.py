@@ -31,7 +31,7 @@ mixin moves bytes:
 
 from __future__ import annotations
 
-import io
+import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -49,6 +49,7 @@ from transcoder.convert import (
     ConversionRequest,
     ConvertedPart,
 )
+from transcoder.convert.engine import SPOOL_IN_MEMORY
 from transcoder.convert.message import MessageConversions, convert_message
 from transcoder.convert.syntax import (
     ConvertArguments,
@@ -61,7 +62,14 @@ from transcoder.convert.syntax import (
     quoted,
 )
 from transcoder.errors import ClientError, ServerError, TranscoderError
-from transcoder.imap.fetch import ExpungeIssued, named_count, sequence_set_argument
+from transcoder.imap.fetch import (
+    ExpungeIssued,
+    ResponsePieces,
+    named_count,
+    sequence_set_argument,
+)
+from transcoder.imap.fetch_binary import BinaryContent
+from transcoder.imap.fetch_stream import ResponseStream
 from transcoder.imap.structure import body_structure
 
 log = Logger()
@@ -113,6 +121,8 @@ class ConvertMixin:
     transport: Any
     current_command: bytes | None
     fetch_view: Callable[..., defer.Deferred[Any]]
+    write_response: Callable[..., defer.Deferred[Any]]
+    respond_streamed: Callable[..., None]
     send_error: Callable[[bytes | None, Any], None]
     sendPositiveResponse: Callable[..., None]
     _converted: OrderedDict[tuple[Any, ...], ConvertedPart] | None = None
@@ -224,8 +234,10 @@ class ConvertMixin:
             limit = MAX_MESSAGES
             self.send_error(tag, TooManyMessages(f"At most {limit} messages at once", limit))
             return
-        d = defer.maybeDeferred(self.mbox.fetch, messages, uid=uid)
-        d.addCallback(self._convert_found, tag, messages, args, bool(uid))
+
+        def served(stream: ResponseStream) -> defer.Deferred[tuple[bool, int, int]]:
+            d = defer.maybeDeferred(self.mbox.fetch, messages, uid=uid)
+            return d.addCallback(self._convert_found, tag, messages, args, bool(uid), stream)
 
         def done(outcome: tuple[bool, int, int]) -> None:
             vanished, succeeded, failed = outcome
@@ -238,13 +250,19 @@ class ConvertMixin:
             else:
                 self_.sendPositiveResponse(tag, b"CONVERT completed")
 
-        d.addCallbacks(done, lambda failure: self.send_error(tag, _as_error(failure)))
+        self.respond_streamed(tag, b"CONVERT", served, done)
 
     select_CONVERT = (do_CONVERT, arg_sequence_set, arg_convert)
 
     @defer.inlineCallbacks
     def _convert_found(
-        self, found: Any, tag: bytes, messages: Any, args: ConvertArguments, uid: bool
+        self,
+        found: Any,
+        tag: bytes,
+        messages: Any,
+        args: ConvertArguments,
+        uid: bool,
+        stream: ResponseStream,
     ) -> Any:
         """Convert and answer each message found; (vanished, successes, failures)."""
         found = list(found)
@@ -261,9 +279,12 @@ class ConvertMixin:
             except FileNotFoundError:  # expunged by another session meanwhile
                 vanished = True
                 continue
-            line, ok, bad = self._converted_response(seq, tag, message, args.request, items, result)
+            response, ok, bad = self._converted_response(
+                seq, tag, message, args.request, items, result
+            )
             succeeded, failed = succeeded + ok, failed + bad
-            self.transport.write(line)
+            yield self.write_response(response, stream)
+            yield stream.between_messages()
         return vanished, succeeded, failed
 
     @defer.inlineCallbacks
@@ -278,8 +299,8 @@ class ConvertMixin:
         """Convert the parts ``items`` name (cached ones reused), off the reactor thread."""
         size = view.size  # raises MessageExpunged (a FileNotFoundError) for a gone message
         fp = view.open()
-        if hasattr(fp, "read_between"):  # a view sent as it is encrypted: read it whole
-            fp = io.BytesIO((yield _read_streamed(fp, size)))
+        if hasattr(fp, "read_between"):  # a view sent as it is encrypted: spool it whole
+            fp = yield _spooled(fp, size)
         fingerprints = tuple(sorted(k.fingerprint for k in keys))
         base = (self.mbox.getUIDValidity(), message.getUID(), size, request.identity())
         cached = {}
@@ -294,11 +315,14 @@ class ConvertMixin:
                 elif item.part not in wanted:
                     wanted.append(item.part)
         headers = [(i.part, i.text or "") for i in items if i.name == "BODY"]
+        structures = {i.part for i in items if i.name == "BODYPARTSTRUCTURE"}
         try:
             result = yield self._run_blocking(
                 _convert_view,
                 fp,
                 view,
+                structures,
+                cached,
                 self.conversion_registry(),
                 request,
                 ConversionContext(keys, self._now(), _NO_DRAWS, self.conversion_registry().cms),
@@ -365,11 +389,16 @@ class ConvertMixin:
         request: ConversionRequest,
         items: list[ConvertItem],
         result: MessageConversions,
-    ) -> tuple[bytes, int, int]:
-        """``* seq CONVERTED (TAG "tag") (...)`` and how many items succeeded and failed."""
-        pieces: list[bytes] = []
+    ) -> tuple[ResponsePieces, int, int]:
+        """``* seq CONVERTED (TAG "tag") (...)`` and how many items succeeded and failed;
+        the converted octets stay in their files until written."""
+        response = ResponsePieces(None)
+        response.atom(
+            b"* %d CONVERTED (TAG " % seq + quoted(tag.decode("ascii", "replace")) + b") ("
+        )
         succeeded = failed = 0
-        for item in items:
+        for index, item in enumerate(items):
+            label = (b" " if index else b"") + item.label()
             value = _item_value(item, message, request, result)
             if item.name != "UID":
                 if isinstance(value, ConversionFailed):
@@ -377,10 +406,14 @@ class ConvertMixin:
                 else:
                     succeeded += 1
             if isinstance(value, ConversionFailed):
-                value = error_phrase(value)
-            pieces.append(item.label() + b" " + value)
-        head = b"* %d CONVERTED (TAG " % seq + quoted(tag.decode("ascii", "replace")) + b") ("
-        return head + b" ".join(pieces) + b")\r\n", succeeded, failed
+                response.atom(label + b" " + error_phrase(value))
+            elif isinstance(value, ConvertedPart):
+                content = BinaryContent(value.size, value.has_nul, value.file, value.header_size)
+                response.binary(label, content, item.partial)
+            else:
+                response.atom(label + b" " + value)
+        response.atom(b")\r\n")
+        return response, succeeded, failed
 
 
 #: A context's randomness before the message is known (the worker fills it in).
@@ -388,15 +421,14 @@ _NO_DRAWS = ConversionRandomness(None, bytes(32), "")
 
 
 def _literal(data: bytes) -> bytes:
-    """``{n}`` and the octets; ``~{n}`` (literal8, RFC 3516 section 4.3) when a NUL occurs."""
-    prefix = b"~" if b"\x00" in data else b""
-    return prefix + b"{%d}\r\n" % len(data) + data
+    """``{n}`` and the octets of a converted header."""
+    return b"{%d}\r\n" % len(data) + data
 
 
 def _item_value(
     item: ConvertItem, message: Any, request: ConversionRequest, result: MessageConversions
-) -> bytes | ConversionFailed:
-    """The response value of one item."""
+) -> bytes | ConversionFailed | ConvertedPart:
+    """The response value of one item (a ConvertedPart for ``BINARY[...]``: its body)."""
     if item.name == "UID":
         return b"%d" % message.getUID()
     if item.name == "BODY":
@@ -411,11 +443,7 @@ def _item_value(
         return b"%d" % converted.size
     if item.name == "BODYPARTSTRUCTURE":
         return body_structure(converted.structure(), True)
-    data = converted.body
-    if item.partial is not None:
-        origin, length = item.partial
-        data = data[origin : origin + length]
-    return _literal(data)
+    return converted
 
 
 def _available(item: ConvertItem, result: MessageConversions) -> bytes | ConversionFailed:
@@ -424,24 +452,44 @@ def _available(item: ConvertItem, result: MessageConversions) -> bytes | Convers
     return found if isinstance(found, ConversionFailed) else mimetype_list(found)
 
 
-def _convert_view(fp: BinaryIO, view: Any, *args: Any) -> MessageConversions:
-    """:func:`convert_message` of ``view`` (worker thread: a large view's tree is parsed here)."""
-    return convert_message(fp, view.entity(), view.size, *args)
+def _convert_view(
+    fp: BinaryIO,
+    view: Any,
+    structures: set[tuple[int, ...]],
+    cached: dict[tuple[int, ...], ConvertedPart],
+    *args: Any,
+) -> MessageConversions:
+    """:func:`convert_message` of ``view``, and the structure of the converted ``structures``
+    parts (worker thread: a large tree is parsed here, never on the reactor)."""
+    result = convert_message(fp, view.entity(), view.size, *args)
+    for part in structures:
+        converted = result.parts.get(part, cached.get(part))
+        if isinstance(converted, ConvertedPart):
+            converted.structure()
+    return result
 
 
-def _read_streamed(fp: Any, size: int) -> defer.Deferred[bytes]:
-    """The whole of a view being streamed (a :mod:`~transcoder.imap.view_stream` file)."""
+def _spooled(fp: Any, size: int) -> defer.Deferred[BinaryIO]:
+    """A view being streamed (a :mod:`~transcoder.imap.view_stream` file), copied whole
+    into a spooled temporary file as it comes (never whole in memory)."""
 
     @defer.inlineCallbacks
-    def read() -> Any:
-        pieces, position = [], 0
-        while position < size:
-            piece = yield fp.read_between(position, size)
-            pieces.append(bytes(piece))
-            position += len(piece)
-        return b"".join(pieces)
+    def copy() -> Any:
+        spool: BinaryIO = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # type: ignore[assignment]  # noqa: SIM115
+        try:
+            position = 0
+            while position < size:
+                piece = yield fp.read_between(position, size)
+                spool.write(piece)
+                position += len(piece)
+        except BaseException:
+            spool.close()
+            raise
+        finally:
+            fp.close()
+        return spool
 
-    return read()
+    return copy()
 
 
 def _as_error(failure: Any) -> TranscoderError:

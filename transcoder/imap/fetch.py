@@ -33,7 +33,7 @@ import datetime
 import email.utils
 import tempfile
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 from twisted.internet import defer, threads
@@ -162,8 +162,9 @@ def _section_of(item: FetchItem, entity: Entity) -> Section:
     return resolve_section(entity, spec.part, spec.text, spec.fields)
 
 
-class _Response:
-    """The pieces of one ``* n FETCH (...)`` response: bytes and file windows."""
+class ResponsePieces:
+    """The pieces of one response (``* n FETCH (...)``, ``* n CONVERTED (...)``): bytes
+    and file windows, written in order by :meth:`FetchMixin.write_response`."""
 
     def __init__(self, fp: BinaryIO | None) -> None:
         self.fp = fp
@@ -241,11 +242,36 @@ class FetchMixin:
     ) -> None:
         """Answer FETCH / UID FETCH (later commands wait for its answer: .command_order)."""
         self_: Any = self
+
+        def served(stream: ResponseStream) -> defer.Deferred[bool]:
+            d = defer.maybeDeferred(self_.mbox.fetch, messages, uid=uid)
+            return d.addCallback(self._fetch_found, messages, items, bool(uid), stream)
+
+        def done(vanished: bool) -> None:
+            if vanished:
+                self_.send_error(tag, ExpungeIssued())
+            else:
+                self_.sendPositiveResponse(tag, b"FETCH completed")
+
+        self.respond_streamed(tag, b"FETCH", served, done)
+
+    def respond_streamed(
+        self,
+        tag: bytes,
+        command: bytes,
+        serve: Callable[[ResponseStream], defer.Deferred[Any]],
+        done: Callable[[Any], None],
+    ) -> None:
+        """Run ``serve`` with a :class:`ResponseStream` on the transport, then ``done`` with
+        its result (the tagged answer).  The idle timer is off meanwhile; a client gone
+        mid-response ends the command quietly; anything unexpected is ``NO [SERVERBUG]``,
+        logged."""
+        self_: Any = self
         saved_timeout = self_.setTimeout(None)
         stream = ResponseStream(self.transport, self_.clock, self_.POSTAUTH_TIMEOUT)
         stream.start()
-        d = defer.maybeDeferred(self_.mbox.fetch, messages, uid=uid)
-        d.addCallback(self._fetch_found, messages, items, bool(uid), stream)
+        d = defer.maybeDeferred(serve, stream)
+        name = command.decode("ascii")
 
         def settle(result: object) -> object:
             # Before the answer: the next command may start as soon as it is sent.
@@ -254,20 +280,19 @@ class FetchMixin:
                 self_.setTimeout(saved_timeout)
             return result
 
-        def done(vanished: bool) -> None:
-            if vanished:
-                self_.send_error(tag, ExpungeIssued())
-            else:
-                self_.sendPositiveResponse(tag, b"FETCH completed")
-
         def failed(failure: Any) -> None:
             error = failure.value
             if isinstance(error, StreamStopped):
-                log.info("FETCH {tag} ended: {why}", tag=tag.decode("ascii", "replace"), why=error)
+                log.info(
+                    "{command} {tag} ended: {why}",
+                    command=name,
+                    tag=tag.decode("ascii", "replace"),
+                    why=error,
+                )
                 return
             if not isinstance(error, TranscoderError):
-                log.failure("FETCH failed", failure)
-                error = ServerError("FETCH failed")
+                log.failure(f"{name} failed", failure)
+                error = ServerError(f"{name} failed")
             self_.send_error(tag, error)
 
         d.addBoth(settle)
@@ -331,7 +356,7 @@ class FetchMixin:
                     except FileNotFoundError:
                         vanished = True  # expunged by another session, file already gone
                         continue
-                    yield self._write_response(response, stream)
+                    yield self.write_response(response, stream)
                 finally:
                     for spool in spools:
                         spool.close()
@@ -376,8 +401,8 @@ class FetchMixin:
         new_flags: Any,
         entity: Entity | None,
         binaries: dict[tuple[int, ...], BinaryContent],
-    ) -> _Response:
-        response = _Response(fp)
+    ) -> ResponsePieces:
+        response = ResponsePieces(fp)
         response.atom(b"* %d FETCH (" % seq)
         for n, item in enumerate(items):
             if n:
@@ -396,7 +421,13 @@ class FetchMixin:
         return response
 
     def _add_item(
-        self, response: _Response, item: FetchItem, message: Any, view: Any, entity: Any, flags: Any
+        self,
+        response: ResponsePieces,
+        item: FetchItem,
+        message: Any,
+        view: Any,
+        entity: Any,
+        flags: Any,
     ) -> None:
         name = item.name
         if item.section is not None:
@@ -426,7 +457,7 @@ class FetchMixin:
             response.literal(b"RFC822.TEXT", resolve_section(entity, (), "TEXT"), None)
 
     @defer.inlineCallbacks
-    def _write_response(self, response: _Response, stream: ResponseStream) -> Any:
+    def write_response(self, response: ResponsePieces, stream: ResponseStream) -> Any:
         """Write the pieces in order; large file windows in chunks, waiting while paused.
 
         Once a response has begun it cannot be answered with a tagged NO:

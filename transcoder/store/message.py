@@ -26,12 +26,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import IO, TYPE_CHECKING, BinaryIO, TypeVar
 
 from twisted.mail import imap4
 from twisted.python import threadable
 from zope.interface import implementer
 
+from transcoder.files import FileSlice
 from transcoder.mime.entity import parse_message
 from transcoder.store.flags import RECENT
 from transcoder.store.interfaces import IParsedMessage
@@ -63,53 +64,6 @@ def find_by_base(cur: Path, base: str) -> Path | None:
         if name.partition(":")[0] == base:
             return cur / name
     return None
-
-
-class FileSlice(io.RawIOBase):
-    """The octets ``start``..``end`` of an open file, as a seekable read-only file."""
-
-    def __init__(self, fp: IO[bytes], start: int, end: int) -> None:
-        super().__init__()
-        self._fp = fp
-        self._start = start
-        self._end = max(start, end)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        """Always True."""
-        return True
-
-    def seekable(self) -> bool:
-        """Always True."""
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        """Read into ``buffer`` without passing the slice's end."""
-        view = memoryview(buffer).cast("B")
-        want = min(len(view), self._end - self._start - self._pos)
-        if want <= 0:
-            return 0
-        self._fp.seek(self._start + self._pos)
-        data = self._fp.read(want)
-        view[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        """Move within the slice (positions are relative to its start)."""
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end - self._start}
-        self._pos = max(0, base[whence] + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        """The position relative to the slice's start."""
-        return self._pos
-
-    def close(self) -> None:
-        """Close the slice and the file under it."""
-        if not self.closed:
-            self._fp.close()
-        super().close()
 
 
 def _slice(fp: IO[bytes], start: int, end: int) -> BinaryIO:
