@@ -42,20 +42,16 @@ def write_atomically(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-class FileSlice(io.RawIOBase):
-    """The octets ``start``..``end`` of an open file, as a seekable read-only file.
+class _Window(io.RawIOBase):
+    """``size`` octets as a seekable read-only file; subclasses say how to read at a position."""
 
-    Closing the slice closes ``fp`` unless ``close_file`` is false (a slice
-    lent out of a file its owner goes on reading).
-    """
-
-    def __init__(self, fp: IO[bytes], start: int, end: int, close_file: bool = True) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
-        self._fp = fp
-        self._close_file = close_file
-        self._start = start
-        self._end = max(start, end)
+        self._size = max(size, 0)
         self._pos = 0
+
+    def _read_at(self, position: int, count: int) -> bytes:
+        raise NotImplementedError
 
     def readable(self) -> bool:
         """Always True."""
@@ -66,29 +62,60 @@ class FileSlice(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        """Read into ``buffer`` without passing the slice's end."""
+        """Read into ``buffer`` without passing the window's end."""
         view = memoryview(buffer).cast("B")
-        want = min(len(view), self._end - self._start - self._pos)
+        want = min(len(view), self._size - self._pos)
         if want <= 0:
             return 0
-        self._fp.seek(self._start + self._pos)
-        data = self._fp.read(want)
+        data = self._read_at(self._pos, want)
         view[: len(data)] = data
         self._pos += len(data)
         return len(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        """Move within the slice (positions are relative to its start)."""
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end - self._start}
-        self._pos = max(0, base[whence] + offset)
+        """Move within the window (positions are relative to its start)."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
         return self._pos
 
     def tell(self) -> int:
-        """The position relative to the slice's start."""
+        """The position relative to the window's start."""
         return self._pos
+
+
+class FileSlice(_Window):
+    """The octets ``start``..``end`` of an open file, as a seekable read-only file.
+
+    Closing the slice closes ``fp`` unless ``close_file`` is false (a slice
+    lent out of a file its owner goes on reading).
+    """
+
+    def __init__(self, fp: IO[bytes], start: int, end: int, close_file: bool = True) -> None:
+        super().__init__(end - start)
+        self._fp = fp
+        self._close_file = close_file
+        self._start = start
+
+    def _read_at(self, position: int, count: int) -> bytes:
+        self._fp.seek(self._start + position)
+        return self._fp.read(count)
 
     def close(self) -> None:
         """Close the slice and, unless told otherwise, the file under it."""
         if not self.closed and self._close_file:
             self._fp.close()
         super().close()
+
+
+class PositionalReader(_Window):
+    """The first ``size`` octets of a file descriptor, read with ``pread``: each reader has
+    its own position, so several may read the same file at once (from any thread).
+    ``owner`` is kept referenced while the reader lives (it keeps the descriptor open)."""
+
+    def __init__(self, fd: int, size: int, owner: object = None) -> None:
+        super().__init__(size)
+        self._fd = fd
+        self._owner = owner
+
+    def _read_at(self, position: int, count: int) -> bytes:
+        return os.pread(self._fd, count, position)

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
+
+from transcoder.files import PositionalReader
 
 #: Literals up to this size stay in memory; larger ones go to a temporary file.
 MEMORY_LIMIT = 64 * 1024
@@ -99,7 +100,7 @@ class Spool:
         if self._memory is not None:
             return io.BytesIO(bytes(self._memory))
         assert self._file is not None
-        return io.BufferedReader(_PositionalReader(self._file.fileno(), self.size, self))
+        return io.BufferedReader(PositionalReader(self._file.fileno(), self.size, self))
 
     def close(self) -> None:
         """Drop the octets (the temporary file is removed)."""
@@ -109,46 +110,6 @@ class Spool:
         self._memory = bytearray()
         self.size = 0
         self._digest = hashlib.sha256()
-
-
-class _PositionalReader(io.RawIOBase):
-    """Reads a file descriptor with ``pread``: its own position, safe beside other readers."""
-
-    def __init__(self, fd: int, size: int, owner: Spool) -> None:
-        super().__init__()
-        self._fd = fd
-        self._size = size
-        self._pos = 0
-        self._owner = owner  # keeps the file open while a reader lives
-
-    def readable(self) -> bool:
-        """Always True."""
-        return True
-
-    def seekable(self) -> bool:
-        """Always True."""
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        """Read at the current position."""
-        view = memoryview(buffer).cast("B")
-        want = min(len(view), self._size - self._pos)
-        if want <= 0:
-            return 0
-        data = os.pread(self._fd, want, self._pos)
-        view[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        """Move the position."""
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        """The position."""
-        return self._pos
 
 
 @dataclass(frozen=True)
