@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 
 import pytest
@@ -19,7 +18,6 @@ from transcoder.backend.response_syntax import (
     parse_response,
     quote,
 )
-from transcoder.transcoders.derivation import message_digest
 
 
 def _parse_all(reader: ResponseReader, *chunks: bytes) -> list[object]:
@@ -79,26 +77,6 @@ def test_a_large_literal_goes_to_a_file_and_reads_back_whole() -> None:
     for t in threads:
         t.join()
     assert results == [body] * 4
-
-
-def test_a_spool_knows_the_sha256_of_its_octets() -> None:
-    """The digest a view needs, hashed as the literal arrived (cut anywhere, spilled to
-    disk or kept in memory) is message_digest's over the octets read back."""
-    body = bytes(range(256)) * 1000
-    reader = ResponseReader(memory_limit=1024)
-    wire = b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(body) + body + b")\r\n"
-    (response,) = _parse_all(reader, *(wire[i : i + 777] for i in range(0, len(wire), 777)))
-    assert isinstance(response, DataResponse)
-    spilled = response.tokens[2][3]
-    kept = Spool(memory_limit=1 << 20)
-    for i in range(0, len(body), 999):
-        kept.write(body[i : i + 999])
-    kept.finish()
-    assert isinstance(spilled, Spool) and not spilled.in_memory and kept.in_memory
-    for spool in (spilled, kept):
-        with spool.open() as fp:
-            assert spool.sha256() == message_digest(fp, spool.size)
-        assert spool.sha256() == hashlib.sha256(body).digest()
 
 
 def test_status_continuation_and_list_responses() -> None:

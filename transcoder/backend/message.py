@@ -155,11 +155,6 @@ class BackendMessage:
             raise MessageExpunged(f"message {self.uid} is gone")
         return self._spool.open()
 
-    def content_sha256(self) -> bytes | None:
-        """SHA-256 of the octets, hashed as they arrived (``None`` before they are here):
-        a view's identity needs it, and it spares the view a pass over 100 MB."""
-        return None if self._spool is None else self._spool.sha256()
-
     def entity(self) -> Entity:
         """The MIME structure of the octets (parsed once)."""
         if self._entity is None:

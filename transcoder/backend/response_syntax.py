@@ -23,7 +23,6 @@ then unusable (the front answers ``NO [UNAVAILABLE]`` and ends the session).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import tempfile
@@ -58,13 +57,9 @@ class Spool:
         self._limit = memory_limit
         self._directory = directory
         self.size = 0
-        # Hashed as it arrives: a view's identity needs the message's SHA-256, which
-        # would otherwise cost a second pass over the octets before encrypting.
-        self._digest = hashlib.sha256()
 
     def write(self, data: bytes) -> None:
         """Append ``data``."""
-        self._digest.update(data)
         if self._memory is not None and len(self._memory) + len(data) <= self._limit:
             self._memory += data
         else:
@@ -80,10 +75,6 @@ class Spool:
         """All octets are written: flush them to the file (if any) for the readers."""
         if self._file is not None:
             self._file.flush()
-
-    def sha256(self) -> bytes:
-        """SHA-256 of the octets written so far (all of them once finished)."""
-        return self._digest.digest()
 
     @property
     def in_memory(self) -> bool:
@@ -109,7 +100,6 @@ class Spool:
             self._file = None
         self._memory = bytearray()
         self.size = 0
-        self._digest = hashlib.sha256()
 
 
 @dataclass(frozen=True)

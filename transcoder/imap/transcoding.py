@@ -136,13 +136,6 @@ def select_for_account(
     return dataclasses.replace(selection, signer=signer)
 
 
-def known_digest(message: Any) -> bytes | None:
-    """SHA-256 of ``message``'s octets when its store hashed them already (the front's
-    spool hashes a message as it arrives from the backend), else ``None``."""
-    known = getattr(message, "content_sha256", None)
-    return None if known is None else known()
-
-
 def transcode_into(
     message: Any,
     selection: Selection,
@@ -169,7 +162,7 @@ def transcode_into(
                 copied += len(chunk)
             return copied
         if random is None:
-            random = randomness.for_message(source, message.size, known_digest(message))
+            random = randomness.for_message(source, message.size)
         source.seek(0)
         request = TranscodeRequest(
             source=source,
@@ -197,13 +190,10 @@ class _PredictionDraws:
     (:class:`_NoDerivedDraws`): the view is then made, not predicted.
     """
 
-    def __init__(
-        self, randomness: ViewRandomness, source: BinaryIO, size: int, digest: bytes | None = None
-    ) -> None:
+    def __init__(self, randomness: ViewRandomness, source: BinaryIO, size: int) -> None:
         self._randomness = randomness
         self._source = source
         self._size = size
-        self._digest = digest
         self.derived: RandomSource | None = None
 
     def _derive(self) -> RandomSource:
@@ -211,7 +201,7 @@ class _PredictionDraws:
             if self._randomness.secret is None:
                 raise _NoDerivedDraws("no view secret: a drawn prediction would not hold")
             position = self._source.tell()
-            self.derived = self._randomness.for_message(self._source, self._size, self._digest)
+            self.derived = self._randomness.for_message(self._source, self._size)
             self._source.seek(position)
         return self.derived
 
@@ -270,7 +260,7 @@ def predict_view(
         if is_ciphertext(top, source):
             return message
         source.seek(0)
-        draws = _PredictionDraws(randomness, source, message.size, known_digest(message))
+        draws = _PredictionDraws(randomness, source, message.size)
         request = TranscodeRequest(
             source=source,
             size=message.size,

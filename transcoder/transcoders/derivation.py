@@ -265,13 +265,11 @@ class ViewRandomness:
     #: The signing key's fingerprint (:attr:`ViewIdentity.signer`), ``""``: unsigned.
     signer: str = ""
 
-    def for_message(self, source: BinaryIO, size: int, digest: bytes | None = None) -> RandomSource:
-        """The draws of the view of the ``size``-octet message in ``source`` (read to hash it,
-        unless its SHA-256 ``digest`` is known already)."""
+    def for_message(self, source: BinaryIO, size: int) -> RandomSource:
+        """The draws of the view of the ``size``-octet message in ``source`` (read to hash it)."""
         if self.secret is None:
             return SystemRandom()
-        if digest is None:
-            digest = message_digest(source, size)
+        digest = message_digest(source, size)
         identity = ViewIdentity(
             digest, self.fingerprints, self.transcoder, self.settings_id, self.signer
         )
