@@ -20,6 +20,7 @@ Layout of ``--data DIR`` (created on first start)::
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ from transcoder.keys.server_keys_files import ServerKeyFiles, start_server_keys
 from transcoder.layers import ThreadPoolService, key_layer, keystore_changes, transcoding_layer
 from transcoder.listening import OptionListener
 from transcoder.scan import ClamdScanner
-from transcoder.scan.delivery import SCAN_THREADS, DeliveryScan
+from transcoder.scan.delivery import SCAN_THREADS, SWEEP_SECONDS, DeliveryScan, DeliveryWatcher
 from transcoder.signing.signers import ServerSigning
 from transcoder.store import MaildirStore
 from transcoder.store.maildir import SERVER_RESCAN_INTERVAL
@@ -190,6 +191,14 @@ class Options(usage.Options):
             " with clamd: unix:/path/clamd.ctl or tcp:HOST:PORT; infected: NO [CANNOT] or"
             " DIR/quarantine/, clamd down: NO [UNAVAILABLE] or held in new/.",
         ],
+        [
+            "delivery-scan-interval",
+            None,
+            str(int(SWEEP_SECONDS)),
+            "With --clamd: seconds between sweeps of every new/ that scan what was just"
+            " delivered, so infected mail is quarantined even where nobody looks; 0: scan"
+            " a delivery only when a session looks at its mailbox.",
+        ],
     ]
     optFlags = [
         ["no-plaintext-loopback", None, "Refuse LOGIN before TLS even from loopback clients."],
@@ -236,6 +245,7 @@ class Options(usage.Options):
                 ClamdScanner.parse(self["clamd"])
             except ConfigurationError as e:
                 raise usage.UsageError(str(e)) from None
+        self["delivery-scan-interval"] = _number(self, "delivery-scan-interval", 0)
 
 
 def _backend_settings(options: usage.Options) -> BackendSettings | None:
@@ -424,8 +434,9 @@ def server_keys(options: dict[str, Any], data: Path) -> ServerKeyFiles:
 
 def delivery_scan(
     options: dict[str, Any], data: Path, keys: KeyAccess
-) -> tuple[DeliveryScan | None, ThreadPoolService | None]:
-    """With ``--clamd``: the gate scanning what MDAs deliver into ``new/``, and its pool."""
+) -> tuple[DeliveryScan | None, service.IService | None]:
+    """With ``--clamd``: the gate scanning what MDAs deliver into ``new/``, and the services
+    it needs: its thread pool and, unless ``--delivery-scan-interval 0``, the sweeps."""
     from twisted.internet import reactor, threads
     from twisted.python.threadpool import ThreadPool
 
@@ -444,7 +455,12 @@ def delivery_scan(
     gate = DeliveryScan(
         scanner, data / "mail", data / "quarantine", run, reactor, keys.server, audit=audit
     )
-    return gate, ThreadPoolService(pool)
+    services = service.MultiService()
+    ThreadPoolService(pool).setServiceParent(services)  # first in, last out
+    interval = options.get("delivery-scan-interval", SWEEP_SECONDS)
+    if interval:
+        DeliveryWatcher(gate, interval, run, reactor, time.time).setServiceParent(services)
+    return gate, services
 
 
 def makeService(options: dict[str, Any]) -> service.IService:

@@ -2,7 +2,8 @@
 file delivered into new/ never reaches an IDLEing or SELECTing imaplib client and lands in
 DIR/quarantine/, logged and audited; so does EICAR encrypted (openssl cms) to the key from
 XKEY SERVER; clean mail is served; clamd stopped holds delivered mail back until it is
-restarted; without --clamd nothing is scanned."""
+restarted; a sweep (--delivery-scan-interval) quarantines EICAR while nobody is logged in;
+without --clamd nothing is scanned."""
 
 from __future__ import annotations
 
@@ -171,6 +172,29 @@ def test_clamd_stopped_holds_delivery_until_restarted(
     log = scanning.log.read_text()
     assert log.count("delivered mail stays in new/") == 1, log[-3000:]
     assert "answers again" in log
+
+
+def test_eicar_delivered_while_nobody_is_logged_in_is_quarantined(
+    tmp_path: Path, clamd: Clamd
+) -> None:
+    """With --delivery-scan-interval 1 and no IMAP session at all, EICAR delivered into new/
+    is in DIR/quarantine/ by the next sweep, logged and audited; the clean delivery beside
+    it stays in new/ until alice looks, and then she sees it."""
+    server = start_server(tmp_path, "--clamd", clamd.address, "--delivery-scan-interval", "1")
+    try:
+        bad = deliver(server, INFECTED)
+        good = deliver(server, CLEAN)
+        until(lambda: quarantined(server, bad).exists(), "the sweep's quarantine")
+        assert (server.data / "mail" / ALICE / "new" / good).exists()
+        audit = [json.loads(line)["audit"] for line in (server.data / "audit.jsonl").open()]
+        assert any(a["event"] == "delivery-quarantined" and a["file"] == bad for a in audit)
+        imap = login(server)
+        imap.select("INBOX")
+        until(lambda: messages(imap) == [CLEAN], "the clean delivery")
+        imap.logout()
+    finally:
+        server.stop()
+    assert f"quarantined: {EICAR_FOUND} in {bad} of {ALICE}" in server.log.read_text()
 
 
 def test_without_clamd_nothing_is_scanned(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,14 @@ from transcoder.keys.keystore import KeyStore
 from transcoder.keys.model import KeyFormat, KeyUsage
 from transcoder.keys.server_keys_files import ServerKeyFiles
 from transcoder.scan import ClamdScanner
-from transcoder.scan.delivery import RETRY_SECONDS, DeliveryScan, FileIdentity
+from transcoder.scan.delivery import (
+    RETRY_SECONDS,
+    SWEEP_OVERLAP,
+    SWEEP_SECONDS,
+    DeliveryScan,
+    DeliveryWatcher,
+    FileIdentity,
+)
 from transcoder.store import MaildirStore
 from transcoder.store.intake import IIntakeGate
 
@@ -297,6 +305,88 @@ def test_large_delivery_is_streamed(tmp_path: Path, clock: Clock, clamd: Clamd) 
     assert peak < 2 * 1024 * 1024, peak
 
 
+def watching(gate: DeliveryScan, clock: Clock, wall: Callable[[], float] = time.time) -> Any:
+    """A started DeliveryWatcher of ``gate`` (sweeps run at once, paced by ``clock``)."""
+    watcher = DeliveryWatcher(gate, SWEEP_SECONDS, run_now, clock, wall)
+    watcher.startService()
+    return watcher
+
+
+def test_a_sweep_quarantines_eicar_where_nobody_looks(
+    tmp_path: Path, clock: Clock, clamd: Clamd
+) -> None:
+    """With the watcher, EICAR delivered into a mailbox no session has open is in quarantine
+    one interval later, logged and audited; each delivery is scanned once by the sweeps; the
+    clean one stays in new/ with no verdict kept, so a session that looks has it scanned
+    again and sees it."""
+    scans: list[str] = []
+
+    def counted(f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        if f.__name__ == "examine":
+            scans.append(args[0].name)
+        return run_now(f, *args)
+
+    store, gate = make(tmp_path, clock, clamd.address, run=counted)
+    store.account(ADDRESS).create("Lists")
+    watcher = DeliveryWatcher(gate, SWEEP_SECONDS, counted, clock, time.time)
+    watcher.startService()
+    try:
+        bad = store.deliver(ADDRESS, io.BytesIO(INFECTED), mailbox="Lists")
+        good = store.deliver(ADDRESS, io.BytesIO(CLEAN))
+        with logged() as events:
+            clock.advance(SWEEP_SECONDS - 1)
+            assert not scans  # not before the interval
+            clock.advance(1)
+        assert (tmp_path / "quarantine" / ADDRESS / bad).read_bytes() == INFECTED
+        (audit,) = audit_events(events)
+        assert (audit["event"], audit["mailbox"]) == ("delivery-quarantined", ".Lists")
+        assert (tmp_path / "mail" / ADDRESS / "new" / good).exists()
+        assert sorted(scans) == sorted([bad, good]) and gate.held_count() == 0
+        clock.advance(SWEEP_SECONDS)  # the next sweep's overlap finds them: not again
+        assert len(scans) == 2 and gate.held_count() == 0
+        assert shown(store) == [CLEAN]
+        assert scans[2:] == [good]
+    finally:
+        watcher.stopService()
+
+
+def test_what_waited_before_the_start_is_left_to_sessions(
+    tmp_path: Path, clock: Clock, clamd: Clamd
+) -> None:
+    """Sweeps report arrivals since the start only (a backlog is never swept, however
+    large): EICAR that was in new/ before is quarantined when a session looks."""
+    store, gate = make(tmp_path, clock, clamd.address)
+    bad = store.deliver(ADDRESS, io.BytesIO(INFECTED))
+    watcher = watching(gate, clock, wall=lambda: time.time() + 2 * SWEEP_OVERLAP)
+    try:
+        clock.advance(SWEEP_SECONDS)
+        assert (tmp_path / "mail" / ADDRESS / "new" / bad).exists()
+        assert shown(store) == []
+        assert (tmp_path / "quarantine" / ADDRESS / bad).exists()
+    finally:
+        watcher.stopService()
+
+
+def test_a_swept_delivery_is_scanned_once_clamd_answers_again(
+    tmp_path: Path, clock: Clock, clamd: Clamd
+) -> None:
+    """clamd down when the sweep finds EICAR: held in new/; once clamd answers again the
+    gate's own retry scans it -- no session, no later sweep needed -- and quarantines it."""
+    store, gate = make(tmp_path, clock, clamd.address)
+    watcher = watching(gate, clock)
+    clamd.stop()
+    try:
+        bad = store.deliver(ADDRESS, io.BytesIO(INFECTED))
+        clock.advance(SWEEP_SECONDS)
+        assert gate.outage and (tmp_path / "mail" / ADDRESS / "new" / bad).exists()
+    finally:
+        clamd.start()
+    clock.advance(RETRY_SECONDS)
+    assert not gate.outage
+    assert (tmp_path / "quarantine" / ADDRESS / bad).read_bytes() == INFECTED
+    watcher.stopService()
+
+
 def services(top: Any) -> list[Any]:
     """Every service under ``top`` (a MultiService tree)."""
     found = []
@@ -308,23 +398,33 @@ def services(top: Any) -> list[Any]:
 
 
 def test_service_wiring_with_and_without_backend(tmp_path: Path) -> None:
-    """--clamd on the built-in store: a scan pool of its own and the gate on the store; with
+    """--clamd on the built-in store: a scan pool of its own, the gate on the store and the
+    sweeps (none with --delivery-scan-interval 0); with
     --backend (delivery goes to the backend): no gate, and the start says so in one log line;
     without --clamd: neither."""
     from transcoder.layers import ThreadPoolService
     from transcoder.service import Options, makeService
 
+    made: list[Any] = []
+
     def start(*args: str) -> tuple[list[Any], list[LogEvent]]:
         options = Options()
         options.parseOptions(["--data", str(tmp_path / "data"), "--imaps", "none", *args])
         with logged() as events:
-            top = makeService(options)
+            made.append(top := makeService(options))
         pools = [s.pool.name for s in services(top) if isinstance(s, ThreadPoolService)]
         return pools, events
+
+    def watchers() -> list[DeliveryWatcher]:
+        return [s for s in services(made[-1]) if isinstance(s, DeliveryWatcher)]
 
     clamd = ("--clamd", "unix:/run/clamav/clamd.ctl")
     pools, events = start(*clamd)
     assert "transcoder-scan" in pools
+    (watcher,) = watchers()
+    assert watcher.interval == SWEEP_SECONDS
+    start(*clamd, "--delivery-scan-interval", "0")
+    assert not watchers()
     pools, events = start(*clamd, "--backend", "imap://127.0.0.1:143")
     assert "transcoder-scan" not in pools
     (notice,) = [e for e in events if "--clamd with --backend" in e.get("log_format", "")]

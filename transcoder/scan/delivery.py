@@ -25,6 +25,14 @@ stored as delivered (decrypting delivered mail into the store is not part of
 issue 16: that is what APPEND does, where the user sent it to the server).
 A message to a server key that does not decrypt is scanned as it is.
 
+A file is scanned as soon as it is seen: when a session refreshes its
+mailbox, and, with a :class:`DeliveryWatcher` (``--delivery-scan-interval``),
+when the watcher's sweep of every ``new/`` finds it just delivered -- so an
+infected delivery is quarantined within one interval even in a mailbox
+nobody looks at.  A clean verdict is kept for the sessions waiting for it
+only (a session that looks later has the file scanned again), so verdicts
+never pile up for mailboxes nobody reads.
+
 Scans run in a thread pool of their own (:data:`SCAN_THREADS`), streamed
 (:meth:`~transcoder.scan.clamd.ClamdScanner.scan` sends 64 KiB chunks), so
 neither the reactor nor the thread pool other work uses waits for clamd.
@@ -44,7 +52,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from twisted.internet import defer
+from twisted.application import service
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -54,6 +63,7 @@ from transcoder.files import fsync_dir
 from transcoder.inbound import NotDecryptable, decrypt_append_file
 from transcoder.keys.server_keys_files import ServerKeyFiles
 from transcoder.scan.clamd import ClamdScanner, ScannerUnavailable
+from transcoder.store.index import message_file_names
 from transcoder.store.intake import IIntakeGate, write_new_file
 
 log = Logger()
@@ -62,6 +72,11 @@ log = Logger()
 RETRY_SECONDS = 10.0
 #: Threads scanning delivered mail (clamd's own MaxThreads caps its side).
 SCAN_THREADS = (1, 2)
+#: Seconds between two sweeps of every new/ by the DeliveryWatcher (--delivery-scan-interval).
+SWEEP_SECONDS = 10.0
+#: How far back of the previous sweep's start a sweep looks: file times come from the
+#: kernel's coarse clock, which may lag the process's clock by a tick.
+SWEEP_OVERLAP = 1.0
 #: Verdicts kept before those of vanished files are looked for (then twice as many).
 PRUNE_ABOVE = 1000
 #: Runs ``f(*args)`` in the scan pool; returns a Deferred of its result.
@@ -111,6 +126,10 @@ class _Held:
     stage: _Stage
     mailboxes: list[weakref.ref[Any]] = field(default_factory=list)
     retry_at: float = 0.0
+
+    def awaited(self) -> bool:
+        """Whether a mailbox session asked for this file and still lives."""
+        return any(ref() is not None for ref in self.mailboxes)
 
 
 @implementer(IIntakeGate)
@@ -173,6 +192,21 @@ class DeliveryScan:
             self._start(path, held)
         return False
 
+    def held_count(self) -> int:
+        """How many new/ files the gate holds a scan, a verdict or a retry for."""
+        return len(self._held)
+
+    def watch(self, path: Path, identity: FileIdentity) -> None:
+        """A sweep found ``path`` (a ``new/`` file, as it was when listed) just delivered:
+        scan it now unless its scan is under way or known.  Its clean verdict is kept only
+        for a session that asked meanwhile (a session asks again when it looks); an
+        infected one is quarantined at once, whoever looks."""
+        held = self._held.get(path)
+        if held is None or held.identity != identity:
+            held = self._held[path] = _Held(identity, _Stage.UNAVAILABLE)
+        if held.stage is _Stage.UNAVAILABLE and self._may_try(held):
+            self._start(path, held)
+
     def _may_try(self, held: _Held) -> bool:
         if self._clock.seconds() < held.retry_at:
             return False
@@ -197,8 +231,10 @@ class DeliveryScan:
                 self._report(path, outcome)  # quarantined whatever came since
                 if current:
                     del self._held[path]
-            elif current:
+            elif current and held.awaited():
                 held.stage = _Stage.CLEAN
+            elif current:
+                del self._held[path]  # found by a sweep, and nobody looks: not kept
         elif isinstance(outcome, Failure) and outcome.check(FileNotFoundError, FileChanged):
             if current:
                 del self._held[path]  # taken or rewritten by another program: look again
@@ -222,10 +258,10 @@ class DeliveryScan:
                 "clamd at {address} answers again: delivered mail held in new/ is scanned",
                 address=self.scanner.address,
             )
-            for held in self._held.values():  # the ones that waited for the probe
+            for path, held in list(self._held.items()):  # those that waited for the probe
                 held.retry_at = 0.0
                 if held.stage is _Stage.UNAVAILABLE:
-                    self._wake(held)
+                    self._resume(path, held)
 
     def _unavailable(self, outcome: Any) -> None:
         if self.outage:
@@ -248,9 +284,17 @@ class DeliveryScan:
     def _retry_due(self) -> None:
         self._retry = None
         self._forget_gone()
-        for held in self._held.values():
+        for path, held in list(self._held.items()):
             if held.stage is _Stage.UNAVAILABLE:
-                self._wake(held)
+                self._resume(path, held)
+
+    def _resume(self, path: Path, held: _Held) -> None:
+        """Try a held file again: through its session's refresh, or -- found by a sweep,
+        with no session to ask -- by scanning it now."""
+        if held.awaited():
+            self._wake(held)
+        elif self._may_try(held):
+            self._start(path, held)
 
     def _forget_gone(self) -> None:
         """Drop verdicts of files no pickup will ask about again (taken by another
@@ -353,3 +397,96 @@ class DeliveryScan:
             os.unlink(path)
         fsync_dir(path.parent)
         return target
+
+
+def recent_deliveries(mail_root: Path, since: float) -> list[tuple[Path, FileIdentity]]:
+    """Every message file in a ``new/`` under ``mail_root`` (each account's INBOX and
+    Maildir++ folders, ``.Name``) that arrived at ``since`` or later (its ctime: the MDA's
+    rename into ``new/``), with its identity.  Blocking: it lists directories, so it runs
+    off the reactor thread."""
+    found: list[tuple[Path, FileIdentity]] = []
+    try:
+        accounts = [Path(e.path) for e in os.scandir(mail_root) if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return found
+    for account in accounts:
+        maildirs = [account]
+        with contextlib.suppress(OSError):
+            maildirs += [
+                Path(e.path)
+                for e in os.scandir(account)
+                if e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            ]
+        for maildir in maildirs:
+            new = maildir / "new"
+            for name in sorted(message_file_names(new)):
+                try:
+                    st = os.stat(new / name)
+                except FileNotFoundError:
+                    continue  # taken meanwhile
+                if st.st_ctime >= since:
+                    found.append((new / name, FileIdentity.of(st)))
+    return found
+
+
+class DeliveryWatcher(service.Service):
+    """Sweeps every ``new/`` each ``interval`` seconds and has ``gate`` scan what arrived.
+
+    Without it a delivery is scanned when a session refreshes its mailbox;
+    with it, within one interval of its arrival, so an infected message is
+    quarantined even in a mailbox nobody looks at.  A sweep reports the files
+    that arrived since the previous one began (their ctime, the MDA's rename
+    into ``new/``, looking :data:`SWEEP_OVERLAP` further back), so a backlog is
+    never swept again; what waited in ``new/``
+    when the server started is scanned when a session looks, as before.  The
+    listing runs in ``run`` (the scan pool), :meth:`DeliveryScan.watch` on
+    the reactor thread.  A failed sweep is logged; sweeps never overlap.
+    ``wall_clock`` gives the file system's time (ctimes are wall-clock
+    seconds); ``clock`` paces the sweeps.
+    """
+
+    def __init__(
+        self,
+        gate: DeliveryScan,
+        interval: float,
+        run: RunScan,
+        clock: IReactorTime,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.gate = gate
+        self.interval = interval
+        self._run = run
+        self._wall_clock = wall_clock
+        self._since = 0.0
+        self._reported: set[Path] = set()
+        self._loop = task.LoopingCall(self.sweep)
+        self._loop.clock = clock
+
+    def startService(self) -> None:
+        """Mark the start (earlier arrivals wait for a session), then sweep every interval."""
+        super().startService()
+        self._since = self._wall_clock()
+        self._loop.start(self.interval, now=False)
+
+    def stopService(self) -> None:
+        """No more sweeps (one under way finishes in its thread)."""
+        if self._loop.running:
+            self._loop.stop()
+        super().stopService()
+
+    def sweep(self) -> defer.Deferred[None]:
+        """One sweep: the files that arrived since the last one began, each to the gate."""
+        began = self._wall_clock()
+        d = self._run(recent_deliveries, self.gate.mail_root, self._since - SWEEP_OVERLAP)
+
+        def hand_over(found: list[tuple[Path, FileIdentity]]) -> None:
+            # The overlap finds the previous sweep's last arrivals again: not twice to the gate.
+            self._since, reported = began, self._reported
+            self._reported = {path for path, _ in found}
+            for path, identity in found:
+                if path not in reported:
+                    self.gate.watch(path, identity)
+
+        d.addCallback(hand_over)
+        d.addErrback(lambda failure: log.failure("sweeping new/ for deliveries failed", failure))
+        return d

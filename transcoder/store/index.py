@@ -90,7 +90,7 @@ def _arrival_key(name: str) -> tuple[int, str]:
     return (int(head) if head.isdigit() else 0, name)
 
 
-def _names_in(directory: Path) -> set[str]:
+def message_file_names(directory: Path) -> set[str]:
     """The names of the message files in ``directory`` (missing dir = none)."""
     try:
         names = os.listdir(directory)
@@ -110,7 +110,7 @@ def _by_base(names: set[str]) -> dict[str, str]:
 
 def _listing(directory: Path) -> dict[str, str]:
     """``base -> file name`` of the message files in ``directory`` (missing dir = empty)."""
-    return _by_base(_names_in(directory))
+    return _by_base(message_file_names(directory))
 
 
 class MailboxIndex:
@@ -266,7 +266,7 @@ class MailboxIndex:
         self.keywords.load()
         dirty = self._sync_uidlist()  # forgets the known names if another writer changed it
         known, self._names = self._names, None  # unknown again should anything below fail
-        names = _names_in(self.cur)
+        names = message_file_names(self.cur)
         self._pickup_new(names)
         changed = None if known is None else self._apply_changes(known, names)
         if changed is None:
