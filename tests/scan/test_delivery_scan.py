@@ -6,6 +6,7 @@ delivered; clamd down holds everything (logged once) until it answers again."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import time
 import tracemalloc
@@ -35,6 +36,7 @@ from transcoder.scan.delivery import (
     DeliveryScan,
     DeliveryWatcher,
     FileIdentity,
+    recent_deliveries,
 )
 from transcoder.store import MaildirStore
 from transcoder.store.intake import IIntakeGate
@@ -348,6 +350,21 @@ def test_a_sweep_quarantines_eicar_where_nobody_looks(
         assert scans[2:] == [good]
     finally:
         watcher.stopService()
+
+
+def test_a_sweep_lists_only_the_new_dirs_changed_since(tmp_path: Path, clock: Clock) -> None:
+    """recent_deliveries reports a file renamed into new/ since ``since``, with its identity,
+    and does not list a new/ whose own mtime is older (nothing was added to it)."""
+    store, _ = make(tmp_path, clock, "unix:/nonexistent")
+    name = store.deliver(ADDRESS, io.BytesIO(CLEAN))
+    path = tmp_path / "mail" / ADDRESS / "new" / name
+    since = time.time() - 10
+    assert recent_deliveries(tmp_path / "mail", since) == [(path, FileIdentity.of(path.stat()))]
+    os.utime(path.parent, (since - 100, since - 100))  # as if nothing came in since
+    assert recent_deliveries(tmp_path / "mail", since) == []
+    assert recent_deliveries(tmp_path / "mail", since - 200) == [
+        (path, FileIdentity.of(path.stat()))
+    ]
 
 
 def test_what_waited_before_the_start_is_left_to_sessions(

@@ -402,8 +402,10 @@ class DeliveryScan:
 def recent_deliveries(mail_root: Path, since: float) -> list[tuple[Path, FileIdentity]]:
     """Every message file in a ``new/`` under ``mail_root`` (each account's INBOX and
     Maildir++ folders, ``.Name``) that arrived at ``since`` or later (its ctime: the MDA's
-    rename into ``new/``), with its identity.  Blocking: it lists directories, so it runs
-    off the reactor thread."""
+    rename into ``new/``), with its identity.  A ``new/`` whose own mtime is older has
+    had nothing renamed into it since, and is not listed: a sweep costs a ``stat`` per
+    quiet mailbox, however much mail waits unread.  Blocking: it runs off the reactor
+    thread."""
     found: list[tuple[Path, FileIdentity]] = []
     try:
         accounts = [Path(e.path) for e in os.scandir(mail_root) if e.is_dir(follow_symlinks=False)]
@@ -419,6 +421,11 @@ def recent_deliveries(mail_root: Path, since: float) -> list[tuple[Path, FileIde
             ]
         for maildir in maildirs:
             new = maildir / "new"
+            try:
+                if os.stat(new).st_mtime < since:
+                    continue  # no entry added since
+            except FileNotFoundError:
+                continue
             for name in sorted(message_file_names(new)):
                 try:
                     st = os.stat(new / name)
@@ -437,8 +444,8 @@ class DeliveryWatcher(service.Service):
     quarantined even in a mailbox nobody looks at.  A sweep reports the files
     that arrived since the previous one began (their ctime, the MDA's rename
     into ``new/``, looking :data:`SWEEP_OVERLAP` further back), so a backlog is
-    never swept again; what waited in ``new/``
-    when the server started is scanned when a session looks, as before.  The
+    never swept again; what waited in ``new/`` when the server started is
+    scanned when a session looks, as before.  The
     listing runs in ``run`` (the scan pool), :meth:`DeliveryScan.watch` on
     the reactor thread.  A failed sweep is logged; sweeps never overlap.
     ``wall_clock`` gives the file system's time (ctimes are wall-clock
