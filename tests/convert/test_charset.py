@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import email
+import io
 from email import policy
 
 import pytest
 
 from tests.convert.support import LATIN1_TEXT, MESSAGE, UTF8_TEXT, convert
 from transcoder.convert import ConversionFailed, ConversionRequest
-from transcoder.convert.charset import CHARSETS, recode_header_words, recode_text
+from transcoder.convert.charset import CHARSETS, recode_header_words, recode_into, recode_text
 
 LATIN = (("charset", "iso-8859-1"),)
 
@@ -112,3 +113,19 @@ def test_header_conversions_need_charset() -> None:
     with pytest.raises(ConversionFailed) as failed:
         recode_header_words(b"Subject: x\r\n\r\n", request(target=None))
     assert failed.value.error == "MISSINGPARAMETERS"
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 7])
+def test_recoding_piece_by_piece_is_recoding_the_whole(cut: int) -> None:
+    """Chunks cut anywhere -- inside a UTF-8 sequence too -- recode to what the whole text
+    recodes to, replacements included; the ASCII answer is about the output."""
+    original = UTF8_TEXT.encode("utf-8")
+    wanted = request(("charset", "iso-8859-1"), ("unknown-character-replacement", "?"))
+    whole = recode_text(original, "utf-8", wanted)
+    out = io.BytesIO()
+    chunks = [original[i : i + cut] for i in range(0, len(original), cut)]
+    ascii_only = recode_into(chunks, "utf-8", wanted, out)
+    assert out.getvalue() == whole and ascii_only == whole.isascii()
+    ascii_out = io.BytesIO()
+    assert recode_into([b"plain", b" text"], "us-ascii", request(("charset", "utf-8")), ascii_out)
+    assert ascii_out.getvalue() == b"plain text"

@@ -19,14 +19,12 @@ from tests.openpgp import gpgkeys
 from tests.openpgp.gpgkeys import PgpTestKeys
 from tests.transcoders.smime_keys import identity
 from transcoder.convert import (
-    ConversionFailed,
     ConversionRegistry,
     ConversionRequest,
     ConvertedPart,
     convert_part,
     source_part,
 )
-from transcoder.convert.converters import MAX_TEXT
 from transcoder.keys.model import StoredKey
 from transcoder.mime.entity import parse_message
 
@@ -120,14 +118,25 @@ def test_pgp_mime_of_a_20_mb_attachment(big: tuple[Path, bytes, bytes], pgp: Pgp
     assert b"-----BEGIN PGP MESSAGE-----" in converted.body[:4096]
 
 
-def test_a_charset_conversion_refuses_text_over_max_text() -> None:
-    """Text is recoded in memory, so a text part over MAX_TEXT fails alone, with the reason."""
-    text = b"x" * (MAX_TEXT + 1)
-    message = b"Content-Type: text/plain; charset=iso-8859-1\r\n\r\n" + text
+def test_a_20_mb_latin1_text_to_utf8() -> None:
+    """Text is recoded piece by piece too: 20 MB of latin-1 (over the 16 MiB an in-memory
+    recoding once allowed) becomes the same text in UTF-8, 8bit, in constant memory."""
+    line = "Grüße aus Köln, déjà vu ½\r\n"
+    text = line * (SIZE // len(line))
+    message = b"Content-Type: text/plain; charset=iso-8859-1\r\n\r\n" + text.encode("latin-1")
     fp = io.BytesIO(message)
     source = source_part(fp, parse_message(fp), ())
     request = ConversionRequest("text/plain", (("charset", "utf-8"),))
-    with pytest.raises(ConversionFailed) as refused:
-        convert_part(ConversionRegistry(), source, request, context())
-    assert f"larger than {MAX_TEXT} octets" in refused.value.text
-    assert (refused.value.source, refused.value.target) == ("text/plain", "text/plain")
+    tracemalloc.start()
+    try:
+        converted = convert_part(ConversionRegistry(), source, request, context())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < PEAK, f"peak {peak} octets"
+    digest = hashlib.sha256()
+    for piece in body_pieces(converted):
+        digest.update(piece)
+    assert digest.digest() == hashlib.sha256(text.encode("utf-8")).digest()
+    header = converted.entity[: converted.header_size]
+    assert b"charset=utf-8" in header and b"Content-Transfer-Encoding: 8bit" in header

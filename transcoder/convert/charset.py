@@ -2,10 +2,11 @@
 
 Sans-IO: no twisted import.
 
-* :func:`recode_text` -- the content of a ``text/plain`` or ``text/html``
-  part from its ``charset`` to another: the ISO-8859 family RFC 5259 section
-  7.1 lists (1 to 8 and 15), US-ASCII and UTF-8, in every direction.  A
-  character the target cannot represent fails the conversion (``ERROR
+* :func:`recode_into` (and :func:`recode_text` over bytes) -- the content
+  of a ``text/plain`` or ``text/html`` part, piece by piece, from its
+  ``charset`` to another: the ISO-8859 family RFC 5259 section 7.1 lists
+  (1 to 8 and 15), US-ASCII and UTF-8, in every direction.  A character
+  the target cannot represent fails the conversion (``ERROR
   BADPARAMETERS`` naming the ``charset`` parameter) unless
   ``unknown-character-replacement`` gives a string to put in its place; a
   replacement the target cannot represent itself fails naming that
@@ -25,8 +26,11 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import io
 import quopri
 import re
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 from transcoder.convert.model import (
     BADPARAMETERS,
@@ -73,6 +77,17 @@ def _codec(charset: str) -> str:
 
 def recode_text(content: bytes, source_charset: str | None, request: ConversionRequest) -> bytes:
     """``content`` in the request's ``charset``; raises ConversionFailed (module doc)."""
+    out = io.BytesIO()
+    recode_into((content,), source_charset, request, out)
+    return out.getvalue()
+
+
+def recode_into(
+    chunks: Iterable[bytes], source_charset: str | None, request: ConversionRequest, out: BinaryIO
+) -> bool:
+    """Write the text in ``chunks`` (cut anywhere) to ``out`` in the request's ``charset``,
+    piece by piece; whether it was all US-ASCII.  Raises ConversionFailed (module doc),
+    possibly after writing part of it."""
     wanted = request.get("charset")
     if wanted is None:
         raise ConversionFailed(
@@ -88,22 +103,38 @@ def recode_text(content: bytes, source_charset: str | None, request: ConversionR
         raise ConversionFailed(
             "The part's charset is not converted from", params=(("charset", wanted),)
         )
-    try:
-        text = content.decode(_codec(source))
-    except UnicodeDecodeError:
-        raise ConversionFailed(
-            "The part is not valid in its own charset", params=(("charset", wanted),)
-        ) from None
+    decoder = codecs.getincrementaldecoder(_codec(source))()
     replacement = request.get("unknown-character-replacement")
-    try:
-        return text.encode(_codec(target))
-    except UnicodeEncodeError:
-        if replacement is None:
+    ascii_only = True
+    for chunk, final in _with_last(chunks):
+        try:
+            text = decoder.decode(chunk, final)
+        except UnicodeDecodeError:
             raise ConversionFailed(
-                "Source text has characters the charset cannot represent",
-                params=(("charset", wanted),),
+                "The part is not valid in its own charset", params=(("charset", wanted),)
             ) from None
-    return _replaced(text, target, replacement)
+        try:
+            encoded = text.encode(_codec(target))
+        except UnicodeEncodeError:
+            if replacement is None:
+                raise ConversionFailed(
+                    "Source text has characters the charset cannot represent",
+                    params=(("charset", wanted),),
+                ) from None
+            encoded = _replaced(text, target, replacement)
+        ascii_only = ascii_only and encoded.isascii()
+        out.write(encoded)
+    return ascii_only
+
+
+def _with_last(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """Each chunk with whether it is the last (an empty last one when there are none)."""
+    previous: bytes | None = None
+    for chunk in chunks:
+        if previous is not None:
+            yield previous, False
+        previous = chunk
+    yield previous or b"", True
 
 
 def _replaced(text: str, target: str, replacement: str) -> bytes:
@@ -213,5 +244,6 @@ __all__ = [
     "charset_name",
     "check_text_parameters",
     "recode_header_words",
+    "recode_into",
     "recode_text",
 ]

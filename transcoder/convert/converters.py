@@ -22,19 +22,21 @@ body.  The IMAP layer serves the body as ``BINARY[...]``, its length as
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
 from zope.interface import Attribute, Interface, implementer
 
-from transcoder.convert.charset import TEXT_PARAMETERS, check_text_parameters, recode_text
+from transcoder.convert.charset import TEXT_PARAMETERS, check_text_parameters, recode_into
 from transcoder.convert.model import (
     ConversionContext,
     ConversionFailed,
     ConversionRequest,
     Converted,
     SourcePart,
+    spool,
 )
 from transcoder.errors import UnknownTransferEncoding
 from transcoder.mime.entity import ContentType
@@ -79,17 +81,6 @@ def content_type_field(media: str, params: tuple[tuple[str, str], ...]) -> bytes
     return b"Content-Type: " + text.encode("ascii", "replace") + b"\r\n"
 
 
-def write_entity(out: BinaryIO, header: bytes, body: bytes, media: str) -> Converted:
-    """Write ``header`` (its fields, without the blank line), a blank line and ``body``."""
-    out.write(header + b"\r\n")
-    out.write(body)
-    return Converted(len(header) + 2, len(body), media)
-
-
-#: The largest text part a charset conversion takes: it recodes the text in memory.
-MAX_TEXT = 16 * 1024 * 1024
-
-
 @contextmanager
 def decoding(source: SourcePart, target: str) -> Iterator[None]:
     """Make an undecodable CTE met inside fail this conversion (not the command)."""
@@ -99,12 +90,6 @@ def decoding(source: SourcePart, target: str) -> Iterator[None]:
         raise ConversionFailed(f"The part cannot be decoded: {e.text}").about(
             source.media_type, target
         ) from None
-
-
-def decoded(source: SourcePart, target: str) -> bytes:
-    """The source's content in memory, up to :data:`MAX_TEXT` encoded octets."""
-    with decoding(source, target):
-        return source.content(MAX_TEXT)
 
 
 @implementer(IConverter)
@@ -134,15 +119,22 @@ class TextCharsetConverter:
             # The default conversion: UTF-8, the standard charset (section 6).
             request = ConversionRequest(None, (*request.params, ("charset", "utf-8")))
         check_text_parameters(request)
-        text = recode_text(
-            decoded(source, self.target), source.content_type.param("charset"), request
-        )
-        charset = (request.get("charset") or "utf-8").strip().strip('"').lower()
-        kept = tuple((k, v) for k, v in source.content_type.params if k != "charset")
-        header = content_type_field(self.target, (("charset", charset), *kept))
-        encoding = b"7bit" if text.isascii() else b"8bit"
-        header += b"Content-Transfer-Encoding: " + encoding + b"\r\n"
-        return write_entity(out, header, text, self.target)
+        with spool() as body:
+            # Recoded into a spool first: the header says 7bit or 8bit, known at the end.
+            with decoding(source, self.target):
+                ascii_only = recode_into(
+                    source.iter_content(), source.content_type.param("charset"), request, body
+                )
+            charset = (request.get("charset") or "utf-8").strip().strip('"').lower()
+            kept = tuple((k, v) for k, v in source.content_type.params if k != "charset")
+            header = content_type_field(self.target, (("charset", charset), *kept))
+            encoding = b"7bit" if ascii_only else b"8bit"
+            header += b"Content-Transfer-Encoding: " + encoding + b"\r\n\r\n"
+            out.write(header)
+            size = body.tell()
+            body.seek(0)
+            shutil.copyfileobj(body, out)
+        return Converted(len(header), size, self.target)
 
 
 @implementer(IConverter)
@@ -184,12 +176,9 @@ class IdentityConverter:
 
 __all__ = [
     "ANY",
-    "MAX_TEXT",
     "IConverter",
     "IdentityConverter",
     "TextCharsetConverter",
     "content_type_field",
-    "decoded",
     "decoding",
-    "write_entity",
 ]

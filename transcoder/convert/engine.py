@@ -14,7 +14,6 @@ from; its structure is parsed from it for ``BODYPARTSTRUCTURE``.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -25,6 +24,7 @@ from transcoder.convert.model import (
     ConversionRequest,
     SourcePart,
     media_type,
+    spool,
 )
 from transcoder.convert.registry import ConversionRegistry
 from transcoder.mime.binary import holds_nul, is_leaf, normalize_encoding
@@ -40,18 +40,14 @@ def _read(fp: BinaryIO, start: int, end: int) -> bytes:
     return data
 
 
-#: Converted octets kept in memory; a larger result goes on to a temporary file.
-SPOOL_IN_MEMORY = 1024 * 1024
-
-
 @dataclass(frozen=True)
 class ConvertedPart:
     """A converted part: the MIME entity in ``file``, ``header_size`` octets of header (blank
     line included), then ``size`` octets of body -- the content ``BINARY[...]`` returns.
 
-    ``file`` is a spooled temporary file (in memory up to :data:`SPOOL_IN_MEMORY`,
-    then on disk) that lives as long as the value; ``has_nul`` says whether the
-    body holds a NUL (``~{n}``, RFC 3516 section 4.3).
+    ``file`` is a spooled temporary file (:func:`~transcoder.convert.model.spool`:
+    in memory up to 1 MiB, then on disk) that lives as long as the value;
+    ``has_nul`` says whether the body holds a NUL (``~{n}``, RFC 3516 section 4.3).
     """
 
     file: BinaryIO = field(compare=False, repr=False)
@@ -112,7 +108,7 @@ def convert_part(
     media = source.media_type
     try:
         converter = registry.choose(media, request, context)
-        out: BinaryIO = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # type: ignore[assignment]  # noqa: SIM115
+        out = spool()
         try:
             converted = converter.convert(source, request, context, out)
         except BaseException:
@@ -148,4 +144,4 @@ def convert_header(
         raise failure.about(media_type(node.content_type), "text/plain") from None
 
 
-__all__ = ["SPOOL_IN_MEMORY", "ConvertedPart", "convert_header", "convert_part", "source_part"]
+__all__ = ["ConvertedPart", "convert_header", "convert_part", "source_part"]

@@ -18,6 +18,8 @@ Sans-IO: no twisted import.
 from __future__ import annotations
 
 import io
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
@@ -36,6 +38,15 @@ from transcoder.transcoders.derivation import (
 )
 
 Params = tuple[tuple[str, str], ...]
+
+#: Converted octets kept in memory; a larger result goes on to a temporary file.
+SPOOL_IN_MEMORY = 1024 * 1024
+
+
+def spool() -> BinaryIO:
+    """A spooled temporary file for converted octets (memory up to :data:`SPOOL_IN_MEMORY`)."""
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # type: ignore[return-value]
+
 
 #: The error codes of an ERROR phrase (RFC 5259 section 9).
 BADPARAMETERS = "BADPARAMETERS"
@@ -82,9 +93,8 @@ class SourcePart:
     the message is its own content); ``leaf`` is false for a multipart or
     encapsulated message (its content is not transfer-decoded).  Nothing is
     read until a converter asks, and then piece by piece
-    (:meth:`entity_reader`, :meth:`decode_into`), so a large part is never
-    held whole in memory; :meth:`content` is for the converters that must
-    (text recoding), up to a limit.
+    (:meth:`entity_reader`, :meth:`decode_into`, :meth:`iter_content`), so a
+    large part is never held whole in memory.
     """
 
     content_type: ContentType
@@ -124,15 +134,10 @@ class SourcePart:
         Raises UnknownTransferEncoding (InvalidTransferEncoding for damaged base64)."""
         return decode_into(self.fp, self._body(), out)
 
-    def content(self, limit: int) -> bytes:
-        """The decoded content in memory; ConversionFailed when the encoded body is over
-        ``limit`` octets, UnknownTransferEncoding when it cannot be decoded."""
-        if self.end - self.body_start > limit:
-            raise ConversionFailed(
-                f"The part is larger than {limit} octets, the most this conversion takes",
-                source=self.media_type,
-            )
-        return b"".join(iter_decoded(self.fp, self._body()))
+    def iter_content(self) -> Iterator[bytes]:
+        """The decoded content, piece by piece; raises UnknownTransferEncoding
+        (InvalidTransferEncoding for damaged base64) when it cannot be decoded."""
+        return iter_decoded(self.fp, self._body())
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,7 @@ class ConversionFailed(ClientError):
 __all__ = [
     "BADPARAMETERS",
     "MISSINGPARAMETERS",
+    "SPOOL_IN_MEMORY",
     "TEMPFAIL",
     "ConversionContext",
     "ConversionFailed",
@@ -238,4 +244,5 @@ __all__ = [
     "Params",
     "SourcePart",
     "media_type",
+    "spool",
 ]

@@ -31,7 +31,6 @@ mixin moves bytes:
 
 from __future__ import annotations
 
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -49,8 +48,8 @@ from transcoder.convert import (
     ConversionRequest,
     ConvertedPart,
 )
-from transcoder.convert.engine import SPOOL_IN_MEMORY
 from transcoder.convert.message import MessageConversions, convert_message
+from transcoder.convert.model import spool
 from transcoder.convert.syntax import (
     ConvertArguments,
     ConvertItem,
@@ -475,19 +474,19 @@ def _spooled(fp: Any, size: int) -> defer.Deferred[BinaryIO]:
 
     @defer.inlineCallbacks
     def copy() -> Any:
-        spool: BinaryIO = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # type: ignore[assignment]  # noqa: SIM115
+        copied = spool()
         try:
             position = 0
             while position < size:
                 piece = yield fp.read_between(position, size)
-                spool.write(piece)
+                copied.write(piece)
                 position += len(piece)
         except BaseException:
-            spool.close()
+            copied.close()
             raise
         finally:
             fp.close()
-        return spool
+        return copied
 
     return copy()
 
