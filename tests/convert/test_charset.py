@@ -124,8 +124,11 @@ def test_recoding_piece_by_piece_is_recoding_the_whole(cut: int) -> None:
     whole = recode_text(original, "utf-8", wanted)
     out = io.BytesIO()
     chunks = [original[i : i + cut] for i in range(0, len(original), cut)]
-    ascii_only = recode_into(chunks, "utf-8", wanted, out)
-    assert out.getvalue() == whole and ascii_only == whole.isascii()
+    recoded = recode_into(chunks, "utf-8", wanted, out)
+    assert out.getvalue() == whole
+    assert (recoded.ascii_only, recoded.has_nul) == (whole.isascii(), False)
     ascii_out = io.BytesIO()
-    assert recode_into([b"plain", b" text"], "us-ascii", request(("charset", "utf-8")), ascii_out)
-    assert ascii_out.getvalue() == b"plain text"
+    recoded = recode_into(
+        [b"plain", b"\0text"], "us-ascii", request(("charset", "utf-8")), ascii_out
+    )
+    assert ascii_out.getvalue() == b"plain\0text" and recoded.ascii_only and recoded.has_nul

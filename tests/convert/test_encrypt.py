@@ -98,3 +98,17 @@ def test_the_cipher_parameter_is_honoured_and_shown_in_the_structure(tmp_path: P
     structure = converted.structure()
     assert structure.content_type.param("smime-type") == "authEnveloped-data"
     assert openssl_open(converted.body, who, tmp_path) == part_entity(2)
+
+
+def test_each_result_knows_whether_its_body_holds_a_nul(pgp: PgpTestKeys) -> None:
+    """The literal form (``~{n}`` with a NUL, RFC 3516 section 4.3) is right for every kind
+    of result: DER and the decoded attachment hold NULs, the armor and recoded text none."""
+    results = {
+        "pkcs7": convert((2,), PKCS7, (identity("p256").key,)),
+        "pgp": convert((2,), PGP, (pgp.x25519,)),
+        "identity": convert((2,), ConversionRequest()),
+        "charset": convert((1,), ConversionRequest("text/plain", (("charset", "utf-8"),))),
+    }
+    for name, converted in results.items():
+        assert converted.has_nul == (b"\0" in converted.body), name
+    assert [name for name, c in results.items() if c.has_nul] == ["pkcs7", "identity"]

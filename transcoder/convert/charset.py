@@ -30,6 +30,7 @@ import io
 import quopri
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from transcoder.convert.model import (
@@ -82,12 +83,20 @@ def recode_text(content: bytes, source_charset: str | None, request: ConversionR
     return out.getvalue()
 
 
+@dataclass(frozen=True)
+class Recoded:
+    """What :func:`recode_into` wrote: whether it was all US-ASCII, whether it held a NUL."""
+
+    ascii_only: bool
+    has_nul: bool
+
+
 def recode_into(
     chunks: Iterable[bytes], source_charset: str | None, request: ConversionRequest, out: BinaryIO
-) -> bool:
+) -> Recoded:
     """Write the text in ``chunks`` (cut anywhere) to ``out`` in the request's ``charset``,
-    piece by piece; whether it was all US-ASCII.  Raises ConversionFailed (module doc),
-    possibly after writing part of it."""
+    piece by piece.  Raises ConversionFailed (module doc), possibly after writing part of
+    it."""
     wanted = request.get("charset")
     if wanted is None:
         raise ConversionFailed(
@@ -105,7 +114,7 @@ def recode_into(
         )
     decoder = codecs.getincrementaldecoder(_codec(source))()
     replacement = request.get("unknown-character-replacement")
-    ascii_only = True
+    ascii_only, has_nul = True, False
     for chunk, final in _with_last(chunks):
         try:
             text = decoder.decode(chunk, final)
@@ -123,8 +132,9 @@ def recode_into(
                 ) from None
             encoded = _replaced(text, target, replacement)
         ascii_only = ascii_only and encoded.isascii()
+        has_nul = has_nul or b"\0" in encoded
         out.write(encoded)
-    return ascii_only
+    return Recoded(ascii_only, has_nul)
 
 
 def _with_last(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
@@ -241,6 +251,7 @@ __all__ = [
     "CHARSETS",
     "MAX_REPLACEMENT",
     "TEXT_PARAMETERS",
+    "Recoded",
     "charset_name",
     "check_text_parameters",
     "recode_header_words",

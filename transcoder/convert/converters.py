@@ -122,19 +122,19 @@ class TextCharsetConverter:
         with spool() as body:
             # Recoded into a spool first: the header says 7bit or 8bit, known at the end.
             with decoding(source, self.target):
-                ascii_only = recode_into(
+                recoded = recode_into(
                     source.iter_content(), source.content_type.param("charset"), request, body
                 )
             charset = (request.get("charset") or "utf-8").strip().strip('"').lower()
             kept = tuple((k, v) for k, v in source.content_type.params if k != "charset")
             header = content_type_field(self.target, (("charset", charset), *kept))
-            encoding = b"7bit" if ascii_only else b"8bit"
+            encoding = b"7bit" if recoded.ascii_only else b"8bit"
             header += b"Content-Transfer-Encoding: " + encoding + b"\r\n\r\n"
             out.write(header)
             size = body.tell()
             body.seek(0)
             shutil.copyfileobj(body, out)
-        return Converted(len(header), size, self.target)
+        return Converted(len(header), size, self.target, recoded.has_nul)
 
 
 @implementer(IConverter)
@@ -171,7 +171,7 @@ class IdentityConverter:
         out.write(header)
         with decoding(source, media):
             content = source.decode_into(out)
-        return Converted(len(header), content.size, media)
+        return Converted(len(header), content.size, media, content.has_nul)
 
 
 __all__ = [

@@ -230,7 +230,8 @@ class PgpMimeConverter:
             )
         tail = view_tail(boundary)
         out.write(tail)
-        return Converted(header_size, len(head) - header_size + armored + len(tail), self.target)
+        size = len(head) - header_size + armored + len(tail)
+        return Converted(header_size, size, self.target, has_nul=False)  # ASCII armor
 
 
 __all__ = ["PgpMimeConverter", "SmimeConverter"]

@@ -116,14 +116,16 @@ def convert_part(
             raise
     except ConversionFailed as failure:
         raise failure.about(media, target or registry.default_target(media)) from None
-    body_end = converted.header_size + converted.size
+    has_nul = converted.has_nul
+    if has_nul is None:  # a scan of the result, stopping at the first NUL (DER: at once)
+        has_nul = holds_nul(out, converted.header_size, converted.header_size + converted.size)
     return ConvertedPart(
         out,
         converted.header_size,
         converted.size,
         converted.media_type,
         bool(converter.encrypts),
-        holds_nul(out, converted.header_size, body_end),
+        has_nul,
     )
 
 

@@ -90,7 +90,7 @@ def _convert(
 ) -> ConvertedPart | ConversionFailed:
     try:
         return convert_part(registry, source_part(fp, entity, part), request, context)
-    except ConversionFailed as failure:  # refused (parameters, keys, a text part too large)
+    except ConversionFailed as failure:  # refused (parameters, keys, characters)
         return failure.about(failure.source, request.target or failure.source or "")
     except (OSError, EOFError):
         raise  # the message file went away: the caller leaves the message out

@@ -178,11 +178,14 @@ class ConversionContext:
 @dataclass(frozen=True)
 class Converted:
     """The converted part as a MIME entity: ``header_size`` octets of header (blank line
-    included), then ``size`` octets of body, which are its content (``BINARY[...]``)."""
+    included), then ``size`` octets of body, which are its content (``BINARY[...]``).
+    ``has_nul``: whether the body holds a NUL, when the converter knows it as it writes
+    (``None``: the engine looks)."""
 
     header_size: int
     size: int
     media_type: str
+    has_nul: bool | None = None
 
 
 class ConversionFailed(ClientError):
