@@ -24,7 +24,7 @@ from tests.transcoders.smime_keys import identity
 from transcoder.cms.settings import CmsSettings
 from transcoder.imap.transcoding import TranscodingConfig
 from transcoder.imap.view import ViewCache
-from transcoder.imap.view_epoch import BYE, ServerViewsService, server_views_id
+from transcoder.imap.view_epoch import BYE, ServerViewsService, server_view_settings
 from transcoder.imap.xkey import KeyAccess
 from transcoder.keys.async_store import AsyncKeyStore
 from transcoder.keys.keystore import KeyStore
@@ -70,9 +70,14 @@ def keystore(tmp_path: Path) -> Any:
         yield store
 
 
-def connect(tmp_path: Path, store: KeyStore, pool: type[AsyncKeyStore] = InlineKeyStore) -> Session:
-    """A logged-in session of alice whose server has a key layer on ``store``."""
-    session = make_session(tmp_path, address=ALICE)
+def connect(
+    tmp_path: Path,
+    store: KeyStore,
+    pool: type[AsyncKeyStore] = InlineKeyStore,
+    address: str = ALICE,
+) -> Session:
+    """A logged-in session of ``address`` whose server has a key layer on ``store``."""
+    session = make_session(tmp_path, address=address)
     clock = key_clock()
     session.server.keys = KeyAccess(pool(store, clock, ThreadPool()), clock)
     if issubclass(pool, HeldKeyStore):
@@ -382,8 +387,12 @@ def test_fetch_finding_a_new_epoch_sends_no_view(tmp_path: Path, keystore: KeySt
     assert alice.server.transport.disconnecting
 
 
-def test_server_wide_view_settings_move_every_account(tmp_path: Path, keystore: KeyStore) -> None:
-    """A new view secret, cipher or --obscure-subject, noted at start: SELECT shows new values."""
+def test_server_wide_view_settings_move_the_accounts_they_apply_to(
+    tmp_path: Path, keystore: KeyStore
+) -> None:
+    """A new view secret, cipher or --obscure-subject, noted at start: SELECT shows new
+    values to a MODE ALWAYS account, and the same ones to a MODE OFF account (its view is
+    the stored message, which no server setting changes)."""
     cache = ViewCache(tmp_path / "views", defer.maybeDeferred)
 
     def config(secret: bytes, cipher: str = "aes256-cbc", obscure: bool = False) -> Any:
@@ -396,20 +405,25 @@ def test_server_wide_view_settings_move_every_account(tmp_path: Path, keystore: 
         config(b"b" * 32, cipher="aes128-gcm"),
         config(b"b" * 32, cipher="aes128-gcm", obscure=True),
     ]
-    assert len({server_views_id(c) for c in configs}) == 4
-    assert server_views_id(config(b"a" * 32)) == server_views_id(configs[0])
+    assert len({server_view_settings(c) for c in configs}) == 4
+    assert server_view_settings(config(b"a" * 32)) == server_view_settings(configs[0])
     alice = connect(tmp_path, keystore)
-    seen: Seen | None = None
+    put(alice, identity("p256").cert_der)
+    ok(alice, b"XKEY POLICY MODE ALWAYS")
+    bob = connect(tmp_path / "bob", keystore, address="bob@example.org")
+    seen: dict[str, Seen] = {}
     for each in [configs[0], configs[0], *configs[1:]]:
         ServerViewsService(alice.server.keys, each).startService()
-        value = select(alice)
-        ok(alice, b"UNSELECT")
-        if seen is None:
-            seen = Seen(value)
-        elif each is configs[0]:
-            seen.same(value)
-        else:
-            seen.new(value)
+        for name, session in (("alice", alice), ("bob", bob)):
+            value = select(session)
+            ok(session, b"UNSELECT")
+            if name not in seen:
+                seen[name] = Seen(value)
+            elif each is configs[0] or name == "bob":
+                seen[name].same(value)
+            else:
+                seen[name].new(value)
+    assert len(set(seen["alice"].values)) == 4 and len(set(seen["bob"].values)) == 1
 
 
 def test_epoch_is_read_again_only_after_a_commit_or_an_expiry(

@@ -32,23 +32,25 @@ from transcoder.client.cli import RESYNC_NOTE
 pytestmark = pytest.mark.integration
 
 ALICE = "alice@example.org"
+BOB = "bob@example.org"
 MESSAGES = [
     b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: one\r\n\r\nfirst\r\n",
     b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: two\r\n\r\nsecond\r\n",
 ]
 
 
-def connect(server: RunningServer) -> IMAPClient:
-    """alice's imapclient session (plain LOGIN is allowed from loopback)."""
+def connect(server: RunningServer, address: str = ALICE) -> IMAPClient:
+    """An imapclient session of ``address`` (plain LOGIN is allowed from loopback)."""
     imap = IMAPClient("127.0.0.1", port=server.imap_port, ssl=False, timeout=60)
-    imap.login(ALICE, PASSWORD)
+    imap.login(address, PASSWORD)
     return imap
 
 
 class CachingClient:
     """A mail client's cache: ``(mailbox, UIDVALIDITY, UID) -> octets``, kept for good."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = ALICE) -> None:
+        self.address = address
         self.cache: dict[tuple[str, int, int], bytes] = {}
         self.validities: dict[str, list[int]] = {}
 
@@ -58,7 +60,7 @@ class CachingClient:
         Copies under another UIDVALIDITY are dropped (RFC 3501 2.3.1.1).  A
         copy kept under this one must be what the server serves now.
         """
-        imap = connect(server)
+        imap = connect(server, self.address)
         try:
             validity = int(imap.select_folder(mailbox, readonly=True)[b"UIDVALIDITY"])
             self.cache = {
@@ -104,11 +106,15 @@ def certs(workdir: Path) -> tuple[Party, Party]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RunningServer]:
-    """A fresh server with alice, two messages in INBOX and a mailbox Box."""
-    with running_server(tmp_path, [ALICE]) as running:
+    """A fresh server with alice and bob (MODE OFF), each with two messages in INBOX, and
+    alice's mailbox Box."""
+    with running_server(tmp_path, [ALICE, BOB]) as running:
+        for address in (ALICE, BOB):
+            imap = connect(running, address)
+            for message in MESSAGES:
+                imap.append("INBOX", message)
+            imap.logout()
         imap = connect(running)
-        for message in MESSAGES:
-            imap.append("INBOX", message)
         imap.create_folder("Box")
         imap.logout()
         yield running
@@ -229,13 +235,15 @@ def test_transcoder_client_says_what_a_change_costs(
 def test_a_new_view_secret_or_cipher_is_announced(
     server: RunningServer, certs: tuple[Party, Party]
 ) -> None:
-    """A rotated DIR/view-secret or another --smime-cipher, at restart: a new UIDVALIDITY."""
+    """A rotated DIR/view-secret or another --smime-cipher, at restart: a new UIDVALIDITY
+    for alice (MODE ALWAYS); bob (MODE OFF, his view is the stored message) keeps his."""
     with xkey(server) as keys:
         keys.provision(certs[0].cert_der)
         keys.set_policy(mode="ALWAYS")
-    client = CachingClient()
+    client, bob = CachingClient(), CachingClient(BOB)
     client.sync(server)
     client.sync(server, "Box")
+    bob.sync(server)
     server.restart()
     client.same(server)
     server.stop()
@@ -243,8 +251,10 @@ def test_a_new_view_secret_or_cipher_is_announced(
     server.start()
     client.new(server)
     client.new(server, "Box")
+    bob.same(server)
     server.extra_args = ("--smime-cipher", "aes128-gcm")
     server.restart()
     client.new(server)
+    bob.same(server)
     server.restart()
     client.same(server)

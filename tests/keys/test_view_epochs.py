@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -21,10 +22,12 @@ from transcoder.keys.view_epochs import (
     MAX_ACCOUNT_EPOCH,
     MAX_UIDVALIDITY,
     TooManyViewChanges,
+    ViewSettings,
     _inputs_id,
     inputs_id,
     presented_uid_validity,
     usable_material,
+    write_server_epoch,
 )
 
 ALWAYS, OFF = PolicyMode.ALWAYS, PolicyMode.OFF
@@ -218,15 +221,93 @@ def test_changes_past_the_cap_are_refused(store: KeyStore, audit_log: list[dict[
     assert audit_log[-1]["event"] == "views.refused"
 
 
-def test_server_settings_move_every_account(store: KeyStore) -> None:
-    """A new server-wide settings id (cipher, view secret) moves every account's epoch by one."""
+CAROL, DAVE = "carol@example.org", "dave@example.org"
+
+#: Server-wide settings, and the same with one part changed.
+SETTINGS = ViewSettings(
+    common="secret a",
+    formats=(("OPENPGP", "pgpmime"), ("SMIME", "smime aes256-cbc")),
+    signing=(("OPENPGP", "p1"), ("SMIME", "s1")),
+)
+CHANGES = {
+    "secret": dataclasses.replace(SETTINGS, common="secret b"),
+    "cipher": dataclasses.replace(
+        SETTINGS, formats=(("OPENPGP", "pgpmime"), ("SMIME", "smime gcm"))
+    ),
+    "smime signing key": dataclasses.replace(
+        SETTINGS, signing=(("OPENPGP", "p1"), ("SMIME", "s2"))
+    ),
+    "sign-views default": dataclasses.replace(SETTINGS, sign_default=True),
+}
+#: Which of Alice (S/MIME), Bob (OFF), Carol (OpenPGP), Dave (S/MIME, SIGN ON) each moves.
+MOVED = {
+    "secret": {ALICE, CAROL, DAVE},
+    "cipher": {ALICE, DAVE},
+    "smime signing key": {DAVE},
+    "sign-views default": {ALICE, CAROL},
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_server_settings_move_the_accounts_they_apply_to(store: KeyStore, change: str) -> None:
+    """A changed server setting moves the epoch, by one, of each account whose views it
+    changes -- a MODE OFF account's never -- and the server-wide epoch stays."""
     store.put(ALICE, key("cert"), T0)
     store.set_policy(ALICE, T0, mode=ALWAYS)
-    assert store.note_server_views("smime aes256-cbc", T0) == 0  # the first id moves nothing
-    assert store.note_server_views("smime aes256-cbc", T0) == 0
-    assert (epoch(store, ALICE), epoch(store, BOB)) == (1, 0)
-    assert store.note_server_views("smime aes128-gcm", T0) == 1
-    assert (epoch(store, ALICE), epoch(store, BOB)) == (2, 1)
+    store.put(CAROL, key("pgp", OPENPGP), T0)
+    store.set_policy(CAROL, T0, mode=ALWAYS)
+    store.put(DAVE, key("dave"), T0)
+    store.set_policy(DAVE, T0, mode=ALWAYS, sign=True)
+    accounts = (ALICE, BOB, CAROL, DAVE)
+    assert store.note_server_views(SETTINGS, T0) == 0
+    before = {account: epoch(store, account) for account in accounts}
+    assert store.note_server_views(SETTINGS, T0) == 0
+    assert {account: epoch(store, account) for account in accounts} == before
+    assert store.note_server_views(CHANGES[change], T0) == 0
+    after = {account: epoch(store, account) for account in accounts}
+    assert after == {a: before[a] + (a in MOVED[change]) for a in accounts}
+    assert {account: epoch(store, account) for account in accounts} == after  # once
+
+
+def test_a_tool_counts_with_the_settings_a_server_recorded(
+    open_store: OpenStore, audit_log: list[dict[str, Any]]
+) -> None:
+    """transcoder-admin (a keystore without settings of its own) counts a change with the
+    settings the server recorded, so the server does not move the epoch a second time; the
+    record names what changed."""
+    server = open_store(audit=audit_log.append)
+    tool = open_store()
+    server.put(ALICE, key("cert"), T0)
+    server.set_policy(ALICE, T0, mode=ALWAYS)
+    server.note_server_views(SETTINGS, T0)
+    moved = epoch(server)
+    assert epoch(tool) == moved
+    server.note_server_views(CHANGES["cipher"], T0)
+    assert audit_log[-1]["event"] == "views.settings"
+    assert audit_log[-1]["changed"] == ["formats SMIME"]
+    tool.put(ALICE, key("cert-2"), T0)
+    assert epoch(tool) == epoch(server) == moved + 1
+
+
+def test_a_server_wide_epoch_of_before_is_still_added(store: KeyStore) -> None:
+    """A keystore whose server-wide epoch moved before settings were counted per account
+    keeps adding it: no account presents a value it presented before."""
+    with store._transaction() as db:
+        write_server_epoch(db, 5, "0123456789abcdef0123456789abcdef", T0)
+    assert epoch(store, BOB) == 5
+    store.note_server_views(SETTINGS, T0)
+    assert epoch(store, BOB) == 5
+    store.put(ALICE, key("cert"), T0)
+    store.set_policy(ALICE, T0, mode=ALWAYS)
+    assert epoch(store) == 6
+
+
+def test_settings_read_back_as_recorded() -> None:
+    """to_text and from_text round-trip; an older record or none reads as empty settings."""
+    for settings in (SETTINGS, *CHANGES.values(), ViewSettings()):
+        assert ViewSettings.from_text(settings.to_text()) == settings
+    assert ViewSettings.from_text("0123456789abcdef") == ViewSettings()
+    assert ViewSettings.from_text(None) == ViewSettings()
 
 
 def test_inputs_id_ignores_what_views_do_not_depend_on() -> None:
@@ -342,7 +423,9 @@ def check_epochs(opened: KeyStoreBase, ops: list[Any]) -> None:
             inputs = store.view_inputs(ALICE, now)
             current = inputs_id(inputs.policy, inputs.keys, now)
             with store._transaction("DEFERRED") as db:
-                counted = _inputs_id(inputs.policy, usable_material(db, ALICE, inputs.policy, now))
+                counted = _inputs_id(
+                    inputs.policy, usable_material(db, ALICE, inputs.policy, now), ViewSettings()
+                )
             assert counted == current  # the SQL selection is the selection's own
             assert inputs.epoch >= last
             assert seen.setdefault(inputs.epoch, current) == current

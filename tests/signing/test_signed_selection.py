@@ -5,12 +5,14 @@ select_for_account runs against a real SQLite keystore and real server key files
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from tests.keys.factories import ALICE, T0, key
+from tests.keys.factories import ALICE, BOB, T0, key
 from tests.signing.test_signers import files_with_signing_key
 from transcoder.imap.transcoding import select_for_account
+from transcoder.imap.view_epoch import server_view_settings
 from transcoder.keys.keystore import KeyStore
 from transcoder.keys.model import KeyFormat, PolicyMode
 from transcoder.keys.view_epochs import ViewsChanged
@@ -69,15 +71,19 @@ def test_sign_fails_closed(store: KeyStore, tmp_path: Path) -> None:
 
 
 def test_a_rotation_seen_first_moves_the_epoch(store: KeyStore, tmp_path: Path) -> None:
-    """A key rotated under a running server: the FETCH that sees it records it (the
-    server-wide epoch moves), so a session at the old epoch is told its views changed."""
+    """A key rotated under a running server: the FETCH that sees it hands the new settings
+    to the keystore, so a session at the old epoch of an account that signs is told its
+    views changed; an account whose views are not signed keeps its epoch."""
     store.set_policy(ALICE, T0, sign=True)
+    store.put(BOB, key("bob"), T0)
+    store.set_policy(BOB, T0, mode=PolicyMode.ALWAYS)
     files, _ = files_with_signing_key(tmp_path)
     signing = ServerSigning(files)
-    signing.track(lambda: store.note_server_views(signing.views_id(), T0))
-    store.note_server_views(signing.views_id(), T0)
     registry = TranscoderRegistry([SmimeTranscoder()])
-    epoch = store.view_epoch(ALICE, T0)
+    config = SimpleNamespace(registry=registry, obscure_subject=False, view_secret=None)
+    signing.track(lambda: store.note_server_views(server_view_settings(config, signing), T0))
+    store.note_server_views(server_view_settings(config, signing), T0)
+    epoch, bobs = store.view_epoch(ALICE, T0), store.view_epoch(BOB, T0)
     assert select_for_account(store, ALICE, T0, registry, epoch, signing).signer is not None
     files.rotate(KeyFormat.SMIME, T0)
     with pytest.raises(ViewsChanged):
@@ -86,3 +92,5 @@ def test_a_rotation_seen_first_moves_the_epoch(store: KeyStore, tmp_path: Path) 
     assert moved == epoch + 1
     new = select_for_account(store, ALICE, T0, registry, moved, signing).signer
     assert new is not None and new.fingerprint == signing.signer(KeyFormat.SMIME).fingerprint
+    assert select_for_account(store, BOB, T0, registry, bobs, signing).signer is None
+    assert store.view_epoch(BOB, T0) == bobs

@@ -37,17 +37,18 @@ value and the epoch, and keeps sessions from mixing epochs:
 Sessions of a server without a key layer, or of an account without an
 address, are at no epoch: they present the stored UIDVALIDITY unchanged.
 
-What every account's views depend on beyond its keys and policy -- the
-view secret, the transcoders and their settings, ``--obscure-subject`` --
-is summed up by :func:`server_views_id`; the standalone server records it
-at start (:func:`note_server_views`), and a new value moves every account's
-epoch, so rotating the secret or changing the S/MIME cipher is announced
-like a key change.
+What views depend on beyond an account's keys and policy -- the view
+secret, ``--obscure-subject``, each format's transcoder settings, the
+current signing keys and the ``--sign-views`` default -- is gathered by
+:func:`server_view_settings`; the server hands it to the keystore at start
+(:func:`note_server_views`), which counts it in each account's inputs as far
+as it applies to the account: rotating the secret or changing the S/MIME
+cipher is announced like a key change to the accounts whose views it
+changes, and to no other.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -57,7 +58,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from transcoder.keys.view_epochs import ViewInputs, ViewsChanged, presented_uid_validity
+from transcoder.keys.view_epochs import (
+    ViewInputs,
+    ViewsChanged,
+    ViewSettings,
+    presented_uid_validity,
+)
 
 if TYPE_CHECKING:
     from twisted.mail.imap4 import IMAP4Server as _ServerBase
@@ -91,39 +97,46 @@ BYE = (
 )
 
 
-def server_views_id(config: Any, signing: Any = None) -> str:
-    """A short text that changes when the server-wide inputs of every view change.
+def server_view_settings(config: Any, signing: Any = None) -> ViewSettings:
+    """The server-wide settings views depend on, by what they apply to.
 
     ``config`` is the server's :class:`~transcoder.imap.transcoding.TranscodingConfig`:
-    its transcoders' names and settings, ``obscure_subject`` and the view
-    secret's identifier (never the secret).  ``signing`` (a
+    its transcoders' names and settings (per key format), ``obscure_subject``
+    and the view secret's identifier (never the secret).  ``signing`` (a
     :class:`~transcoder.signing.signers.ServerSigning`) adds the
     ``--sign-views`` default and the current signing keys' fingerprints
-    (issue 16): a rotated signing key changes every signed view.
+    (issue 16): a rotated signing key changes the signed views of its format.
     """
-    parts = sorted(f"transcoder {t.name} {t.settings_id}" for t in config.registry)
-    parts.append(f"obscure-subject {bool(config.obscure_subject)}")
+    formats: dict[str, list[str]] = {}
+    for transcoder in config.registry:
+        formats.setdefault(transcoder.key_format.value, []).append(
+            f"{transcoder.name} {transcoder.settings_id}"
+        )
     secret = getattr(config, "view_secret", None)
-    parts.append("secret " + (secret.identifier if secret is not None else "none"))
-    if signing is not None:
-        parts.append(signing.views_id())
-    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
+    common = f"secret {secret.identifier if secret is not None else 'none'}"
+    common += f"\nobscure-subject {bool(config.obscure_subject)}"
+    return ViewSettings(
+        common=common,
+        formats=tuple(sorted((fmt, "\n".join(sorted(names))) for fmt, names in formats.items())),
+        signing=signing.fingerprints_by_format() if signing is not None else (),
+        sign_default=bool(signing.default) if signing is not None else False,
+    )
 
 
 def note_server_views(keys: Any, config: Any) -> int:
-    """Record :func:`server_views_id` in the keystore (blocking: call at start); the epoch.
+    """Hand :func:`server_view_settings` to the keystore (blocking: call at start).
 
     ``keys`` is the server's :class:`~transcoder.imap.xkey.KeyAccess`.  With
     signing, the ``--sign-views`` default is recorded too (for
     ``transcoder-admin policy`` to show), and a signing key that changes
-    while the server runs is recorded again when first seen
+    while the server runs is handed over again when first seen
     (:meth:`~transcoder.signing.signers.ServerSigning.track`).
     """
     store = keys.store.store
     signing = getattr(keys, "signing", None)
 
     def note() -> int:
-        views: int = store.note_server_views(server_views_id(config, signing), keys.now())
+        views: int = store.note_server_views(server_view_settings(config, signing), keys.now())
         return views
 
     if signing is not None:
@@ -145,7 +158,7 @@ class ServerViewsService(service.Service):
         self.config = config
 
     def startService(self) -> None:
-        """Record the settings (moving every account's epoch if they changed)."""
+        """Hand the settings over (moving the epochs of the accounts a change applies to)."""
         super().startService()
         note_server_views(self.keys, self.config)
 

@@ -69,7 +69,8 @@ class IKeyStore(Interface):
         """The account's current view epoch (an int, 0 until its views first change)."""
 
     def note_server_views(settings, now, origin=None):
-        """Record the server-wide view settings id; a new one moves every account's epoch."""
+        """Count views with these ViewSettings from now on, and record them; the epoch
+        of each account a changed setting applies to moves at its next read."""
 
 
 class IAsyncKeyStore(Interface):

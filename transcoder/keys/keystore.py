@@ -412,7 +412,7 @@ class KeyStoreBase(ViewEpochMethods):
         """Record ``value`` under ``name`` (for tools to show); whether it changed.
 
         Informational: views follow the server's own options, whose changes
-        move the server-wide view epoch (:meth:`note_server_views`).
+        move the epochs of the accounts they apply to (:meth:`note_server_views`).
         """
         now = require_aware(now)
         if self.server_setting(name) == value:

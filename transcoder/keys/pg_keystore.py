@@ -125,6 +125,7 @@ SELECT
     (SELECT epoch FROM view_epochs WHERE account = :account) AS own_epoch,
     (SELECT inputs FROM view_epochs WHERE account = :account) AS recorded_inputs,
     (SELECT epoch FROM server_views WHERE id = 1) AS server_epoch,
+    (SELECT settings FROM server_views WHERE id = 1) AS server_settings,
     k.*
 FROM (SELECT 1) AS one LEFT JOIN account_keys k ON :every OR k.usable
 ORDER BY k.id
@@ -427,7 +428,7 @@ class PgKeyStore(KeyStoreBase):
             and policy.format is not None
             and row["format"] == policy.format.value
         ]
-        current = _inputs_id(policy, counted)
+        current = _inputs_id(policy, counted, self._settings(first["server_settings"]))
         keys = tuple(stored_key(row, now) for row in key_rows) if with_keys else ()
         own = int(first["own_epoch"]) if first["own_epoch"] is not None else 0
         recorded = first["recorded_inputs"] if first["own_epoch"] is not None else INITIAL_INPUTS

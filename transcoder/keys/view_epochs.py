@@ -13,19 +13,30 @@ The Maildir's own UIDVALIDITY and UIDs are left alone (COPY, SEARCH,
 APPENDUID and other readers of the same Maildir, e.g. Dovecot, rely on
 them).  Instead the keystore keeps, per account, a *view epoch*: a counter
 that moves by one each time the account's view inputs become different
-from those it was last counted with, plus a server-wide epoch for
-server-wide settings.  The UIDVALIDITY the server presents is
+from those it was last counted with.  The server-wide settings a MODE
+ALWAYS account's views depend on are part of those inputs, but only the
+settings that apply to it (:class:`ViewSettings`): another S/MIME cipher
+moves the S/MIME accounts, a rotated OpenPGP signing key the accounts whose
+OpenPGP views are signed, a new view secret every MODE ALWAYS account -- and
+no server setting moves a MODE OFF account, whose view is the stored
+message.  (Until this was so, a server-wide epoch moved every account; it is
+no longer moved, and is still added so that no value presented before goes
+back.)  The UIDVALIDITY the server presents is
 :func:`presented_uid_validity` of (stored UIDVALIDITY, epoch):
 
 * The epoch is bumped in the same transaction as the key or policy change
   that alters the inputs (XKEY, ``transcoder-admin``, any process), and only
   then: storing a key while MODE is OFF, or setting the policy it already
   has, changes no view and costs clients nothing.  Inputs can also change
-  with no write at all -- a key expires, and a format that was never set
-  falls back to the next newest key's -- so every read compares the
+  with no write to the account at all -- a key expires, a format that was
+  never set falls back to the next newest key's, a server starts with other
+  settings or sees a rotated signing key -- so every read compares the
   recorded inputs with the current ones and bumps when they differ.  An
   account's views at one epoch are therefore always made from the same
-  inputs.
+  inputs, even while two servers with different settings share the
+  keystore: each moves the epoch on before it serves its own views, and
+  the sessions of the other are ended (a misconfiguration that makes
+  clients resynchronise often rather than keep octets that changed).
 * ``presented = stored + epoch`` (32-bit, see the function) grows strictly
   whenever either grows; both only grow (the store draws a new UIDVALIDITY
   from a per-account counter that only grows; epochs only grow), so a
@@ -49,10 +60,11 @@ of :mod:`transcoder.keys.keystore`.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -104,6 +116,80 @@ class ViewInputs:
     stable_until: datetime | None = None
 
 
+@dataclass(frozen=True)
+class ViewSettings:
+    """The server-wide settings views depend on, by what they apply to.
+
+    Recorded by each server at start (:meth:`ViewEpochMethods.note_server_views`)
+    and counted in the inputs of each MODE ALWAYS account, as far as they
+    apply to it (:meth:`applying_to`).  Values are short texts naming the
+    settings (identifiers, never the view secret itself).
+    """
+
+    #: What every view depends on: the view secret's identifier, ``--obscure-subject``.
+    common: str = ""
+    #: Per key format (its value, e.g. ``SMIME``): the transcoder's name and settings.
+    formats: tuple[tuple[str, str], ...] = ()
+    #: Per key format: the fingerprint of the server's current signing key.
+    signing: tuple[tuple[str, str], ...] = ()
+    #: ``--sign-views``: whether views of accounts without their own SIGN are signed.
+    sign_default: bool = False
+
+    def applying_to(self, policy: Policy) -> str:
+        """The settings the views of an account with ``policy`` depend on ("" for MODE OFF)."""
+        if policy.mode is PolicyMode.OFF:
+            return ""
+        fmt = policy.format.value if policy.format is not None else "NONE"
+        parts = [self.common, "format " + dict(self.formats).get(fmt, "none")]
+        if policy.signs(self.sign_default):
+            parts.append("signed by " + dict(self.signing).get(fmt, "none"))
+        return "\n".join(parts)
+
+    def to_text(self) -> str:
+        """The settings as recorded in the keystore (JSON)."""
+        return json.dumps(
+            {
+                "common": self.common,
+                "formats": dict(self.formats),
+                "signing": dict(self.signing),
+                "sign_default": self.sign_default,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_text(cls, text: str | None) -> ViewSettings:
+        """The settings :meth:`to_text` recorded; empty ones for nothing or an older record."""
+        try:
+            value = json.loads(text) if text else None
+        except ValueError:
+            value = None  # a server-wide id of before per-account settings
+        if not isinstance(value, dict):
+            return cls()
+        return cls(
+            str(value.get("common", "")),
+            tuple(sorted((str(k), str(v)) for k, v in dict(value.get("formats", {})).items())),
+            tuple(sorted((str(k), str(v)) for k, v in dict(value.get("signing", {})).items())),
+            bool(value.get("sign_default", False)),
+        )
+
+    def changes_from(self, earlier: ViewSettings) -> list[str]:
+        """What differs from ``earlier``, named for the audit trail (e.g. ``formats SMIME``)."""
+        changed = []
+        for field in fields(self):
+            mine, theirs = getattr(self, field.name), getattr(earlier, field.name)
+            if isinstance(mine, tuple):
+                ours, old = dict(mine), dict(theirs)
+                changed += [
+                    f"{field.name} {k}"
+                    for k in sorted(ours.keys() | old.keys())
+                    if ours.get(k) != old.get(k)
+                ]
+            elif mine != theirs:
+                changed.append(field.name)
+        return changed
+
+
 def presented_uid_validity(stored: int, epoch: int) -> int:
     """The UIDVALIDITY a client is shown for a mailbox whose Maildir says ``stored``.
 
@@ -116,15 +202,21 @@ def presented_uid_validity(stored: int, epoch: int) -> int:
     return (stored - 1 + epoch) % MAX_UIDVALIDITY + 1
 
 
-def inputs_id(policy: Policy, keys: Iterable[StoredKey], now: datetime) -> str:
+def inputs_id(
+    policy: Policy,
+    keys: Iterable[StoredKey],
+    now: datetime,
+    settings: ViewSettings | None = None,
+) -> str:
     """A short text naming what the account's views are made from at ``now``.
 
     Equal ids mean equal views.  MODE OFF serves the stored messages whatever
-    the keys; MODE ALWAYS encrypts to the usable (active, unexpired,
-    encryption) keys of the effective format -- as
+    the keys and the server's settings; MODE ALWAYS encrypts to the usable
+    (active, unexpired, encryption) keys of the effective format -- as
     :func:`transcoder.transcoders.selection.usable_keys` picks them --, so their
-    fingerprints and material count, not their other attributes; and the
-    account's own SIGN setting, when it has one.
+    fingerprints and material count, not their other attributes; the
+    account's own SIGN setting, when it has one; and the server's
+    ``settings`` as far as they apply to it.
     """
     usable = [
         (key.fingerprint, key.material)
@@ -134,10 +226,10 @@ def inputs_id(policy: Policy, keys: Iterable[StoredKey], now: datetime) -> str:
         and key.can_encrypt
         and not key.expired_at(now)
     ]
-    return _inputs_id(policy, usable)
+    return _inputs_id(policy, usable, settings or ViewSettings())
 
 
-def _inputs_id(policy: Policy, usable: Iterable[tuple[str, bytes]]) -> str:
+def _inputs_id(policy: Policy, usable: Iterable[tuple[str, bytes]], settings: ViewSettings) -> str:
     """:func:`inputs_id` from the usable keys' (fingerprint, material) pairs."""
     if policy.mode is PolicyMode.OFF:
         return INITIAL_INPUTS
@@ -145,9 +237,10 @@ def _inputs_id(policy: Policy, usable: Iterable[tuple[str, bytes]]) -> str:
     for fingerprint, material in sorted(usable):
         digest.update(fingerprint.encode("ascii") + b"\0")
         digest.update(hashlib.sha256(material).digest())
+    digest.update(b"\0settings\0" + settings.applying_to(policy).encode("utf-8"))
     fmt = policy.format.value if policy.format is not None else "NONE"
     # The account's own SIGN (issue 16); never set, the server's default
-    # applies, which is a server-wide input (imap/view_epoch.server_views_id).
+    # applies, which is counted with the settings (ViewSettings.applying_to).
     sign = "" if policy.sign is None else (" SIGN ON" if policy.sign else " SIGN OFF")
     return f"ALWAYS {fmt}{sign} {digest.hexdigest()[:32]}"
 
@@ -216,7 +309,11 @@ def account_epoch(db: Connection, account: str) -> tuple[int, str]:
 
 
 def server_epoch(db: Connection) -> tuple[int, str | None]:
-    """The server-wide epoch and the settings id it was counted with (``None``: never set)."""
+    """The server-wide epoch and the settings last recorded (``None``: never set).
+
+    The epoch no longer moves (see the module doc); the settings are what
+    the last server to start recorded (:meth:`ViewSettings.to_text`).
+    """
     row = db.execute("SELECT epoch, settings FROM server_views WHERE id = 1").fetchone()
     return (0, None) if row is None else (int(row[0]), str(row[1]))
 
@@ -277,32 +374,51 @@ class ViewEpochMethods:
             self._count_views(db, account, now, None, cause="drift")
             return self._view_state(db, account, now, with_keys).inputs
 
-    def note_server_views(
-        self, settings: str, now: datetime, origin: Mapping[str, str] | None = None
-    ) -> int:
-        """Record the id of the server-wide view settings; return the server-wide epoch.
+    #: The settings of the server this keystore serves (:meth:`note_server_views`);
+    #: ``None`` in a tool, which counts with the settings the last server recorded.
+    view_settings: ViewSettings | None = None
 
-        An id other than the one recorded last (transcoder settings, the view
-        secret) changes every account's views: the server-wide epoch moves
-        on.  The first id ever recorded moves nothing.
+    def note_server_views(
+        self, settings: ViewSettings, now: datetime, origin: Mapping[str, str] | None = None
+    ) -> int:
+        """Use ``settings`` from now on, and record them; the server-wide epoch.
+
+        This keystore counts each account's views with them from its next
+        read on, so a setting that changed moves the epoch of each account it
+        applies to at that read (:class:`ViewSettings`).  Recorded for tools
+        (``transcoder-admin`` counts with them) and audited when they differ
+        from the last record (``views.settings``, naming what changed).
         """
         now = require_aware(now)
+        self.view_settings = settings
+        text = settings.to_text()
+        with self._transaction("DEFERRED") as db:
+            epoch, recorded = server_epoch(db)
+        if recorded == text:
+            return epoch
         with self._transaction() as db:
             epoch, recorded = server_epoch(db)
-            if recorded is None:
-                write_server_epoch(db, epoch, settings, now)
-            elif recorded != settings:
-                epoch += 1
-                write_server_epoch(db, epoch, settings, now)
-                self._record("views.changed", "*", now, origin, epoch=epoch, cause="server")
+            if recorded != text:
+                write_server_epoch(db, epoch, text, now)
+                if recorded is not None:
+                    changed = settings.changes_from(ViewSettings.from_text(recorded))
+                    self._record("views.settings", "*", now, origin, changed=changed)
         return epoch
+
+    def _settings(self, recorded: str | None) -> ViewSettings:
+        """The settings views are counted with: this server's, else the last recorded."""
+        if self.view_settings is not None:
+            return self.view_settings
+        return ViewSettings.from_text(recorded)
 
     def _view_state(
         self, db: Connection, account: str, now: datetime, with_keys: bool = False
     ) -> _ViewState:
         """Epochs and inputs as stored; ``with_keys``: all the account's keys too."""
         policy = self._policy(db, account, now)
-        current = _inputs_id(policy, usable_material(db, account, policy, now))
+        recorded_settings = None if self.view_settings is not None else server_epoch(db)[1]
+        settings = self._settings(recorded_settings)
+        current = _inputs_id(policy, usable_material(db, account, policy, now), settings)
         keys: tuple[StoredKey, ...] = ()
         if with_keys:
             rows = db.execute(

@@ -15,11 +15,12 @@ Rules:
   ``digitalSignature`` and neither ``keyEncipherment``, ``dataEncipherment``
   nor ``keyAgreement`` (RFC 8550 section 4.4.2), else the view fails closed.
   The decryption side (:mod:`transcoder.inbound`) takes encryption keys only.
-* A new signing key changes every signed view: the key's fingerprint is part
-  of :meth:`views_id`, which the server records with the server-wide view
-  settings (:mod:`transcoder.imap.view_epoch`), so every account's view
-  epoch moves (a new UIDVALIDITY) -- at start, and when a running server
-  first sees the rotated key (:meth:`ServerSigning.current`).
+* A new signing key changes every signed view of its format: the key's
+  fingerprint is part of the server-wide view settings
+  (:func:`transcoder.imap.view_epoch.server_view_settings`), so the view
+  epoch of every account whose views of that format are signed moves (a new
+  UIDVALIDITY) -- at start, and when a running server first sees the
+  rotated key (:meth:`ServerSigning.current`).
 
 Loading runs in worker threads (file reads, key parsing); each key is parsed
 once and kept while current.  No twisted import here.
@@ -99,8 +100,8 @@ class ServerSigning:
         self.default = default
         self._lock = threading.Lock()
         self._loaded: dict[str, ViewSigner] = {}
-        #: ``note(views_id)`` records the server-wide views id (set by the server
-        #: at start, :func:`transcoder.imap.view_epoch.note_server_views`).
+        #: ``note()`` hands the server-wide view settings to the keystore (set by the
+        #: server at start, :func:`transcoder.imap.view_epoch.note_server_views`).
         self._note: Callable[[], object] | None = None
         self._noted: str | None = None
 
@@ -115,19 +116,19 @@ class ServerSigning:
                 found[fmt] = key
         return found
 
+    def fingerprints_by_format(self) -> tuple[tuple[str, str], ...]:
+        """(format value, fingerprint) of the current signing keys, sorted."""
+        return tuple(
+            sorted((fmt.value, key.fingerprint) for fmt, key in self.current_keys().items())
+        )
+
     def fingerprints(self) -> str:
         """``OPENPGP=<fpr> SMIME=<fpr>`` of the current signing keys (``""``: none)."""
-        keys = sorted((fmt.value, key.fingerprint) for fmt, key in self.current_keys().items())
-        return " ".join(f"{name}={fingerprint}" for name, fingerprint in keys)
-
-    def views_id(self) -> str:
-        """What of signing every signed view depends on: the default and the keys."""
-        default = "on" if self.default else "off"
-        return f"sign-views {default}\nsigning {self.fingerprints()}"
+        return " ".join(f"{name}={fpr}" for name, fpr in self.fingerprints_by_format())
 
     def track(self, note: Callable[[], object]) -> None:
-        """``note()`` records the server-wide views id (whose :meth:`views_id` part is now
-        recorded); :meth:`current` calls it again when the signing keys change."""
+        """``note()`` hands the server-wide view settings (these keys now among them) to
+        the keystore; :meth:`current` calls it again when the signing keys change."""
         with self._lock:
             self._note = note
             self._noted = self.fingerprints()
@@ -135,8 +136,9 @@ class ServerSigning:
     def current(self) -> str:
         """The current signing keys' fingerprints, recorded first if they are new (blocking).
 
-        A running server that finds a rotated key records the new server-wide
-        views id before using it, which moves every account's view epoch; the
+        A running server that finds a rotated key hands the new settings to
+        the keystore before using it, which moves the view epoch of each
+        account whose views of that format are signed at its next read; the
         caller reads the epoch after this, so no view signed by the new key is
         served under an epoch of the old one.
         """
