@@ -22,9 +22,9 @@ from transcoder.cluster.postgres import INITDB_OPTIONS, SERVER_OPTIONS, postgres
 class PostgresServer(_shared.PostgresServer):
     """The shared :class:`~transcoder.cluster.postgres.PostgresServer`; skips when missing."""
 
-    def __init__(self) -> None:
+    def __init__(self, primary: _shared.PostgresServer | None = None) -> None:
         try:
-            super().__init__()
+            super().__init__(primary)
         except _shared.PostgresMissing as missing:
             pytest.skip(str(missing))
 

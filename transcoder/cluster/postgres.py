@@ -9,6 +9,11 @@ directory), is started and stopped by PID (SIGINT: fast shutdown), and can
 be stopped and started again on the same data (outages).  Durability is off
 (``fsync=off``): the data lives as long as the directory.  Authentication is
 ``trust``: loopback tests and examples only.
+
+:meth:`PostgresServer.standby_of` makes a hot standby of a running server
+(``pg_basebackup -R``: streaming replication, the standard recipe), which
+:meth:`~PostgresServer.promote` turns into the primary -- the failover a
+hoster's PostgreSQL runs, for the fronts' multi-host keystore URI.
 """
 
 from __future__ import annotations
@@ -61,9 +66,11 @@ class PostgresServer:
 
     _names = itertools.count(1)
 
-    def __init__(self) -> None:
+    def __init__(self, primary: PostgresServer | None = None) -> None:
+        """A new cluster by initdb; or, given a running ``primary``, a hot standby of it."""
         initdb, postgres = postgres_bin("initdb"), postgres_bin("postgres")
-        if initdb is None or postgres is None:
+        basebackup = postgres_bin("pg_basebackup")
+        if initdb is None or postgres is None or basebackup is None:
             raise PostgresMissing("PostgreSQL is not installed (Debian package postgresql)")
         self.postgres = postgres
         self.root = Path(tempfile.mkdtemp(prefix="transcoder-pg-"))
@@ -80,14 +87,40 @@ class PostgresServer:
         self.socket_dir.mkdir()
         if self._as:
             os.chown(self.socket_dir, self._as["user"], self._as["group"])
+        if primary is None:
+            command = [initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust"]
+            command += INITDB_OPTIONS
+        else:  # initdb's pg_hba.conf lets loopback replication connections in (trust)
+            command = [basebackup, "-D", str(self.data), "-R", "-X", "stream", "--no-sync"]
+            command += ["--checkpoint=fast"]  # not a spread checkpoint: minutes
+            command += ["-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"]
         subprocess.run(
-            [initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", *INITDB_OPTIONS],
+            command,
             check=True,
             capture_output=True,
             cwd=self.root,
             timeout=120,
             **self._as,
         )
+
+    @classmethod
+    def standby_of(cls, primary: PostgresServer) -> PostgresServer:
+        """A hot standby streaming from the running ``primary`` (not started)."""
+        return cls(primary)
+
+    def promote(self) -> None:
+        """Make this standby the primary; return once it accepts writes (pg_promote)."""
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True, connect_timeout=10) as connection:
+            promoted = connection.execute("SELECT pg_promote(true, 60)").fetchone()
+        if not promoted or not promoted[0]:
+            raise RuntimeError("postgres was not promoted: " + self.log())
+
+    def log(self) -> str:
+        """What the server wrote to its log."""
+        path = self.root / "postgres.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def dsn(self, database: str = "postgres") -> str:
         """The URI of ``database`` on this server, as a front's ``--keystore`` takes it."""
@@ -119,9 +152,7 @@ class PostgresServer:
                 return
             except psycopg.OperationalError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "postgres did not start: " + (self.root / "postgres.log").read_text()
-                    ) from None
+                    raise RuntimeError("postgres did not start: " + self.log()) from None
                 time.sleep(0.1)
 
     def stop(self) -> None:
