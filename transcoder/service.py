@@ -459,7 +459,8 @@ def delivery_scan(
     ThreadPoolService(pool).setServiceParent(services)  # first in, last out
     interval = options.get("delivery-scan-interval", SWEEP_SECONDS)
     if interval:
-        DeliveryWatcher(gate, interval, run, reactor, time.time).setServiceParent(services)
+        mark = data / "delivery-sweep"
+        DeliveryWatcher(gate, interval, run, reactor, time.time, mark).setServiceParent(services)
     return gate, services
 
 

@@ -307,9 +307,14 @@ def test_large_delivery_is_streamed(tmp_path: Path, clock: Clock, clamd: Clamd) 
     assert peak < 2 * 1024 * 1024, peak
 
 
-def watching(gate: DeliveryScan, clock: Clock, wall: Callable[[], float] = time.time) -> Any:
+def watching(
+    gate: DeliveryScan,
+    clock: Clock,
+    wall: Callable[[], float] = time.time,
+    mark: Path | None = None,
+) -> Any:
     """A started DeliveryWatcher of ``gate`` (sweeps run at once, paced by ``clock``)."""
-    watcher = DeliveryWatcher(gate, SWEEP_SECONDS, run_now, clock, wall)
+    watcher = DeliveryWatcher(gate, SWEEP_SECONDS, run_now, clock, wall, mark)
     watcher.startService()
     return watcher
 
@@ -380,6 +385,38 @@ def test_what_waited_before_the_start_is_left_to_sessions(
         assert (tmp_path / "mail" / ADDRESS / "new" / bad).exists()
         assert shown(store) == []
         assert (tmp_path / "quarantine" / ADDRESS / bad).exists()
+    finally:
+        watcher.stopService()
+
+
+def test_what_came_while_the_server_was_stopped_is_swept_at_the_start(
+    tmp_path: Path, clock: Clock, clamd: Clamd
+) -> None:
+    """The mark records where the last sweep began: EICAR delivered while no watcher ran
+    is quarantined by the first sweep after the restart, with no session; a mark that
+    holds no time is logged and counts as none (the first start: left to sessions)."""
+    store, gate = make(tmp_path, clock, clamd.address)
+    mark = tmp_path / "delivery-sweep"
+    watcher = watching(gate, clock, mark=mark)
+    clock.advance(SWEEP_SECONDS)
+    watcher.stopService()
+    assert abs(float(mark.read_text()) - time.time()) < 60
+    bad = store.deliver(ADDRESS, io.BytesIO(INFECTED))
+    later = lambda: time.time() + 2 * SWEEP_OVERLAP  # noqa: E731 (the restart comes later)
+    watcher = watching(gate, clock, wall=later, mark=mark)
+    try:
+        clock.advance(SWEEP_SECONDS)
+        assert (tmp_path / "quarantine" / ADDRESS / bad).read_bytes() == INFECTED
+    finally:
+        watcher.stopService()
+    again = store.deliver(ADDRESS, io.BytesIO(INFECTED))
+    mark.write_text("yesterday\n")
+    with logged() as events:
+        watcher = watching(gate, clock, wall=later, mark=mark)
+    try:
+        assert any("holds no time" in e.get("log_format", "") for e in events)
+        clock.advance(SWEEP_SECONDS)
+        assert (tmp_path / "mail" / ADDRESS / "new" / again).exists()
     finally:
         watcher.stopService()
 

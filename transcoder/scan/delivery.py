@@ -59,7 +59,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from transcoder.files import fsync_dir
+from transcoder.files import fsync_dir, write_atomically
 from transcoder.inbound import NotDecryptable, decrypt_append_file
 from transcoder.keys.server_keys_files import ServerKeyFiles
 from transcoder.scan.clamd import ClamdScanner, ScannerUnavailable
@@ -436,6 +436,28 @@ def recent_deliveries(mail_root: Path, since: float) -> list[tuple[Path, FileIde
     return found
 
 
+def read_sweep_mark(path: Path) -> float | None:
+    """When the last sweep recorded in ``path`` began (wall-clock seconds); ``None``: no
+    usable record (none yet, or unreadable: logged)."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        log.warn("delivery sweep mark {path} unreadable: {error}", path=str(path), error=error)
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        log.warn("delivery sweep mark {path} holds no time: {text!r}", path=str(path), text=text)
+        return None
+
+
+def save_sweep_mark(path: Path, began: float) -> None:
+    """Record in ``path`` that a sweep that began at ``began`` handed its files over."""
+    write_atomically(path, b"%.6f\n" % began)
+
+
 class DeliveryWatcher(service.Service):
     """Sweeps every ``new/`` each ``interval`` seconds and has ``gate`` scan what arrived.
 
@@ -444,12 +466,16 @@ class DeliveryWatcher(service.Service):
     quarantined even in a mailbox nobody looks at.  A sweep reports the files
     that arrived since the previous one began (their ctime, the MDA's rename
     into ``new/``, looking :data:`SWEEP_OVERLAP` further back), so a backlog is
-    never swept again; what waited in ``new/`` when the server started is
-    scanned when a session looks, as before.  The
-    listing runs in ``run`` (the scan pool), :meth:`DeliveryScan.watch` on
-    the reactor thread.  A failed sweep is logged; sweeps never overlap.
-    ``wall_clock`` gives the file system's time (ctimes are wall-clock
-    seconds); ``clock`` paces the sweeps.
+    never swept again.  Where the last sweep began is kept in ``mark`` (a
+    file, written after each sweep handed its files over), so the first
+    sweep after a restart covers what was delivered while the server was
+    stopped; at the very first start (no mark) what waits in ``new/`` is
+    left to sessions, which scan it when they look -- sweeping a whole store
+    at once could keep clamd busy for hours.  The listing and the mark run in
+    ``run`` (the scan pool), :meth:`DeliveryScan.watch` on the reactor
+    thread.  A failed sweep is logged; sweeps never overlap.  ``wall_clock``
+    gives the file system's time (ctimes are wall-clock seconds); ``clock``
+    paces the sweeps.
     """
 
     def __init__(
@@ -459,9 +485,11 @@ class DeliveryWatcher(service.Service):
         run: RunScan,
         clock: IReactorTime,
         wall_clock: Callable[[], float],
+        mark: Path | None = None,
     ) -> None:
         self.gate = gate
         self.interval = interval
+        self.mark = mark
         self._run = run
         self._wall_clock = wall_clock
         self._since = 0.0
@@ -470,9 +498,11 @@ class DeliveryWatcher(service.Service):
         self._loop.clock = clock
 
     def startService(self) -> None:
-        """Mark the start (earlier arrivals wait for a session), then sweep every interval."""
+        """Sweep from the last recorded sweep (else from now) on, every interval."""
         super().startService()
-        self._since = self._wall_clock()
+        now = self._wall_clock()
+        recorded = read_sweep_mark(self.mark) if self.mark is not None else None
+        self._since = now if recorded is None else min(recorded, now)
         self._loop.start(self.interval, now=False)
 
     def stopService(self) -> None:
@@ -495,5 +525,7 @@ class DeliveryWatcher(service.Service):
                     self.gate.watch(path, identity)
 
         d.addCallback(hand_over)
+        if self.mark is not None:
+            d.addCallback(lambda _: self._run(save_sweep_mark, self.mark, began))
         d.addErrback(lambda failure: log.failure("sweeping new/ for deliveries failed", failure))
         return d
