@@ -18,11 +18,8 @@ and a real ``twistd transcoder`` front:
 from __future__ import annotations
 
 import imaplib
-import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -33,6 +30,8 @@ from tests.integration.conftest import admin
 from tests.integration.test_shared_keystore import (
     ALICE,
     MARKER,
+    eventually,
+    fetch_fails_closed,
     first_uid,
     fresh_view,
     start_fronts,
@@ -41,20 +40,6 @@ from tests.integration.transcoding import SMIME, login, openssl_decrypt, provisi
 from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
-
-_T = TypeVar("_T")
-
-
-def eventually(attempt: Callable[[], _T], timeout: float = 60.0) -> _T:
-    """``attempt()`` once it stops failing its assertions (or the last failure)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return attempt()
-        except (AssertionError, imaplib.IMAP4.error):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
 
 
 def test_a_promoted_standby_serves_the_keys_and_the_front_follows(tmp_path: Path) -> None:
@@ -81,12 +66,10 @@ def test_a_promoted_standby_serves_the_keys_and_the_front_follows(tmp_path: Path
         session = login(front, ALICE)
         uid = first_uid(session)
         primary.stop()
-        typ, data = session.uid("FETCH", str(uid), "(BODY.PEEK[])")
-        assert typ == "NO", data
-        assert MARKER not in session.received
+        fetch_fails_closed(session, uid)
 
         standby.promote()
-        view = eventually(lambda: fresh_view(front))
+        view = eventually(lambda: fresh_view(front), timeout=60)
         assert MARKER in openssl_decrypt(view, party, tmp_path)
 
         watcher = login(front, ALICE)

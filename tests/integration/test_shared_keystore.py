@@ -16,9 +16,10 @@ import imaplib
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -43,6 +44,8 @@ from transcoder.client import XKeyClient
 from transcoder.client.model import XKeyError
 
 pytestmark = pytest.mark.integration
+
+_T = TypeVar("_T")
 
 ALICE = "alice@example.org"
 MARKER = b"the same mail on every front"
@@ -202,9 +205,7 @@ def test_keystore_down_fails_closed_and_the_front_recovers(
             session = login(front, ALICE)
             uid = first_uid(session)
             server.stop()
-            typ, data = session.uid("FETCH", str(uid), "(BODY.PEEK[])")
-            assert typ == "NO", data
-            assert MARKER not in session.received
+            fetch_fails_closed(session, uid)
             # A new LOGIN is refused at once (tests/cluster/test_login_keystore.py);
             # the session logged in before the outage gets NO [UNAVAILABLE] for the rest.
             with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
@@ -215,21 +216,31 @@ def test_keystore_down_fails_closed_and_the_front_recovers(
                 XKeyClient(session).keys()
             assert refused.value.code == "UNAVAILABLE"
             server.start()
-            view = _eventually(lambda: fresh_view(front))
+            view = eventually(lambda: fresh_view(front))
             assert MARKER in openssl_decrypt(view, parties[0], tmp_path)
     finally:
         server.remove()
 
 
-def _eventually(attempt: object, timeout: float = 30.0) -> bytes:
+def eventually(attempt: Callable[[], _T], timeout: float = 30.0) -> _T:
+    """``attempt()`` once it stops failing its assertions or IMAP commands (else the last
+    failure, after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return attempt()  # type: ignore[operator,no-any-return]
-        except AssertionError:
+            return attempt()
+        except (AssertionError, imaplib.IMAP4.error):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def fetch_fails_closed(session: RecordingIMAP4, uid: int) -> None:
+    """FETCH of message ``uid`` while the keystore is out of reach: NO, and not an octet of
+    the message's text sent."""
+    typ, data = session.uid("FETCH", str(uid), "(BODY.PEEK[])")
+    assert typ == "NO", data
+    assert MARKER not in session.received
 
 
 def _der() -> object:
