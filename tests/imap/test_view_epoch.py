@@ -24,11 +24,17 @@ from tests.transcoders.smime_keys import identity
 from transcoder.cms.settings import CmsSettings
 from transcoder.imap.transcoding import TranscodingConfig
 from transcoder.imap.view import ViewCache
-from transcoder.imap.view_epoch import BYE, ServerViewsService, server_view_settings
+from transcoder.imap.view_epoch import (
+    BYE,
+    ServerViewsService,
+    legacy_views_id,
+    server_view_settings,
+)
 from transcoder.imap.xkey import KeyAccess
 from transcoder.keys.async_store import AsyncKeyStore
 from transcoder.keys.keystore import KeyStore
 from transcoder.keys.model import PolicyMode
+from transcoder.signing.signers import ServerSigning
 from transcoder.transcoders.derivation import ViewSecret
 from transcoder.transcoders.registry import TranscoderRegistry
 from transcoder.transcoders.smime import SmimeTranscoder
@@ -424,6 +430,19 @@ def test_server_wide_view_settings_move_the_accounts_they_apply_to(
             else:
                 seen[name].new(value)
     assert len(set(seen["alice"].values)) == 4 and len(set(seen["bob"].values)) == 1
+
+
+def test_the_id_earlier_builds_recorded_is_reproduced(tmp_path: Path) -> None:
+    """legacy_views_id gives what a build before per-account settings recorded for the same
+    settings -- the values below are those of commit ad03085's server_views_id --, so its
+    keystore is carried over without a resync; other settings give other ids."""
+    cache = ViewCache(tmp_path / "views", defer.maybeDeferred)
+    registry = TranscoderRegistry([SmimeTranscoder(CmsSettings(cipher="aes128-gcm"))])
+    config = TranscodingConfig(registry, cache, True, view_secret=ViewSecret(b"a" * 32))
+    assert legacy_views_id(config) == "62d50629285729112510d980b71d9d05"
+    assert legacy_views_id(config, ServerSigning(None, True)) == "7279b8130c9f5fb8798c8312e08e8a3a"
+    other = TranscodingConfig(registry, cache, False, view_secret=ViewSecret(b"a" * 32))
+    assert legacy_views_id(other) != legacy_views_id(config)
 
 
 def test_epoch_is_read_again_only_after_a_commit_or_an_expiry(

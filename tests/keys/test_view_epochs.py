@@ -302,6 +302,36 @@ def test_a_server_wide_epoch_of_before_is_still_added(store: KeyStore) -> None:
     assert epoch(store) == 6
 
 
+@pytest.mark.parametrize("unchanged", [True, False])
+def test_a_keystore_of_an_earlier_build_is_carried_over(
+    store: KeyStore, audit_log: list[dict[str, Any]], unchanged: bool
+) -> None:
+    """A keystore an earlier build wrote (inputs counted without settings, one server-wide
+    id): when the server's settings are those the id stands for, every account whose
+    inputs are still its own keeps its epoch -- no resync for the upgrade; otherwise each
+    MODE ALWAYS account moves once.  A MODE OFF account never moves."""
+    store.put(ALICE, key("cert"), T0)
+    store.set_policy(ALICE, T0, mode=ALWAYS)
+    store.put(CAROL, key("carol"), T0)
+    store.set_policy(CAROL, T0, mode=ALWAYS)
+    with store._transaction() as db:  # as the earlier build recorded them
+        for account in (ALICE, CAROL):
+            policy = store._policy(db, account, T0)
+            earlier = _inputs_id(policy, usable_material(db, account, policy, T0), None)
+            db.execute("UPDATE view_epochs SET inputs = ? WHERE account = ?", (earlier, account))
+        write_server_epoch(db, 3, "0123456789abcdef0123456789abcdef", T0)
+    store.put(CAROL, key("carol-2"), T0)  # counted anew (moves): no longer as recorded then
+    with store._transaction() as db:  # back to epoch 1, as if that change had not moved it
+        db.execute("UPDATE view_epochs SET epoch = 1 WHERE account = ?", (CAROL,))
+    legacy = "0123456789abcdef0123456789abcdef" if unchanged else "another server-wide id"
+    store.note_server_views(SETTINGS, T0, legacy=legacy)
+    assert epoch(store, ALICE) == (1 + 3 if unchanged else 2 + 3)
+    assert epoch(store, CAROL) == 2 + 3  # its inputs were not the recorded ones
+    assert epoch(store, BOB) == 3
+    (noted,) = [record for record in audit_log if record["event"] == "views.settings"]
+    assert noted.get("carried") == (1 if unchanged else None)
+
+
 def test_settings_read_back_as_recorded() -> None:
     """to_text and from_text round-trip; an older record or none reads as empty settings."""
     for settings in (SETTINGS, *CHANGES.values(), ViewSettings()):

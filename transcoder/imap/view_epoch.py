@@ -49,6 +49,7 @@ changes, and to no other.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -123,6 +124,20 @@ def server_view_settings(config: Any, signing: Any = None) -> ViewSettings:
     )
 
 
+def legacy_views_id(config: Any, signing: Any = None) -> str:
+    """The server-wide id a build before :func:`server_view_settings` recorded for the
+    same settings: what lets a keystore of such a build be carried over without a
+    resync (:meth:`~transcoder.keys.view_epochs.ViewEpochMethods.note_server_views`)."""
+    parts = sorted(f"transcoder {t.name} {t.settings_id}" for t in config.registry)
+    parts.append(f"obscure-subject {bool(config.obscure_subject)}")
+    secret = getattr(config, "view_secret", None)
+    parts.append("secret " + (secret.identifier if secret is not None else "none"))
+    if signing is not None:
+        default = "on" if signing.default else "off"
+        parts.append(f"sign-views {default}\nsigning {signing.fingerprints()}")
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
+
+
 def note_server_views(keys: Any, config: Any) -> int:
     """Hand :func:`server_view_settings` to the keystore (blocking: call at start).
 
@@ -136,7 +151,9 @@ def note_server_views(keys: Any, config: Any) -> int:
     signing = getattr(keys, "signing", None)
 
     def note() -> int:
-        views: int = store.note_server_views(server_view_settings(config, signing), keys.now())
+        settings = server_view_settings(config, signing)
+        legacy = legacy_views_id(config, signing)
+        views: int = store.note_server_views(settings, keys.now(), legacy=legacy)
         return views
 
     if signing is not None:

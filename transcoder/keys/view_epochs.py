@@ -229,15 +229,19 @@ def inputs_id(
     return _inputs_id(policy, usable, settings or ViewSettings())
 
 
-def _inputs_id(policy: Policy, usable: Iterable[tuple[str, bytes]], settings: ViewSettings) -> str:
-    """:func:`inputs_id` from the usable keys' (fingerprint, material) pairs."""
+def _inputs_id(
+    policy: Policy, usable: Iterable[tuple[str, bytes]], settings: ViewSettings | None
+) -> str:
+    """:func:`inputs_id` from the usable keys' (fingerprint, material) pairs; ``settings``
+    ``None``: the id an earlier build recorded, without them (see ``_carry_over``)."""
     if policy.mode is PolicyMode.OFF:
         return INITIAL_INPUTS
     digest = hashlib.sha256()
     for fingerprint, material in sorted(usable):
         digest.update(fingerprint.encode("ascii") + b"\0")
         digest.update(hashlib.sha256(material).digest())
-    digest.update(b"\0settings\0" + settings.applying_to(policy).encode("utf-8"))
+    if settings is not None:
+        digest.update(b"\0settings\0" + settings.applying_to(policy).encode("utf-8"))
     fmt = policy.format.value if policy.format is not None else "NONE"
     # The account's own SIGN (issue 16); never set, the server's default
     # applies, which is counted with the settings (ViewSettings.applying_to).
@@ -379,7 +383,11 @@ class ViewEpochMethods:
     view_settings: ViewSettings | None = None
 
     def note_server_views(
-        self, settings: ViewSettings, now: datetime, origin: Mapping[str, str] | None = None
+        self,
+        settings: ViewSettings,
+        now: datetime,
+        origin: Mapping[str, str] | None = None,
+        legacy: str | None = None,
     ) -> int:
         """Use ``settings`` from now on, and record them; the server-wide epoch.
 
@@ -388,6 +396,12 @@ class ViewEpochMethods:
         applies to at that read (:class:`ViewSettings`).  Recorded for tools
         (``transcoder-admin`` counts with them) and audited when they differ
         from the last record (``views.settings``, naming what changed).
+
+        ``legacy`` is the id an earlier build, which counted server settings
+        in one server-wide epoch, would record for these same settings: found
+        recorded, the settings did not change with the upgrade, and the
+        accounts are carried over (:meth:`_carry_over`) instead of each
+        resynchronising once.
         """
         now = require_aware(now)
         self.view_settings = settings
@@ -400,10 +414,33 @@ class ViewEpochMethods:
             epoch, recorded = server_epoch(db)
             if recorded != text:
                 write_server_epoch(db, epoch, text, now)
-                if recorded is not None:
+                if recorded is not None and recorded == legacy:
+                    carried = self._carry_over(db, settings, now)
+                    self._record("views.settings", "*", now, origin, changed=[], carried=carried)
+                elif recorded is not None:
                     changed = settings.changes_from(ViewSettings.from_text(recorded))
                     self._record("views.settings", "*", now, origin, changed=changed)
         return epoch
+
+    def _carry_over(self, db: Connection, settings: ViewSettings, now: datetime) -> int:
+        """Inside a write transaction: re-record, at the same epoch, the inputs of every
+        account an earlier build counted without settings, when they are still its
+        inputs (the rest moves at its next read, as any drift); how many were carried."""
+        rows = db.execute(
+            "SELECT account, inputs FROM view_epochs WHERE inputs <> ?", (INITIAL_INPUTS,)
+        ).fetchall()
+        carried = 0
+        for row in rows:
+            account, recorded = str(row[0]), str(row[1])
+            policy = self._policy(db, account, now)
+            usable = usable_material(db, account, policy, now)
+            if recorded == _inputs_id(policy, usable, None):
+                db.execute(
+                    "UPDATE view_epochs SET inputs = ? WHERE account = ?",
+                    (_inputs_id(policy, usable, settings), account),
+                )
+                carried += 1
+        return carried
 
     def _settings(self, recorded: str | None) -> ViewSettings:
         """The settings views are counted with: this server's, else the last recorded."""
