@@ -34,6 +34,7 @@ from transcoder.imap.xkey import KeyAccess
 from transcoder.keys.async_store import AsyncKeyStore
 from transcoder.keys.keystore import KeyStore
 from transcoder.keys.model import PolicyMode
+from transcoder.keys.view_epochs import _inputs_id, usable_material, write_server_epoch
 from transcoder.signing.signers import ServerSigning
 from transcoder.transcoders.derivation import ViewSecret
 from transcoder.transcoders.registry import TranscoderRegistry
@@ -443,6 +444,32 @@ def test_the_id_earlier_builds_recorded_is_reproduced(tmp_path: Path) -> None:
     assert legacy_views_id(config, ServerSigning(None, True)) == "7279b8130c9f5fb8798c8312e08e8a3a"
     other = TranscodingConfig(registry, cache, False, view_secret=ViewSecret(b"a" * 32))
     assert legacy_views_id(other) != legacy_views_id(config)
+
+
+def test_a_server_started_on_an_earlier_builds_keystore_presents_the_same_values(
+    tmp_path: Path, keystore: KeyStore
+) -> None:
+    """ServerViewsService hands the keystore the id an earlier build recorded for these
+    settings: the account recorded by that build keeps its epoch, so SELECT presents the
+    value it presented before the upgrade."""
+    cache = ViewCache(tmp_path / "views", defer.maybeDeferred)
+    registry = TranscoderRegistry([SmimeTranscoder()])
+    config = TranscodingConfig(registry, cache, False, view_secret=ViewSecret(b"a" * 32))
+    alice = connect(tmp_path, keystore)
+    put(alice, identity("p256").cert_der)
+    ok(alice, b"XKEY POLICY MODE ALWAYS")
+    with keystore._transaction() as db:  # as the earlier build left it, at epoch 1 + 4
+        policy = keystore._policy(db, ALICE, NOW)
+        earlier = _inputs_id(policy, usable_material(db, ALICE, policy, NOW), None)
+        db.execute("UPDATE view_epochs SET epoch = 1, inputs = ?", (earlier,))
+        write_server_epoch(db, 4, legacy_views_id(config), NOW)
+    stored = keystore.view_epoch  # the value before the upgrade: stored UIDVALIDITY + 5
+    ServerViewsService(alice.server.keys, config).startService()
+    assert stored(ALICE, NOW) == 5
+    before = select(alice)
+    ok(alice, b"UNSELECT")
+    ServerViewsService(alice.server.keys, config).startService()  # a restart: nothing moves
+    assert select(alice) == before
 
 
 def test_epoch_is_read_again_only_after_a_commit_or_an_expiry(
