@@ -453,7 +453,7 @@ class ViewEpochMethods:
     ) -> _ViewState:
         """Epochs and inputs as stored; ``with_keys``: all the account's keys too."""
         policy = self._policy(db, account, now)
-        recorded_settings = None if self.view_settings is not None else server_epoch(db)[1]
+        server, recorded_settings = server_epoch(db)
         settings = self._settings(recorded_settings)
         current = _inputs_id(policy, usable_material(db, account, policy, now), settings)
         keys: tuple[StoredKey, ...] = ()
@@ -463,8 +463,7 @@ class ViewEpochMethods:
             ).fetchall()
             keys = tuple(stored_key(row, now) for row in rows)
         own, recorded = account_epoch(db, account)
-        total = own + server_epoch(db)[0]
-        inputs = ViewInputs(total, policy, keys, first_expiry(db, account, now))
+        inputs = ViewInputs(own + server, policy, keys, first_expiry(db, account, now))
         return _ViewState(inputs, own, current, current == recorded)
 
     def _count_views(
